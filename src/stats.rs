@@ -1,0 +1,165 @@
+//! Delivery counters, kept per webhook with atomics so hook calls never contend on a lock,
+//! and the JSON-serialisable snapshot that hosts read.
+//!
+//! Every count is in deliveries (one event to one webhook): an event that three webhooks
+//! subscribe to and that is dropped because the queue is full counts three drops.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Latencies kept for the percentiles: the most recent deliveries only.
+const LATENCY_WINDOW: usize = 1024;
+
+/// Live counters of one webhook.
+#[derive(Default)]
+pub struct WebhookCounters {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    retries: AtomicU64,
+    dropped: AtomicU64,
+    last: Mutex<LastOutcome>,
+}
+
+#[derive(Default)]
+struct LastOutcome {
+    status: Option<u16>,
+    error: Option<String>,
+    latencies_ms: VecDeque<f64>,
+}
+
+impl WebhookCounters {
+    /// A delivery succeeded with `status` after `latency` (first attempt to success).
+    pub fn delivered(&self, status: u16, latency: Duration) {
+        self.delivered.fetch_add(1, Relaxed);
+        let mut last = self.last.lock().expect("stats lock");
+        last.status = Some(status);
+        if last.latencies_ms.len() == LATENCY_WINDOW {
+            last.latencies_ms.pop_front();
+        }
+        last.latencies_ms.push_back(latency.as_secs_f64() * 1000.0);
+    }
+
+    /// A delivery failed for good; `error` must already be free of secrets.
+    pub fn failed(&self, status: Option<u16>, error: String) {
+        self.failed.fetch_add(1, Relaxed);
+        self.record_error(status, error);
+    }
+
+    /// An attempt failed and will be retried.
+    pub fn retried(&self, status: Option<u16>, error: String) {
+        self.retries.fetch_add(1, Relaxed);
+        self.record_error(status, error);
+    }
+
+    /// A delivery was never attempted (queue full) or abandoned at close.
+    pub fn dropped(&self, count: u64) {
+        self.dropped.fetch_add(count, Relaxed);
+    }
+
+    fn record_error(&self, status: Option<u16>, error: String) {
+        let mut last = self.last.lock().expect("stats lock");
+        if status.is_some() {
+            last.status = status;
+        }
+        last.error = Some(error);
+    }
+
+    /// A snapshot labelled with the webhook's redacted URL.
+    pub fn snapshot(&self, url: &str) -> WebhookStats {
+        let last = self.last.lock().expect("stats lock");
+        let mut sorted: Vec<f64> = last.latencies_ms.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        WebhookStats {
+            url: url.to_owned(),
+            delivered: self.delivered.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            last_status: last.status,
+            last_error: last.error.clone(),
+            latency_p50_ms: percentile(&sorted, 0.50),
+            latency_p99_ms: percentile(&sorted, 0.99),
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let rank = (q * last as f64).round() as usize;
+    Some((sorted[rank] * 1000.0).round() / 1000.0)
+}
+
+/// What one webhook has done so far.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct WebhookStats {
+    /// `scheme://host[:port]/…`
+    pub url: String,
+    pub delivered: u64,
+    pub failed: u64,
+    pub retries: u64,
+    pub dropped: u64,
+    /// Status of the latest response, if any came back.
+    pub last_status: Option<u16>,
+    /// The latest failure, secret-free.
+    pub last_error: Option<String>,
+    /// Delivery latency percentiles over the recent window, in milliseconds.
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+}
+
+/// Totals plus one entry per webhook in config order.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Stats {
+    pub delivered: u64,
+    pub failed: u64,
+    pub retries: u64,
+    pub dropped: u64,
+    /// Deliveries queued or in flight now.
+    pub pending: u64,
+    pub webhooks: Vec<WebhookStats>,
+}
+
+impl Stats {
+    /// Sums the per-webhook snapshots.
+    pub fn new(pending: u64, webhooks: Vec<WebhookStats>) -> Self {
+        let sum = |f: fn(&WebhookStats) -> u64| webhooks.iter().map(f).sum();
+        Stats {
+            delivered: sum(|w| w.delivered),
+            failed: sum(|w| w.failed),
+            retries: sum(|w| w.retries),
+            dropped: sum(|w| w.dropped),
+            pending,
+            webhooks,
+        }
+    }
+
+    /// The stats as a JSON document (the form the C, Python and Go hosts receive).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("stats serialise")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_and_totals() {
+        let c = WebhookCounters::default();
+        for ms in 1..=100 {
+            c.delivered(200, Duration::from_millis(ms));
+        }
+        c.retried(Some(503), "HTTP 503".into());
+        c.failed(None, "connection refused".into());
+        let w = c.snapshot("http://h/…");
+        assert_eq!((w.delivered, w.failed, w.retries), (100, 1, 1));
+        assert_eq!((w.latency_p50_ms, w.latency_p99_ms), (Some(51.0), Some(99.0)));
+        assert_eq!((w.last_status, w.last_error.as_deref()), (Some(503), Some("connection refused")));
+        let s = Stats::new(2, vec![w.clone(), w]);
+        assert_eq!((s.delivered, s.failed, s.pending), (200, 2, 2));
+    }
+}
