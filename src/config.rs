@@ -210,7 +210,10 @@ impl Config {
             let field = format!("payload_template_files.{name}");
             let event = event_key(&field, &name)?;
             if templates.contains_key(&event) {
-                return Err(Error::config(field, "event also has an inline payload_templates entry"));
+                return Err(Error::config(
+                    field,
+                    "event also has an inline payload_templates entry",
+                ));
             }
             let source = std::fs::read_to_string(&path)
                 .map_err(|e| Error::config(&field, format!("cannot read `{path}`: {e}")))?;
@@ -222,7 +225,10 @@ impl Config {
         };
         let secs = raw.shutdown_timeout;
         if !(0.0..=600.0).contains(&secs) {
-            return Err(Error::config("shutdown_timeout", format!("{secs} is out of range 0..=600 seconds")));
+            return Err(Error::config(
+                "shutdown_timeout",
+                format!("{secs} is out of range 0..=600 seconds"),
+            ));
         }
         Ok(Config {
             webhooks,
@@ -233,6 +239,13 @@ impl Config {
             queue_capacity: in_range("queue_capacity", raw.queue_capacity, 1, 10_000_000)? as usize,
             shutdown_timeout: Duration::from_secs_f64(secs),
         })
+    }
+
+    /// Replaces `event`'s template without the load-time JSON check, so tests can reach the
+    /// render-time fallback that the check otherwise makes unreachable.
+    #[cfg(test)]
+    pub(crate) fn set_template_unchecked(&mut self, event: Event, template: Template) {
+        self.templates.insert(event, template);
     }
 
     /// The template for `event`: its own, else `default_template`, else the built-in one.
@@ -248,7 +261,9 @@ fn compile(field: &str, source: &str) -> Result<Template> {
     let template = Template::compile(source).map_err(|e| Error::config(field, e))?;
     let sample = json!({"event": "violation", "plugin_name": "p", "timestamp": "t",
         "user": "u", "violation": {"reason": "r", "details": {}}, "metadata": {"tool_name": "t"}});
-    let rendered = template.render(|name| sample.get(name)).map_err(|e| Error::config(field, e))?;
+    let rendered = template
+        .render(|name| sample.get(name))
+        .map_err(|e| Error::config(field, e))?;
     serde_json::from_str::<serde::de::IgnoredAny>(&rendered)
         .map_err(|e| Error::config(field, format!("template does not render valid JSON: {e}")))?;
     Ok(template)
@@ -257,7 +272,10 @@ fn compile(field: &str, source: &str) -> Result<Template> {
 fn event_key(field: &str, name: &str) -> Result<Event> {
     Event::from_name(name).map_err(|_| {
         let known: Vec<&str> = Event::ALL.iter().map(|e| e.name()).collect();
-        Error::config(field, format!("unknown event `{name}` (known: {})", known.join(", ")))
+        Error::config(
+            field,
+            format!("unknown event `{name}` (known: {})", known.join(", ")),
+        )
     })
 }
 
@@ -265,7 +283,10 @@ fn in_range(field: &str, value: u64, min: u64, max: u64) -> Result<u64> {
     if (min..=max).contains(&value) {
         Ok(value)
     } else {
-        Err(Error::config(field, format!("{value} is out of range {min}..={max}")))
+        Err(Error::config(
+            field,
+            format!("{value} is out of range {min}..={max}"),
+        ))
     }
 }
 
@@ -275,14 +296,19 @@ impl RawWebhook {
         let url = Url::parse(&self.url)
             .map_err(|e| Error::config(field("url"), format!("not a valid URL ({e})")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(Error::config(field("url"), "must be an http:// or https:// URL with a host"));
+            return Err(Error::config(
+                field("url"),
+                "must be an http:// or https:// URL with a host",
+            ));
         }
         let mut headers = HeaderMap::new();
         for (name, value) in &self.headers {
             let at = field(&format!("headers.{name}"));
             headers.insert(header_name(&at, name)?, header_value(&at, value, false)?);
         }
-        let signer = self.authentication.apply(&field("authentication"), &mut headers)?;
+        let signer = self
+            .authentication
+            .apply(&field("authentication"), &mut headers)?;
         Ok(Webhook {
             redacted_url: redact(&url),
             url,
@@ -290,7 +316,12 @@ impl RawWebhook {
             headers,
             signer,
             retry_attempts: in_range(&field("retry_attempts"), self.retry_attempts, 0, 10)? as u32,
-            retry_delay: Duration::from_millis(in_range(&field("retry_delay"), self.retry_delay, 100, 60_000)?),
+            retry_delay: Duration::from_millis(in_range(
+                &field("retry_delay"),
+                self.retry_delay,
+                100,
+                60_000,
+            )?),
             timeout: Duration::from_secs(in_range(&field("timeout"), self.timeout, 1, 120)?),
             enabled: self.enabled,
             max_concurrency: in_range(&field("max_concurrency"), self.max_concurrency, 1, 1024)? as usize,
@@ -342,14 +373,23 @@ impl RawAuth {
                 let (name, secrets) = match (self.secrets, self.hmac_secret) {
                     (Some(list), _) if !list.is_empty() => ("secrets", list),
                     (_, Some(one)) => ("hmac_secret", vec![one]),
-                    _ => return Err(Error::config(field("secrets"), "is required for standard_webhooks")),
+                    _ => {
+                        return Err(Error::config(
+                            field("secrets"),
+                            "is required for standard_webhooks",
+                        ))
+                    }
                 };
                 let keys = secrets
                     .iter()
                     .enumerate()
                     .map(|(i, s)| {
                         decode_standard_secret(s).ok_or_else(|| {
-                            let at = if name == "secrets" { format!("secrets[{i}]") } else { name.into() };
+                            let at = if name == "secrets" {
+                                format!("secrets[{i}]")
+                            } else {
+                                name.into()
+                            };
                             Error::config(field(&at), "must be `whsec_` followed by a base64 key")
                         })
                     })
@@ -425,9 +465,8 @@ fn expand_string(s: &str, field: &str) -> Result<String> {
             .find('}')
             .ok_or_else(|| Error::config(field, "`${env.` without a closing `}`"))?;
         let name = &after[..end];
-        let value = std::env::var(name).map_err(|_| {
-            Error::config(field, format!("environment variable `{name}` is not set"))
-        })?;
+        let value = std::env::var(name)
+            .map_err(|_| Error::config(field, format!("environment variable `{name}` is not set")))?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -451,9 +490,15 @@ mod tests {
         let c = Config::load("webhooks:\n  - url: https://h.example/x\n").unwrap();
         let w = &c.webhooks[0];
         assert_eq!(w.events, vec![Event::Violation]);
-        assert_eq!((w.retry_attempts, w.retry_delay, w.timeout), (3, Duration::from_millis(1000), Duration::from_secs(10)));
+        assert_eq!(
+            (w.retry_attempts, w.retry_delay, w.timeout),
+            (3, Duration::from_millis(1000), Duration::from_secs(10))
+        );
         assert_eq!((w.enabled, w.max_concurrency), (true, 32));
-        assert_eq!((c.max_payload_size, c.queue_capacity, c.include_payload_data), (1000, 10_000, false));
+        assert_eq!(
+            (c.max_payload_size, c.queue_capacity, c.include_payload_data),
+            (1000, 10_000, false)
+        );
         assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
         assert_eq!(w.redacted_url, "https://h.example/…");
     }
@@ -500,7 +545,8 @@ mod tests {
 
     #[test]
     fn credentials_never_appear_in_errors_or_debug() {
-        let (_, m) = err("webhooks: [{url: 'https://a/', authentication: {type: bearer, token: \"sec\\nret\"}}]");
+        let (_, m) =
+            err("webhooks: [{url: 'https://a/', authentication: {type: bearer, token: \"sec\\nret\"}}]");
         assert!(!m.contains("sec"), "{m}");
         let c = Config::load("webhooks: [{url: 'https://a/T0/B1?k=topsecret', authentication: {type: hmac, hmac_secret: topsecret}}, {url: 'https://b/', authentication: {type: bearer, token: topsecret}}]").unwrap();
         let debug = format!("{c:?}");

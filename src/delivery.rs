@@ -98,17 +98,30 @@ impl Delivery<'_> {
             };
             match outcome {
                 Outcome::Delivered(status) => {
-                    debug!("{url} {} delivery {} attempt {attempt}: HTTP {status}", self.event.name(), self.id);
+                    debug!(
+                        "{url} {} delivery {} attempt {attempt}: HTTP {status}",
+                        self.event.name(),
+                        self.id
+                    );
                     return self.counters.delivered(status, started.elapsed());
                 }
                 Outcome::Retry { status, error, after } if attempt < self.webhook.retry_attempts => {
                     let delay = after.unwrap_or_else(|| backoff(self.webhook.retry_delay, attempt));
-                    debug!("{url} {} delivery {} attempt {attempt}: {error}; retrying in {delay:?}", self.event.name(), self.id);
+                    debug!(
+                        "{url} {} delivery {} attempt {attempt}: {error}; retrying in {delay:?}",
+                        self.event.name(),
+                        self.id
+                    );
                     self.counters.retried(status, error);
                     tokio::time::sleep(delay).await;
                 }
                 Outcome::Retry { status, error, .. } | Outcome::Fail { status, error } => {
-                    warn!("{url} {} delivery {} failed after {} attempts: {error}", self.event.name(), self.id, attempt + 1);
+                    warn!(
+                        "{url} {} delivery {} failed after {} attempts: {error}",
+                        self.event.name(),
+                        self.id,
+                        attempt + 1
+                    );
                     return self.counters.failed(status, error);
                 }
             }
@@ -117,9 +130,15 @@ impl Delivery<'_> {
 
     async fn attempt(&self) -> Outcome {
         let mut headers = self.webhook.headers.clone();
-        let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(HeaderName::from_static("x-webhook-event"), HeaderValue::from_static(self.event.name()));
+        headers.insert(
+            HeaderName::from_static("x-webhook-event"),
+            HeaderValue::from_static(self.event.name()),
+        );
         headers.insert(
             HeaderName::from_static("x-webhook-delivery"),
             HeaderValue::from_str(self.id).expect("a UUID is a header value"),
@@ -159,9 +178,16 @@ fn classify(status: StatusCode, after: Option<Duration>) -> Outcome {
     if status.is_success() {
         Outcome::Delivered(code)
     } else if matches!(code, 408 | 425 | 429) || status.is_server_error() {
-        Outcome::Retry { status: Some(code), error, after }
+        Outcome::Retry {
+            status: Some(code),
+            error,
+            after,
+        }
     } else {
-        Outcome::Fail { status: Some(code), error }
+        Outcome::Fail {
+            status: Some(code),
+            error,
+        }
     }
 }
 
@@ -197,7 +223,11 @@ fn describe(error: &reqwest::Error, timeout: Duration) -> String {
     if error.is_timeout() {
         return format!("timed out after {timeout:?}");
     }
-    let mut text = String::from(if error.is_connect() { "connect error" } else { "request error" });
+    let mut text = String::from(if error.is_connect() {
+        "connect error"
+    } else {
+        "request error"
+    });
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         let cause_text = cause.to_string();
@@ -223,14 +253,22 @@ mod tests {
 
     #[test]
     fn retry_policy_by_status() {
-        let retried = |code| matches!(classify(StatusCode::from_u16(code).unwrap(), None), Outcome::Retry { .. });
+        let retried = |code| {
+            matches!(
+                classify(StatusCode::from_u16(code).unwrap(), None),
+                Outcome::Retry { .. }
+            )
+        };
         for code in [408, 425, 429, 500, 502, 503, 599] {
             assert!(retried(code), "{code}");
         }
         for code in [301, 400, 401, 403, 404, 410, 422] {
             assert!(!retried(code), "{code}");
         }
-        assert!(matches!(classify(StatusCode::NO_CONTENT, None), Outcome::Delivered(204)));
+        assert!(matches!(
+            classify(StatusCode::NO_CONTENT, None),
+            Outcome::Delivered(204)
+        ));
     }
 
     #[test]
@@ -243,10 +281,16 @@ mod tests {
         let s429 = StatusCode::TOO_MANY_REQUESTS;
         assert_eq!(retry_after(s429, &headers("2")), Some(Duration::from_secs(2)));
         assert_eq!(retry_after(s429, &headers("3600")), Some(MAX_RETRY_AFTER));
-        assert_eq!(retry_after(StatusCode::INTERNAL_SERVER_ERROR, &headers("2")), None);
+        assert_eq!(
+            retry_after(StatusCode::INTERNAL_SERVER_ERROR, &headers("2")),
+            None
+        );
         let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
         let d = retry_after(StatusCode::SERVICE_UNAVAILABLE, &headers(&later)).unwrap();
-        assert!(d > Duration::from_secs(27) && d <= Duration::from_secs(30), "{d:?}");
+        assert!(
+            d > Duration::from_secs(27) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -253,7 +253,10 @@ mod tests {
     #[test]
     fn violations_classify_as_the_original() {
         let cases = [
-            (json!({"code": "RATE_LIMIT", "reason": "pii"}), Event::RateLimitExceeded),
+            (
+                json!({"code": "RATE_LIMIT", "reason": "pii"}),
+                Event::RateLimitExceeded,
+            ),
             (json!({"reason": "PII found"}), Event::PiiDetected),
             (json!({"reason": "Harmful request"}), Event::HarmfulContent),
             (json!({"reason": "bad Content"}), Event::HarmfulContent),
@@ -268,16 +271,34 @@ mod tests {
     #[test]
     fn hooks_raise_their_events_with_subject_metadata() {
         let none = Context::default();
-        let (e, m) = classify(Hook::ToolPostInvoke, &json!({"name": "search", "result": {"x": 1}}), &none).unwrap();
+        let (e, m) = classify(
+            Hook::ToolPostInvoke,
+            &json!({"name": "search", "result": {"x": 1}}),
+            &none,
+        )
+        .unwrap();
         assert_eq!((e, m["tool_name"].clone()), (Event::ToolSuccess, json!("search")));
-        let (e, m) = classify(Hook::ToolPostInvoke, &json!({"name": "s", "result": {"isError": true, "content": [{"type": "text", "text": "boom"}]}}), &none).unwrap();
+        let (e, m) = classify(
+            Hook::ToolPostInvoke,
+            &json!({"name": "s", "result": {"isError": true, "content": [{"type": "text", "text": "boom"}]}}),
+            &none,
+        )
+        .unwrap();
         assert_eq!((e, m["error"].clone()), (Event::ToolError, json!("boom")));
-        let (e, m) = classify(Hook::ToolPostInvoke, &json!({"name": "s", "result": {"error": "down"}}), &none).unwrap();
+        let (e, m) = classify(
+            Hook::ToolPostInvoke,
+            &json!({"name": "s", "result": {"error": "down"}}),
+            &none,
+        )
+        .unwrap();
         assert_eq!((e, m["error"].clone()), (Event::ToolError, json!("down")));
         let (e, m) = classify(Hook::PromptPostFetch, &json!({"prompt_id": "p1"}), &none).unwrap();
         assert_eq!((e, m["prompt_id"].clone()), (Event::PromptSuccess, json!("p1")));
         let (e, m) = classify(Hook::ResourcePostFetch, &json!({"uri": "file:///a"}), &none).unwrap();
-        assert_eq!((e, m["resource_uri"].clone()), (Event::ResourceSuccess, json!("file:///a")));
+        assert_eq!(
+            (e, m["resource_uri"].clone()),
+            (Event::ResourceSuccess, json!("file:///a"))
+        );
         for hook in [Hook::ToolPreInvoke, Hook::PromptPreFetch, Hook::ResourcePreFetch] {
             assert!(classify(hook, &json!({}), &none).is_none());
         }
@@ -285,17 +306,29 @@ mod tests {
 
     #[test]
     fn a_violation_wins_on_any_hook_and_keeps_the_subject() {
-        let (e, m) = classify(Hook::ToolPreInvoke, &json!({"name": "t"}), &ctx(json!({"code": "RATE_LIMIT"}))).unwrap();
-        assert_eq!((e, m["tool_name"].clone()), (Event::RateLimitExceeded, json!("t")));
+        let (e, m) = classify(
+            Hook::ToolPreInvoke,
+            &json!({"name": "t"}),
+            &ctx(json!({"code": "RATE_LIMIT"})),
+        )
+        .unwrap();
+        assert_eq!(
+            (e, m["tool_name"].clone()),
+            (Event::RateLimitExceeded, json!("t"))
+        );
     }
 
     #[test]
     fn context_reads_every_shape() {
         let bare = Context::from_json(&json!({"request_id": "r", "user": "u"})).unwrap();
         assert_eq!((bare.request_id, bare.user), (json!("r"), json!("u")));
-        let in_state = Context::from_json(&json!({"global_context": {}, "state": {"violation": {"reason": "x"}}})).unwrap();
+        let in_state =
+            Context::from_json(&json!({"global_context": {}, "state": {"violation": {"reason": "x"}}}))
+                .unwrap();
         assert!(in_state.violation.is_some());
-        let in_global_state = Context::from_json(&json!({"global_context": {"state": {"violation": {"reason": "x"}}}})).unwrap();
+        let in_global_state =
+            Context::from_json(&json!({"global_context": {"state": {"violation": {"reason": "x"}}}}))
+                .unwrap();
         assert!(in_global_state.violation.is_some());
         assert!(Context::from_json(&json!([1])).is_err());
         assert!(Context::from_json(&json!({"violation": "str"})).is_err());

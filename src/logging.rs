@@ -49,7 +49,13 @@ mod tests {
     #[test]
     fn levels_from_names() {
         use log::LevelFilter::*;
-        for (name, want) in [("debug", Debug), ("WARNING", Warn), ("Error", Error), ("off", Off), ("bogus", Warn)] {
+        for (name, want) in [
+            ("debug", Debug),
+            ("WARNING", Warn),
+            ("Error", Error),
+            ("off", Off),
+            ("bogus", Warn),
+        ] {
             assert_eq!(super::level(Some(name)), want, "{name}");
         }
         assert_eq!(super::level(None), Warn);

@@ -68,12 +68,25 @@ struct Job {
 impl Notifier {
     /// Starts a notifier for a loaded config; `plugin_name` fills `{{plugin_name}}`.
     pub fn new(config: Config, plugin_name: Option<&str>) -> Self {
-        let max_idle = config.webhooks.iter().map(|w| w.max_concurrency).max().unwrap_or(1);
+        let max_idle = config
+            .webhooks
+            .iter()
+            .map(|w| w.max_concurrency)
+            .max()
+            .unwrap_or(1);
         let inner = Inner {
             plugin_name: plugin_name.unwrap_or(DEFAULT_PLUGIN_NAME).to_owned(),
             client: delivery::client(max_idle),
-            counters: config.webhooks.iter().map(|_| WebhookCounters::default()).collect(),
-            limits: config.webhooks.iter().map(|w| Semaphore::new(w.max_concurrency)).collect(),
+            counters: config
+                .webhooks
+                .iter()
+                .map(|_| WebhookCounters::default())
+                .collect(),
+            limits: config
+                .webhooks
+                .iter()
+                .map(|w| Semaphore::new(w.max_concurrency))
+                .collect(),
             config,
             queued_events: AtomicUsize::new(0),
             pending: AtomicU64::new(0),
@@ -83,7 +96,9 @@ impl Notifier {
             closed: AtomicBool::new(false),
             abandon: watch::Sender::new(false),
         };
-        Notifier { inner: Arc::new(inner) }
+        Notifier {
+            inner: Arc::new(inner),
+        }
     }
 
     /// Loads `config_text` (YAML or JSON) and starts a notifier.
@@ -98,17 +113,31 @@ impl Notifier {
         self.ensure_open()?;
         let context = Context::from_json(context)?;
         let Some((event, metadata)) = classify(hook, &payload, &context) else {
-            return Ok(Submission { event: None, queued: false });
+            return Ok(Submission {
+                event: None,
+                queued: false,
+            });
         };
         let payload = self.inner.config.include_payload_data.then_some(payload);
-        let queued = self.inner.submit(Job::new(event, context, metadata, payload, false));
-        Ok(Submission { event: Some(event), queued })
+        let queued = self
+            .inner
+            .submit(Job::new(event, context, metadata, payload, false));
+        Ok(Submission {
+            event: Some(event),
+            queued,
+        })
     }
 
     /// Raises `event` directly (e.g. a host's own policy decision). `violation`, when given,
     /// replaces any violation in `context`; `metadata` must be an object. Returns whether
     /// the event was queued for at least one webhook.
-    pub fn notify(&self, event: Event, context: &Value, violation: Option<Value>, metadata: Option<Value>) -> Result<bool> {
+    pub fn notify(
+        &self,
+        event: Event,
+        context: &Value,
+        violation: Option<Value>,
+        metadata: Option<Value>,
+    ) -> Result<bool> {
         self.ensure_open()?;
         let mut context = Context::from_json(context)?;
         if let Some(v) = violation.filter(|v| !v.is_null()) {
@@ -186,16 +215,29 @@ impl Drop for Notifier {
 }
 
 impl Job {
-    fn new(event: Event, context: Context, metadata: Map<String, Value>, payload: Option<Value>, builtin_template: bool) -> Self {
+    fn new(
+        event: Event,
+        context: Context,
+        metadata: Map<String, Value>,
+        payload: Option<Value>,
+        builtin_template: bool,
+    ) -> Self {
         let timestamp = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-        Job { event, timestamp, context, metadata, payload, builtin_template }
+        Job {
+            event,
+            timestamp,
+            context,
+            metadata,
+            payload,
+            builtin_template,
+        }
     }
 
     /// The template variables (all but `delivery_id`, which differs per webhook).
     fn vars(self, inner: &Inner) -> Map<String, Value> {
         let c = self.context;
         let payload = self.payload.filter(|p| {
-            serde_json::to_vec(p).map_or(false, |bytes| bytes.len() <= inner.config.max_payload_size)
+            serde_json::to_vec(p).is_ok_and(|bytes| bytes.len() <= inner.config.max_payload_size)
         });
         let mut vars = Map::with_capacity(10);
         vars.insert("event".into(), self.event.name().into());
@@ -253,7 +295,10 @@ impl Inner {
             targets.iter().for_each(|&i| self.counters[i].dropped(1));
             let dropped = self.dropped_events.fetch_add(1, Relaxed) + 1;
             if dropped.is_power_of_two() {
-                warn!("webhook queue full ({} events): {dropped} events dropped so far", self.config.queue_capacity);
+                warn!(
+                    "webhook queue full ({} events): {dropped} events dropped so far",
+                    self.config.queue_capacity
+                );
             }
             return false;
         }
@@ -263,7 +308,12 @@ impl Inner {
             let event = job.event;
             let builtin_template = job.builtin_template;
             let vars = job.vars(&inner);
-            let prepared = Arc::new(Prepared { event, builtin_template, vars, inner: Arc::clone(&inner) });
+            let prepared = Arc::new(Prepared {
+                event,
+                builtin_template,
+                vars,
+                inner: Arc::clone(&inner),
+            });
             for index in targets {
                 tokio::spawn(Arc::clone(&inner).deliver(Arc::clone(&prepared), index));
             }
@@ -279,7 +329,11 @@ impl Inner {
         let body = match self.render(&prepared, &id) {
             Ok(body) => body,
             Err(e) => {
-                error!("{} {} delivery {id}: {e}", self.config.webhooks[index].redacted_url, prepared.event.name());
+                error!(
+                    "{} {} delivery {id}: {e}",
+                    self.config.webhooks[index].redacted_url,
+                    prepared.event.name()
+                );
                 counters.failed(None, e.clone());
                 return self.report_plugin_error(&prepared, e);
             }
@@ -312,8 +366,12 @@ impl Inner {
             "delivery_id" => Some(&id),
             _ => prepared.vars.get(name),
         })?;
-        serde_json::from_str::<serde::de::IgnoredAny>(&body)
-            .map_err(|e| format!("the {} template rendered invalid JSON: {e}", prepared.event.name()))?;
+        serde_json::from_str::<serde::de::IgnoredAny>(&body).map_err(|e| {
+            format!(
+                "the {} template rendered invalid JSON: {e}",
+                prepared.event.name()
+            )
+        })?;
         Ok(Bytes::from(body))
     }
 
@@ -347,5 +405,51 @@ impl Inner {
             lock = self.idle.wait_timeout(lock, left).expect("idle lock").0;
         }
         true
+    }
+}
+
+#[cfg(test)]
+#[path = "../tests/common/receiver.rs"]
+mod receiver;
+
+#[cfg(test)]
+mod tests {
+    use super::receiver;
+    use super::*;
+
+    /// Load-time checks make a broken template impossible from config, but the render-time
+    /// JSON check still guards every body: a failure becomes plugin_error, not a bad request.
+    #[test]
+    fn a_body_that_is_not_json_raises_plugin_error_instead() {
+        let rx = receiver::Receiver::ok();
+        let yaml = format!(
+            "webhooks:\n  - {{url: '{}', events: [violation]}}\n  - {{url: '{}', events: [plugin_error]}}\n",
+            rx.url("/violations"),
+            rx.url("/errors")
+        );
+        let mut config = Config::load(&yaml).unwrap();
+        let broken = Template::compile(r#"{"user": "{{user}}"} trailing"#).unwrap();
+        config.set_template_unchecked(Event::Violation, broken);
+        let n = Notifier::new(config, None);
+        let context = json!({"request_id": "req-9", "user": "u"});
+        assert!(n
+            .notify(Event::Violation, &context, Some(json!({"reason": "r"})), None)
+            .unwrap());
+        assert!(n.flush(Duration::from_secs(10)));
+        let got = rx.received();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].path, "/errors");
+        let v = got[0].json();
+        assert_eq!(
+            (v["event"].clone(), v["request_id"].clone()),
+            (json!("plugin_error"), json!("req-9"))
+        );
+        assert_eq!(v["metadata"]["event"], "violation");
+        assert!(
+            v["metadata"]["error"].as_str().unwrap().contains("invalid JSON"),
+            "{v}"
+        );
+        let s = n.stats();
+        assert_eq!((s.webhooks[0].failed, s.webhooks[1].delivered), (1, 1));
     }
 }

@@ -51,8 +51,8 @@ impl HmacAlgorithm {
 
     fn mac(self, key: &[u8], body: &[u8]) -> Vec<u8> {
         fn run<D: Mac + hmac::digest::KeyInit>(key: &[u8], body: &[u8]) -> Vec<u8> {
-            let mut mac = <D as hmac::digest::KeyInit>::new_from_slice(key)
-                .expect("HMAC accepts keys of any length");
+            let mut mac =
+                <D as hmac::digest::KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
             mac.update(body);
             mac.finalize().into_bytes().to_vec()
         }
@@ -121,8 +121,14 @@ impl Signer {
                     .collect();
                 vec![
                     (HeaderName::from_static("webhook-id"), value(id.to_owned())),
-                    (HeaderName::from_static("webhook-timestamp"), value(timestamp.to_string())),
-                    (HeaderName::from_static("webhook-signature"), value(signatures.join(" "))),
+                    (
+                        HeaderName::from_static("webhook-timestamp"),
+                        value(timestamp.to_string()),
+                    ),
+                    (
+                        HeaderName::from_static("webhook-signature"),
+                        value(signatures.join(" ")),
+                    ),
                 ]
             }
         }
@@ -136,7 +142,11 @@ mod tests {
     #[test]
     fn github_published_example() {
         assert_eq!(
-            hmac_signature(HmacAlgorithm::Sha256, b"It's a Secret to Everybody", b"Hello, World!"),
+            hmac_signature(
+                HmacAlgorithm::Sha256,
+                b"It's a Secret to Everybody",
+                b"Hello, World!"
+            ),
             "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
         );
     }
@@ -145,14 +155,25 @@ mod tests {
     fn standard_webhooks_published_example() {
         let key = decode_standard_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         assert_eq!(
-            standard_signature(&key.0, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#),
+            standard_signature(
+                &key.0,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                br#"{"test": 2432232314}"#
+            ),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
     }
 
     #[test]
     fn every_algorithm_names_itself_and_has_its_digest_length() {
-        for (name, hex_len) in [("sha1", 40), ("sha224", 56), ("sha256", 64), ("sha384", 96), ("sha512", 128)] {
+        for (name, hex_len) in [
+            ("sha1", 40),
+            ("sha224", 56),
+            ("sha256", 64),
+            ("sha384", 96),
+            ("sha512", 128),
+        ] {
             let sig = hmac_signature(HmacAlgorithm::from_name(name).unwrap(), b"k", b"body");
             let (prefix, hex) = sig.split_once('=').unwrap();
             assert_eq!((prefix, hex.len()), (name, hex_len));

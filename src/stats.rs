@@ -158,7 +158,10 @@ mod tests {
         let w = c.snapshot("http://h/…");
         assert_eq!((w.delivered, w.failed, w.retries), (100, 1, 1));
         assert_eq!((w.latency_p50_ms, w.latency_p99_ms), (Some(51.0), Some(99.0)));
-        assert_eq!((w.last_status, w.last_error.as_deref()), (Some(503), Some("connection refused")));
+        assert_eq!(
+            (w.last_status, w.last_error.as_deref()),
+            (Some(503), Some("connection refused"))
+        );
         let s = Stats::new(2, vec![w.clone(), w]);
         assert_eq!((s.delivered, s.failed, s.pending), (200, 2, 2));
     }

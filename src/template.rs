@@ -205,7 +205,10 @@ mod tests {
 
     fn render(source: &str) -> Value {
         let vars = vars();
-        let out = Template::compile(source).unwrap().render(|name| vars.get(name)).unwrap();
+        let out = Template::compile(source)
+            .unwrap()
+            .render(|name| vars.get(name))
+            .unwrap();
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}: {e}"))
     }
 
@@ -218,7 +221,9 @@ mod tests {
 
     #[test]
     fn values_inside_strings_are_escaped_text() {
-        let v = render(r#"{"user": "{{user}}", "n": "{{violation.details.reset_in}}", "o": "{{violation.details.tags}}"}"#);
+        let v = render(
+            r#"{"user": "{{user}}", "n": "{{violation.details.reset_in}}", "o": "{{violation.details.tags}}"}"#,
+        );
         assert_eq!(v["user"], "a\"b\\c\nd");
         assert_eq!(v["n"], "45");
         assert_eq!(v["o"], r#"["x","y"]"#);
@@ -226,7 +231,9 @@ mod tests {
 
     #[test]
     fn missing_and_null_paths_are_null_or_empty() {
-        let v = render(r#"{"a": {{violation.nope.deeper}}, "b": "{{tenant_id.key}}", "c": {{payload}}, "d": "x{{server_id}}y"}"#);
+        let v = render(
+            r#"{"a": {{violation.nope.deeper}}, "b": "{{tenant_id.key}}", "c": {{payload}}, "d": "x{{server_id}}y"}"#,
+        );
         assert_eq!(v, json!({"a": null, "b": "", "c": null, "d": "xy"}));
     }
 
