@@ -1,1 +1,428 @@
-//! C API (next)
+//! The C API of `include/webhook_notification.h` (generated from this file by `build.rs`).
+//!
+//! Conventions: every fallible function returns an `int32_t` status (`WEBHOOK_OK` or one of
+//! the codes below) and reports failures through a `char **error` out-parameter, which may be
+//! NULL and is otherwise set to an owned message on failure and to NULL on success. There is
+//! no thread-local "last error": Go moves goroutines between OS threads. Every string the
+//! library hands out is freed with `webhook_string_free`. No panic crosses the boundary: one
+//! is caught and reported as `WEBHOOK_PANIC`. A `WebhookPlugin` may be used from many
+//! threads at once; after `webhook_plugin_close` calls that raise events return
+//! `WEBHOOK_CLOSED`, and the handle stays valid until `webhook_plugin_free`.
+
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::events::{plugin_result, Event, Hook};
+use crate::logging;
+use crate::notifier::Notifier;
+
+/// Version of this C API; bumped on any breaking change (a function removed, renamed or
+/// re-typed, or a changed meaning). New status codes added at the end are not breaking.
+pub const WEBHOOK_ABI_VERSION: u32 = 1;
+
+/// Success.
+pub const WEBHOOK_OK: i32 = 0;
+/// NULL where a value is required, bad UTF-8, or an unknown hook or event name.
+pub const WEBHOOK_INVALID_ARGUMENT: i32 = 1;
+/// The config cannot be loaded; the message names the field.
+pub const WEBHOOK_CONFIG_ERROR: i32 = 2;
+/// A payload, context, violation or metadata argument is not valid JSON of the right shape.
+pub const WEBHOOK_PARSE_ERROR: i32 = 3;
+/// A flush or close deadline passed with deliveries still pending.
+pub const WEBHOOK_TIMEOUT: i32 = 4;
+/// The plugin was closed and accepts no events.
+pub const WEBHOOK_CLOSED: i32 = 5;
+/// A bug inside the library was caught before it could cross into the caller.
+pub const WEBHOOK_PANIC: i32 = 6;
+
+/// An opaque plugin instance: a config, its webhooks and their delivery queue.
+pub struct WebhookPlugin {
+    notifier: Notifier,
+}
+
+/// The version of this C API (`WEBHOOK_ABI_VERSION` of the library actually loaded).
+/// Hosts compare it with the header's `WEBHOOK_ABI_VERSION` at start-up.
+#[no_mangle]
+pub extern "C" fn webhook_abi_version() -> u32 {
+    WEBHOOK_ABI_VERSION
+}
+
+/// The library version, e.g. "0.1.0". Static: do not free.
+#[no_mangle]
+pub extern "C" fn webhook_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// Creates a plugin from `config` (YAML or JSON of the plugin's `config:` mapping).
+/// `plugin_name` (nullable) fills `{{plugin_name}}`; NULL means "WebhookNotification".
+/// On success `*out` is a new handle the caller frees with `webhook_plugin_free`; on failure
+/// it is NULL. Config mistakes return `WEBHOOK_CONFIG_ERROR` with the field's path.
+///
+/// # Safety
+/// `config` and `plugin_name` are NULL or NUL-terminated strings; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn webhook_plugin_new(
+    config: *const c_char,
+    plugin_name: *const c_char,
+    out: *mut *mut WebhookPlugin,
+    error: *mut *mut c_char,
+) -> i32 {
+    boundary(error, || {
+        let out = out_param(out, "out")?;
+        *out = ptr::null_mut();
+        let config = required_str(config, "config")?;
+        let name = optional_str(plugin_name, "plugin_name")?;
+        logging::init_stderr();
+        let notifier = Notifier::from_config_text(config, name)?;
+        *out = Box::into_raw(Box::new(WebhookPlugin { notifier }));
+        Ok(())
+    })
+}
+
+/// Handles one hook call: `hook` is a cpex hook name (`tool_post_invoke`, …),
+/// `payload_json` that hook's cpex payload, `context_json` (nullable) a cpex PluginContext
+/// or bare global context, optionally with a top-level `violation`. Returns at once: the
+/// event is queued, never sent on this thread. If `result_json` is not NULL it receives the
+/// cpex PluginResult JSON, whose metadata names the event raised (`webhook_event`) and
+/// whether it was queued (`webhook_queued`); free it with `webhook_string_free`.
+///
+/// # Safety
+/// `p` is a live handle from `webhook_plugin_new`; strings are NULL or NUL-terminated;
+/// `result_json` and `error` are NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn webhook_plugin_invoke(
+    p: *mut WebhookPlugin,
+    hook: *const c_char,
+    payload_json: *const c_char,
+    context_json: *const c_char,
+    result_json: *mut *mut c_char,
+    error: *mut *mut c_char,
+) -> i32 {
+    boundary(error, || {
+        if !result_json.is_null() {
+            *result_json = ptr::null_mut();
+        }
+        let plugin = plugin(p)?;
+        let hook = Hook::from_name(required_str(hook, "hook")?)?;
+        let payload = json_arg(Some(required_str(payload_json, "payload_json")?), "payload_json")?;
+        let context = json_arg(optional_str(context_json, "context_json")?, "context_json")?;
+        let submission = plugin.notifier.invoke(hook, payload, &context)?;
+        if !result_json.is_null() {
+            *result_json = c_string(plugin_result(submission.event, submission.queued).to_string());
+        }
+        Ok(())
+    })
+}
+
+/// Raises `event` (e.g. `rate_limit_exceeded`) directly. `violation_json` (nullable) replaces
+/// any violation in the context; `metadata_json` (nullable) must be an object. Returns at
+/// once, like `webhook_plugin_invoke`.
+///
+/// # Safety
+/// As for `webhook_plugin_invoke`.
+#[no_mangle]
+pub unsafe extern "C" fn webhook_plugin_notify(
+    p: *mut WebhookPlugin,
+    event: *const c_char,
+    context_json: *const c_char,
+    violation_json: *const c_char,
+    metadata_json: *const c_char,
+    error: *mut *mut c_char,
+) -> i32 {
+    boundary(error, || {
+        let plugin = plugin(p)?;
+        let event = Event::from_name(required_str(event, "event")?)?;
+        let context = json_arg(optional_str(context_json, "context_json")?, "context_json")?;
+        let violation = json_arg(optional_str(violation_json, "violation_json")?, "violation_json")?;
+        let metadata = json_arg(optional_str(metadata_json, "metadata_json")?, "metadata_json")?;
+        plugin
+            .notifier
+            .notify(event, &context, Some(violation), Some(metadata))?;
+        Ok(())
+    })
+}
+
+/// Blocks until nothing is queued or in flight, or `timeout_ms` passes (`WEBHOOK_TIMEOUT`).
+///
+/// # Safety
+/// `p` is a live handle; `error` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn webhook_plugin_flush(
+    p: *mut WebhookPlugin,
+    timeout_ms: u32,
+    error: *mut *mut c_char,
+) -> i32 {
+    boundary(error, || {
+        let notifier = &plugin(p)?.notifier;
+        if notifier.flush(Duration::from_millis(timeout_ms.into())) {
+            Ok(())
+        } else {
+            Err(Error::Timeout {
+                pending: notifier.stats().pending,
+            })
+        }
+    })
+}
+
+/// Sets `*stats_json` to the delivery stats as JSON (free with `webhook_string_free`):
+/// totals `delivered, failed, retries, dropped, pending` and a `webhooks` array.
+///
+/// # Safety
+/// `p` is a live handle; `stats_json` is writable; `error` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn webhook_plugin_stats(
+    p: *mut WebhookPlugin,
+    stats_json: *mut *mut c_char,
+    error: *mut *mut c_char,
+) -> i32 {
+    boundary(error, || {
+        let out = out_param(stats_json, "stats_json")?;
+        *out = ptr::null_mut();
+        *out = c_string(plugin(p)?.notifier.stats().to_json());
+        Ok(())
+    })
+}
+
+/// Stops accepting events (later invoke/notify return `WEBHOOK_CLOSED`) and delivers what is
+/// pending for at most `timeout_ms`; what is left is abandoned, counted as dropped, and
+/// `WEBHOOK_TIMEOUT` returned. The handle stays valid until `webhook_plugin_free`.
+///
+/// # Safety
+/// `p` is a live handle; `error` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn webhook_plugin_close(
+    p: *mut WebhookPlugin,
+    timeout_ms: u32,
+    error: *mut *mut c_char,
+) -> i32 {
+    boundary(error, || {
+        plugin(p)?
+            .notifier
+            .close(Duration::from_millis(timeout_ms.into()))
+    })
+}
+
+/// Closes the plugin (waiting at most its `shutdown_timeout`) and releases it. NULL is a
+/// no-op. The handle must not be used afterwards, nor freed twice.
+///
+/// # Safety
+/// `p` is NULL or a live handle from `webhook_plugin_new` that no other thread is using.
+#[no_mangle]
+pub unsafe extern "C" fn webhook_plugin_free(p: *mut WebhookPlugin) {
+    if !p.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(p))));
+    }
+}
+
+/// Frees a string the library handed out. NULL is a no-op.
+///
+/// # Safety
+/// `s` is NULL or a string from this library, not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn webhook_string_free(s: *mut c_char) {
+    if !s.is_null() {
+        drop(CString::from_raw(s));
+    }
+}
+
+/// The status code of an error.
+fn status(error: &Error) -> i32 {
+    match error {
+        Error::InvalidArgument(_) => WEBHOOK_INVALID_ARGUMENT,
+        Error::Config { .. } => WEBHOOK_CONFIG_ERROR,
+        Error::Parse(_) => WEBHOOK_PARSE_ERROR,
+        Error::Timeout { .. } => WEBHOOK_TIMEOUT,
+        Error::Closed => WEBHOOK_CLOSED,
+    }
+}
+
+/// Runs `body`, turning its error or panic into a status code and an owned message.
+fn boundary(error: *mut *mut c_char, body: impl FnOnce() -> Result<(), Error>) -> i32 {
+    let (code, message) = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => (WEBHOOK_OK, None),
+        Ok(Err(e)) => (status(&e), Some(e.to_string())),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            (WEBHOOK_PANIC, Some(format!("internal error (panic): {what}")))
+        }
+    };
+    if !error.is_null() {
+        // SAFETY: the caller passes NULL or a writable `char **`.
+        unsafe { *error = message.map_or(ptr::null_mut(), c_string) };
+    }
+    code
+}
+
+/// An owned C string; an interior NUL (impossible in JSON, possible in an echoed name) is
+/// replaced rather than truncating the message.
+fn c_string(s: String) -> *mut c_char {
+    let s = if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s
+    };
+    CString::new(s).expect("NUL bytes were replaced").into_raw()
+}
+
+unsafe fn plugin<'a>(p: *mut WebhookPlugin) -> Result<&'a WebhookPlugin, Error> {
+    p.as_ref()
+        .ok_or_else(|| Error::InvalidArgument("the plugin handle is NULL".into()))
+}
+
+unsafe fn out_param<'a, T>(out: *mut T, name: &str) -> Result<&'a mut T, Error> {
+    out.as_mut()
+        .ok_or_else(|| Error::InvalidArgument(format!("`{name}` is NULL")))
+}
+
+unsafe fn required_str<'a>(s: *const c_char, name: &str) -> Result<&'a str, Error> {
+    optional_str(s, name)?.ok_or_else(|| Error::InvalidArgument(format!("`{name}` is NULL")))
+}
+
+unsafe fn optional_str<'a>(s: *const c_char, name: &str) -> Result<Option<&'a str>, Error> {
+    if s.is_null() {
+        return Ok(None);
+    }
+    CStr::from_ptr(s)
+        .to_str()
+        .map(Some)
+        .map_err(|_| Error::InvalidArgument(format!("`{name}` is not valid UTF-8")))
+}
+
+/// Parses a JSON argument; absent is `null`.
+fn json_arg(text: Option<&str>, name: &str) -> Result<Value, Error> {
+    match text {
+        None => Ok(Value::Null),
+        Some(t) => serde_json::from_str(t).map_err(|e| Error::Parse(format!("{name}: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn take(s: *mut c_char) -> String {
+        assert!(!s.is_null());
+        let text = unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned();
+        unsafe { webhook_string_free(s) };
+        text
+    }
+
+    #[test]
+    fn a_panic_becomes_a_status_and_a_message() {
+        let mut error = ptr::null_mut();
+        let code = boundary(&mut error, || panic!("boom"));
+        assert_eq!(code, WEBHOOK_PANIC);
+        assert!(take(error).contains("boom"));
+    }
+
+    #[test]
+    fn null_arguments_and_bad_input_get_status_codes() {
+        let mut error = ptr::null_mut();
+        let mut plugin = ptr::null_mut();
+        unsafe {
+            assert_eq!(
+                webhook_plugin_new(ptr::null(), ptr::null(), &mut plugin, &mut error),
+                WEBHOOK_INVALID_ARGUMENT
+            );
+            assert!(take(error).contains("`config` is NULL"));
+            let bad = c"webhooks: [{url: 'https://a/', retry_attempts: 99}]";
+            assert_eq!(
+                webhook_plugin_new(bad.as_ptr(), ptr::null(), &mut plugin, &mut error),
+                WEBHOOK_CONFIG_ERROR
+            );
+            assert!(take(error).contains("webhooks[0].retry_attempts"));
+            assert!(plugin.is_null());
+            assert_eq!(
+                webhook_plugin_new(c"{}".as_ptr(), ptr::null(), &mut plugin, &mut error),
+                WEBHOOK_OK
+            );
+            assert!(error.is_null());
+            let hook = c"tool_post_invoke".as_ptr();
+            let code = webhook_plugin_invoke(
+                plugin,
+                hook,
+                c"{bad".as_ptr(),
+                ptr::null(),
+                ptr::null_mut(),
+                &mut error,
+            );
+            assert_eq!(code, WEBHOOK_PARSE_ERROR);
+            assert!(take(error).starts_with("parse error: payload_json"));
+            let code = webhook_plugin_invoke(
+                plugin,
+                c"nope".as_ptr(),
+                c"{}".as_ptr(),
+                ptr::null(),
+                ptr::null_mut(),
+                &mut error,
+            );
+            assert_eq!(
+                (code, take(error)),
+                (
+                    WEBHOOK_INVALID_ARGUMENT,
+                    "invalid argument: unknown hook `nope`".into()
+                )
+            );
+            let invalid_utf8 = [0xffu8, 0];
+            let code = webhook_plugin_notify(
+                plugin,
+                invalid_utf8.as_ptr().cast(),
+                ptr::null(),
+                ptr::null(),
+                ptr::null(),
+                &mut error,
+            );
+            assert_eq!(code, WEBHOOK_INVALID_ARGUMENT);
+            assert!(take(error).contains("UTF-8"));
+            let mut result = ptr::null_mut();
+            assert_eq!(
+                webhook_plugin_invoke(
+                    plugin,
+                    hook,
+                    c"{}".as_ptr(),
+                    ptr::null(),
+                    &mut result,
+                    ptr::null_mut()
+                ),
+                WEBHOOK_OK
+            );
+            let result: Value = serde_json::from_str(&take(result)).unwrap();
+            assert_eq!(result["metadata"]["webhook_event"], "tool_success");
+            assert_eq!(webhook_plugin_close(plugin, 0, &mut error), WEBHOOK_OK);
+            assert_eq!(
+                webhook_plugin_invoke(
+                    plugin,
+                    hook,
+                    c"{}".as_ptr(),
+                    ptr::null(),
+                    ptr::null_mut(),
+                    ptr::null_mut()
+                ),
+                WEBHOOK_CLOSED
+            );
+            webhook_plugin_free(plugin);
+            webhook_plugin_free(ptr::null_mut());
+            assert_eq!(
+                webhook_plugin_flush(ptr::null_mut(), 0, &mut error),
+                WEBHOOK_INVALID_ARGUMENT
+            );
+            assert!(take(error).contains("NULL"));
+        }
+    }
+
+    #[test]
+    fn version_matches_the_crate() {
+        let v = unsafe { CStr::from_ptr(webhook_version()) };
+        assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+        assert_eq!(webhook_abi_version(), WEBHOOK_ABI_VERSION);
+    }
+}
