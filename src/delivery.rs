@@ -116,13 +116,21 @@ impl Delivery<'_> {
                     tokio::time::sleep(delay).await;
                 }
                 Outcome::Retry { status, error, .. } | Outcome::Fail { status, error } => {
-                    warn!(
+                    let message = format!(
                         "{url} {} delivery {} failed after {} attempts: {error}",
                         self.event.name(),
                         self.id,
                         attempt + 1
                     );
-                    return self.counters.failed(status, error);
+                    // A dead receiver must not flood the gateway's log: warn on the 1st, 2nd,
+                    // 4th, 8th… failure in a row, the rest at DEBUG.
+                    let streak = self.counters.failed(status, error);
+                    if streak.is_power_of_two() {
+                        warn!("{message} ({streak} failed in a row)");
+                    } else {
+                        debug!("{message}");
+                    }
+                    return;
                 }
             }
         }

@@ -419,6 +419,82 @@ mod tests {
         }
     }
 
+    /// Deterministic pseudo-random byte strings (xorshift), NUL-terminated, biased towards
+    /// JSON/YAML punctuation so the parsers see near-misses too.
+    fn arbitrary_inputs(count: usize) -> Vec<CString> {
+        let alphabet = b"{}[]:,\"\\ \n\t-0123456789abcnulltrue\xff\xc3\x80{{}}$";
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        (0..count)
+            .map(|_| {
+                let len = (next() % 64) as usize;
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                    .collect();
+                CString::new(bytes).expect("the alphabet has no NUL")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn any_bytes_through_any_argument_get_a_status_and_a_message() {
+        let mut plugin = ptr::null_mut();
+        unsafe {
+            webhook_plugin_new(
+                c"webhooks: []".as_ptr(),
+                ptr::null(),
+                &mut plugin,
+                ptr::null_mut(),
+            )
+        };
+        let expect = |code: i32, error: *mut c_char| {
+            assert!((WEBHOOK_OK..=WEBHOOK_CLOSED).contains(&code), "status {code}");
+            assert_eq!(code == WEBHOOK_OK, error.is_null());
+            if !error.is_null() {
+                take(error);
+            }
+        };
+        for input in arbitrary_inputs(3000) {
+            let s = input.as_ptr();
+            let (mut error, mut other) = (ptr::null_mut(), ptr::null_mut());
+            unsafe {
+                expect(webhook_plugin_new(s, s, &mut other, &mut error), error);
+                webhook_plugin_free(other);
+                expect(
+                    webhook_plugin_invoke(
+                        plugin,
+                        s,
+                        c"{}".as_ptr(),
+                        ptr::null(),
+                        ptr::null_mut(),
+                        &mut error,
+                    ),
+                    error,
+                );
+                let hook = c"tool_post_invoke".as_ptr();
+                expect(
+                    webhook_plugin_invoke(plugin, hook, s, c"{}".as_ptr(), ptr::null_mut(), &mut error),
+                    error,
+                );
+                expect(
+                    webhook_plugin_invoke(plugin, hook, c"{}".as_ptr(), s, ptr::null_mut(), &mut error),
+                    error,
+                );
+                expect(webhook_plugin_notify(plugin, s, s, s, s, &mut error), error);
+                expect(
+                    webhook_plugin_notify(plugin, c"violation".as_ptr(), s, s, s, &mut error),
+                    error,
+                );
+            }
+        }
+        unsafe { webhook_plugin_free(plugin) };
+    }
+
     #[test]
     fn version_matches_the_crate() {
         let v = unsafe { CStr::from_ptr(webhook_version()) };

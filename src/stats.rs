@@ -21,6 +21,8 @@ pub struct WebhookCounters {
     failed: AtomicU64,
     retries: AtomicU64,
     dropped: AtomicU64,
+    /// Failures since the last success (reset by a delivery); paces failure logging.
+    failing_streak: AtomicU64,
     last: Mutex<LastOutcome>,
 }
 
@@ -35,6 +37,7 @@ impl WebhookCounters {
     /// A delivery succeeded with `status` after `latency` (first attempt to success).
     pub fn delivered(&self, status: u16, latency: Duration) {
         self.delivered.fetch_add(1, Relaxed);
+        self.failing_streak.store(0, Relaxed);
         let mut last = self.last.lock().expect("stats lock");
         last.status = Some(status);
         if last.latencies_ms.len() == LATENCY_WINDOW {
@@ -43,10 +46,12 @@ impl WebhookCounters {
         last.latencies_ms.push_back(latency.as_secs_f64() * 1000.0);
     }
 
-    /// A delivery failed for good; `error` must already be free of secrets.
-    pub fn failed(&self, status: Option<u16>, error: String) {
+    /// A delivery failed for good; `error` must already be free of secrets. Returns how
+    /// many deliveries in a row have now failed.
+    pub fn failed(&self, status: Option<u16>, error: String) -> u64 {
         self.failed.fetch_add(1, Relaxed);
         self.record_error(status, error);
+        self.failing_streak.fetch_add(1, Relaxed) + 1
     }
 
     /// An attempt failed and will be retried.
