@@ -25,6 +25,8 @@ pub mod events;
 pub mod ffi;
 pub mod logging;
 mod notifier;
+#[cfg(feature = "python")]
+mod python;
 pub mod signing;
 pub mod stats;
 pub mod template;

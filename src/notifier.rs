@@ -192,6 +192,12 @@ impl Notifier {
         Stats::new(inner.pending.load(SeqCst), webhooks)
     }
 
+    /// Whether templates may use `{{payload}}` (`include_payload_data`); hosts may skip
+    /// serialising large payloads when it is false.
+    pub fn includes_payload_data(&self) -> bool {
+        self.inner.config.include_payload_data
+    }
+
     /// The configured `shutdown_timeout`.
     pub fn shutdown_timeout(&self) -> Duration {
         self.inner.config.shutdown_timeout

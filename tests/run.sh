@@ -49,3 +49,16 @@ printf 'webhooks:\n  - {url: "http://127.0.0.1:9/x", events: [tool_error, rate_l
     > "$CARGO_TARGET_DIR/example.yaml"
 "$CARGO_TARGET_DIR/example" "$CARGO_TARGET_DIR/example.yaml" 2>/dev/null | tee "$CARGO_TARGET_DIR/example.out"
 grep -q '"failed":2' "$CARGO_TARGET_DIR/example.out"
+
+step "python: build the wheel, install it into a fresh venv, pytest against it"
+VENV="$CARGO_TARGET_DIR/test-venv"
+rm -rf "$VENV" "$CARGO_TARGET_DIR/wheels"
+python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --upgrade pip
+"$VENV/bin/pip" install -q "maturin>=1.7,<2" "cpex>=0.1.4,<0.2" pytest pytest-asyncio standardwebhooks mypy
+"$VENV/bin/maturin" build --release --quiet -i "$VENV/bin/python" -o "$CARGO_TARGET_DIR/wheels"
+"$VENV/bin/pip" install -q --no-index --find-links "$CARGO_TARGET_DIR/wheels" --force-reinstall --no-deps cpex-webhook-notification
+# The stubs must match the native module, not merely exist.
+(cd "$CARGO_TARGET_DIR" && "$VENV/bin/python" -m mypy.stubtest cpex_webhook_notification._native)
+# Run from tests/python so the source tree's python/ is not importable: the wheel is tested.
+(cd tests/python && "$VENV/bin/python" -m pytest -q)

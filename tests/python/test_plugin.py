@@ -1,0 +1,307 @@
+"""The installed wheel inside the real cpex PluginManager, against a real local receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import standardwebhooks
+import yaml
+from cpex.framework import (
+    GlobalContext,
+    PluginConfig,
+    PluginContext,
+    PluginViolation,
+    PromptPosthookPayload,
+    PromptPrehookPayload,
+    ResourcePostFetchPayload,
+    ResourcePreFetchPayload,
+    ToolPostInvokePayload,
+    ToolPreInvokePayload,
+)
+
+import cpex_webhook_notification
+from cpex_webhook_notification import ConfigError, WebhookNotificationPlugin
+
+ROOT = Path(__file__).resolve().parents[2]
+KIND = "cpex_webhook_notification.WebhookNotificationPlugin"
+HOOKS = ["prompt_pre_fetch", "prompt_post_fetch", "tool_pre_invoke", "tool_post_invoke",
+         "resource_pre_fetch", "resource_post_fetch"]
+ALL_EVENTS = ["violation", "rate_limit_exceeded", "pii_detected", "harmful_content", "tool_success",
+              "tool_error", "prompt_success", "resource_success", "plugin_error"]
+
+
+def gateway_yaml(config: str, mode: str = "sequential", raw: bool = False) -> str:
+    """A plugins/config.yaml with our plugin; `config` is the plugin's config mapping."""
+    body = textwrap.indent(textwrap.dedent(config).strip(), " " * 6)
+    if raw:  # keep cpex's Jinja pass away from {{ }} in templates
+        body = "      {% raw %}\n" + body + "\n      {% endraw %}"
+    return textwrap.dedent(f"""\
+        plugins:
+          - name: "WebhookNotification"
+            kind: "{KIND}"
+            hooks: {json.dumps(HOOKS)}
+            mode: "{mode}"
+            priority: 100
+            config:
+        """) + body + "\n"
+
+
+def direct(config: dict) -> WebhookNotificationPlugin:
+    return WebhookNotificationPlugin(PluginConfig(name="WebhookNotification", kind=KIND, hooks=HOOKS, config=config))
+
+
+def ctx(user: str = "alice", **state) -> GlobalContext:
+    return GlobalContext(request_id="req-1", user=user, tenant_id="t-1", server_id="s-1", state=state)
+
+
+def violation(code: str, reason: str, **details) -> PluginViolation:
+    return PluginViolation(reason=reason, description=f"{reason} (test)", code=code, details=details)
+
+
+def test_the_wheel_is_what_runs():
+    assert "site-packages" in cpex_webhook_notification.__file__
+    assert cpex_webhook_notification.__version__ == "0.1.0"
+
+
+async def test_each_hook_raises_its_event_through_the_plugin_manager(receiver, gateway):
+    manager = await gateway(gateway_yaml(f"""
+        webhooks:
+          - url: "{receiver.url('/all')}"
+            events: {json.dumps(ALL_EVENTS)}
+    """))
+    calls = [
+        ("tool_post_invoke", ToolPostInvokePayload(name="search", result={"content": [{"type": "text", "text": "hi"}]}), ctx(), "tool_success"),
+        ("tool_post_invoke", ToolPostInvokePayload(name="search", result={"isError": True, "content": [{"type": "text", "text": "down"}]}), ctx(), "tool_error"),
+        ("prompt_post_fetch", PromptPosthookPayload(prompt_id="greet", result={"messages": []}), ctx(), "prompt_success"),
+        ("resource_post_fetch", ResourcePostFetchPayload(uri="file:///a", content={"text": "x"}), ctx(), "resource_success"),
+        ("tool_pre_invoke", ToolPreInvokePayload(name="search"), ctx(violation=violation("RATE_LIMIT", "Rate limit exceeded", reset_in=45)), "rate_limit_exceeded"),
+        ("prompt_pre_fetch", PromptPrehookPayload(prompt_id="p"), ctx(violation=violation("PII", "PII detected")), "pii_detected"),
+        ("resource_pre_fetch", ResourcePreFetchPayload(uri="u"), ctx(violation=violation("X", "Harmful content")), "harmful_content"),
+        ("tool_pre_invoke", ToolPreInvokePayload(name="t"), ctx(violation={"code": "DENY", "reason": "deny list"}), "violation"),
+    ]
+    for i, (hook, payload, context, event) in enumerate(calls):
+        result, _ = await manager.invoke_hook(hook, payload, context)
+        assert result.continue_processing
+        got = (await receiver.arrived(i + 1))[-1]
+        assert got.headers["x-webhook-event"] == event
+        body = got.json()
+        assert (body["event"], body["request_id"], body["user"], body["plugin"]) == (event, "req-1", "alice", "WebhookNotification")
+    bodies = [r.json() for r in receiver.requests]
+    assert bodies[1]["metadata"] == {"tool_name": "search", "error": "down"}
+    assert bodies[2]["metadata"] == {"prompt_id": "greet"}
+    assert bodies[4]["violation"]["details"] == {"reset_in": 45}
+    # pre-hooks without a violation raise nothing
+    await manager.invoke_hook("tool_pre_invoke", ToolPreInvokePayload(name="t"), ctx())
+    await manager.shutdown()
+    assert len(receiver.requests) == len(calls)
+
+
+async def test_auth_headers_hmac_and_standard_webhooks_verify(receiver, gateway, monkeypatch):
+    monkeypatch.setenv("TEST_BEARER_TOKEN", "tok&en")  # & would be HTML-escaped by cpex's Jinja
+    keys = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_c2Vjb25kIGtleSBmb3Igcm90YXRpb24="]
+    manager = await gateway(gateway_yaml(f"""
+        webhooks:
+          - {{url: "{receiver.url('/bearer')}", events: [tool_success], authentication: {{type: bearer, token: "${{env.TEST_BEARER_TOKEN}}"}}}}
+          - {{url: "{receiver.url('/key')}", events: [tool_success], authentication: {{type: api_key, api_key: k-1}}}}
+          - {{url: "{receiver.url('/hmac')}", events: [tool_success], authentication: {{type: hmac, hmac_secret: "It's a Secret", hmac_algorithm: sha512, hmac_header: X-Hub-Signature}}}}
+          - {{url: "{receiver.url('/std')}", events: [tool_success], authentication: {{type: standard_webhooks, secrets: {json.dumps(keys)}}}}}
+    """))
+    await manager.invoke_hook("tool_post_invoke", ToolPostInvokePayload(name="search", result={}), ctx())
+    got = {r.path: r for r in await receiver.arrived(4)}
+    assert got["/bearer"].headers["authorization"] == "Bearer tok&en"
+    assert got["/key"].headers["x-api-key"] == "k-1"
+    mac = hmac.new(b"It's a Secret", got["/hmac"].body, hashlib.sha512).hexdigest()
+    assert got["/hmac"].headers["x-hub-signature"] == f"sha512={mac}"
+    std = got["/std"]
+    for key in keys:  # each key of the rotation verifies on its own
+        assert standardwebhooks.Webhook(key).verify(std.body, std.headers) == std.json()
+    assert std.headers["webhook-id"] == std.headers["x-webhook-delivery"]
+    await manager.shutdown()
+
+
+async def test_templates_with_dotted_paths_and_quotes_in_values(receiver, gateway):
+    manager = await gateway(gateway_yaml(f"""
+        webhooks:
+          - {{url: "{receiver.url('/')}", events: [rate_limit_exceeded, tool_error]}}
+        payload_templates:
+          rate_limit_exceeded: |
+            {{"text": "Rate limit exceeded for {{{{user}}}}, reset in {{{{violation.details.reset_in}}}}s",
+             "reset_in": {{{{violation.details.reset_in}}}}, "details": {{{{violation.details}}}}}}
+          tool_error: '{{"tool": "{{{{metadata.tool_name}}}}", "error": "{{{{metadata.error}}}}"}}'
+    """, raw=True))
+    evil = 'bob "the \\ admin"\n}, "injected": true'
+    await manager.invoke_hook("tool_pre_invoke", ToolPreInvokePayload(name="t"),
+                              ctx(user=evil, violation=violation("RATE_LIMIT", "Rate limit", reset_in=45)))
+    await manager.invoke_hook("tool_post_invoke", ToolPostInvokePayload(name="sql", result={"error": 'syntax "near" \\x'}), ctx(user=evil))
+    bodies = {r.headers["x-webhook-event"]: r.json() for r in await receiver.arrived(2)}
+    limit = bodies["rate_limit_exceeded"]
+    assert limit["text"] == f"Rate limit exceeded for {evil}, reset in 45s"
+    assert (limit["reset_in"], limit["details"]) == (45, {"reset_in": 45})
+    assert "injected" not in limit
+    assert bodies["tool_error"] == {"tool": "sql", "error": 'syntax "near" \\x'}
+    await manager.shutdown()
+
+
+def advanced_config(tmp_path: Path, as_files: bool) -> str:
+    """The seed's advanced config (examples/advanced.yaml), templates inline or as files."""
+    text = (ROOT / "examples" / "advanced.yaml").read_text()
+    if not as_files:
+        return gateway_yaml(text, raw=True)
+    doc = yaml.safe_load(text)
+    files = {}
+    for event, template in doc.pop("payload_templates").items():
+        path = tmp_path / f"{event}.json"
+        path.write_text(template)
+        files[event] = str(path)
+    doc["payload_template_files"] = files
+    return gateway_yaml(yaml.safe_dump(doc))
+
+
+@pytest.mark.parametrize("as_files", [False, True], ids=["raw-block", "template-files"])
+async def test_the_seed_advanced_config_loads_through_cpex_both_ways(receiver, gateway, monkeypatch, tmp_path, as_files):
+    monkeypatch.setenv("DEMO_RECEIVER", receiver.url("").rstrip("/"))
+    monkeypatch.setenv("SLACK_WEBHOOK_TOKEN", "slack-token")
+    monkeypatch.setenv("WEBHOOK_HMAC_SECRET", "hmac-secret")
+    monkeypatch.setenv("MONITORING_API_KEY", "monitor-key")
+    manager = await gateway(advanced_config(tmp_path, as_files))
+    deny = violation("DENY", "Denied tool", rule="no-prod")
+    await manager.invoke_hook("tool_pre_invoke", ToolPreInvokePayload(name="search"), ctx(violation=deny))
+    await manager.invoke_hook("tool_post_invoke", ToolPostInvokePayload(name="search", result={}), ctx())
+    got = await receiver.arrived(3)  # slack + monitoring get the violation, the API gets tool_success
+    slack = next(r for r in got if r.path == "/services/YOUR/SLACK/WEBHOOK")
+    assert slack.headers["authorization"] == "Bearer slack-token"
+    alert = slack.json()
+    assert alert["alert"] == "MCP Gateway Violation"
+    assert alert["message"] == "Denied tool: Denied tool (test)"
+    assert alert["details"]["details"] == {"rule": "no-prod"}
+    api = next(r for r in got if r.path == "/webhooks/mcp-gateway")
+    mac = hmac.new(b"hmac-secret", api.body, hashlib.sha256).hexdigest()
+    assert api.headers["x-hub-signature-256"] == f"sha256={mac}"
+    assert next(r for r in got if r.path == "/events").headers["x-api-key"] == "monitor-key"
+    await manager.shutdown()
+
+
+async def test_without_raw_cpex_jinja_breaks_the_original_templates(receiver, gateway, monkeypatch):
+    """The gotcha the README warns about: cpex renders the config with Jinja first."""
+    text = (ROOT / "examples" / "advanced.yaml").read_text()
+    with pytest.raises(Exception, match="undefined"):
+        await gateway(gateway_yaml(text))
+
+
+async def test_retries_share_one_delivery_id(receiver, gateway):
+    receiver.reply = lambda n: (503, {}, 0.0) if n < 2 else (200, {}, 0.0)
+    plugin = direct({"webhooks": [{"url": receiver.url(), "events": ["tool_success"], "retry_delay": 100}]})
+    await plugin.tool_post_invoke(ToolPostInvokePayload(name="s", result={}), PluginContext(global_context=ctx()))
+    assert await plugin.flush(10)
+    got = await receiver.arrived(3)
+    assert len({r.headers["x-webhook-delivery"] for r in got}) == 1
+    assert got[2].at - got[1].at >= 0.19  # 100 ms then 200 ms
+    stats = plugin.stats()
+    assert (stats["delivered"], stats["retries"], stats["webhooks"][0]["last_status"]) == (1, 2, 200)
+    await plugin.shutdown()
+
+
+async def test_a_violation_in_context_state_or_global_state(receiver):
+    plugin = direct({"webhooks": [{"url": receiver.url(), "events": ["pii_detected", "violation"]}]})
+    pii = violation("PII", "PII found")
+    by_state = PluginContext(global_context=ctx(), state={"violation": pii})
+    result = await plugin.tool_pre_invoke(ToolPreInvokePayload(name="t"), by_state)
+    assert result.metadata == {"webhook_event": "pii_detected", "webhook_queued": True}
+    by_global = PluginContext(global_context=ctx(violation={"reason": "other", "code": "X"}))
+    result = await plugin.resource_pre_fetch(ResourcePreFetchPayload(uri="u"), by_global)
+    assert result.metadata["webhook_event"] == "violation"
+    events = [r.headers["x-webhook-event"] for r in await receiver.arrived(2)]
+    assert sorted(events) == ["pii_detected", "violation"]
+    assert await plugin.notify("pii_detected", ctx(), {"reason": "by host"}, {"source": "host"})
+    host = (await receiver.arrived(3))[-1].json()
+    assert (host["violation"]["reason"], host["metadata"]) == ("by host", {"source": "host"})
+    await plugin.shutdown()
+
+
+def test_config_errors_raise_at_construction_naming_the_field(monkeypatch):
+    cases = [
+        ({"webhooks": [{"url": "https://a/", "retry_attempts": 11}]}, "webhooks[0].retry_attempts"),
+        ({"webhooks": [{"url": "https://a/", "authentication": {"type": "hmac"}}]}, "webhooks[0].authentication.hmac_secret"),
+        ({"webhooks": [{"url": "https://a/", "events": ["nope"]}]}, "webhooks[0].events[0]"),
+        ({"webhooks": [{"url": "https://a/${env.SURELY_UNSET_VAR_X}"}]}, "SURELY_UNSET_VAR_X"),
+        ({"payload_templates": {"violation": '{"a": {{usr}}}'}}, "payload_templates.violation"),
+        ({"webhooks": [{"url": "https://a/", "unknown": 1}]}, "webhooks[0].unknown"),
+    ]
+    for config, field in cases:
+        with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
+            direct(config)
+
+
+async def test_a_config_error_through_the_manager_names_the_field(gateway, caplog):
+    with caplog.at_level(logging.ERROR):
+        manager = await gateway(gateway_yaml("webhooks: [{url: 'https://a/', retry_delay: 5}]"))
+    assert "webhooks[0].retry_delay" in caplog.text
+    assert manager.plugin_count == 0
+
+
+async def test_hooks_return_at_once_while_the_receiver_sleeps(receiver, gateway):
+    receiver.reply = lambda n: (200, {}, 0.5)
+    manager = await gateway(gateway_yaml(f"""
+        webhooks: [{{url: "{receiver.url()}", events: [tool_success], max_concurrency: 64}}]
+    """))
+    payload = ToolPostInvokePayload(name="search", result={"content": []})
+    times = []
+    start = time.perf_counter()
+    for _ in range(200):
+        t = time.perf_counter()
+        await manager.invoke_hook("tool_post_invoke", payload, ctx())
+        times.append(time.perf_counter() - t)
+    total = time.perf_counter() - start
+    times.sort()
+    print(f"hook via PluginManager, receiver sleeping 500 ms: median {times[100] * 1e6:.0f} us, max {times[-1] * 1e6:.0f} us")
+    assert total < 0.5, f"200 hook calls took {total:.3f}s: they waited for the receiver"
+    await manager.shutdown()
+
+
+@pytest.mark.parametrize("mode", ["sequential", "transform", "audit", "concurrent", "fire_and_forget"])
+async def test_every_cpex_mode_delivers(receiver, gateway, mode):
+    manager = await gateway(gateway_yaml(f"""
+        webhooks: [{{url: "{receiver.url()}", events: [tool_success, rate_limit_exceeded]}}]
+    """, mode=mode))
+    result, _ = await manager.invoke_hook("tool_post_invoke", ToolPostInvokePayload(name="s", result={}), ctx())
+    assert result.continue_processing
+    await manager.invoke_hook("tool_pre_invoke", ToolPreInvokePayload(name="s"),
+                              ctx(violation=violation("RATE_LIMIT", "limit")))
+    events = sorted(r.headers["x-webhook-event"] for r in await receiver.arrived(2))
+    assert events == ["rate_limit_exceeded", "tool_success"]
+    await manager.shutdown()
+
+
+async def test_shutdown_delivers_what_is_pending(receiver, gateway):
+    receiver.reply = lambda n: (200, {}, 0.3)
+    plugin = direct({"webhooks": [{"url": receiver.url(), "events": ["tool_success"]}], "shutdown_timeout": 10})
+    for _ in range(5):
+        await plugin.tool_post_invoke(ToolPostInvokePayload(name="s", result={}), PluginContext(global_context=ctx()))
+    assert plugin.stats()["pending"] == 5
+    await plugin.shutdown()
+    stats = plugin.stats()
+    assert (stats["delivered"], stats["pending"]) == (5, 0)
+    # after shutdown hooks still return (fail-open), but nothing is queued
+    result = await plugin.tool_post_invoke(ToolPostInvokePayload(name="s", result={}), PluginContext(global_context=ctx()))
+    assert result.metadata == {}
+
+
+async def test_logs_reach_python_logging_without_secrets(receiver, caplog):
+    plugin = direct({"webhooks": [{"url": receiver.url("/hooks/SECRET-PATH"), "events": ["tool_success"],
+                                   "authentication": {"type": "bearer", "token": "SECRET-TOKEN"}}]})
+    with caplog.at_level(logging.DEBUG, logger="cpex_webhook_notification"):
+        await plugin.tool_post_invoke(ToolPostInvokePayload(name="s", result={}), PluginContext(global_context=ctx()))
+        assert await plugin.flush(10)
+    records = [r for r in caplog.records if r.name == "cpex_webhook_notification"]
+    assert any("attempt 0: HTTP 200" in r.getMessage() for r in records), caplog.text
+    assert "SECRET" not in caplog.text
+    assert "SECRET" not in json.dumps(plugin.stats())
+    await plugin.shutdown()
