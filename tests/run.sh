@@ -23,6 +23,7 @@ need_apt() {
 step "rust: format and lints"
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+cargo clippy --lib --features python -- -D warnings
 
 step "rust: unit and integration tests"
 cargo test
@@ -50,13 +51,25 @@ printf 'webhooks:\n  - {url: "http://127.0.0.1:9/x", events: [tool_error, rate_l
 "$CARGO_TARGET_DIR/example" "$CARGO_TARGET_DIR/example.yaml" 2>/dev/null | tee "$CARGO_TARGET_DIR/example.out"
 grep -q '"failed":2' "$CARGO_TARGET_DIR/example.out"
 
+step "go: bindings/go with -race against the built library, and its example host"
+if command -v go >/dev/null 2>&1; then
+    export CGO_LDFLAGS="-L$LIB_DIR -Wl,-rpath,$LIB_DIR"
+    (cd bindings/go && test -z "$(gofmt -l .)" && go vet ./... \
+        && go test -race -count=1 ./... 2> >(grep -v "failed in a row" >&2) \
+        && go test -run '^$' -bench Invoke -benchtime 20000x . 2> >(grep -v "failed in a row" >&2) \
+        && go run ./example "$CARGO_TARGET_DIR/example.yaml" 2>/dev/null | tee "$CARGO_TARGET_DIR/go-example.out")
+    grep -q "failed 2" "$CARGO_TARGET_DIR/go-example.out"
+else
+    echo "go is not installed: skipping the Go suite"
+fi
+
 step "python: build the wheel, install it into a fresh venv, pytest against it"
 VENV="$CARGO_TARGET_DIR/test-venv"
 rm -rf "$VENV" "$CARGO_TARGET_DIR/wheels"
 python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
 "$VENV/bin/pip" install -q "maturin>=1.7,<2" "cpex>=0.1.4,<0.2" pytest pytest-asyncio standardwebhooks mypy
-"$VENV/bin/maturin" build --release --quiet -i "$VENV/bin/python" -o "$CARGO_TARGET_DIR/wheels"
+"$VENV/bin/maturin" build --quiet -i "$VENV/bin/python" -o "$CARGO_TARGET_DIR/wheels"
 "$VENV/bin/pip" install -q --no-index --find-links "$CARGO_TARGET_DIR/wheels" --force-reinstall --no-deps cpex-webhook-notification
 # The stubs must match the native module, not merely exist.
 (cd "$CARGO_TARGET_DIR" && "$VENV/bin/python" -m mypy.stubtest cpex_webhook_notification._native)

@@ -1,0 +1,3 @@
+module webhook-notification/bindings/go
+
+go 1.21

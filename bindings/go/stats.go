@@ -1,0 +1,28 @@
+// stats.go: the typed form of the library's stats JSON.
+
+package webhook
+
+// Stats are the delivery counters of a Plugin. Counts are per delivery (one event to one
+// webhook); Dropped counts deliveries refused by a full queue or abandoned at shutdown.
+type Stats struct {
+	Delivered uint64         `json:"delivered"`
+	Failed    uint64         `json:"failed"`
+	Retries   uint64         `json:"retries"`
+	Dropped   uint64         `json:"dropped"`
+	Pending   uint64         `json:"pending"`
+	Webhooks  []WebhookStats `json:"webhooks"`
+}
+
+// WebhookStats are one webhook's counters, in config order. URL is redacted to
+// scheme://host[:port]/… since URL paths are often credentials.
+type WebhookStats struct {
+	URL          string   `json:"url"`
+	Delivered    uint64   `json:"delivered"`
+	Failed       uint64   `json:"failed"`
+	Retries      uint64   `json:"retries"`
+	Dropped      uint64   `json:"dropped"`
+	LastStatus   *int     `json:"last_status"`
+	LastError    *string  `json:"last_error"`
+	LatencyP50Ms *float64 `json:"latency_p50_ms"`
+	LatencyP99Ms *float64 `json:"latency_p99_ms"`
+}

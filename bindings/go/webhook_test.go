@@ -1,0 +1,275 @@
+package webhook
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// received is one request as the test server saw it.
+type received struct {
+	path    string
+	headers http.Header
+	body    []byte
+}
+
+// receiver is a real HTTP server on 127.0.0.1 that records requests and answers 200
+// after delay (released early when the test ends).
+type receiver struct {
+	*httptest.Server
+	mu       sync.Mutex
+	requests []received
+	arrived  chan struct{}
+	release  chan struct{}
+}
+
+func newReceiver(t *testing.T, delay time.Duration) *receiver {
+	rx := &receiver{arrived: make(chan struct{}, 100000), release: make(chan struct{})}
+	rx.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		rx.mu.Lock()
+		rx.requests = append(rx.requests, received{r.URL.Path, r.Header.Clone(), body})
+		rx.mu.Unlock()
+		rx.arrived <- struct{}{}
+		select {
+		case <-time.After(delay):
+		case <-rx.release:
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(func() { close(rx.release); rx.Close() })
+	return rx
+}
+
+// waitFor waits until n requests arrived and returns them.
+func (rx *receiver) waitFor(t *testing.T, n int) []received {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for i := 0; i < n; i++ {
+		select {
+		case <-rx.arrived:
+		case <-deadline:
+			t.Fatalf("expected %d requests, got %d", n, i)
+		}
+	}
+	rx.mu.Lock()
+	defer rx.mu.Unlock()
+	return append([]received(nil), rx.requests...)
+}
+
+func mustNew(t *testing.T, config string) *Plugin {
+	t.Helper()
+	p, err := New(config, "GoTest")
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+var context = []byte(`{"global_context": {"request_id": "req-1", "user": "gopher"}}`)
+
+func TestDeliversEventsWithEachAuthType(t *testing.T) {
+	rx := newReceiver(t, 0)
+	events := `[tool_success, tool_error, prompt_success, rate_limit_exceeded]`
+	p := mustNew(t, fmt.Sprintf(`webhooks:
+  - {url: "%[1]s/bearer", events: %[2]s, authentication: {type: bearer, token: tok}}
+  - {url: "%[1]s/key", events: %[2]s, authentication: {type: api_key, api_key: k1, api_key_header: X-Key}}
+  - {url: "%[1]s/hmac", events: %[2]s, authentication: {type: hmac, hmac_secret: go-secret, hmac_header: X-Hub-Signature-256}}
+`, rx.URL, events))
+	result, err := p.Invoke("tool_post_invoke", []byte(`{"name": "search", "result": {}}`), context)
+	if err != nil || !strings.Contains(string(result), `"webhook_event":"tool_success"`) {
+		t.Fatalf("Invoke: %s %v", result, err)
+	}
+	if _, err := p.Invoke("tool_post_invoke", []byte(`{"name": "search", "result": {"isError": true}}`), context); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Invoke("prompt_post_fetch", []byte(`{"prompt_id": "p1", "result": {}}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Notify("rate_limit_exceeded", context, []byte(`{"code": "RATE_LIMIT", "reason": "limit"}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	got := rx.waitFor(t, 12)
+	perEvent := map[string]int{}
+	for _, r := range got {
+		perEvent[r.headers.Get("X-Webhook-Event")]++
+		var body map[string]any
+		if err := json.Unmarshal(r.body, &body); err != nil {
+			t.Fatalf("body is not JSON: %s", r.body)
+		}
+		if body["event"] != r.headers.Get("X-Webhook-Event") {
+			t.Errorf("body event %v, header %s", body["event"], r.headers.Get("X-Webhook-Event"))
+		}
+		switch r.path {
+		case "/bearer":
+			if r.headers.Get("Authorization") != "Bearer tok" {
+				t.Errorf("bearer: %q", r.headers.Get("Authorization"))
+			}
+		case "/key":
+			if r.headers.Get("X-Key") != "k1" {
+				t.Errorf("api key: %q", r.headers.Get("X-Key"))
+			}
+		case "/hmac":
+			mac := hmac.New(sha256.New, []byte("go-secret"))
+			mac.Write(r.body)
+			want := "sha256=" + hex.EncodeToString(mac.Sum(nil))
+			if r.headers.Get("X-Hub-Signature-256") != want {
+				t.Errorf("hmac: got %q want %q", r.headers.Get("X-Hub-Signature-256"), want)
+			}
+		}
+	}
+	for _, e := range []string{"tool_success", "tool_error", "prompt_success", "rate_limit_exceeded"} {
+		if perEvent[e] != 3 {
+			t.Errorf("%s delivered %d times, want 3", e, perEvent[e])
+		}
+	}
+	stats, err := p.Stats()
+	if err != nil || stats.Delivered != 12 || len(stats.Webhooks) != 3 || *stats.Webhooks[0].LastStatus != 200 {
+		t.Fatalf("stats %+v %v", stats, err)
+	}
+}
+
+func TestErrorsCarryTheStatusCode(t *testing.T) {
+	_, err := New(`webhooks: [{url: "https://a/", retry_attempts: 11}]`, "")
+	var e *Error
+	if !errors.As(err, &e) || e.Code != CodeConfig || !strings.Contains(e.Message, "webhooks[0].retry_attempts") {
+		t.Fatalf("config error: %v", err)
+	}
+	if !errors.Is(err, ErrConfig) || errors.Is(err, ErrParse) {
+		t.Fatalf("errors.Is: %v", err)
+	}
+	rx := newReceiver(t, 3*time.Second)
+	p := mustNew(t, fmt.Sprintf(`webhooks: [{url: "%s", events: [tool_success]}]`, rx.URL))
+	cases := []struct {
+		name string
+		err  error
+		want *Error
+	}{
+		{"bad payload JSON", second(p.Invoke("tool_post_invoke", []byte(`{"name":`), nil)), ErrParse},
+		{"context not an object", second(p.Invoke("tool_post_invoke", []byte(`{}`), []byte(`[1]`))), ErrParse},
+		{"unknown hook", second(p.Invoke("tool_mid_invoke", []byte(`{}`), nil)), ErrInvalidArgument},
+		{"unknown event", p.Notify("tool_exploded", nil, nil, nil), ErrInvalidArgument},
+		{"NUL in payload", second(p.Invoke("tool_post_invoke", []byte("{}\x00{"), nil)), ErrInvalidArgument},
+		{"metadata not an object", p.Notify("violation", nil, nil, []byte(`[]`)), ErrParse},
+	}
+	for _, c := range cases {
+		if !errors.Is(c.err, c.want) {
+			t.Errorf("%s: got %v, want code %s", c.name, c.err, c.want.Code)
+		}
+	}
+	if _, err := p.Invoke("tool_post_invoke", []byte(`{}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	rx.waitFor(t, 1)
+	if err := p.Flush(100 * time.Millisecond); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("flush with a slow receiver: %v", err)
+	}
+	start := time.Now()
+	if err := p.Shutdown(200 * time.Millisecond); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("shutdown with pending: %v", err)
+	}
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Fatalf("shutdown took %v", took)
+	}
+	if stats, _ := p.Stats(); stats.Dropped != 1 {
+		t.Fatalf("abandoned delivery not counted: %+v", stats)
+	}
+	if _, err := p.Invoke("tool_post_invoke", []byte(`{}`), nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("invoke after shutdown: %v", err)
+	}
+	p.Close()
+	p.Close() // idempotent
+	if _, err := p.Stats(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("stats after close: %v", err)
+	}
+}
+
+func second(_ []byte, err error) error { return err }
+
+func TestThirtyTwoGoroutinesInvokeAtOnce(t *testing.T) {
+	rx := newReceiver(t, 0)
+	p := mustNew(t, fmt.Sprintf(`webhooks: [{url: "%s", events: [tool_success]}]`, rx.URL))
+	const goroutines, calls = 32, 100
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines*calls)
+	for g := 0; g < goroutines; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < calls; i++ {
+				if _, err := p.Invoke("tool_post_invoke", []byte(`{"name": "t", "result": {}}`), context); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if err := p.Flush(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if stats, _ := p.Stats(); stats.Delivered != goroutines*calls {
+		t.Fatalf("delivered %d of %d", stats.Delivered, goroutines*calls)
+	}
+}
+
+func TestCloseWithPendingDeliveriesIsBoundedByShutdownTimeout(t *testing.T) {
+	rx := newReceiver(t, 20*time.Second)
+	p, err := New(fmt.Sprintf("shutdown_timeout: 0.3\nwebhooks: [{url: \"%s\", events: [tool_success], timeout: 60}]", rx.URL), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := p.Invoke("tool_post_invoke", []byte(`{}`), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rx.waitFor(t, 3)
+	start := time.Now()
+	p.Close()
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Fatalf("Close took %v with a 300 ms shutdown_timeout", took)
+	}
+}
+
+func deadURL(tb testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	l.Close()
+	return "http://" + l.Addr().String() + "/"
+}
+
+func BenchmarkInvoke(b *testing.B) {
+	p, err := New(fmt.Sprintf(`{"queue_capacity": 1000000, "webhooks": [{"url": "%s", "events": ["tool_success"], "retry_attempts": 0}]}`, deadURL(b)), "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	payload := []byte(`{"name": "search", "result": {"content": [{"type": "text", "text": "ok"}]}}`)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := p.Invoke("tool_post_invoke", payload, context); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
