@@ -39,10 +39,10 @@ need_apt gcc libssl-dev valgrind
 CFLAGS=(-std=c11 -Wall -Wextra -Werror -Iinclude)
 LINK=(-L"$LIB_DIR" -lwebhook_notification -Wl,-rpath,"$LIB_DIR")
 cc "${CFLAGS[@]}" -o "$CARGO_TARGET_DIR/test_api" tests/c/test_api.c tests/c/receiver.c "${LINK[@]}" -lcrypto -lpthread
-# Failure warnings of the dead-receiver test are expected; keep the log readable.
-"$CARGO_TARGET_DIR/test_api" 2> >(grep -v "failed in a row" >&2)
-WEBHOOK_TEST_QUICK=1 valgrind -q --leak-check=full --show-leak-kinds=definite \
-    --errors-for-leak-kinds=definite --error-exitcode=99 "$CARGO_TARGET_DIR/test_api" 2> >(grep -v "failed in a row" >&2)
+# The dead-receiver tests fail deliveries on purpose: keep their warnings out of the log.
+LOG_LEVEL=error "$CARGO_TARGET_DIR/test_api"
+LOG_LEVEL=error WEBHOOK_TEST_QUICK=1 valgrind -q --leak-check=full --show-leak-kinds=definite \
+    --errors-for-leak-kinds=definite --error-exitcode=99 "$CARGO_TARGET_DIR/test_api"
 
 step "C: the example host in bindings/c"
 cc "${CFLAGS[@]}" -o "$CARGO_TARGET_DIR/example" bindings/c/example.c "${LINK[@]}"
@@ -55,8 +55,8 @@ step "go: bindings/go with -race against the built library, and its example host
 if command -v go >/dev/null 2>&1; then
     export CGO_LDFLAGS="-L$LIB_DIR -Wl,-rpath,$LIB_DIR"
     (cd bindings/go && test -z "$(gofmt -l .)" && go vet ./... \
-        && go test -race -count=1 ./... 2> >(grep -v "failed in a row" >&2) \
-        && go test -run '^$' -bench Invoke -benchtime 20000x . 2> >(grep -v "failed in a row" >&2) \
+        && LOG_LEVEL=error go test -race -count=1 ./... \
+        && LOG_LEVEL=error go test -run '^$' -bench Invoke -benchtime 20000x . \
         && go run ./example "$CARGO_TARGET_DIR/example.yaml" 2>/dev/null | tee "$CARGO_TARGET_DIR/go-example.out")
     grep -q "failed 2" "$CARGO_TARGET_DIR/go-example.out"
 else
