@@ -1,6 +1,7 @@
 //! One delivery to one webhook: the request, its signature, the retry policy and the
 //! outcome recorded in the webhook's counters. Also the process-wide delivery runtime.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -9,7 +10,7 @@ use once_cell::sync::Lazy;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Client, Response, StatusCode};
 use tokio::runtime::Runtime;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Webhook;
 use crate::events::Event;
@@ -77,8 +78,8 @@ pub(crate) struct Delivery<'a> {
     pub client: &'a Client,
     pub webhook: &'a Webhook,
     pub counters: &'a WebhookCounters,
-    /// Bounds this webhook's requests in flight; not held while waiting to retry.
-    pub limit: &'a Semaphore,
+    /// The webhook's in-flight slots: each attempt holds one; waiting to retry holds none.
+    pub slots: &'a Arc<Semaphore>,
     pub event: Event,
     /// `X-Webhook-Delivery`, the same on every attempt.
     pub id: &'a str,
@@ -87,15 +88,21 @@ pub(crate) struct Delivery<'a> {
 
 impl Delivery<'_> {
     /// Attempts until success, a non-retryable answer or the retry budget is spent, then
-    /// records the outcome.
-    pub async fn run(self) {
+    /// records the outcome. `first_slot` is the slot the dispatcher acquired for attempt 0.
+    pub async fn run(self, first_slot: OwnedSemaphorePermit) {
         let started = Instant::now();
         let url = &self.webhook.redacted_url;
+        let mut first_slot = Some(first_slot);
         for attempt in 0.. {
-            let outcome = {
-                let _permit = self.limit.acquire().await.expect("the limit is never closed");
-                self.attempt().await
+            let slot = match first_slot.take() {
+                Some(slot) => slot,
+                None => Arc::clone(self.slots)
+                    .acquire_owned()
+                    .await
+                    .expect("slots are never closed"),
             };
+            let outcome = self.attempt().await;
+            drop(slot);
             match outcome {
                 Outcome::Delivered(status) => {
                     debug!(
@@ -158,7 +165,9 @@ impl Delivery<'_> {
             .timeout(self.webhook.timeout)
             .headers(headers)
             .body(self.body.clone());
-        match request.send().await {
+        // Boxed: a delivery waiting to retry (or queued) then costs a few hundred bytes,
+        // not the size of an HTTP request's state machine.
+        match Box::pin(request.send()).await {
             Ok(response) => {
                 let status = response.status();
                 let after = retry_after(status, response.headers());

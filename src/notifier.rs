@@ -1,15 +1,20 @@
 //! [`Notifier`]: the library's Rust API, which every host surface wraps. A hook call
-//! classifies, admits into a bounded queue and returns; rendering, signing and HTTP all
-//! happen on the background runtime.
+//! classifies, admits the event into a bounded queue and returns; rendering, signing and HTTP
+//! all happen on the background runtime.
+//!
+//! Each webhook has a lane: an unbounded channel (bounded overall by `queue_capacity`, which
+//! admission enforces) drained by one dispatcher task that starts a delivery whenever one of
+//! the webhook's `max_concurrency` in-flight slots is free. A queued event costs only its
+//! shared variables; a delivery waiting to retry gives its slot back and costs a small task.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use log::{error, warn};
 use serde_json::{json, Map, Value};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
 use crate::delivery::{self, Delivery, RUNTIME};
@@ -41,7 +46,8 @@ struct Inner {
     plugin_name: String,
     client: reqwest::Client,
     counters: Vec<WebhookCounters>,
-    limits: Vec<Semaphore>,
+    /// One sender per webhook, to its dispatcher.
+    lanes: Vec<mpsc::UnboundedSender<Ticket>>,
     /// Events admitted and not yet fully delivered (bounded by `queue_capacity`).
     queued_events: AtomicUsize,
     /// Deliveries queued or in flight; `flush` waits for zero.
@@ -50,7 +56,8 @@ struct Inner {
     idle: Condvar,
     dropped_events: AtomicU64,
     closed: AtomicBool,
-    /// Set to true when `close` gives up waiting: every delivery still running abandons.
+    /// Set to true when `close` gives up waiting: every delivery still queued or running
+    /// abandons.
     abandon: watch::Sender<bool>,
 }
 
@@ -65,6 +72,23 @@ struct Job {
     builtin_template: bool,
 }
 
+/// An admitted event, shared by its deliveries; dropping it frees its queue slot.
+struct Prepared {
+    event: Event,
+    builtin_template: bool,
+    /// Taken by the first delivery that needs the variables (on the runtime, not the host).
+    job: Mutex<Option<Job>>,
+    vars: OnceLock<Map<String, Value>>,
+    inner: Arc<Inner>,
+}
+
+/// One delivery of an event to webhook `index`, queued or running; dropping it (delivered,
+/// failed, abandoned or panicked) counts it out of `pending`.
+struct Ticket {
+    prepared: Arc<Prepared>,
+    index: usize,
+}
+
 impl Notifier {
     /// Starts a notifier for a loaded config; `plugin_name` fills `{{plugin_name}}`.
     pub fn new(config: Config, plugin_name: Option<&str>) -> Self {
@@ -74,7 +98,9 @@ impl Notifier {
             .map(|w| w.max_concurrency)
             .max()
             .unwrap_or(1);
-        let inner = Inner {
+        let (lanes, receivers): (Vec<_>, Vec<_>) =
+            config.webhooks.iter().map(|_| mpsc::unbounded_channel()).unzip();
+        let inner = Arc::new(Inner {
             plugin_name: plugin_name.unwrap_or(DEFAULT_PLUGIN_NAME).to_owned(),
             client: delivery::client(max_idle),
             counters: config
@@ -82,11 +108,7 @@ impl Notifier {
                 .iter()
                 .map(|_| WebhookCounters::default())
                 .collect(),
-            limits: config
-                .webhooks
-                .iter()
-                .map(|w| Semaphore::new(w.max_concurrency))
-                .collect(),
+            lanes,
             config,
             queued_events: AtomicUsize::new(0),
             pending: AtomicU64::new(0),
@@ -95,10 +117,17 @@ impl Notifier {
             dropped_events: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             abandon: watch::Sender::new(false),
-        };
-        Notifier {
-            inner: Arc::new(inner),
+        });
+        for (index, receiver) in receivers.into_iter().enumerate() {
+            let slots = Arc::new(Semaphore::new(inner.config.webhooks[index].max_concurrency));
+            RUNTIME.spawn(dispatch(
+                Arc::downgrade(&inner),
+                receiver,
+                slots,
+                inner.abandon.subscribe(),
+            ));
         }
+        Notifier { inner }
     }
 
     /// Loads `config_text` (YAML or JSON) and starts a notifier.
@@ -182,13 +211,8 @@ impl Notifier {
     /// A snapshot of the delivery counters.
     pub fn stats(&self) -> Stats {
         let inner = &self.inner;
-        let webhooks = inner
-            .config
-            .webhooks
-            .iter()
-            .zip(&inner.counters)
-            .map(|(w, c)| c.snapshot(&w.redacted_url))
-            .collect();
+        let webhooks = inner.config.webhooks.iter().zip(&inner.counters);
+        let webhooks = webhooks.map(|(w, c)| c.snapshot(&w.redacted_url)).collect();
         Stats::new(inner.pending.load(SeqCst), webhooks)
     }
 
@@ -216,6 +240,30 @@ impl Drop for Notifier {
     fn drop(&mut self) {
         if !self.is_closed() {
             let _ = self.close(self.shutdown_timeout());
+        }
+    }
+}
+
+/// A webhook's dispatcher: starts each queued delivery when a slot is free, or drops it once
+/// `close` has abandoned the queue. Ends when the notifier is gone.
+async fn dispatch(
+    inner: Weak<Inner>,
+    mut queue: mpsc::UnboundedReceiver<Ticket>,
+    slots: Arc<Semaphore>,
+    mut abandon: watch::Receiver<bool>,
+) {
+    while let Some(ticket) = queue.recv().await {
+        let slot = tokio::select! {
+            biased;
+            _ = abandon.wait_for(|abandon| *abandon) => None,
+            slot = Arc::clone(&slots).acquire_owned() => slot.ok(),
+        };
+        match (slot, inner.upgrade()) {
+            (Some(slot), Some(inner)) => {
+                let slots = Arc::clone(&slots);
+                tokio::spawn(async move { inner.deliver(ticket, &slots, slot).await });
+            }
+            _ => ticket.prepared.inner.counters[ticket.index].dropped(1),
         }
     }
 }
@@ -260,12 +308,18 @@ impl Job {
     }
 }
 
-/// The variables of an admitted event; dropping it frees its queue slot.
-struct Prepared {
-    event: Event,
-    builtin_template: bool,
-    vars: Map<String, Value>,
-    inner: Arc<Inner>,
+impl Prepared {
+    fn vars(&self) -> &Map<String, Value> {
+        self.vars.get_or_init(|| {
+            let job = self
+                .job
+                .lock()
+                .expect("job lock")
+                .take()
+                .expect("the job is taken once");
+            job.vars(&self.inner)
+        })
+    }
 }
 
 impl Drop for Prepared {
@@ -274,14 +328,12 @@ impl Drop for Prepared {
     }
 }
 
-/// Counts one delivery out of `pending` however its task ends (done, abandoned, panicked).
-struct PendingGuard<'a>(&'a Inner);
-
-impl Drop for PendingGuard<'_> {
+impl Drop for Ticket {
     fn drop(&mut self) {
-        if self.0.pending.fetch_sub(1, SeqCst) == 1 {
-            let _lock = self.0.idle_lock.lock().expect("idle lock");
-            self.0.idle.notify_all();
+        let inner = &self.prepared.inner;
+        if inner.pending.fetch_sub(1, SeqCst) == 1 {
+            let _lock = inner.idle_lock.lock().expect("idle lock");
+            inner.idle.notify_all();
         }
     }
 }
@@ -290,9 +342,8 @@ impl Inner {
     /// Admits `job` for its subscribed webhooks without blocking; false if nobody wants it
     /// or the queue is full (then each subscriber counts a drop).
     fn submit(self: &Arc<Self>, job: Job) -> bool {
-        let targets: Vec<usize> = (0..self.config.webhooks.len())
-            .filter(|&i| self.config.webhooks[i].wants(job.event))
-            .collect();
+        let wants = |i: &usize| self.config.webhooks[*i].wants(job.event);
+        let targets: Vec<usize> = (0..self.config.webhooks.len()).filter(wants).collect();
         if targets.is_empty() {
             return false;
         }
@@ -309,30 +360,30 @@ impl Inner {
             return false;
         }
         self.pending.fetch_add(targets.len() as u64, SeqCst);
-        let inner = Arc::clone(self);
-        RUNTIME.spawn(async move {
-            let event = job.event;
-            let builtin_template = job.builtin_template;
-            let vars = job.vars(&inner);
-            let prepared = Arc::new(Prepared {
-                event,
-                builtin_template,
-                vars,
-                inner: Arc::clone(&inner),
-            });
-            for index in targets {
-                tokio::spawn(Arc::clone(&inner).deliver(Arc::clone(&prepared), index));
-            }
+        let prepared = Arc::new(Prepared {
+            event: job.event,
+            builtin_template: job.builtin_template,
+            job: Mutex::new(Some(job)),
+            vars: OnceLock::new(),
+            inner: Arc::clone(self),
         });
+        for index in targets {
+            let ticket = Ticket {
+                prepared: Arc::clone(&prepared),
+                index,
+            };
+            // The receiver lives as long as the notifier; a failed send drops (and counts) it.
+            let _ = self.lanes[index].send(ticket);
+        }
         true
     }
 
-    /// Renders and delivers one prepared event to webhook `index`, unless `close` abandons it.
-    async fn deliver(self: Arc<Self>, prepared: Arc<Prepared>, index: usize) {
-        let _pending = PendingGuard(&self);
+    /// Renders and delivers one ticket, unless `close` abandons it.
+    async fn deliver(&self, ticket: Ticket, slots: &Arc<Semaphore>, first_slot: OwnedSemaphorePermit) {
+        let (prepared, index) = (&ticket.prepared, ticket.index);
         let counters = &self.counters[index];
         let id = uuid::Uuid::new_v4().to_string();
-        let body = match self.render(&prepared, &id) {
+        let body = match self.render(prepared, &id) {
             Ok(body) => body,
             Err(e) => {
                 error!(
@@ -341,14 +392,14 @@ impl Inner {
                     prepared.event.name()
                 );
                 counters.failed(None, e.clone());
-                return self.report_plugin_error(&prepared, e);
+                return self.report_plugin_error(prepared, e);
             }
         };
         let delivery = Delivery {
             client: &self.client,
             webhook: &self.config.webhooks[index],
             counters,
-            limit: &self.limits[index],
+            slots,
             event: prepared.event,
             id: &id,
             body,
@@ -357,7 +408,7 @@ impl Inner {
         tokio::select! {
             biased;
             _ = abandon.wait_for(|abandon| *abandon) => counters.dropped(1),
-            _ = delivery.run() => {}
+            _ = delivery.run(first_slot) => {}
         }
     }
 
@@ -368,9 +419,10 @@ impl Inner {
             false => self.config.template(prepared.event),
         };
         let id = Value::String(delivery_id.to_owned());
+        let vars = prepared.vars();
         let body = template.render(|name| match name {
             "delivery_id" => Some(&id),
-            _ => prepared.vars.get(name),
+            _ => vars.get(name),
         })?;
         serde_json::from_str::<serde::de::IgnoredAny>(&body).map_err(|e| {
             format!(
@@ -383,11 +435,12 @@ impl Inner {
 
     /// Raises plugin_error (built-in template, `metadata.error`) for an event that could not
     /// be rendered; a plugin_error that fails itself is only logged, so nothing loops.
-    fn report_plugin_error(self: &Arc<Self>, failed: &Prepared, error: String) {
+    fn report_plugin_error(&self, failed: &Prepared, error: String) {
         if failed.event == Event::PluginError || self.closed.load(SeqCst) {
             return;
         }
-        let var = |name: &str| failed.vars.get(name).cloned().unwrap_or(Value::Null);
+        let vars = failed.vars();
+        let var = |name: &str| vars.get(name).cloned().unwrap_or(Value::Null);
         let context = Context {
             request_id: var("request_id"),
             user: var("user"),
@@ -397,7 +450,7 @@ impl Inner {
         };
         let metadata = json!({"error": error, "event": failed.event.name()});
         let metadata = metadata.as_object().cloned().unwrap_or_default();
-        self.submit(Job::new(Event::PluginError, context, metadata, None, true));
+        Arc::clone(&failed.inner).submit(Job::new(Event::PluginError, context, metadata, None, true));
     }
 
     fn wait_idle(&self, timeout: Duration) -> bool {

@@ -1,0 +1,196 @@
+//! Benchmark driver (not a test): `bash tests/bench/run.sh` runs it in several modes and
+//! writes BENCHMARKS.md. Each mode prints one JSON object per measurement on stdout.
+//!
+//! - `hooks`: the cost of one tool_post_invoke through the Rust API and through the C API
+//!   (the `extern "C"` functions, JSON text in and out), against receivers that answer 200
+//!   at once, sleep 200 ms, answer 500, or do not exist.
+//! - `throughput URL N`: deliveries per second of N events to URL (a fast local receiver).
+//! - `memory N CAPACITY`: peak RSS while N events flood a dead receiver with a queue of
+//!   CAPACITY events, and RSS after they drain (one process per run, so runs do not share a heap).
+//! - `serve`: starts the same receivers, prints their URLs as JSON, serves until stdin closes
+//!   (so the Python benchmark measures against receivers in another process).
+
+#[path = "../common/receiver.rs"]
+mod receiver;
+
+use std::ffi::CString;
+use std::io::Read;
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use webhook_notification::ffi;
+use webhook_notification::{Hook, Notifier};
+
+use receiver::{dead_port, Receiver, Reply};
+
+const PAYLOAD: &str = r#"{"name": "search", "result": {"content": [{"type": "text", "text": "ok"}]}}"#;
+const CONTEXT: &str =
+    r#"{"global_context": {"request_id": "req-1", "user": "alice", "tenant_id": "t", "server_id": "s"}}"#;
+
+/// The receivers of the hook-cost table: fast, slow, failing, and absent.
+fn receivers() -> (Vec<Receiver>, Vec<(&'static str, String)>) {
+    let fast = Receiver::start(|_| Reply::status(200));
+    let slow = Receiver::start(|_| Reply::status(200).after(Duration::from_millis(200)));
+    let failing = Receiver::start(|_| Reply::status(500));
+    let urls = vec![
+        ("200", fast.url("/")),
+        ("sleep200", slow.url("/")),
+        ("500", failing.url("/")),
+        ("dead", format!("http://127.0.0.1:{}/", dead_port())),
+    ];
+    (vec![fast, slow, failing], urls)
+}
+
+/// The config every implementation is measured with (retries kept short so the pure-Python
+/// peer, which awaits them inside the hook, finishes in reasonable time).
+fn config(url: &str) -> String {
+    format!(
+        r#"{{"queue_capacity": 100000, "webhooks": [{{"url": "{url}", "events": ["tool_success", "tool_error"],
+            "retry_attempts": 2, "retry_delay": 100, "timeout": 5, "max_concurrency": 64}}]}}"#
+    )
+}
+
+fn summary(mut micros: Vec<f64>) -> Value {
+    micros.sort_by(f64::total_cmp);
+    let at = |q: f64| micros[((micros.len() - 1) as f64 * q) as usize];
+    json!({"n": micros.len(), "median_us": at(0.5), "p99_us": at(0.99)})
+}
+
+fn time_calls(n: usize, mut call: impl FnMut()) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            let start = Instant::now();
+            call();
+            start.elapsed().as_secs_f64() * 1e6
+        })
+        .collect()
+}
+
+fn hooks() {
+    let (_keep, urls) = receivers();
+    let n = 20_000;
+    for (mode, url) in &urls {
+        let notifier = Notifier::from_config_text(&config(url), None).unwrap();
+        let payload: Value = serde_json::from_str(PAYLOAD).unwrap();
+        let context: Value = serde_json::from_str(CONTEXT).unwrap();
+        let micros = time_calls(n, || {
+            notifier
+                .invoke(Hook::ToolPostInvoke, payload.clone(), &context)
+                .unwrap();
+        });
+        println!(
+            "{}",
+            json!({"bench": "hook", "impl": "rust", "receiver": mode, "stats": summary(micros)})
+        );
+        let _ = notifier.close(Duration::ZERO);
+
+        let (config, hook) = (
+            CString::new(config(url)).unwrap(),
+            CString::new("tool_post_invoke").unwrap(),
+        );
+        let (payload, context) = (CString::new(PAYLOAD).unwrap(), CString::new(CONTEXT).unwrap());
+        let mut plugin = ptr::null_mut();
+        unsafe { ffi::webhook_plugin_new(config.as_ptr(), ptr::null(), &mut plugin, ptr::null_mut()) };
+        let micros = time_calls(n, || unsafe {
+            let mut result = ptr::null_mut();
+            let status = ffi::webhook_plugin_invoke(
+                plugin,
+                hook.as_ptr(),
+                payload.as_ptr(),
+                context.as_ptr(),
+                &mut result,
+                ptr::null_mut(),
+            );
+            assert_eq!(status, ffi::WEBHOOK_OK);
+            ffi::webhook_string_free(result);
+        });
+        println!(
+            "{}",
+            json!({"bench": "hook", "impl": "c", "receiver": mode, "stats": summary(micros)})
+        );
+        unsafe {
+            ffi::webhook_plugin_close(plugin, 0, ptr::null_mut());
+            ffi::webhook_plugin_free(plugin);
+        }
+    }
+}
+
+fn throughput(url: &str, n: usize) {
+    let text = format!(
+        r#"{{"queue_capacity": {n}, "webhooks": [{{"url": "{url}", "events": ["tool_success"], "max_concurrency": 64}}]}}"#
+    );
+    let notifier = Notifier::from_config_text(&text, None).unwrap();
+    let payload: Value = serde_json::from_str(PAYLOAD).unwrap();
+    let context: Value = serde_json::from_str(CONTEXT).unwrap();
+    let start = Instant::now();
+    for _ in 0..n {
+        assert!(
+            notifier
+                .invoke(Hook::ToolPostInvoke, payload.clone(), &context)
+                .unwrap()
+                .queued
+        );
+    }
+    assert!(notifier.flush(Duration::from_secs(600)));
+    let secs = start.elapsed().as_secs_f64();
+    let stats = notifier.stats();
+    assert_eq!(stats.delivered, n as u64, "{stats:?}");
+    println!(
+        "{}",
+        json!({"bench": "throughput", "impl": "rust", "events": n, "seconds": secs, "per_second": n as f64 / secs})
+    );
+}
+
+fn rss_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn memory(n: usize, capacity: usize) {
+    let url = format!("http://127.0.0.1:{}/", dead_port());
+    let baseline = rss_kib("VmRSS:");
+    {
+        let text = format!(
+            r#"{{"queue_capacity": {capacity}, "webhooks": [{{"url": "{url}", "events": ["tool_success"], "retry_attempts": 3, "retry_delay": 100}}]}}"#
+        );
+        let notifier = Notifier::from_config_text(&text, None).unwrap();
+        let payload: Value = serde_json::from_str(PAYLOAD).unwrap();
+        let context: Value = serde_json::from_str(CONTEXT).unwrap();
+        for _ in 0..n {
+            notifier
+                .invoke(Hook::ToolPostInvoke, payload.clone(), &context)
+                .unwrap();
+        }
+        let flooded = rss_kib("VmRSS:");
+        let dropped_at_once = notifier.stats().dropped;
+        assert!(notifier.flush(Duration::from_secs(600)));
+        let drained = rss_kib("VmRSS:");
+        println!(
+            "{}",
+            json!({"bench": "memory", "impl": "rust", "events": n, "queue_capacity": capacity,
+                   "baseline_kib": baseline, "flooded_kib": flooded, "peak_kib": rss_kib("VmHWM:"),
+                   "drained_kib": drained, "dropped": dropped_at_once})
+        );
+    }
+}
+
+fn serve() {
+    let (_keep, urls) = receivers();
+    let urls: serde_json::Map<String, Value> =
+        urls.into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+    println!("{}", Value::Object(urls));
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["hooks"] => hooks(),
+        ["throughput", url, n] => throughput(url, n.parse().unwrap()),
+        ["memory", n, capacity] => memory(n.parse().unwrap(), capacity.parse().unwrap()),
+        ["serve"] => serve(),
+        _ => eprintln!("usage: hooks | throughput URL N | memory N CAPACITY | serve"),
+    }
+}
