@@ -5,6 +5,7 @@
 //!   (the `extern "C"` functions, JSON text in and out), against receivers that answer 200
 //!   at once, sleep 200 ms, answer 500, or do not exist.
 //! - `throughput URL N`: deliveries per second of N events to URL (a fast local receiver).
+//! - `bare-reqwest URL N`: the same N POSTs through reqwest alone, the HTTP stack's ceiling.
 //! - `memory N CAPACITY`: peak RSS while N events flood a dead receiver with a queue of
 //!   CAPACITY events, and RSS after they drain (one process per run, so runs do not share a heap).
 //! - `serve`: starts the same receivers, prints their URLs as JSON, serves until stdin closes
@@ -142,6 +143,42 @@ fn throughput(url: &str, n: usize) {
     );
 }
 
+/// The HTTP stack alone, as a peer for `throughput`: one reqwest client (same settings as
+/// ours) on a one-worker tokio runtime, 64 POSTs of the same size in flight, no queue,
+/// templates or signatures.
+fn bare_reqwest(url: &str, n: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::builder().tcp_nodelay(true).build().unwrap();
+    let body = bytes::Bytes::from(vec![b'x'; 298]);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    let start = Instant::now();
+    runtime.block_on(async {
+        for _ in 0..n {
+            let slot = slots.clone().acquire_owned().await.unwrap();
+            let request = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.clone());
+            tokio::spawn(async move {
+                let response = request.send().await.expect("the receiver answers");
+                assert!(response.status().is_success());
+                let _ = response.bytes().await;
+                drop(slot);
+            });
+        }
+        let _all = slots.acquire_many(64).await.unwrap();
+    });
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"bench": "throughput", "impl": "bare-reqwest", "events": n, "seconds": secs, "per_second": n as f64 / secs})
+    );
+}
+
 fn rss_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with(field)).unwrap();
@@ -189,8 +226,9 @@ fn main() {
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["hooks"] => hooks(),
         ["throughput", url, n] => throughput(url, n.parse().unwrap()),
+        ["bare-reqwest", url, n] => bare_reqwest(url, n.parse().unwrap()),
         ["memory", n, capacity] => memory(n.parse().unwrap(), capacity.parse().unwrap()),
         ["serve"] => serve(),
-        _ => eprintln!("usage: hooks | throughput URL N | memory N CAPACITY | serve"),
+        _ => eprintln!("usage: hooks | throughput URL N | bare-reqwest URL N | memory N CAPACITY | serve"),
     }
 }

@@ -1,0 +1,139 @@
+"""Turns tests/bench results (JSON lines) into BENCHMARKS.md on stdout.
+
+usage: report.py RESULTS_JSONL COMMAND
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+from datetime import datetime, timezone
+
+RECEIVERS = [("200", "answers 200"), ("sleep200", "sleeps 200 ms"), ("500", "answers 500"), ("dead", "dead port")]
+HOOK_ROWS = [
+    ("rust", "Rust API (`Notifier::invoke`)"),
+    ("c", "C API (`webhook_plugin_invoke`, JSON text in/out)"),
+    ("empty-plugin", "empty cpex plugin (floor of any plugin)"),
+    ("python-plugin", "our plugin via cpex `PluginManager`"),
+    ("python-peer", "pure-Python peer via cpex `PluginManager`"),
+]
+
+
+def fmt_us(us: float) -> str:
+    return f"{us / 1000:.1f} ms" if us >= 10_000 else f"{us:.1f} µs" if us >= 10 else f"{us:.2f} µs"
+
+
+def main() -> None:
+    rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip().startswith("{")]
+    command = sys.argv[2]
+    hook = {(r["impl"], r["receiver"]): r["stats"] for r in rows if r["bench"] == "hook"}
+    runs: dict[str, list[float]] = {}
+    for r in rows:
+        if r["bench"] == "throughput":
+            runs.setdefault(r["impl"], []).append(r["per_second"])
+    rate = {impl: statistics.median(values) for impl, values in runs.items()}
+    memory = [r for r in rows if r["bench"] == "memory"]
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+
+    out = [
+        "# Benchmarks",
+        "",
+        f"Produced by `{command}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: "
+        f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, a shared and noisy VM. "
+        "Every number below comes from that one run; ratios between rows measured side by side are the "
+        "headline, absolute times are not. Not part of the tests (`bash tests/run.sh`).",
+        "",
+        "## Hook cost: one `tool_post_invoke`, median / p99",
+        "",
+        "Each webhook config: `events: [tool_success, tool_error]`, `retry_attempts: 2`, `retry_delay: 100`, "
+        "`timeout: 5`. Rust and C: 20,000 calls each; Python: 2,000 calls (the peer: 10 calls against the slow "
+        "receivers, since it waits for them). Receivers run in another process (Python) or on their own threads.",
+        "",
+        "| implementation | " + " | ".join(label for _, label in RECEIVERS) + " |",
+        "|---|" + "---|" * len(RECEIVERS),
+    ]
+    for impl, label in HOOK_ROWS:
+        cells = [f"{fmt_us(hook[impl, r]['median_us'])} / {fmt_us(hook[impl, r]['p99_us'])}" if (impl, r) in hook else "–"
+                 for r, _ in RECEIVERS]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    def med(impl: str, r: str) -> float:
+        return hook[impl, r]["median_us"]
+
+    ours_over_empty = [med("python-plugin", r) / med("empty-plugin", r) for r, _ in RECEIVERS]
+    peer_over_ours = [med("python-peer", r) / med("python-plugin", r) for r, _ in RECEIVERS]
+    added = [med("python-plugin", r) - med("empty-plugin", r) for r, _ in RECEIVERS]
+    spread = {impl: max(med(impl, r) for r, _ in RECEIVERS) / min(med(impl, r) for r, _ in RECEIVERS) for impl in ("rust", "c")}
+    out += [
+        "",
+        f"- Our plugin costs **{min(ours_over_empty):.2f}–{max(ours_over_empty):.2f}×** an empty cpex plugin "
+        f"(it adds {min(added):.0f}–{max(added):.0f} µs per hook, serialising the context and result fields to the native core).",
+        f"- The pure-Python peer's hook is **{min(peer_over_ours):.0f}–{max(peer_over_ours):,.0f}×** ours: it awaits "
+        "the delivery, and against a slow or failing receiver it waits out the timeout or every retry inside the request.",
+        f"- Rust median {fmt_us(min(med('rust', r) for r, _ in RECEIVERS))}–{fmt_us(max(med('rust', r) for r, _ in RECEIVERS))}, "
+        f"C median {fmt_us(min(med('c', r) for r, _ in RECEIVERS))}–{fmt_us(max(med('c', r) for r, _ in RECEIVERS))}; "
+        f"the slowest receiver state changes the median by at most {max(spread.values()):.2f}× (receiver state does not reach the hook).",
+        "",
+        "## Throughput: deliveries per second to nginx on 127.0.0.1",
+        "",
+        "nginx (1 worker, `return 200`) is the receiver; wrk posts a 298-byte body over 64 keep-alive connections "
+        "for the ceiling. Our library: 200,000 events submitted as fast as one host thread can, "
+        "`max_concurrency: 64`, until the last is delivered (the submitting thread, the delivery thread and nginx "
+        "share the 2 cores; wrk's ceiling has wrk and nginx only). Median of 3 runs each.",
+        "",
+        "| sender | deliveries/s | vs wrk ceiling |",
+        "|---|---|---|",
+    ]
+    labels = {
+        "wrk": "wrk (ceiling of this receiver)",
+        "bare-reqwest": "reqwest alone (our HTTP stack: no queue, templates or stats)",
+        "rust": "our library, 1 delivery thread (default)",
+        "rust-2threads": "our library, `WEBHOOK_WORKER_THREADS=2`",
+        "python-plugin": "our plugin via cpex `PluginManager` (one client loop)",
+        "python-peer": "pure-Python peer via cpex `PluginManager` (64 concurrent requests)",
+    }
+    for impl, label in labels.items():
+        if impl in rate:
+            out.append(f"| {label} | {rate[impl]:,.0f} | {rate[impl] / rate['wrk']:.0%} |")
+    out += [
+        "",
+        f"- Our library reaches **{rate['rust'] / rate['wrk']:.0%}** of the wrk ceiling and "
+        f"**{rate['rust'] / rate['bare-reqwest']:.0%}** of reqwest alone, and "
+        f"**{rate['rust'] / rate['python-peer']:.0f}×** the pure-Python peer; through the gateway's Python plugin "
+        f"it delivers **{rate['python-plugin'] / rate['python-peer']:.0f}×** what the peer does (there the "
+        "bottleneck is the Python loop producing events, not delivery).",
+        f"- **Not reached: 70% of the wrk ceiling.** reqwest alone, with the same keep-alive client and 64 "
+        f"requests in flight, reaches only {rate['bare-reqwest'] / rate['wrk']:.0%} of it on this machine (the "
+        "design notes measured 37% on theirs): on 2 cores the sender, its HTTP stack and nginx compete, and "
+        "wrk's hand-written C client needs far fewer instructions per request than hyper. Our queue, "
+        "rendering, JSON check, delivery id, headers and stats cost the rest. Closing the gap would mean "
+        "replacing reqwest with a leaner client (hyper directly, pre-built header blocks). A second delivery "
+        f"thread was {'faster' if rate['rust-2threads'] > rate['rust'] else 'slower'} in this run "
+        f"({rate['rust-2threads'] / rate['rust']:.2f}×; across runs here it has gone both ways): on 2 cores it "
+        "competes with the host and the receiver, so the default stays at one.",
+        "",
+        "## Memory: 100,000 events flooding a dead receiver",
+        "",
+        "`retry_attempts: 3`, `retry_delay: 100`; RSS of the whole process (one process per row).",
+        "",
+        "| queue_capacity | dropped at once | RSS before | RSS after the flood | peak RSS | RSS after draining |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in memory:
+        mib = lambda k: f"{m[k] / 1024:.0f} MiB"  # noqa: E731
+        out.append(f"| {m['queue_capacity']:,} | {m['dropped']:,} | {mib('baseline_kib')} | {mib('flooded_kib')} | "
+                   f"{mib('peak_kib')} | {mib('drained_kib')} |")
+    out += [
+        "",
+        "Peak RSS grows with `queue_capacity`, not with the flood: what does not fit is dropped and counted. "
+        "After draining, glibc keeps the freed heap mapped, so RSS does not fall back to the baseline.",
+        "",
+    ]
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The benchmark command (not part of the tests): bash tests/bench/run.sh
+# Installs nginx and wrk (Debian), builds the release library, the wheel and the bench
+# binary, measures everything in one run, and writes BENCHMARKS.md at the top of the repo.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+OUT="$CARGO_TARGET_DIR/bench"
+rm -rf "$OUT" && mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+export LOG_LEVEL=off   # failing deliveries are the point of some runs; keep them quiet
+
+missing=()
+for pkg in nginx wrk; do command -v "$pkg" >/dev/null || missing+=("$pkg"); done
+if ((${#missing[@]})); then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
+fi
+
+echo "== build"
+cargo bench --bench hooks --no-run 2>&1 | tail -1
+BENCH=$(cargo bench --bench hooks --no-run --message-format=json 2>/dev/null \
+    | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "hooks"][0])')
+VENV="$OUT/venv"
+python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q "maturin>=1.7,<2" "cpex>=0.1.4,<0.2" httpx
+"$VENV/bin/maturin" build --quiet -i "$VENV/bin/python" -o "$OUT/wheels"
+"$VENV/bin/pip" install -q --no-index --find-links "$OUT/wheels" --no-deps cpex-webhook-notification
+
+echo "== nginx on 127.0.0.1 (the fast receiver) and its wrk ceiling"
+PORT=18089
+cat > "$OUT/nginx.conf" <<NGINX
+worker_processes 1;
+pid $OUT/nginx.pid;
+error_log $OUT/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $OUT; proxy_temp_path $OUT; fastcgi_temp_path $OUT; uwsgi_temp_path $OUT; scgi_temp_path $OUT;
+  keepalive_requests 10000000;
+  server { listen 127.0.0.1:$PORT; location / { return 200 "ok"; } }
+}
+NGINX
+nginx -c "$OUT/nginx.conf"
+trap 'kill "$(cat "$OUT/nginx.pid")" 2>/dev/null || true; exec 9>&- || true' EXIT
+FAST="http://127.0.0.1:$PORT/hook"
+# wrk posts a body of the size our default template renders for tool_success, keep-alive, 64 connections.
+cat > "$OUT/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = string.rep("x", 298)
+LUA
+for run in 1 2 3; do
+    wrk -t1 -c64 -d5s -s "$OUT/post.lua" "$FAST" | awk -v run=$run '/Requests\/sec/ {printf "{\"bench\": \"throughput\", \"impl\": \"wrk\", \"run\": %d, \"per_second\": %s}\n", run, $2}'
+done | tee -a "$RESULTS"
+
+echo "== throughput: reqwest alone, then our library (Rust API) with 1 and 2 delivery threads"
+for run in 1 2 3; do "$BENCH" bare-reqwest "$FAST" 200000; done | tee -a "$RESULTS"
+for run in 1 2 3; do "$BENCH" throughput "$FAST" 200000; done | tee -a "$RESULTS"
+for run in 1 2 3; do WEBHOOK_WORKER_THREADS=2 "$BENCH" throughput "$FAST" 200000 | sed 's/"impl":"rust"/"impl":"rust-2threads"/'; done | tee -a "$RESULTS"
+
+echo "== hook cost: Rust and C APIs"
+"$BENCH" hooks | tee -a "$RESULTS"
+
+echo "== memory: 100,000 events into a dead receiver"
+for capacity in 10000 100000; do "$BENCH" memory 100000 "$capacity"; done | tee -a "$RESULTS"
+
+echo "== Python: hook cost through cpex PluginManager, and throughput, against receivers in another process"
+mkfifo "$OUT/serve.in"
+"$BENCH" serve < "$OUT/serve.in" > "$OUT/receivers.json" &
+exec 9>"$OUT/serve.in"
+while [ ! -s "$OUT/receivers.json" ]; do sleep 0.1; done
+"$VENV/bin/python" tests/bench/python_bench.py "$(cat "$OUT/receivers.json")" "$FAST" | tee -a "$RESULTS"
+exec 9>&-
+
+echo "== report"
+python3 tests/bench/report.py "$RESULTS" "bash tests/bench/run.sh" > BENCHMARKS.md
+cat BENCHMARKS.md
