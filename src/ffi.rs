@@ -110,7 +110,7 @@ pub unsafe extern "C" fn webhook_plugin_invoke(
         let plugin = plugin(p)?;
         let hook = Hook::from_name(required_str(hook, "hook")?)?;
         let payload = json_arg(Some(required_str(payload_json, "payload_json")?), "payload_json")?;
-        let context = json_arg(optional_str(context_json, "context_json")?, "context_json")?;
+        let context = optional_json(context_json, "context_json")?;
         let submission = plugin.notifier.invoke(hook, payload, &context)?;
         if !result_json.is_null() {
             *result_json = c_string(plugin_result(submission.event, submission.queued).to_string());
@@ -137,9 +137,9 @@ pub unsafe extern "C" fn webhook_plugin_notify(
     boundary(error, || {
         let plugin = plugin(p)?;
         let event = Event::from_name(required_str(event, "event")?)?;
-        let context = json_arg(optional_str(context_json, "context_json")?, "context_json")?;
-        let violation = json_arg(optional_str(violation_json, "violation_json")?, "violation_json")?;
-        let metadata = json_arg(optional_str(metadata_json, "metadata_json")?, "metadata_json")?;
+        let context = optional_json(context_json, "context_json")?;
+        let violation = optional_json(violation_json, "violation_json")?;
+        let metadata = optional_json(metadata_json, "metadata_json")?;
         plugin
             .notifier
             .notify(event, &context, Some(violation), Some(metadata))?;
@@ -295,6 +295,11 @@ unsafe fn optional_str<'a>(s: *const c_char, name: &str) -> Result<Option<&'a st
         .to_str()
         .map(Some)
         .map_err(|_| Error::InvalidArgument(format!("`{name}` is not valid UTF-8")))
+}
+
+/// A nullable JSON argument; NULL is `null`.
+unsafe fn optional_json(s: *const c_char, name: &str) -> Result<Value, Error> {
+    json_arg(optional_str(s, name)?, name)
 }
 
 /// Parses a JSON argument; absent is `null`.
