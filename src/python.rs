@@ -137,6 +137,17 @@ impl NativeNotifier {
     }
 }
 
+impl Drop for NativeNotifier {
+    /// A plugin collected without `shutdown()` still gets its `shutdown_timeout`: wait for
+    /// pending deliveries without the GIL, which their log records need.
+    fn drop(&mut self) {
+        if !self.notifier.is_closed() {
+            let (notifier, timeout) = (&self.notifier, self.notifier.shutdown_timeout());
+            Python::attach(|py| py.detach(|| notifier.close(timeout).is_ok()));
+        }
+    }
+}
+
 /// Forwards `log` records to Python's `logging.getLogger("cpex_webhook_notification")`.
 struct PythonLogger;
 

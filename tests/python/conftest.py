@@ -39,6 +39,7 @@ class Receiver:
 
     reply: Callable[[int], tuple[int, dict[str, str], float]] = lambda n: (200, {}, 0.0)
     requests: list[Request] = field(default_factory=list)
+    completed: int = 0  # responses fully written
     cond: threading.Condition = field(default_factory=threading.Condition)
     port: int = 0
 
@@ -76,6 +77,9 @@ def _handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", "2")
             self.end_headers()
             self.wfile.write(b"ok")
+            self.wfile.flush()
+            with rx.cond:
+                rx.completed += 1
 
         def log_message(self, *args: object) -> None:
             pass

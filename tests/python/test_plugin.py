@@ -305,3 +305,20 @@ async def test_logs_reach_python_logging_without_secrets(receiver, caplog):
     assert "SECRET" not in caplog.text
     assert "SECRET" not in json.dumps(plugin.stats())
     await plugin.shutdown()
+
+
+def test_a_plugin_collected_without_shutdown_still_delivers(receiver):
+    import gc
+
+    receiver.reply = lambda n: (200, {}, 0.3)
+    plugin = direct({"webhooks": [{"url": receiver.url(), "events": ["violation"]}]})
+    asyncio.run(plugin.notify("violation", ctx(), {"reason": "r"}))
+    start = time.monotonic()
+    del plugin
+    gc.collect()
+    took = time.monotonic() - start
+    # Collection waited for the delivery, as shutdown() would have, and without holding the
+    # GIL (the delivery thread's DEBUG log records need it; holding it would stall the
+    # delivery until shutdown_timeout, 5 s, ran out).
+    assert receiver.completed == 1
+    assert took < 2.0, f"collecting the plugin took {took:.1f}s"
