@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -266,10 +267,19 @@ func BenchmarkInvoke(b *testing.B) {
 	}
 	defer p.Close()
 	payload := []byte(`{"name": "search", "result": {"content": [{"type": "text", "text": "ok"}]}}`)
+	times := make([]time.Duration, b.N)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		start := time.Now()
 		if _, err := p.Invoke("tool_post_invoke", payload, context); err != nil {
 			b.Fatal(err)
 		}
+		times[i] = time.Since(start)
 	}
+	b.StopTimer()
+	// The mean (ns/op) includes the rare call descheduled while the delivery thread, busy
+	// failing against the dead port, shares the cores; the percentiles show the usual call.
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	b.ReportMetric(float64(times[len(times)/2].Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(times[len(times)*99/100].Nanoseconds()), "p99-ns")
 }
