@@ -553,6 +553,35 @@ mod tests {
         assert!(!debug.contains("topsecret"), "{debug}");
     }
 
+    /// The original plugin's two documented configs load unchanged (URLs aside), and each
+    /// seed template renders JSON even with hostile values.
+    #[test]
+    fn the_seed_configs_load_and_their_templates_render_json() {
+        let basic = "webhooks:\n  - url: \"https://hooks.slack.com/services/YOUR/SLACK/WEBHOOK\"\n    events: [\"violation\", \"rate_limit_exceeded\"]\n    authentication:\n      type: \"none\"\n    retry_attempts: 3\n    retry_delay: 1000\n    timeout: 10\n    enabled: true\n";
+        let c = Config::load(basic).unwrap();
+        assert_eq!(
+            c.webhooks[0].events,
+            vec![Event::Violation, Event::RateLimitExceeded]
+        );
+        for (var, value) in [
+            ("DEMO_RECEIVER", "https://h"),
+            ("SLACK_WEBHOOK_TOKEN", "t"),
+            ("WEBHOOK_HMAC_SECRET", "s"),
+            ("MONITORING_API_KEY", "k"),
+        ] {
+            std::env::set_var(var, value);
+        }
+        let advanced = Config::load(include_str!("../examples/advanced.yaml")).unwrap();
+        assert_eq!(advanced.webhooks.len(), 3);
+        let vars = json!({"user": "a\"b\\c\n}", "violation": {"reason": "r\"", "description": "{{x}}", "details": {"q": "\""}}});
+        for event in [Event::Violation, Event::RateLimitExceeded] {
+            let body = advanced.template(event).render(|name| vars.get(name)).unwrap();
+            let parsed: serde_json::Value =
+                serde_json::from_str(&body).unwrap_or_else(|e| panic!("{body}: {e}"));
+            assert!(parsed.to_string().contains("a\\\"b"), "{parsed}");
+        }
+    }
+
     #[test]
     fn env_variables_expand_everywhere() {
         std::env::set_var("WEBHOOK_CFG_TEST_TOKEN", "t0k");

@@ -570,3 +570,20 @@ fn bad_json_shapes_are_parse_errors() {
         Err(Error::Config { .. })
     ));
 }
+
+#[test]
+fn https_goes_through_rustls_and_a_failed_handshake_is_a_clean_failure() {
+    // A plain-HTTP receiver behind an https:// URL: the TLS stack starts (no crypto-provider
+    // panic), the handshake fails, and that is an ordinary, retried, recorded failure.
+    let rx = Receiver::ok();
+    let url = rx.url("/").replace("http://", "https://");
+    let n = notifier(&format!(
+        "webhooks: [{{url: '{url}', events: [tool_success], retry_attempts: 1, retry_delay: 100}}]"
+    ));
+    n.invoke(Hook::ToolPostInvoke, tool_ok(), &ctx("u")).unwrap();
+    assert!(n.flush(WAIT));
+    let s = n.stats();
+    assert_eq!((s.failed, s.retries, s.delivered), (1, 1, 0));
+    let error = s.webhooks[0].last_error.clone().unwrap();
+    assert!(error.contains("connect error"), "{error}");
+}

@@ -322,3 +322,30 @@ def test_a_plugin_collected_without_shutdown_still_delivers(receiver):
     # delivery until shutdown_timeout, 5 s, ran out).
     assert receiver.completed == 1
     assert took < 2.0, f"collecting the plugin took {took:.1f}s"
+
+
+async def test_the_seed_basic_config_loads_through_cpex(receiver, gateway):
+    basic = (
+        'webhooks:\n'
+        f'  - url: "{receiver.url("/services/YOUR/SLACK/WEBHOOK")}"\n'
+        '    events: ["violation", "rate_limit_exceeded"]\n'
+        '    authentication:\n'
+        '      type: "none"\n'
+        '    retry_attempts: 3\n'
+        '    retry_delay: 1000\n'
+        '    timeout: 10\n'
+        '    enabled: true\n'
+    )
+    manager = await gateway(gateway_yaml(basic))
+    limit = violation("RATE_LIMIT", "Rate limit exceeded", remaining=0, reset_in=45)
+    result, _ = await manager.invoke_hook("tool_pre_invoke", ToolPreInvokePayload(name="search"), ctx(violation=limit))
+    assert result.continue_processing
+    await manager.invoke_hook("tool_post_invoke", ToolPostInvokePayload(name="search", result={}), ctx())  # not subscribed
+    body = (await receiver.arrived(1))[0].json()
+    # The original's default template, as documented in its "Violation Event" example.
+    assert set(body) == {"event", "plugin", "timestamp", "request_id", "user", "tenant_id", "server_id", "violation", "metadata"}
+    assert (body["event"], body["violation"]["code"], body["violation"]["details"]) == (
+        "rate_limit_exceeded", "RATE_LIMIT", {"remaining": 0, "reset_in": 45})
+    assert body["metadata"] == {"tool_name": "search"}
+    await manager.shutdown()
+    assert len(receiver.requests) == 1
