@@ -175,12 +175,15 @@ fn lookup<'v>(path: &[ValueMember<'_>], vars: &impl Fn(&str) -> Option<&'v Value
 
 /// The escaped text a value contributes inside a JSON string literal.
 fn as_string_contents(value: Option<&Value>) -> String {
-    let text = match value {
+    let mut quoted = match value {
         None | Some(Value::Null) => return String::new(),
-        Some(Value::String(s)) => Value::String(s.clone()).to_string(),
-        Some(other) => Value::String(other.to_string()).to_string(),
-    };
-    text[1..text.len() - 1].to_string()
+        Some(Value::String(s)) => serde_json::to_string(s),
+        Some(other) => serde_json::to_string(&other.to_string()),
+    }
+    .expect("strings serialise");
+    quoted.pop();
+    quoted.remove(0);
+    quoted
 }
 
 #[cfg(test)]
