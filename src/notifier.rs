@@ -79,6 +79,8 @@ struct Prepared {
     /// Taken by the first delivery that needs the variables (on the runtime, not the host).
     job: Mutex<Option<Job>>,
     vars: OnceLock<Map<String, Value>>,
+    /// The body, rendered once for all webhooks when the template has no `{{delivery_id}}`.
+    shared_body: OnceLock<Result<Bytes, String>>,
     inner: Arc<Inner>,
 }
 
@@ -338,6 +340,24 @@ impl Drop for Ticket {
     }
 }
 
+/// Renders `template` with the event's variables (and `delivery_id`, if it uses it) and
+/// checks that the result parses as JSON.
+fn render_json(template: &Template, prepared: &Prepared, delivery_id: Option<&str>) -> Result<Bytes, String> {
+    let id = delivery_id.map(|id| Value::String(id.to_owned()));
+    let vars = prepared.vars();
+    let body = template.render(|name| match name {
+        "delivery_id" => id.as_ref(),
+        _ => vars.get(name),
+    })?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&body).map_err(|e| {
+        format!(
+            "the {} template rendered invalid JSON: {e}",
+            prepared.event.name()
+        )
+    })?;
+    Ok(Bytes::from(body))
+}
+
 impl Inner {
     /// Admits `job` for its subscribed webhooks without blocking; false if nobody wants it
     /// or the queue is full (then each subscriber counts a drop).
@@ -365,6 +385,7 @@ impl Inner {
             builtin_template: job.builtin_template,
             job: Mutex::new(Some(job)),
             vars: OnceLock::new(),
+            shared_body: OnceLock::new(),
             inner: Arc::clone(self),
         });
         for index in targets {
@@ -418,19 +439,13 @@ impl Inner {
             true => Template::builtin(),
             false => self.config.template(prepared.event),
         };
-        let id = Value::String(delivery_id.to_owned());
-        let vars = prepared.vars();
-        let body = template.render(|name| match name {
-            "delivery_id" => Some(&id),
-            _ => vars.get(name),
-        })?;
-        serde_json::from_str::<serde::de::IgnoredAny>(&body).map_err(|e| {
-            format!(
-                "the {} template rendered invalid JSON: {e}",
-                prepared.event.name()
-            )
-        })?;
-        Ok(Bytes::from(body))
+        if !template.varies_per_delivery() {
+            let shared = prepared
+                .shared_body
+                .get_or_init(|| render_json(template, prepared, None));
+            return shared.clone();
+        }
+        render_json(template, prepared, Some(delivery_id))
     }
 
     /// Raises plugin_error (built-in template, `metadata.error`) for an event that could not

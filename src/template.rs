@@ -49,6 +49,7 @@ static ENGINE: Lazy<Engine<'static>> = Lazy::new(|| {
 /// A compiled payload template.
 pub struct Template {
     compiled: upon::Template<'static>,
+    per_delivery: bool,
 }
 
 impl std::fmt::Debug for Template {
@@ -60,11 +61,20 @@ impl std::fmt::Debug for Template {
 impl Template {
     /// Compiles `source`; the error says what is wrong and where (1-based line and column).
     pub fn compile(source: &str) -> Result<Self, String> {
-        let rewritten = rewrite(source)?;
+        let (rewritten, per_delivery) = rewrite(source)?;
         let compiled = ENGINE
             .compile(rewritten)
             .map_err(|e| format!("template syntax error: {e}"))?;
-        Ok(Template { compiled })
+        Ok(Template {
+            compiled,
+            per_delivery,
+        })
+    }
+
+    /// Whether the output differs per delivery (it uses `{{delivery_id}}`); if not, one
+    /// rendering serves every webhook that receives the event.
+    pub fn varies_per_delivery(&self) -> bool {
+        self.per_delivery
     }
 
     /// Renders with `vars`, which resolves a top-level variable by name. The output is
@@ -84,12 +94,14 @@ impl Template {
     }
 }
 
-/// Turns every `{{ path }}` into an upon expression tagged with its JSON context.
-fn rewrite(source: &str) -> Result<String, String> {
+/// Turns every `{{ path }}` into an upon expression tagged with its JSON context; also says
+/// whether `delivery_id` is used.
+fn rewrite(source: &str) -> Result<(String, bool), String> {
     if source.contains(BEGIN) || source.contains(END) {
         return Err("template contains control characters U+0001/U+0002".into());
     }
     let mut out = String::with_capacity(source.len() + 16);
+    let mut per_delivery = false;
     let mut in_string = false;
     let mut escaped = false;
     let mut rest = source;
@@ -100,6 +112,7 @@ fn rewrite(source: &str) -> Result<String, String> {
                 .ok_or_else(|| at(source, rest, "`{{` without a closing `}}`"))?;
             let path = rest[2..close].trim();
             check_path(path).map_err(|m| at(source, rest, &m))?;
+            per_delivery |= path.split('.').next() == Some("delivery_id");
             let mode = if in_string { IN_STRING } else { AS_VALUE };
             out.push_str(&format!("{BEGIN} {mode}.{path} {END}"));
             rest = &rest[close + 2..];
@@ -115,7 +128,7 @@ fn rewrite(source: &str) -> Result<String, String> {
         out.push(c);
         rest = &rest[c.len_utf8()..];
     }
-    Ok(out)
+    Ok((out, per_delivery))
 }
 
 /// A path is `root(.segment)*` with a known root and segments of word characters.
@@ -251,6 +264,14 @@ mod tests {
         let v = render(r#"{"m": "say \"{{user}}\" {{event}}", "e": {{event}}}"#);
         assert_eq!(v["m"], "say \"a\"b\\c\nd\" violation");
         assert_eq!(v["e"], "violation");
+    }
+
+    #[test]
+    fn templates_know_whether_they_vary_per_delivery() {
+        assert!(!Template::builtin().varies_per_delivery());
+        assert!(Template::compile(r#"{"id": "{{ delivery_id }}"}"#)
+            .unwrap()
+            .varies_per_delivery());
     }
 
     #[test]

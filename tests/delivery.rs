@@ -587,3 +587,36 @@ fn https_goes_through_rustls_and_a_failed_handshake_is_a_clean_failure() {
     let error = s.webhooks[0].last_error.clone().unwrap();
     assert!(error.contains("connect error"), "{error}");
 }
+
+#[test]
+fn each_webhook_gets_its_own_delivery_id_and_a_shared_body_otherwise() {
+    let rx = Receiver::ok();
+    let n = notifier(&format!(
+        "webhooks:\n  - {{url: '{0}', events: [tool_success, tool_error]}}\n  - {{url: '{1}', events: [tool_success, tool_error]}}\npayload_templates:\n  tool_success: '{{\"id\": \"{{{{delivery_id}}}}\"}}'\n",
+        rx.url("/a"),
+        rx.url("/b")
+    ));
+    n.invoke(Hook::ToolPostInvoke, tool_ok(), &ctx("u")).unwrap();
+    n.invoke(
+        Hook::ToolPostInvoke,
+        json!({"name": "t", "result": {"error": "x"}}),
+        &ctx("u"),
+    )
+    .unwrap();
+    assert!(n.flush(WAIT));
+    let got = rx.received();
+    let event = |r: &common::receiver::Received| r.header("x-webhook-event").unwrap().to_owned();
+    let ids: Vec<_> = got.iter().filter(|r| event(r) == "tool_success").collect();
+    assert_eq!(ids.len(), 2);
+    for r in &ids {
+        assert_eq!(r.json()["id"], r.header("x-webhook-delivery").unwrap());
+    }
+    assert_ne!(ids[0].json()["id"], ids[1].json()["id"]);
+    let errors: Vec<_> = got
+        .iter()
+        .filter(|r| event(r) == "tool_error")
+        .map(|r| r.body.clone())
+        .collect();
+    assert_eq!(errors.len(), 2);
+    assert_eq!(errors[0], errors[1]);
+}
