@@ -8,7 +8,7 @@
 //! shared variables; a delivery waiting to retry gives its slot back and costs a small task.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -122,12 +122,7 @@ impl Notifier {
         });
         for (index, receiver) in receivers.into_iter().enumerate() {
             let slots = Arc::new(Semaphore::new(inner.config.webhooks[index].max_concurrency));
-            RUNTIME.spawn(dispatch(
-                Arc::downgrade(&inner),
-                receiver,
-                slots,
-                inner.abandon.subscribe(),
-            ));
+            RUNTIME.spawn(dispatch(receiver, slots, inner.abandon.subscribe()));
         }
         Notifier { inner }
     }
@@ -247,9 +242,9 @@ impl Drop for Notifier {
 }
 
 /// A webhook's dispatcher: starts each queued delivery when a slot is free, or drops it once
-/// `close` has abandoned the queue. Ends when the notifier is gone.
+/// `close` has abandoned the queue. It holds no reference to the notifier (each ticket
+/// does), so it ends when the notifier is gone and its sender with it.
 async fn dispatch(
-    inner: Weak<Inner>,
     mut queue: mpsc::UnboundedReceiver<Ticket>,
     slots: Arc<Semaphore>,
     mut abandon: watch::Receiver<bool>,
@@ -260,12 +255,13 @@ async fn dispatch(
             _ = abandon.wait_for(|abandon| *abandon) => None,
             slot = Arc::clone(&slots).acquire_owned() => slot.ok(),
         };
-        match (slot, inner.upgrade()) {
-            (Some(slot), Some(inner)) => {
+        let inner = Arc::clone(&ticket.prepared.inner);
+        match slot {
+            Some(slot) => {
                 let slots = Arc::clone(&slots);
                 tokio::spawn(async move { inner.deliver(ticket, &slots, slot).await });
             }
-            _ => ticket.prepared.inner.counters[ticket.index].dropped(1),
+            None => inner.counters[ticket.index].dropped(1),
         }
     }
 }
@@ -490,6 +486,29 @@ mod receiver;
 mod tests {
     use super::receiver;
     use super::*;
+
+    /// Dropping a notifier releases it: no cycle between it, its queued tickets and its
+    /// dispatchers keeps it (and its HTTP client) alive.
+    #[test]
+    fn a_dropped_notifier_is_freed() {
+        let rx = receiver::Receiver::ok();
+        let config = format!("webhooks: [{{url: '{}', events: [violation]}}]", rx.url("/"));
+        let n = Notifier::from_config_text(&config, None).unwrap();
+        let weak = Arc::downgrade(&n.inner);
+        for _ in 0..10 {
+            n.notify(Event::Violation, &json!({}), None, None).unwrap();
+        }
+        drop(n);
+        assert_eq!(rx.received().len(), 10, "drop drained the queue first");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while weak.upgrade().is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "the notifier is still alive after drop"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 
     /// Load-time checks make a broken template impossible from config, but the render-time
     /// JSON check still guards every body: a failure becomes plugin_error, not a bad request.
