@@ -46,19 +46,26 @@ def plugin_of(manager: PluginManager):
     return manager._registry.get_plugin("bench").plugin  # bench-only peek at the instance
 
 
-async def hook_cost(kind: str, receiver: str, url: str, n: int) -> None:
-    manager = await manager_for(kind, url)
-    for _ in range(min(n, 50)):  # warm-up: connections, caches
-        await manager.invoke_hook("tool_post_invoke", PAYLOAD, CONTEXT)
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        await manager.invoke_hook("tool_post_invoke", PAYLOAD, CONTEXT)
-        times.append((time.perf_counter() - start) * 1e6)
-    times.sort()
-    stats = {"n": n, "median_us": statistics.median(times), "p99_us": times[int((n - 1) * 0.99)]}
-    print(json.dumps({"bench": "hook", "impl": kind, "receiver": receiver, "stats": stats}), flush=True)
-    await manager.shutdown()
+async def hook_cost(receiver: str, url: str) -> None:
+    """Measures the implementations in order A B C, then C B A, and pools the samples, so a
+    noisy neighbour or a drifting machine hits all of them alike."""
+    times: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for order in (list(KINDS), list(reversed(KINDS))):
+        for kind in order:
+            calls = 1000 if kind != "python-peer" or receiver == "200" else 5
+            manager = await manager_for(kind, url)
+            for _ in range(min(calls, 50)):  # warm-up: connections, caches
+                await manager.invoke_hook("tool_post_invoke", PAYLOAD, CONTEXT)
+            for _ in range(calls):
+                start = time.perf_counter()
+                await manager.invoke_hook("tool_post_invoke", PAYLOAD, CONTEXT)
+                times[kind].append((time.perf_counter() - start) * 1e6)
+            await manager.shutdown()
+    for kind, samples in times.items():
+        samples.sort()
+        n = len(samples)
+        stats = {"n": n, "median_us": statistics.median(samples), "p99_us": samples[int((n - 1) * 0.99)]}
+        print(json.dumps({"bench": "hook", "impl": kind, "receiver": receiver, "stats": stats}), flush=True)
 
 
 async def throughput(kind: str, url: str, n: int, concurrency: int) -> None:
@@ -87,9 +94,7 @@ async def main() -> None:
     receivers = json.loads(sys.argv[1])
     fast_url = sys.argv[2]
     for receiver, url in receivers.items():
-        for kind in KINDS:
-            quick = kind != "python-peer" or receiver == "200"
-            await hook_cost(kind, receiver, url, 2000 if quick else 10)
+        await hook_cost(receiver, url)
     await throughput("python-plugin", fast_url, 50000, 1)
     await throughput("python-peer", fast_url, 20000, 64)
 
