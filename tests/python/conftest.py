@@ -52,6 +52,11 @@ class Receiver:
             assert ok, f"expected {n} requests, got {len(self.requests)}"
             return list(self.requests)
 
+    def wait_completed(self, n: int, timeout: float = 10.0) -> None:
+        """Waits until n responses were fully written."""
+        with self.cond:
+            assert self.cond.wait_for(lambda: self.completed >= n, timeout), f"{self.completed} of {n} completed"
+
     async def arrived(self, n: int, timeout: float = 10.0) -> list[Request]:
         """`wait_for` without blocking the event loop (cpex may run the hook as a task)."""
         return await asyncio.to_thread(self.wait_for, n, timeout)
@@ -80,6 +85,7 @@ def _handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
             self.wfile.flush()
             with rx.cond:
                 rx.completed += 1
+                rx.cond.notify_all()
 
         def log_message(self, *args: object) -> None:
             pass

@@ -319,9 +319,11 @@ def test_a_plugin_collected_without_shutdown_still_delivers(receiver):
     took = time.monotonic() - start
     # Collection waited for the delivery, as shutdown() would have, and without holding the
     # GIL (the delivery thread's DEBUG log records need it; holding it would stall the
-    # delivery until shutdown_timeout, 5 s, ran out).
-    assert receiver.completed == 1
-    assert took < 2.0, f"collecting the plugin took {took:.1f}s"
+    # delivery until shutdown_timeout, 5 s, ran out). The receiver's own bookkeeping may lag
+    # the client's view by a moment, so its completion is awaited.
+    assert len(receiver.requests) == 1
+    assert 0.25 < took < 2.0, f"collecting the plugin took {took:.2f}s"
+    receiver.wait_completed(1)
 
 
 async def test_the_seed_basic_config_loads_through_cpex(receiver, gateway):
