@@ -89,8 +89,14 @@ fn main() {
     ];
     for (hook, payload, ctx) in calls {
         let result = notifier.invoke(hook, payload, &ctx).expect("invoke");
-        let event = result.event.map_or("(none)", |e| e.name());
-        println!("{hook:?} -> event {event}, queued: {}", result.queued);
+        match (result.event, result.queued) {
+            (None, _) => println!("{hook:?} -> no event"),
+            (Some(e), true) => println!("{hook:?} -> {} queued", e.name()),
+            (Some(e), false) => println!(
+                "{hook:?} -> {} (no webhook of this config subscribes to it)",
+                e.name()
+            ),
+        }
     }
     assert!(notifier.flush(Duration::from_secs(30)), "deliveries finish");
 
