@@ -152,6 +152,15 @@ impl Context {
     }
 }
 
+/// Parses a JSON document a host passed as text (payload, context, violation, metadata);
+/// absent is `null`. The error names the argument.
+pub fn parse_document(text: Option<&str>, name: &str) -> Result<Value> {
+    match text {
+        None => Ok(Value::Null),
+        Some(t) => serde_json::from_str(t).map_err(|e| Error::Parse(format!("{name}: {e}"))),
+    }
+}
+
 /// The event a violation raises, by the original plugin's rules.
 pub fn classify_violation(violation: &Value) -> Event {
     if violation.get("code").and_then(Value::as_str) == Some("RATE_LIMIT") {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::events::{plugin_result, Event, Hook};
+use crate::events::{parse_document, plugin_result, Event, Hook};
 use crate::logging;
 use crate::notifier::Notifier;
 
@@ -109,7 +109,7 @@ pub unsafe extern "C" fn webhook_plugin_invoke(
         }
         let plugin = plugin(p)?;
         let hook = Hook::from_name(required_str(hook, "hook")?)?;
-        let payload = json_arg(Some(required_str(payload_json, "payload_json")?), "payload_json")?;
+        let payload = parse_document(Some(required_str(payload_json, "payload_json")?), "payload_json")?;
         let context = optional_json(context_json, "context_json")?;
         let submission = plugin.notifier.invoke(hook, payload, &context)?;
         if !result_json.is_null() {
@@ -299,15 +299,7 @@ unsafe fn optional_str<'a>(s: *const c_char, name: &str) -> Result<Option<&'a st
 
 /// A nullable JSON argument; NULL is `null`.
 unsafe fn optional_json(s: *const c_char, name: &str) -> Result<Value, Error> {
-    json_arg(optional_str(s, name)?, name)
-}
-
-/// Parses a JSON argument; absent is `null`.
-fn json_arg(text: Option<&str>, name: &str) -> Result<Value, Error> {
-    match text {
-        None => Ok(Value::Null),
-        Some(t) => serde_json::from_str(t).map_err(|e| Error::Parse(format!("{name}: {e}"))),
-    }
+    parse_document(optional_str(s, name)?, name)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::events::{Event, Hook};
+use crate::events::{parse_document, Event, Hook};
 use crate::logging::level_from_env;
 use crate::notifier::Notifier;
 
@@ -53,10 +53,7 @@ fn to_py(error: Error) -> PyErr {
 }
 
 fn parse(text: Option<&str>, name: &str) -> PyResult<Value> {
-    match text {
-        None => Ok(Value::Null),
-        Some(t) => serde_json::from_str(t).map_err(|e| ParseError::new_err(format!("{name}: {e}"))),
-    }
+    parse_document(text, name).map_err(to_py)
 }
 
 /// The native notifier behind one `WebhookNotificationPlugin`.
