@@ -17,6 +17,9 @@ pub enum Error {
     Timeout { pending: u64 },
     /// The notifier was closed; it accepts no new events.
     Closed,
+    /// The notifier was created before this process was forked; its delivery tasks live in
+    /// the parent. Create a new one in this process.
+    Forked,
 }
 
 impl Error {
@@ -42,6 +45,10 @@ impl fmt::Display for Error {
                 write!(f, "timed out with {pending} deliveries still pending")
             }
             Error::Closed => write!(f, "the webhook notifier is closed"),
+            Error::Forked => write!(
+                f,
+                "the webhook notifier was created before fork() in the parent process; create it again in this process"
+            ),
         }
     }
 }

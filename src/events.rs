@@ -18,11 +18,15 @@ pub enum Event {
     PromptSuccess,
     ResourceSuccess,
     PluginError,
+    /// Raised by the library: a webhook's circuit opened.
+    WebhookFailing,
+    /// Raised by the library: a webhook's circuit closed again.
+    WebhookRecovered,
 }
 
 impl Event {
     /// Every event, in the order the original documents them.
-    pub const ALL: [Event; 9] = [
+    pub const ALL: [Event; 11] = [
         Event::Violation,
         Event::RateLimitExceeded,
         Event::PiiDetected,
@@ -32,6 +36,8 @@ impl Event {
         Event::PromptSuccess,
         Event::ResourceSuccess,
         Event::PluginError,
+        Event::WebhookFailing,
+        Event::WebhookRecovered,
     ];
 
     /// The wire name, e.g. `rate_limit_exceeded`.
@@ -46,6 +52,8 @@ impl Event {
             Event::PromptSuccess => "prompt_success",
             Event::ResourceSuccess => "resource_success",
             Event::PluginError => "plugin_error",
+            Event::WebhookFailing => "webhook_failing",
+            Event::WebhookRecovered => "webhook_recovered",
         }
     }
 
@@ -106,7 +114,12 @@ impl Hook {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Context {
     pub request_id: Value,
+    /// The identity string (`{{user}}`): the user object's `email` (else `username`, else
+    /// `id`, else its compact JSON), or the string the host gave.
     pub user: Value,
+    /// The user object as the host gave it (`{{user_info}}`, `{{user.<field>}}`), or null
+    /// when the host gave a string.
+    pub user_info: Value,
     pub tenant_id: Value,
     pub server_id: Value,
     pub violation: Option<Value>,
@@ -115,7 +128,7 @@ pub struct Context {
 impl Context {
     /// Reads a cpex `PluginContext` (`{"global_context": {...}, "state": {...}}`) or a bare
     /// global context. A violation may sit at the top level, in `state`, or in
-    /// `global_context.state`, under the key `violation`.
+    /// `global_context.state`, under the key `violation` (see [`violation_of`]).
     pub fn from_json(doc: &Value) -> Result<Self> {
         let top = match doc {
             Value::Null => return Ok(Context::default()),
@@ -135,21 +148,47 @@ impl Context {
         ]
         .into_iter()
         .flatten()
-        .find(|v| !v.is_null())
-        .cloned();
-        if let Some(v) = &violation {
-            if !v.is_object() {
-                return Err(Error::Parse("violation must be an object".into()));
-            }
-        }
+        .find_map(|v| violation_of(v.clone()));
+        let (user, user_info) = identity(field("user"));
         Ok(Context {
             request_id: field("request_id"),
-            user: field("user"),
+            user,
+            user_info,
             tenant_id: field("tenant_id"),
             server_id: field("server_id"),
             violation,
         })
     }
+}
+
+/// The one rule for what counts as a violation, wherever a host puts it: any non-null value
+/// (`{}` included). An object is taken as is; anything else becomes `{"reason": text}`,
+/// where text is a string's contents or another value's compact JSON.
+pub fn violation_of(value: Value) -> Option<Value> {
+    match value {
+        Value::Null => None,
+        Value::Object(_) => Some(value),
+        Value::String(reason) => Some(json!({ "reason": reason })),
+        other => Some(json!({ "reason": other.to_string() })),
+    }
+}
+
+/// `(user, user_info)` from the host's `user` field: the gateway sends an object
+/// (`{"email", "full_name", "is_admin"}`) for tool hooks and a string for the others.
+fn identity(user: Value) -> (Value, Value) {
+    let Value::Object(ref fields) = user else {
+        return (user, Value::Null);
+    };
+    let named = ["email", "username", "id"]
+        .iter()
+        .filter_map(|key| fields.get(*key))
+        .find(|v| !v.is_null());
+    let name = match named {
+        Some(Value::String(s)) => Value::String(s.clone()),
+        Some(other) => Value::String(other.to_string()),
+        None => Value::String(user.to_string()),
+    };
+    (name, user)
 }
 
 /// Parses a JSON document a host passed as text (payload, context, violation, metadata);
@@ -328,6 +367,40 @@ mod tests {
     }
 
     #[test]
+    fn every_non_null_violation_counts_the_same_in_every_place() {
+        for value in [json!({}), json!("r"), json!(7), json!(["a"]), json!(true)] {
+            let places = [
+                json!({"violation": value}),
+                json!({"global_context": {}, "state": {"violation": value}}),
+                json!({"global_context": {"state": {"violation": value}}}),
+            ];
+            let seen: Vec<_> = places
+                .iter()
+                .map(|doc| Context::from_json(doc).unwrap().violation)
+                .collect();
+            assert!(seen.iter().all(|v| v.is_some() && *v == seen[0]), "{value}: {seen:?}");
+            assert!(seen[0].as_ref().unwrap().is_object());
+        }
+        assert_eq!(violation_of(json!(429)), Some(json!({"reason": "429"})));
+        assert_eq!(violation_of(Value::Null), None);
+    }
+
+    #[test]
+    fn user_objects_give_an_identity_string_and_keep_the_object() {
+        let doc = json!({"user": {"email": "a@x.io", "full_name": "A", "is_admin": false}});
+        let c = Context::from_json(&doc).unwrap();
+        assert_eq!((c.user, c.user_info["full_name"].clone()), (json!("a@x.io"), json!("A")));
+        let c = Context::from_json(&json!({"user": {"username": "bob"}})).unwrap();
+        assert_eq!(c.user, json!("bob"));
+        let c = Context::from_json(&json!({"user": {"id": 42}})).unwrap();
+        assert_eq!(c.user, json!("42"));
+        let c = Context::from_json(&json!({"user": {"team": "t"}})).unwrap();
+        assert_eq!(c.user, json!(r#"{"team":"t"}"#));
+        let c = Context::from_json(&json!({"user": "carol", "tenant_id": ""})).unwrap();
+        assert_eq!((c.user, c.user_info, c.tenant_id), (json!("carol"), Value::Null, json!("")));
+    }
+
+    #[test]
     fn context_reads_every_shape() {
         let bare = Context::from_json(&json!({"request_id": "r", "user": "u"})).unwrap();
         assert_eq!((bare.request_id, bare.user), (json!("r"), json!("u")));
@@ -340,7 +413,8 @@ mod tests {
                 .unwrap();
         assert!(in_global_state.violation.is_some());
         assert!(Context::from_json(&json!([1])).is_err());
-        assert!(Context::from_json(&json!({"violation": "str"})).is_err());
+        let coerced = Context::from_json(&json!({"violation": "too many calls"})).unwrap();
+        assert_eq!(coerced.violation, Some(json!({"reason": "too many calls"})));
         assert_eq!(Context::from_json(&Value::Null).unwrap(), Context::default());
     }
 }

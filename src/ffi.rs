@@ -237,7 +237,7 @@ fn status(error: &Error) -> i32 {
         Error::Config { .. } => WEBHOOK_CONFIG_ERROR,
         Error::Parse(_) => WEBHOOK_PARSE_ERROR,
         Error::Timeout { .. } => WEBHOOK_TIMEOUT,
-        Error::Closed => WEBHOOK_CLOSED,
+        Error::Closed | Error::Forked => WEBHOOK_CLOSED,
     }
 }
 

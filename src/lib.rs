@@ -18,21 +18,32 @@
 //! notifier.flush(std::time::Duration::from_secs(5));
 //! ```
 
+mod breaker;
 pub mod config;
 mod delivery;
+mod dispatch;
+mod engine;
 pub mod error;
 pub mod events;
 pub mod ffi;
+mod ledger;
 pub mod logging;
 mod notifier;
+pub mod outbox;
 #[cfg(feature = "python")]
 mod python;
+mod registry;
+pub mod runtime;
 pub mod signing;
 pub mod stats;
 pub mod template;
 
 pub use config::Config;
-pub use delivery::{USER_AGENT, WORKER_THREADS_ENV};
+pub use breaker::Circuit;
+pub use delivery::USER_AGENT;
+pub use outbox::{DeadLetter, DeadLetterView};
+pub use registry::{drain_shared, shared_engines};
+pub use runtime::WORKER_THREADS_ENV;
 pub use error::{Error, Result};
 pub use events::{Event, Hook};
 pub use notifier::{Notifier, Submission, DEFAULT_PLUGIN_NAME};

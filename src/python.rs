@@ -1,9 +1,10 @@
 //! The PyO3 module `cpex_webhook_notification._native` (cargo feature `python`): a thin
-//! native class over [`Notifier`] for the Python plugin class in
+//! native class over a shared [`Notifier`] for the Python plugin class in
 //! `python/cpex_webhook_notification`. Arguments arrive as JSON text; blocking calls
-//! (`flush`, `close`) release the GIL; hook calls never wait on the network at all. Log records
+//! (`flush`, the exit drain) release the GIL; hook calls never wait on the network at all. Log records
 //! go to Python's `logging` under the logger `cpex_webhook_notification`.
 
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::Duration;
 
 use log::{Level, Log, Metadata, Record};
@@ -12,10 +13,12 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use serde_json::Value;
 
+use crate::config::Config;
 use crate::error::Error;
 use crate::events::{parse_document, Event, Hook};
 use crate::logging::level_from_env;
 use crate::notifier::Notifier;
+use crate::registry::drain_shared;
 
 create_exception!(
     _native,
@@ -47,7 +50,7 @@ fn to_py(error: Error) -> PyErr {
     match error {
         Error::Config { .. } => ConfigError::new_err(text),
         Error::Parse(_) => ParseError::new_err(text),
-        Error::Closed => ClosedError::new_err(text),
+        Error::Closed | Error::Forked => ClosedError::new_err(text),
         Error::InvalidArgument(_) | Error::Timeout { .. } => WebhookError::new_err(text),
     }
 }
@@ -56,7 +59,23 @@ fn parse(text: Option<&str>, name: &str) -> PyResult<Value> {
     parse_document(text, name).map_err(to_py)
 }
 
-/// The native notifier behind one `WebhookNotificationPlugin`.
+/// Seconds from Python as a timeout: NaN or negative is a `ValueError`; infinite or too
+/// large for a `Duration` means no deadline.
+fn timeout(seconds: f64) -> PyResult<Duration> {
+    if seconds.is_nan() || seconds < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "timeout must be a number of seconds >= 0, not {seconds}"
+        )));
+    }
+    Ok(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX))
+}
+
+/// Payloads larger than this are parsed and admitted without the GIL.
+const DETACH_ABOVE: usize = 64 * 1024;
+
+/// The native notifier behind one `WebhookNotificationPlugin` instance: attached to the
+/// process-wide engine of its config, so instances the gateway replaces share queues,
+/// breakers and counters, and closing one only detaches it.
 #[pyclass(module = "cpex_webhook_notification._native", frozen)]
 struct NativeNotifier {
     notifier: Notifier,
@@ -64,26 +83,38 @@ struct NativeNotifier {
 
 #[pymethods]
 impl NativeNotifier {
-    /// Loads `config` (JSON or YAML text of the plugin's `config:` mapping).
+    /// Loads `config` (JSON or YAML text of the plugin's `config:` mapping) and attaches to
+    /// its engine.
     #[new]
     #[pyo3(signature = (config, plugin_name=None))]
     fn new(config: &str, plugin_name: Option<&str>) -> PyResult<Self> {
-        let notifier = Notifier::from_config_text(config, plugin_name).map_err(to_py)?;
-        Ok(NativeNotifier { notifier })
+        let config = Config::load(config).map_err(to_py)?;
+        Ok(NativeNotifier {
+            notifier: Notifier::shared(config, plugin_name),
+        })
     }
 
-    /// Handles one hook call; returns `(event name or None, queued)`.
+    /// Handles one hook call; returns `(event name or None, queued)`. Large payloads are
+    /// parsed without the GIL.
     #[pyo3(signature = (hook, payload, context=None))]
     fn invoke(
         &self,
+        py: Python<'_>,
         hook: &str,
         payload: &str,
         context: Option<&str>,
     ) -> PyResult<(Option<&'static str>, bool)> {
         let hook = Hook::from_name(hook).map_err(to_py)?;
-        let payload = parse(Some(payload), "payload")?;
-        let context = parse(context, "context")?;
-        let submission = self.notifier.invoke(hook, payload, &context).map_err(to_py)?;
+        let run = || -> Result<_, Error> {
+            let payload = parse_document(Some(payload), "payload")?;
+            let context = parse_document(context, "context")?;
+            self.notifier.invoke(hook, payload, &context)
+        };
+        let submission = match payload.len() > DETACH_ABOVE {
+            true => py.detach(run),
+            false => run(),
+        }
+        .map_err(to_py)?;
         Ok((submission.event.map(Event::name), submission.queued))
     }
 
@@ -104,45 +135,74 @@ impl NativeNotifier {
             .map_err(to_py)
     }
 
-    /// Waits (without the GIL) until nothing is pending or `timeout` seconds pass.
-    fn flush(&self, py: Python<'_>, timeout: f64) -> bool {
-        let timeout = Duration::from_secs_f64(timeout.max(0.0));
-        py.detach(|| self.notifier.flush(timeout))
+    /// Waits (without the GIL) until nothing is pending or `timeout` seconds pass
+    /// (`inf`: no deadline).
+    fn flush(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let timeout = self::timeout(timeout)?;
+        Ok(py.detach(|| self.notifier.flush(timeout)))
     }
 
-    /// Closes (without the GIL) within `timeout` seconds; false if deliveries were abandoned.
-    fn close(&self, py: Python<'_>, timeout: f64) -> bool {
-        let timeout = Duration::from_secs_f64(timeout.max(0.0));
-        py.detach(|| self.notifier.close(timeout).is_ok())
+    /// Detaches this instance from its engine, at once; the engine keeps delivering what
+    /// is pending and closes when idle (or at interpreter exit).
+    fn detach(&self) {
+        let _ = self.notifier.close(Duration::ZERO);
     }
 
-    /// The delivery stats as JSON text.
+    /// Counts a hook call whose data could not be sent at all; returns the count so far.
+    fn count_host_error(&self) -> u64 {
+        self.notifier.count_host_error()
+    }
+
+    /// The delivery stats (of the shared engine) as JSON text.
     fn stats_json(&self) -> String {
         self.notifier.stats().to_json()
     }
 
-    /// The config's `shutdown_timeout` in seconds.
-    #[getter]
-    fn shutdown_timeout(&self) -> f64 {
-        self.notifier.shutdown_timeout().as_secs_f64()
+    /// Dead letters of the webhook `webhook_id` (or all) as JSON text.
+    #[pyo3(signature = (webhook_id=None))]
+    fn dead_letters_json(&self, webhook_id: Option<&str>) -> PyResult<String> {
+        let letters = self.notifier.dead_letters(webhook_id).map_err(to_py)?;
+        let views: Vec<_> = letters.iter().map(|l| l.view()).collect();
+        Ok(serde_json::to_string(&views).expect("dead letters serialise"))
     }
 
-    /// Whether `{{payload}}` is used, so the Python side can skip serialising big payloads.
+    /// Queues the dead letters of `webhook_id` (or all) again; returns how many.
+    #[pyo3(signature = (webhook_id=None))]
+    fn replay_dead_letters(&self, webhook_id: Option<&str>) -> PyResult<usize> {
+        self.notifier.replay_dead_letters(webhook_id).map_err(to_py)
+    }
+
+    /// Whether this instance was created before `fork()` in a parent process (it refuses
+    /// events; build a new one).
+    #[getter]
+    fn forked(&self) -> bool {
+        self.notifier.is_forked()
+    }
+
+    /// Whether `{{payload}}` is used, so the Python side can skip serialising payloads.
     #[getter]
     fn include_payload_data(&self) -> bool {
         self.notifier.includes_payload_data()
     }
+
+    /// `max_payload_size`: a larger payload renders as null, so need not be serialised.
+    #[getter]
+    fn max_payload_size(&self) -> usize {
+        self.notifier.max_payload_size()
+    }
 }
 
-impl Drop for NativeNotifier {
-    /// A plugin collected without `shutdown()` still gets its `shutdown_timeout`: wait for
-    /// pending deliveries without the GIL, which their log records need.
-    fn drop(&mut self) {
-        if !self.notifier.is_closed() {
-            let (notifier, timeout) = (&self.notifier, self.notifier.shutdown_timeout());
-            Python::attach(|py| py.detach(|| notifier.close(timeout).is_ok()));
-        }
-    }
+/// Set by [`drain_at_exit`]: from then on log records go to stderr, never through a GIL
+/// round trip into an interpreter that is finalising.
+static FINALIZING: AtomicBool = AtomicBool::new(false);
+
+/// Drains every shared engine within the longest `shutdown_timeout`, without the GIL
+/// (registered with `atexit`); False if some deliveries were abandoned.
+#[pyfunction]
+fn drain_at_exit(py: Python<'_>) -> bool {
+    let drained = py.detach(drain_shared);
+    FINALIZING.store(true, SeqCst);
+    drained
 }
 
 /// Forwards `log` records to Python's `logging.getLogger("cpex_webhook_notification")`.
@@ -155,6 +215,10 @@ impl Log for PythonLogger {
 
     fn log(&self, record: &Record<'_>) {
         if !self.enabled(record.metadata()) {
+            return;
+        }
+        if FINALIZING.load(SeqCst) {
+            eprintln!("[cpex_webhook_notification {}] {}", record.level(), record.args());
             return;
         }
         let level = match record.level() {
@@ -187,6 +251,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     }
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<NativeNotifier>()?;
+    m.add_function(wrap_pyfunction!(drain_at_exit, m)?)?;
     let py = m.py();
     m.add("WebhookError", py.get_type::<WebhookError>())?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;

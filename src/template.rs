@@ -17,12 +17,13 @@ use upon::{Engine, Syntax, ValueAccess, ValueMember};
 
 /// Variables a template may name; anything else is a load-time error (a typo'd variable
 /// would otherwise silently render as null in production).
-pub const VARIABLES: [&str; 11] = [
+pub const VARIABLES: [&str; 12] = [
     "event",
     "plugin_name",
     "timestamp",
     "request_id",
     "user",
+    "user_info",
     "tenant_id",
     "server_id",
     "violation",
@@ -95,7 +96,9 @@ impl Template {
 }
 
 /// Turns every `{{ path }}` into an upon expression tagged with its JSON context; also says
-/// whether `delivery_id` is used.
+/// whether `delivery_id` is used. Refuses a `{{ }}` that no encoding can make safe: right
+/// after a backslash inside a string (it would escape the value's first character), or
+/// outside a string where no JSON value may stand (an object key, after another value).
 fn rewrite(source: &str) -> Result<(String, bool), String> {
     if source.contains(BEGIN) || source.contains(END) {
         return Err("template contains control characters U+0001/U+0002".into());
@@ -104,6 +107,9 @@ fn rewrite(source: &str) -> Result<(String, bool), String> {
     let mut per_delivery = false;
     let mut in_string = false;
     let mut escaped = false;
+    // Outside strings: the open containers, and the last significant character.
+    let mut containers: Vec<char> = Vec::new();
+    let mut previous: Option<char> = None;
     let mut rest = source;
     while let Some(c) = rest.chars().next() {
         if rest.starts_with("{{") {
@@ -112,23 +118,61 @@ fn rewrite(source: &str) -> Result<(String, bool), String> {
                 .ok_or_else(|| at(source, rest, "`{{` without a closing `}}`"))?;
             let path = rest[2..close].trim();
             check_path(path).map_err(|m| at(source, rest, &m))?;
+            if in_string && escaped {
+                return Err(at(source, rest, "`{{ }}` right after a backslash would be escaped by it"));
+            }
+            if !in_string && !value_position(previous, containers.last()) {
+                return Err(at(
+                    source,
+                    rest,
+                    "`{{ }}` outside a string must stand where a JSON value goes (after `:`, in an array, or as the whole body); put it in quotes to use it as text or a key",
+                ));
+            }
             per_delivery |= path.split('.').next() == Some("delivery_id");
             let mode = if in_string { IN_STRING } else { AS_VALUE };
             out.push_str(&format!("{BEGIN} {mode}.{path} {END}"));
             rest = &rest[close + 2..];
             escaped = false;
+            if !in_string {
+                previous = Some('v');
+            }
             continue;
         }
         match c {
-            _ if escaped => escaped = false,
+            _ if in_string && escaped => escaped = false,
             '\\' if in_string => escaped = true,
-            '"' => in_string = !in_string,
-            _ => {}
+            '"' => {
+                in_string = !in_string;
+                previous = Some('"');
+            }
+            _ if in_string => {}
+            '{' | '[' => {
+                containers.push(c);
+                previous = Some(c);
+            }
+            '}' | ']' => {
+                containers.pop();
+                previous = Some(c);
+            }
+            _ if c.is_whitespace() => {}
+            _ => previous = Some(c),
         }
         out.push(c);
         rest = &rest[c.len_utf8()..];
     }
     Ok((out, per_delivery))
+}
+
+/// Whether a JSON value may start after `previous` (the last significant character outside
+/// strings) inside the innermost container `container`.
+fn value_position(previous: Option<char>, container: Option<&char>) -> bool {
+    match previous {
+        None => true,
+        Some(':') => true,
+        Some('[') => true,
+        Some(',') => container == Some(&'['),
+        _ => false,
+    }
 }
 
 /// A path is `root(.segment)*` with a known root and segments of word characters.
@@ -169,10 +213,16 @@ fn encode<'v>(path: &[ValueMember<'_>], vars: &impl Fn(&str) -> Option<&'v Value
     })
 }
 
+/// The value at `path`; `user.<field>` reaches into the user object (`user_info`), since
+/// `user` itself is the identity string.
 fn lookup<'v>(path: &[ValueMember<'_>], vars: &impl Fn(&str) -> Option<&'v Value>) -> Option<&'v Value> {
     let (root, rest) = path.split_first()?;
     let ValueAccess::Key(root) = root.access else {
         return None;
+    };
+    let root = match (root, rest.is_empty()) {
+        ("user", false) => "user_info",
+        _ => root,
     };
     rest.iter()
         .try_fold(vars(root)?, |value, member| match member.access {
@@ -279,6 +329,41 @@ mod tests {
         let v = render(DEFAULT_TEMPLATE);
         assert_eq!(v["violation"]["code"], "RATE_LIMIT");
         assert_eq!(v["tenant_id"], "");
+    }
+
+    #[test]
+    fn values_where_no_encoding_is_safe_are_refused_at_compile() {
+        for bad in [
+            r#"{ {{user}}: 1 }"#,
+            r#"{"a": 1, {{user}}: 2}"#,
+            r#"{"a": "\{{timestamp}}"}"#,
+            r#"{"a": {{user}} {{event}}}"#,
+            r#"{"a": "x"{{user}}}"#,
+        ] {
+            assert!(Template::compile(bad).is_err(), "{bad}");
+        }
+        let e = Template::compile(r#"{ {{user}}: 1 }"#).unwrap_err();
+        assert!(e.contains("line 1, column 3"), "{e}");
+        for good in [
+            r#"{{violation}}"#,
+            r#"[{{user}}, {{event}}]"#,
+            r#"{"a": [1, {{user}}], "b": {"c": {{event}}}}"#,
+            r#"{"\\": "{{user}}", "k\"{": {{event}}}"#,
+            r#"{"a": "\\{{user}}"}"#,
+        ] {
+            assert!(Template::compile(good).is_ok(), "{good}");
+            render(good);
+        }
+    }
+
+    #[test]
+    fn user_paths_reach_into_the_user_object() {
+        let mut vars = vars();
+        vars.insert("user".into(), json!("a@x.io"));
+        vars.insert("user_info".into(), json!({"email": "a@x.io", "full_name": "A B"}));
+        let t = Template::compile(r#"{"u": "{{user}}", "n": "{{user.full_name}}", "i": {{user_info}}}"#).unwrap();
+        let out: Value = serde_json::from_str(&t.render(|n| vars.get(n)).unwrap()).unwrap();
+        assert_eq!(out, json!({"u": "a@x.io", "n": "A B", "i": {"email": "a@x.io", "full_name": "A B"}}));
     }
 
     #[test]

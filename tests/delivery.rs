@@ -286,13 +286,12 @@ fn failures_are_retried_with_exponential_spacing_and_one_delivery_id() {
     assert!(n.flush(WAIT));
     let got = rx.received();
     assert_eq!(got.len(), 3);
+    // retry n waits retry_delay × 2^n, spread by a jitter factor in [0.8, 1.2]
     let gap = |i: usize| got[i + 1].at - got[i].at;
-    assert!(
-        gap(0) >= Duration::from_millis(150) && gap(1) >= Duration::from_millis(300),
-        "{:?} {:?}",
-        gap(0),
-        gap(1)
-    );
+    for (i, base) in [(0, 150.0), (1, 300.0)] {
+        let ms = gap(i).as_secs_f64() * 1000.0;
+        assert!(ms >= 0.8 * base && ms <= 1.2 * base + 100.0, "gap {i}: {ms} ms");
+    }
     assert!(got
         .iter()
         .all(|r| r.header("x-webhook-delivery") == got[0].header("x-webhook-delivery")));
@@ -398,7 +397,7 @@ fn a_dead_port_fails_after_retries_without_leaking_the_url() {
 #[test]
 fn a_receiver_down_then_up_within_the_retry_budget_loses_nothing() {
     let port = dead_port();
-    let n = notifier(&format!("webhooks: [{{url: 'http://127.0.0.1:{port}/', events: [tool_success], retry_attempts: 6, retry_delay: 200}}]"));
+    let n = notifier(&format!("webhooks: [{{url: 'http://127.0.0.1:{port}/', events: [tool_success], retry_attempts: 6, retry_delay: 200, circuit_breaker: false}}]"));
     for _ in 0..5 {
         n.invoke(Hook::ToolPostInvoke, tool_ok(), &ctx("u")).unwrap();
     }
@@ -557,9 +556,10 @@ fn bad_json_shapes_are_parse_errors() {
         n.invoke(Hook::ToolPostInvoke, json!({}), &json!([1])),
         Err(Error::Parse(_))
     ));
+    // A violation that is not an object is one all the same (`{"reason": …}`), not an error.
     assert!(matches!(
         n.notify(Event::Violation, &json!({}), Some(json!("x")), None),
-        Err(Error::Parse(_))
+        Ok(false)
     ));
     assert!(matches!(
         n.notify(Event::Violation, &json!({}), None, Some(json!([1]))),

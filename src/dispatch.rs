@@ -1,0 +1,161 @@
+//! A webhook's dispatcher: takes its next due delivery from the outbox when an in-flight
+//! slot is free, the breaker allows a request and the rate limit has room, and runs the
+//! attempt as a task; then settles the outcome — delivered, scheduled for a retry, or a
+//! dead letter — and tells the breaker. Waiting behind an open circuit spends no attempt.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::debug;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::sleep_until;
+
+use crate::breaker::{Permit, Transition};
+use crate::delivery::{self, jitter, Outcome};
+use crate::engine::{Engine, Halt};
+use crate::events::Event;
+use crate::ledger::Ticket;
+use crate::outbox::Next;
+
+/// Runs webhook `index`'s dispatcher until the engine stops.
+pub(crate) async fn run(engine: Arc<Engine>, index: usize) {
+    let webhook = &engine.config.webhooks[index];
+    let slots = Arc::new(Semaphore::new(webhook.max_concurrency));
+    let interval = webhook.max_rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
+    let mut next_send = Instant::now();
+    let mut halt = engine.halt.subscribe();
+    let waker = &engine.wakers[index];
+    loop {
+        match *halt.borrow_and_update() {
+            Halt::Stopped => return,
+            Halt::Abandon => drop(engine.outbox.drain(index)),
+            Halt::Running => {}
+        }
+        let slot = tokio::select! {
+            _ = halt.changed() => continue,
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("slots are never closed"),
+        };
+        let ticket = match engine.outbox.next_due(index, Instant::now()) {
+            Next::Ready(ticket) => ticket,
+            Next::At(due) => {
+                tokio::select! {
+                    _ = halt.changed() => {}
+                    _ = sleep_until(due.into()) => {}
+                    _ = waker.notified() => {}
+                }
+                continue;
+            }
+            Next::Empty => {
+                tokio::select! {
+                    _ = halt.changed() => {}
+                    _ = waker.notified() => {}
+                }
+                continue;
+            }
+        };
+        let probe = match engine.breakers[index].permit(Instant::now()) {
+            Permit::Go { probe } => probe,
+            Permit::Until(until) => {
+                engine.outbox.push_front(ticket);
+                tokio::select! {
+                    _ = halt.changed() => {}
+                    _ = sleep_until(until.into()) => {}
+                    _ = waker.notified() => {}
+                }
+                continue;
+            }
+            Permit::AwaitProbe => {
+                engine.outbox.push_front(ticket);
+                tokio::select! {
+                    _ = halt.changed() => {}
+                    _ = waker.notified() => {}
+                }
+                continue;
+            }
+        };
+        if let Some(interval) = interval {
+            if next_send > Instant::now() {
+                tokio::select! {
+                    _ = halt.changed() => {
+                        engine.outbox.push_front(ticket);
+                        continue;
+                    }
+                    _ = sleep_until(next_send.into()) => {}
+                }
+            }
+            next_send = next_send.max(Instant::now()) + interval;
+        }
+        tokio::spawn(attempt(Arc::clone(&engine), ticket, slot, probe));
+    }
+}
+
+/// One attempt of `ticket`, holding one of its webhook's in-flight slots; abandoned (and so
+/// counted as dropped) if `close` gives up first.
+async fn attempt(engine: Arc<Engine>, mut ticket: Ticket, slot: OwnedSemaphorePermit, probe: bool) {
+    let webhook = &engine.config.webhooks[ticket.webhook];
+    ticket.first_attempt.get_or_insert_with(Instant::now);
+    let mut halt = engine.halt.subscribe();
+    #[cfg(test)]
+    crate::engine::injected_panic(2);
+    let outcome = tokio::select! {
+        biased;
+        _ = halt.wait_for(|h| *h != Halt::Running) => return,
+        outcome = delivery::attempt(&engine.client, webhook, &ticket) => outcome,
+    };
+    drop(slot);
+    ticket.attempts += 1;
+    settle(&engine, ticket, outcome, probe);
+}
+
+/// Records what an attempt came to and decides what happens to the delivery next.
+fn settle(engine: &Engine, ticket: Ticket, outcome: Outcome, probe: bool) {
+    let index = ticket.webhook;
+    let webhook = &engine.config.webhooks[index];
+    let breaker = &engine.breakers[index];
+    let now = Instant::now();
+    let describe = |what: &str| {
+        format!(
+            "webhook {} {} delivery {} attempt {}: {what}",
+            webhook.id,
+            ticket.event.name(),
+            ticket.id,
+            ticket.attempts
+        )
+    };
+    let transition = match outcome {
+        Outcome::Delivered(status) => {
+            debug!("{}", describe(&format!("HTTP {status}")));
+            ticket.delivered(status);
+            breaker.success()
+        }
+        Outcome::Retry { status, error, after } => match webhook.retry.delay(ticket.attempts - 1) {
+            Some(delay) => {
+                let wait = match after {
+                    Some(after) => after.min(webhook.retry.retry_after_cap()),
+                    None => jitter(delay),
+                };
+                debug!("{}", describe(&format!("{error}; retrying in {wait:?}")));
+                ticket.counters().retried(status, error);
+                let transition = breaker.failure(now, probe);
+                engine.outbox.schedule(ticket, now + wait);
+                transition
+            }
+            None => {
+                let transition = breaker.failure(now, probe);
+                engine.dead_letter(ticket, status, error);
+                transition
+            }
+        },
+        Outcome::Fail { status, error } => {
+            let transition = breaker.failure(now, probe);
+            engine.dead_letter(ticket, status, error);
+            transition
+        }
+    };
+    engine.wakers[index].notify_one();
+    match transition {
+        Transition::Opened => engine.raise_circuit_event(index, Event::WebhookFailing),
+        Transition::Recovered => engine.raise_circuit_event(index, Event::WebhookRecovered),
+        Transition::None => {}
+    }
+}

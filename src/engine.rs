@@ -1,0 +1,469 @@
+//! The delivery engine behind one config: admission (on the host's thread, microseconds),
+//! then on the background runtime an intake task that renders each event once and queues
+//! one ticket per subscribed webhook in the outbox, and one dispatcher per webhook (see
+//! `dispatch.rs`). Each webhook has its own queue bound, breaker and rate, so one dead
+//! receiver never costs another a notification.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use log::{error, warn};
+use reqwest::Client;
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, watch, Notify};
+use uuid::Uuid;
+
+use crate::breaker::Breaker;
+use crate::config::Config;
+use crate::delivery;
+use crate::error::{Error, Result};
+use crate::events::{Context, Event};
+use crate::ledger::{Ledger, Ticket};
+use crate::outbox::{DeadLetter, MemoryOutbox, Outbox};
+use crate::runtime;
+use crate::stats::{Stats, WebhookLabels};
+use crate::template::Template;
+
+/// An event on its way to its webhooks, before its variables are assembled.
+pub(crate) struct Job {
+    pub event: Event,
+    pub timestamp: String,
+    pub context: Context,
+    pub metadata: Map<String, Value>,
+    /// Already limited to `max_payload_size` at admission.
+    pub payload: Option<Value>,
+    /// The library's own plugin_error: rendered with the built-in default template.
+    pub builtin_template: bool,
+}
+
+impl Job {
+    /// A job stamped with the current time.
+    pub fn new(event: Event, context: Context, metadata: Map<String, Value>, payload: Option<Value>) -> Self {
+        let timestamp = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        Job {
+            event,
+            timestamp,
+            context,
+            metadata,
+            payload,
+            builtin_template: false,
+        }
+    }
+
+    /// The template variables (all but `delivery_id`, which differs per delivery).
+    fn vars(self, plugin_name: &str) -> Map<String, Value> {
+        let c = self.context;
+        let mut vars = Map::new();
+        vars.insert("event".into(), self.event.name().into());
+        vars.insert("plugin_name".into(), plugin_name.into());
+        vars.insert("timestamp".into(), self.timestamp.into());
+        vars.insert("request_id".into(), c.request_id);
+        vars.insert("user".into(), c.user);
+        vars.insert("user_info".into(), c.user_info);
+        vars.insert("tenant_id".into(), c.tenant_id);
+        vars.insert("server_id".into(), c.server_id);
+        vars.insert("violation".into(), c.violation.unwrap_or(Value::Null));
+        vars.insert("metadata".into(), Value::Object(self.metadata));
+        vars.insert("payload".into(), self.payload.unwrap_or(Value::Null));
+        vars
+    }
+}
+
+/// Whether the engine runs, gives up on what is pending, or has stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Halt {
+    Running,
+    /// `close` ran out of time: every queued or running delivery ends as dropped.
+    Abandon,
+    /// Closed: tasks exit.
+    Stopped,
+}
+
+/// An admitted event and its tickets (one per webhook with room); dropping it unrouted
+/// counts its tickets as dropped.
+struct Admitted {
+    job: Job,
+    tickets: Vec<Ticket>,
+}
+
+/// One engine per config (Python instances share it; C and Go handles own one each).
+pub(crate) struct Engine {
+    pub config: Config,
+    pub plugin_name: String,
+    pub client: Client,
+    pub ledger: Arc<Ledger>,
+    pub outbox: Box<dyn Outbox>,
+    pub breakers: Vec<Breaker>,
+    /// Wakes a webhook's dispatcher: a new delivery, a retry scheduled, a breaker change.
+    pub wakers: Vec<Notify>,
+    pub halt: watch::Sender<Halt>,
+    intake: mpsc::UnboundedSender<Admitted>,
+    /// Hook calls between their closed check and their admission; `close` waits for zero.
+    admitting: AtomicUsize,
+    closed: AtomicBool,
+    /// The process generation the engine's tasks run in (see `runtime`).
+    generation: u32,
+    host_errors: AtomicU64,
+    /// Instances attached to a shared engine (see `registry`).
+    pub attached: AtomicUsize,
+}
+
+impl Engine {
+    /// Starts an engine and its tasks on the process runtime.
+    pub fn start(config: Config, plugin_name: &str) -> Arc<Engine> {
+        let webhooks = config.webhooks.len();
+        let max_idle = config.webhooks.iter().map(|w| w.max_concurrency).max().unwrap_or(1);
+        let (intake, queue) = mpsc::unbounded_channel();
+        let engine = Arc::new(Engine {
+            plugin_name: plugin_name.to_owned(),
+            client: delivery::client(max_idle),
+            ledger: Arc::new(Ledger::new(webhooks)),
+            outbox: Box::new(MemoryOutbox::new(webhooks, config.dead_letter_capacity)),
+            breakers: config.webhooks.iter().map(|w| Breaker::new(w.breaker)).collect(),
+            wakers: (0..webhooks).map(|_| Notify::new()).collect(),
+            halt: watch::Sender::new(Halt::Running),
+            intake,
+            admitting: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            generation: runtime::generation(),
+            host_errors: AtomicU64::new(0),
+            attached: AtomicUsize::new(0),
+            config,
+        });
+        let handle = runtime::handle();
+        handle.spawn(intake_loop(Arc::clone(&engine), queue));
+        for index in 0..webhooks {
+            handle.spawn(crate::dispatch::run(Arc::clone(&engine), index));
+        }
+        engine
+    }
+
+    /// Admits `job` for every subscribed webhook with room (except `exclude`), without
+    /// blocking; false if none took it. Linearised with `close`: once `close` has begun, a
+    /// call either fails with `Closed` or is waited for by that close.
+    pub fn admit(&self, job: Job, exclude: Option<usize>) -> Result<bool> {
+        self.admitting.fetch_add(1, SeqCst);
+        let result = self.admit_open(job, exclude);
+        self.admitting.fetch_sub(1, SeqCst);
+        result
+    }
+
+    fn admit_open(&self, job: Job, exclude: Option<usize>) -> Result<bool> {
+        if self.closed.load(SeqCst) {
+            return Err(Error::Closed);
+        }
+        if self.generation != runtime::generation() {
+            return Err(Error::Forked);
+        }
+        let mut tickets = Vec::new();
+        for (index, webhook) in self.config.webhooks.iter().enumerate() {
+            if !webhook.wants(job.event) || exclude == Some(index) {
+                continue;
+            }
+            if self.ledger.reserve(index, webhook.queue_capacity) {
+                let ticket = Ticket::new(Arc::clone(&self.ledger), index, job.event, Uuid::nil(), Bytes::new());
+                tickets.push(ticket);
+            } else {
+                let dropped = self.ledger.counters[index].dropped(1);
+                if dropped.is_power_of_two() {
+                    warn!(
+                        "webhook {} queue full ({} deliveries): {dropped} dropped so far",
+                        webhook.id, webhook.queue_capacity
+                    );
+                }
+            }
+        }
+        if tickets.is_empty() {
+            return Ok(false);
+        }
+        // A failed send (the intake task is gone) drops the tickets, which counts them.
+        let _ = self.intake.send(Admitted { job, tickets });
+        Ok(true)
+    }
+
+    /// Renders an admitted event once and queues its tickets; a render failure fails the
+    /// event's deliveries and raises one plugin_error for the event.
+    fn route(&self, admitted: Admitted) {
+        if *self.halt.borrow() != Halt::Running {
+            return;
+        }
+        #[cfg(test)]
+        injected_panic(1);
+        let Admitted { job, tickets } = admitted;
+        let (event, builtin) = (job.event, job.builtin_template);
+        let vars = job.vars(&self.plugin_name);
+        let template = match builtin {
+            true => Template::builtin(),
+            false => self.config.template(event),
+        };
+        let shared = (!template.varies_per_delivery()).then(|| render_json(template, &vars, event, None));
+        let mut failure = None;
+        for mut ticket in tickets {
+            ticket.id = Uuid::new_v4();
+            let body = match &shared {
+                Some(body) => body.clone(),
+                None => render_json(template, &vars, event, Some(&ticket.id)),
+            };
+            match body {
+                Ok(body) => {
+                    ticket.body = body;
+                    let index = ticket.webhook;
+                    self.outbox.push(ticket);
+                    self.wakers[index].notify_one();
+                }
+                Err(e) => {
+                    let webhook = &self.config.webhooks[ticket.webhook];
+                    error!("webhook {} {} delivery {}: {e}", webhook.id, event.name(), ticket.id);
+                    ticket.failed(None, e.clone());
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failure {
+            self.raise_plugin_error(event, &vars, e);
+        }
+    }
+
+    /// Raises plugin_error (built-in template, `metadata.error`) for an event that could not
+    /// be rendered; a plugin_error that fails itself is only logged, so nothing loops.
+    fn raise_plugin_error(&self, failed: Event, vars: &Map<String, Value>, error: String) {
+        if failed == Event::PluginError {
+            return;
+        }
+        let var = |name: &str| vars.get(name).cloned().unwrap_or(Value::Null);
+        let context = Context {
+            request_id: var("request_id"),
+            user: var("user"),
+            user_info: var("user_info"),
+            tenant_id: var("tenant_id"),
+            server_id: var("server_id"),
+            violation: None,
+        };
+        let metadata = json!({"error": error, "event": failed.name()});
+        let mut job = Job::new(Event::PluginError, context, object(metadata), None);
+        job.builtin_template = true;
+        let _ = self.admit(job, None);
+    }
+
+    /// Raises `webhook_failing` or `webhook_recovered` about webhook `index`, for the other
+    /// webhooks subscribed to it.
+    pub fn raise_circuit_event(&self, index: usize, event: Event) {
+        let webhook = &self.config.webhooks[index];
+        let (last_status, last_error) = self.ledger.counters[index].last_outcome();
+        let failures = self.breakers[index].consecutive_failures();
+        match event {
+            Event::WebhookFailing => warn!(
+                "webhook {} circuit opened after {failures} failed attempts in a row; pausing it",
+                webhook.id
+            ),
+            _ => warn!("webhook {} recovered; circuit closed", webhook.id),
+        }
+        let metadata = json!({"webhook_id": webhook.id, "webhook": webhook.redacted_url,
+            "consecutive_failures": failures, "last_status": last_status, "last_error": last_error});
+        let _ = self.admit(Job::new(event, Context::default(), object(metadata), None), Some(index));
+    }
+
+    /// Ends `ticket` as failed for good and keeps it as a dead letter.
+    pub fn dead_letter(&self, ticket: Ticket, status: Option<u16>, error: String) {
+        let webhook = &self.config.webhooks[ticket.webhook];
+        let letter = DeadLetter {
+            webhook: ticket.webhook,
+            webhook_id: webhook.id.clone(),
+            event: ticket.event,
+            delivery_id: ticket.id,
+            attempts: ticket.attempts,
+            last_status: status,
+            last_error: error.clone(),
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            body: ticket.body.clone(),
+        };
+        let message = format!(
+            "webhook {} ({}) {} delivery {} failed after {} attempts: {error}",
+            webhook.id,
+            webhook.redacted_url,
+            ticket.event.name(),
+            ticket.id,
+            ticket.attempts
+        );
+        // A dead receiver must not flood the gateway's log: warn on the 1st, 2nd, 4th, 8th…
+        // failure in a row, the rest at DEBUG.
+        let streak = ticket.failed(status, error);
+        if streak.is_power_of_two() {
+            warn!("{message} ({streak} failed in a row)");
+        } else {
+            log::debug!("{message}");
+        }
+        self.outbox.dead_letter(letter);
+    }
+
+    /// Dead letters of the webhook with id `webhook`, or of all.
+    pub fn dead_letters(&self, webhook: Option<&str>) -> Result<Vec<DeadLetter>> {
+        self.check_webhook(webhook)?;
+        Ok(self.outbox.dead_letters(webhook))
+    }
+
+    /// Queues the dead letters of `webhook` (or all) again, as new attempts with their
+    /// delivery ids; a letter whose webhook queue is full stays a dead letter. Returns how
+    /// many were queued.
+    pub fn replay_dead_letters(&self, webhook: Option<&str>) -> Result<usize> {
+        self.check_webhook(webhook)?;
+        if self.closed.load(SeqCst) {
+            return Err(Error::Closed);
+        }
+        let mut replayed = 0;
+        for letter in self.outbox.take_dead_letters(webhook) {
+            let capacity = self.config.webhooks[letter.webhook].queue_capacity;
+            if !self.ledger.reserve(letter.webhook, capacity) {
+                self.outbox.dead_letter(letter);
+                continue;
+            }
+            let ticket = Ticket::new(
+                Arc::clone(&self.ledger),
+                letter.webhook,
+                letter.event,
+                letter.delivery_id,
+                letter.body,
+            );
+            self.outbox.push(ticket);
+            self.wakers[letter.webhook].notify_one();
+            replayed += 1;
+        }
+        Ok(replayed)
+    }
+
+    fn check_webhook(&self, webhook: Option<&str>) -> Result<()> {
+        match webhook {
+            Some(id) if self.config.webhook_index(id).is_none() => {
+                Err(Error::InvalidArgument(format!("no webhook has the id `{id}`")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a hook call whose host data could not become an event.
+    pub fn host_error(&self) -> u64 {
+        self.host_errors.fetch_add(1, Relaxed) + 1
+    }
+
+    /// Blocks until nothing is pending, or `timeout` passes (a huge one means no deadline).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.ledger.wait_idle(Instant::now().checked_add(timeout))
+    }
+
+    /// Stops accepting events, delivers what is pending, and at the deadline abandons the
+    /// rest (counted as dropped). Returns within `timeout` (plus scheduling noise).
+    pub fn close(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now().checked_add(timeout);
+        self.closed.store(true, SeqCst);
+        while self.admitting.load(SeqCst) > 0 {
+            std::thread::yield_now();
+        }
+        // Keep a little of the time for the abandoned deliveries to be counted.
+        let grace = (timeout / 10).min(Duration::from_millis(100));
+        if self.ledger.wait_idle(deadline.map(|d| d - grace)) {
+            self.stop();
+            return Ok(());
+        }
+        let pending = self.ledger.pending();
+        self.halt.send_replace(Halt::Abandon);
+        self.wake_all();
+        self.ledger.wait_idle(deadline);
+        self.stop();
+        Err(Error::Timeout { pending })
+    }
+
+    /// Whether `close` has begun.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(SeqCst)
+    }
+
+    /// Whether this engine was created before a `fork()` (in the parent process).
+    pub fn is_forked(&self) -> bool {
+        self.generation != runtime::generation()
+    }
+
+    fn stop(&self) {
+        self.halt.send_replace(Halt::Stopped);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
+        self.wakers.iter().for_each(Notify::notify_one);
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        let webhooks = self.config.webhooks.iter().enumerate();
+        let webhooks = webhooks
+            .map(|(i, w)| {
+                self.ledger.counters[i].snapshot(WebhookLabels {
+                    id: &w.id,
+                    url: &w.redacted_url,
+                    circuit: self.breakers[i].circuit(),
+                    dead_letters: self.outbox.dead_letter_count(i),
+                })
+            })
+            .collect();
+        Stats::new(self.ledger.pending(), self.host_errors.load(Relaxed), webhooks)
+    }
+}
+
+/// Routes admitted events until the engine stops.
+async fn intake_loop(engine: Arc<Engine>, mut queue: mpsc::UnboundedReceiver<Admitted>) {
+    let mut halt = engine.halt.subscribe();
+    loop {
+        tokio::select! {
+            biased;
+            _ = halt.wait_for(|h| *h == Halt::Stopped) => return,
+            admitted = queue.recv() => match admitted {
+                // A panic drops the event's tickets, which counts them; intake goes on.
+                Some(admitted) => {
+                    let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.route(admitted)));
+                    if routed.is_err() {
+                        error!("a bug dropped an event while routing it (counted as dropped)");
+                    }
+                }
+                None => return,
+            },
+        }
+    }
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// Renders `template` with the event's variables (and `delivery_id`, if it uses it) and
+/// checks that the result parses as JSON.
+fn render_json(
+    template: &Template,
+    vars: &Map<String, Value>,
+    event: Event,
+    delivery_id: Option<&Uuid>,
+) -> Result<Bytes, String> {
+    let id = delivery_id.map(|id| Value::String(id.to_string()));
+    let body = template.render(|name| match name {
+        "delivery_id" => id.as_ref(),
+        _ => vars.get(name),
+    })?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&body)
+        .map_err(|e| format!("the {} template rendered invalid JSON: {e}", event.name()))?;
+    Ok(Bytes::from(body))
+}
+
+/// Test hook: the stage (1 routing, 2 an attempt) that panics once.
+#[cfg(test)]
+pub(crate) static INJECT_PANIC: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Panics if the test armed `stage`.
+#[cfg(test)]
+pub(crate) fn injected_panic(stage: u8) {
+    if INJECT_PANIC.compare_exchange(stage, 0, SeqCst, SeqCst).is_ok() {
+        panic!("injected panic at stage {stage}");
+    }
+}

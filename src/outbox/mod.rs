@@ -1,0 +1,97 @@
+//! Where deliveries wait: queued, waiting to retry, or dead-lettered. The delivery engine
+//! talks to an [`Outbox`] and knows no backend; `memory` is the one built so far (durable
+//! backends — disk and Redis — plug in behind the same interface).
+
+mod memory;
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::events::Event;
+use crate::ledger::Ticket;
+pub use memory::MemoryOutbox;
+
+/// What a webhook's dispatcher should do next.
+pub enum Next {
+    /// Attempt this delivery now.
+    Ready(Ticket),
+    /// Nothing is due before this instant.
+    At(Instant),
+    /// Nothing is queued.
+    Empty,
+}
+
+/// A delivery that failed for good (a non-retryable answer, or retries exhausted).
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    /// Index of the webhook in config order.
+    pub webhook: usize,
+    pub webhook_id: String,
+    pub event: Event,
+    pub delivery_id: Uuid,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: String,
+    /// RFC 3339 UTC, when it was dead-lettered.
+    pub time: String,
+    /// The body that was sent: the event's variables as the template rendered them.
+    pub body: Bytes,
+}
+
+/// A dead letter as hosts see it (stats-like JSON; the body as a JSON value).
+#[derive(Serialize)]
+pub struct DeadLetterView {
+    pub webhook_id: String,
+    pub event: &'static str,
+    pub delivery_id: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: String,
+    pub time: String,
+    pub body: Value,
+}
+
+impl DeadLetter {
+    /// Its JSON view.
+    pub fn view(&self) -> DeadLetterView {
+        DeadLetterView {
+            webhook_id: self.webhook_id.clone(),
+            event: self.event.name(),
+            delivery_id: self.delivery_id.to_string(),
+            attempts: self.attempts,
+            last_status: self.last_status,
+            last_error: self.last_error.clone(),
+            time: self.time.clone(),
+            body: serde_json::from_slice(&self.body).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// The queue interface the delivery engine uses. Per webhook: FIFO for new deliveries,
+/// retries ordered by due time; dead letters bounded, oldest evicted.
+pub trait Outbox: Send + Sync {
+    /// Queues a new delivery, due now.
+    fn push(&self, ticket: Ticket);
+    /// Returns a delivery the dispatcher took but may not send yet; it goes first.
+    fn push_front(&self, ticket: Ticket);
+    /// Queues a retry, due at `due`.
+    fn schedule(&self, ticket: Ticket, due: Instant);
+    /// The next delivery of `webhook` due at `now`, or when one will be.
+    fn next_due(&self, webhook: usize, now: Instant) -> Next;
+    /// Takes every queued delivery of `webhook` (abandoned at close).
+    fn drain(&self, webhook: usize) -> Vec<Ticket>;
+    /// Keeps a delivery that failed for good.
+    fn dead_letter(&self, letter: DeadLetter);
+    /// Copies of the dead letters of `webhook` (by id), or of all.
+    fn dead_letters(&self, webhook: Option<&str>) -> Vec<DeadLetter>;
+    /// Removes and returns the dead letters of `webhook` (by id), or all, for a replay.
+    fn take_dead_letters(&self, webhook: Option<&str>) -> Vec<DeadLetter>;
+    /// Dead letters held for the webhook at `index`.
+    fn dead_letter_count(&self, index: usize) -> u64;
+    /// Dead letters evicted because the store was full.
+    fn dead_letters_evicted(&self) -> u64;
+}
