@@ -161,7 +161,11 @@ mod tests {
         assert_eq!(b.failure(now, false), Transition::Opened);
         assert_eq!(b.circuit(), Circuit::Open);
         assert_eq!(b.permit(now), Permit::Until(now + Duration::from_secs(10)));
-        assert_eq!(b.failure(now, false), Transition::None, "late failures do not reopen");
+        assert_eq!(
+            b.failure(now, false),
+            Transition::None,
+            "late failures do not reopen"
+        );
     }
 
     #[test]
@@ -177,7 +181,9 @@ mod tests {
             assert_eq!(b.permit(now), Permit::AwaitProbe);
             assert_eq!(b.circuit(), Circuit::HalfOpen);
             b.failure(now, true);
-            let Permit::Until(until) = b.permit(now) else { panic!("open") };
+            let Permit::Until(until) = b.permit(now) else {
+                panic!("open")
+            };
             cooldowns.push((until - now).as_secs());
             now = until;
         }

@@ -198,7 +198,10 @@ mod tests {
         };
         let s429 = StatusCode::TOO_MANY_REQUESTS;
         assert_eq!(retry_after(s429, &headers("2")), Some(Duration::from_secs(2)));
-        assert_eq!(retry_after(s429, &headers("3600")), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            retry_after(s429, &headers("3600")),
+            Some(Duration::from_secs(3600))
+        );
         assert_eq!(
             retry_after(StatusCode::INTERNAL_SERVER_ERROR, &headers("2")),
             None

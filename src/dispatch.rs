@@ -27,9 +27,9 @@ pub(crate) async fn run(engine: Arc<Engine>, index: usize) {
     let waker = &engine.wakers[index];
     loop {
         match *halt.borrow_and_update() {
-            Halt::Stopped => return,
-            Halt::Abandon => drop(engine.outbox.drain(index)),
             Halt::Running => {}
+            Halt::Abandon => drop(engine.outbox.drain(index)),
+            Halt::Stopped => return drop(engine.outbox.drain(index)),
         }
         let slot = tokio::select! {
             _ = halt.changed() => continue,

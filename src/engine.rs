@@ -114,7 +114,12 @@ impl Engine {
     /// Starts an engine and its tasks on the process runtime.
     pub fn start(config: Config, plugin_name: &str) -> Arc<Engine> {
         let webhooks = config.webhooks.len();
-        let max_idle = config.webhooks.iter().map(|w| w.max_concurrency).max().unwrap_or(1);
+        let max_idle = config
+            .webhooks
+            .iter()
+            .map(|w| w.max_concurrency)
+            .max()
+            .unwrap_or(1);
         let (intake, queue) = mpsc::unbounded_channel();
         let engine = Arc::new(Engine {
             plugin_name: plugin_name.to_owned(),
@@ -163,7 +168,13 @@ impl Engine {
                 continue;
             }
             if self.ledger.reserve(index, webhook.queue_capacity) {
-                let ticket = Ticket::new(Arc::clone(&self.ledger), index, job.event, Uuid::nil(), Bytes::new());
+                let ticket = Ticket::new(
+                    Arc::clone(&self.ledger),
+                    index,
+                    job.event,
+                    Uuid::nil(),
+                    Bytes::new(),
+                );
                 tickets.push(ticket);
             } else {
                 let dropped = self.ledger.counters[index].dropped(1);
@@ -215,7 +226,12 @@ impl Engine {
                 }
                 Err(e) => {
                     let webhook = &self.config.webhooks[ticket.webhook];
-                    error!("webhook {} {} delivery {}: {e}", webhook.id, event.name(), ticket.id);
+                    error!(
+                        "webhook {} {} delivery {}: {e}",
+                        webhook.id,
+                        event.name(),
+                        ticket.id
+                    );
                     ticket.failed(None, e.clone());
                     failure.get_or_insert(e);
                 }
@@ -262,7 +278,10 @@ impl Engine {
         }
         let metadata = json!({"webhook_id": webhook.id, "webhook": webhook.redacted_url,
             "consecutive_failures": failures, "last_status": last_status, "last_error": last_error});
-        let _ = self.admit(Job::new(event, Context::default(), object(metadata), None), Some(index));
+        let _ = self.admit(
+            Job::new(event, Context::default(), object(metadata), None),
+            Some(index),
+        );
     }
 
     /// Ends `ticket` as failed for good and keeps it as a dead letter.
@@ -287,6 +306,8 @@ impl Engine {
             ticket.id,
             ticket.attempts
         );
+        // Kept before the ticket ends, so whoever waits for idle sees the letter.
+        self.outbox.dead_letter(letter);
         // A dead receiver must not flood the gateway's log: warn on the 1st, 2nd, 4th, 8th…
         // failure in a row, the rest at DEBUG.
         let streak = ticket.failed(status, error);
@@ -295,7 +316,6 @@ impl Engine {
         } else {
             log::debug!("{message}");
         }
-        self.outbox.dead_letter(letter);
     }
 
     /// Dead letters of the webhook with id `webhook`, or of all.
@@ -368,6 +388,11 @@ impl Engine {
         }
         let pending = self.ledger.pending();
         self.halt.send_replace(Halt::Abandon);
+        // Queued deliveries end (as dropped) here and now; attempts in flight end in their
+        // tasks, which the halt wakes.
+        for index in 0..self.config.webhooks.len() {
+            drop(self.outbox.drain(index));
+        }
         self.wake_all();
         self.ledger.wait_idle(deadline);
         self.stop();

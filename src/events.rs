@@ -378,7 +378,10 @@ mod tests {
                 .iter()
                 .map(|doc| Context::from_json(doc).unwrap().violation)
                 .collect();
-            assert!(seen.iter().all(|v| v.is_some() && *v == seen[0]), "{value}: {seen:?}");
+            assert!(
+                seen.iter().all(|v| v.is_some() && *v == seen[0]),
+                "{value}: {seen:?}"
+            );
             assert!(seen[0].as_ref().unwrap().is_object());
         }
         assert_eq!(violation_of(json!(429)), Some(json!({"reason": "429"})));
@@ -389,7 +392,10 @@ mod tests {
     fn user_objects_give_an_identity_string_and_keep_the_object() {
         let doc = json!({"user": {"email": "a@x.io", "full_name": "A", "is_admin": false}});
         let c = Context::from_json(&doc).unwrap();
-        assert_eq!((c.user, c.user_info["full_name"].clone()), (json!("a@x.io"), json!("A")));
+        assert_eq!(
+            (c.user, c.user_info["full_name"].clone()),
+            (json!("a@x.io"), json!("A"))
+        );
         let c = Context::from_json(&json!({"user": {"username": "bob"}})).unwrap();
         assert_eq!(c.user, json!("bob"));
         let c = Context::from_json(&json!({"user": {"id": 42}})).unwrap();
@@ -397,7 +403,10 @@ mod tests {
         let c = Context::from_json(&json!({"user": {"team": "t"}})).unwrap();
         assert_eq!(c.user, json!(r#"{"team":"t"}"#));
         let c = Context::from_json(&json!({"user": "carol", "tenant_id": ""})).unwrap();
-        assert_eq!((c.user, c.user_info, c.tenant_id), (json!("carol"), Value::Null, json!("")));
+        assert_eq!(
+            (c.user, c.user_info, c.tenant_id),
+            (json!("carol"), Value::Null, json!(""))
+        );
     }
 
     #[test]

@@ -62,7 +62,11 @@ impl Ledger {
             if left.is_zero() {
                 return false;
             }
-            lock = self.idle.wait_timeout(lock, left).unwrap_or_else(|e| e.into_inner()).0;
+            lock = self
+                .idle
+                .wait_timeout(lock, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         true
     }

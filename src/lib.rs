@@ -38,13 +38,13 @@ pub mod signing;
 pub mod stats;
 pub mod template;
 
-pub use config::Config;
 pub use breaker::Circuit;
+pub use config::Config;
 pub use delivery::USER_AGENT;
-pub use outbox::{DeadLetter, DeadLetterView};
-pub use registry::{drain_shared, shared_engines};
-pub use runtime::WORKER_THREADS_ENV;
 pub use error::{Error, Result};
 pub use events::{Event, Hook};
 pub use notifier::{Notifier, Submission, DEFAULT_PLUGIN_NAME};
+pub use outbox::{DeadLetter, DeadLetterView};
+pub use registry::{drain_shared, shared_engines};
+pub use runtime::WORKER_THREADS_ENV;
 pub use stats::{Stats, WebhookStats};

@@ -82,7 +82,9 @@ impl Notifier {
             .include_payload_data
             .then_some(payload)
             .filter(|p| json_fits(p, config.max_payload_size));
-        let queued = self.engine.admit(Job::new(event, context, metadata, payload), None)?;
+        let queued = self
+            .engine
+            .admit(Job::new(event, context, metadata, payload), None)?;
         Ok(Submission {
             event: Some(event),
             queued,
@@ -211,7 +213,10 @@ fn json_fits(value: &Value, limit: usize) -> bool {
     struct Budget(usize);
     impl Write for Budget {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 = self.0.checked_sub(bytes.len()).ok_or(std::io::ErrorKind::WriteZero)?;
+            self.0 = self
+                .0
+                .checked_sub(bytes.len())
+                .ok_or(std::io::ErrorKind::WriteZero)?;
             Ok(bytes.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {

@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-
 use once_cell::sync::Lazy;
 
 use crate::config::Config;
@@ -71,7 +70,10 @@ async fn close_when_idle(engine: Arc<Engine>) {
             if engine.attached.load(SeqCst) > 0 || engine.ledger.pending() > 0 {
                 continue;
             }
-            if engines.get(&key(&engine)).is_some_and(|e| Arc::ptr_eq(e, &engine)) {
+            if engines
+                .get(&key(&engine))
+                .is_some_and(|e| Arc::ptr_eq(e, &engine))
+            {
                 engines.remove(&key(&engine));
             }
             drop(engines);
@@ -88,7 +90,11 @@ async fn close_when_idle(engine: Arc<Engine>) {
 pub fn drain_shared() -> bool {
     let all: Vec<Arc<Engine>> = engines().drain().map(|(_, e)| e).collect();
     let all: Vec<&Arc<Engine>> = all.iter().filter(|e| !e.is_forked()).collect();
-    let longest = all.iter().map(|e| e.config.shutdown_timeout).max().unwrap_or_default();
+    let longest = all
+        .iter()
+        .map(|e| e.config.shutdown_timeout)
+        .max()
+        .unwrap_or_default();
     let deadline = Instant::now() + longest;
     let mut drained = true;
     for engine in all {

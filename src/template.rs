@@ -119,7 +119,11 @@ fn rewrite(source: &str) -> Result<(String, bool), String> {
             let path = rest[2..close].trim();
             check_path(path).map_err(|m| at(source, rest, &m))?;
             if in_string && escaped {
-                return Err(at(source, rest, "`{{ }}` right after a backslash would be escaped by it"));
+                return Err(at(
+                    source,
+                    rest,
+                    "`{{ }}` right after a backslash would be escaped by it",
+                ));
             }
             if !in_string && !value_position(previous, containers.last()) {
                 return Err(at(
@@ -361,9 +365,13 @@ mod tests {
         let mut vars = vars();
         vars.insert("user".into(), json!("a@x.io"));
         vars.insert("user_info".into(), json!({"email": "a@x.io", "full_name": "A B"}));
-        let t = Template::compile(r#"{"u": "{{user}}", "n": "{{user.full_name}}", "i": {{user_info}}}"#).unwrap();
+        let t =
+            Template::compile(r#"{"u": "{{user}}", "n": "{{user.full_name}}", "i": {{user_info}}}"#).unwrap();
         let out: Value = serde_json::from_str(&t.render(|n| vars.get(n)).unwrap()).unwrap();
-        assert_eq!(out, json!({"u": "a@x.io", "n": "A B", "i": {"email": "a@x.io", "full_name": "A B"}}));
+        assert_eq!(
+            out,
+            json!({"u": "a@x.io", "n": "A B", "i": {"email": "a@x.io", "full_name": "A B"}})
+        );
     }
 
     #[test]

@@ -46,8 +46,8 @@ fn debug_logs_show_attempts_and_no_secrets() {
     assert!(n.flush(Duration::from_secs(10)));
     let lines = LINES.lock().unwrap().clone();
     let text = lines.join("\n");
-    assert!(text.contains("attempt 0: HTTP 500; retrying"), "{text}");
-    assert!(text.contains("attempt 1: HTTP 200"), "{text}");
+    assert!(text.contains("attempt 1: HTTP 500; retrying"), "{text}");
+    assert!(text.contains("attempt 2: HTTP 200"), "{text}");
     assert!(text.contains("failed after 2 attempts: connect error"), "{text}");
     assert!(text.contains("queue full"), "{text}");
     assert!(!text.contains("SECRET"), "{text}");

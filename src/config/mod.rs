@@ -401,7 +401,9 @@ fn without_values(message: &str) -> String {
             let found = rest.split(['"', '`']).next().unwrap_or_default().trim();
             let found = found.trim_end_matches(',').trim();
             let expected = rest.rfind(", expected ").map_or("", |i| &rest[i + 2..]);
-            return format!("{prefix}found {found}, {expected}").trim_end_matches(", ").into();
+            return format!("{prefix}found {found}, {expected}")
+                .trim_end_matches(", ")
+                .into();
         }
     }
     if let Some(rest) = message.strip_prefix("unknown variant ") {
@@ -440,10 +442,7 @@ fn in_range(field: &str, value: u64, min: u64, max: u64) -> Result<u64> {
     if (min..=max).contains(&value) {
         Ok(value)
     } else {
-        Err(Error::config(
-            field,
-            format!("is out of range {min}..={max}"),
-        ))
+        Err(Error::config(field, format!("is out of range {min}..={max}")))
     }
 }
 
@@ -673,8 +672,7 @@ impl RawAuth {
 
 /// A header name; the name is a config key, not a value, so the error may quote it.
 fn header_name(field: &str, name: &str) -> Result<HeaderName> {
-    HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| Error::config(field, "is not a valid header name"))
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| Error::config(field, "is not a valid header name"))
 }
 
 /// A header value; CR/LF (header injection) and other control bytes are refused. The value
@@ -719,7 +717,10 @@ mod tests {
             base: Duration::from_millis(1000),
         };
         assert_eq!((&w.retry, w.timeout), (&exponential, Duration::from_secs(10)));
-        assert_eq!((w.enabled, w.max_concurrency, w.queue_capacity), (true, 32, 10_000));
+        assert_eq!(
+            (w.enabled, w.max_concurrency, w.queue_capacity),
+            (true, 32, 10_000)
+        );
         assert_eq!((w.max_rate, w.id.len()), (None, 12));
         let breaker = BreakerSettings {
             failures: 5,
@@ -816,19 +817,23 @@ mod tests {
         let secrets = ["SECRET", "987654321012", "ENVSECRET77", "hooks.example"];
         for text in cases {
             let e = Config::load(text).unwrap_err().to_string();
-            assert!(
-                !secrets.iter().any(|s| e.contains(s)),
-                "{text}\n  leaks: {e}"
-            );
+            assert!(!secrets.iter().any(|s| e.contains(s)), "{text}\n  leaks: {e}");
         }
-        let (field, message) = err("webhooks: [{url: 'https://a/', authentication: 'Bearer SECRET_TOKEN_123'}]");
+        let (field, message) =
+            err("webhooks: [{url: 'https://a/', authentication: 'Bearer SECRET_TOKEN_123'}]");
         assert_eq!(field, "webhooks[0].authentication");
-        assert!(message.contains("found string") && message.contains("expected struct"), "{message}");
+        assert!(
+            message.contains("found string") && message.contains("expected struct"),
+            "{message}"
+        );
     }
 
     #[test]
     fn numeric_credentials_are_taken_as_text() {
-        let c = Config::load("webhooks: [{url: 'https://a/', authentication: {type: api_key, api_key: 987654321012}}]").unwrap();
+        let c = Config::load(
+            "webhooks: [{url: 'https://a/', authentication: {type: api_key, api_key: 987654321012}}]",
+        )
+        .unwrap();
         assert_eq!(c.webhooks[0].headers["x-api-key"], "987654321012");
     }
 
@@ -860,16 +865,30 @@ mod tests {
     fn v2_fields_load() {
         let c = Config::load("webhooks: [{url: 'https://a/', id: slack-ops, queue_capacity: 7, retry_schedule: [500ms, 5s, 5m, 2h, 250], max_rate: 0.5, circuit_breaker: {failures: 2, cooldown: 1.5}}, {url: 'https://b/', circuit_breaker: false}]").unwrap();
         let w = &c.webhooks[0];
-        assert_eq!((w.id.as_str(), w.queue_capacity, w.max_rate), ("slack-ops", 7, Some(0.5)));
+        assert_eq!(
+            (w.id.as_str(), w.queue_capacity, w.max_rate),
+            ("slack-ops", 7, Some(0.5))
+        );
         let ms = |n| Duration::from_millis(n);
         let schedule = RetryPolicy::Schedule(vec![ms(500), ms(5000), ms(300_000), ms(7_200_000), ms(250)]);
         assert_eq!(w.retry, schedule);
-        assert_eq!(w.breaker, Some(BreakerSettings { failures: 2, cooldown: ms(1500) }));
+        assert_eq!(
+            w.breaker,
+            Some(BreakerSettings {
+                failures: 2,
+                cooldown: ms(1500)
+            })
+        );
         assert_eq!(c.webhooks[1].breaker, None);
         assert_eq!(c.webhooks[1].id, derived_id("https://b/"));
         let again = Config::load("webhooks: [{url: 'https://b/', circuit_breaker: false}]").unwrap();
         assert_ne!(again.identity, c.identity);
-        assert_eq!(Config::load("webhooks: [{url: 'https://b/', circuit_breaker: false}]").unwrap().identity, again.identity);
+        assert_eq!(
+            Config::load("webhooks: [{url: 'https://b/', circuit_breaker: false}]")
+                .unwrap()
+                .identity,
+            again.identity
+        );
     }
 
     #[test]

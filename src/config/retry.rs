@@ -110,7 +110,10 @@ mod tests {
         assert!(parse("5 parsecs").is_err() && parse("").is_err() && parse("25h").is_err());
         assert_eq!(RawDuration::Millis(250).parse(), Ok(Duration::from_millis(250)));
         let p = RetryPolicy::Schedule(vec![Duration::from_secs(1), Duration::from_secs(300)]);
-        assert_eq!((p.retries(), p.delay(1), p.delay(2)), (2, Some(Duration::from_secs(300)), None));
+        assert_eq!(
+            (p.retries(), p.delay(1), p.delay(2)),
+            (2, Some(Duration::from_secs(300)), None)
+        );
         assert_eq!(p.retry_after_cap(), Duration::from_secs(300));
     }
 }

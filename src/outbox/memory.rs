@@ -128,7 +128,11 @@ impl Outbox for MemoryOutbox {
     }
 
     fn dead_letters(&self, webhook: Option<&str>) -> Vec<DeadLetter> {
-        self.dead().iter().filter(|l| matches(l, webhook)).cloned().collect()
+        self.dead()
+            .iter()
+            .filter(|l| matches(l, webhook))
+            .cloned()
+            .collect()
     }
 
     fn take_dead_letters(&self, webhook: Option<&str>) -> Vec<DeadLetter> {
