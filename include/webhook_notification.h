@@ -142,6 +142,17 @@ int32_t webhook_plugin_stats(WebhookPlugin *p, char **stats_json, char **error);
 int32_t webhook_plugin_close(WebhookPlugin *p, uint32_t timeout_ms, char **error);
 
 /**
+ * Like `webhook_plugin_close` with the config's `shutdown_timeout`: stops accepting events,
+ * delivers what is pending for at most that long, and returns `WEBHOOK_TIMEOUT` if some
+ * deliveries were abandoned (counted as dropped). Hosts that want to know whether closing
+ * lost anything call this before `webhook_plugin_free`.
+ *
+ * # Safety
+ * `p` is a live handle; `error` is NULL or writable.
+ */
+int32_t webhook_plugin_shutdown(WebhookPlugin *p, char **error);
+
+/**
  * Closes the plugin (waiting at most its `shutdown_timeout`) and releases it. NULL is a
  * no-op. The handle must not be used afterwards, nor freed twice.
  *

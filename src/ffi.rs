@@ -207,6 +207,21 @@ pub unsafe extern "C" fn webhook_plugin_close(
     })
 }
 
+/// Like `webhook_plugin_close` with the config's `shutdown_timeout`: stops accepting events,
+/// delivers what is pending for at most that long, and returns `WEBHOOK_TIMEOUT` if some
+/// deliveries were abandoned (counted as dropped). Hosts that want to know whether closing
+/// lost anything call this before `webhook_plugin_free`.
+///
+/// # Safety
+/// `p` is a live handle; `error` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn webhook_plugin_shutdown(p: *mut WebhookPlugin, error: *mut *mut c_char) -> i32 {
+    boundary(error, || {
+        let notifier = &plugin(p)?.notifier;
+        notifier.close(notifier.shutdown_timeout())
+    })
+}
+
 /// Closes the plugin (waiting at most its `shutdown_timeout`) and releases it. NULL is a
 /// no-op. The handle must not be used afterwards, nor freed twice.
 ///

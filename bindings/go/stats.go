@@ -3,24 +3,32 @@
 package webhook
 
 // Stats are the delivery counters of a Plugin. Counts are per delivery (one event to one
-// webhook); Dropped counts deliveries refused by a full queue or abandoned at shutdown.
+// webhook); each delivery ends as exactly one of Delivered, Failed or Dropped (refused by
+// a full queue or abandoned at shutdown).
 type Stats struct {
-	Delivered uint64         `json:"delivered"`
-	Failed    uint64         `json:"failed"`
-	Retries   uint64         `json:"retries"`
-	Dropped   uint64         `json:"dropped"`
-	Pending   uint64         `json:"pending"`
-	Webhooks  []WebhookStats `json:"webhooks"`
+	Delivered   uint64         `json:"delivered"`
+	Failed      uint64         `json:"failed"`
+	Retries     uint64         `json:"retries"`
+	Dropped     uint64         `json:"dropped"`
+	Pending     uint64         `json:"pending"`
+	DeadLetters uint64         `json:"dead_letters"`
+	HostErrors  uint64         `json:"host_errors"`
+	Webhooks    []WebhookStats `json:"webhooks"`
 }
 
-// WebhookStats are one webhook's counters, in config order. URL is redacted to
-// scheme://host[:port]/… since URL paths are often credentials.
+// WebhookStats are one webhook's counters, in config order. ID names the webhook; URL is
+// redacted to scheme://host[:port]/… since URL paths are often credentials. Circuit is
+// "closed", "open" or "half_open".
 type WebhookStats struct {
+	ID           string   `json:"id"`
 	URL          string   `json:"url"`
 	Delivered    uint64   `json:"delivered"`
 	Failed       uint64   `json:"failed"`
 	Retries      uint64   `json:"retries"`
 	Dropped      uint64   `json:"dropped"`
+	Queued       uint64   `json:"queued"`
+	Circuit      string   `json:"circuit"`
+	DeadLetters  uint64   `json:"dead_letters"`
 	LastStatus   *int     `json:"last_status"`
 	LastError    *string  `json:"last_error"`
 	LatencyP50Ms *float64 `json:"latency_p50_ms"`

@@ -72,7 +72,7 @@ func New(config, pluginName string) (*Plugin, error) {
 	if err := check(C.webhook_plugin_new(cConfig, cName, &p.handle, &cErr), cErr); err != nil {
 		return nil, err
 	}
-	runtime.SetFinalizer(p, (*Plugin).Close)
+	runtime.SetFinalizer(p, finalize)
 	return p, nil
 }
 
@@ -142,18 +142,29 @@ func (p *Plugin) Stats() (Stats, error) {
 }
 
 // Close delivers what is pending for at most the config's shutdown_timeout, then releases
-// the native handle. It is idempotent; later calls on p return ErrClosed. Calls already
-// running finish first; calls that start meanwhile return ErrClosed.
+// the native handle. It returns an error matching ErrTimeout if deliveries had to be
+// abandoned (they are counted as dropped), else nil. It is idempotent (later calls return
+// nil); later calls on p return ErrClosed. Calls already running finish first; calls that
+// start meanwhile return ErrClosed.
 func (p *Plugin) Close() error {
 	p.closed.Store(true)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.handle != nil {
-		runtime.SetFinalizer(p, nil)
-		C.webhook_plugin_free(p.handle)
-		p.handle = nil
+	if p.handle == nil {
+		return nil
 	}
-	return nil
+	runtime.SetFinalizer(p, nil)
+	var cErr *C.char
+	err := check(C.webhook_plugin_shutdown(p.handle, &cErr), cErr)
+	C.webhook_plugin_free(p.handle)
+	p.handle = nil
+	return err
+}
+
+// finalize closes a Plugin the program dropped without Close. Close may wait up to
+// shutdown_timeout, and Go runs every finalizer on one goroutine, so it runs on its own.
+func finalize(p *Plugin) {
+	go p.Close()
 }
 
 // call runs f on the live handle and turns its status into an error.

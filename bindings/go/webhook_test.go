@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -245,9 +246,64 @@ func TestCloseWithPendingDeliveriesIsBoundedByShutdownTimeout(t *testing.T) {
 	}
 	rx.waitFor(t, 3)
 	start := time.Now()
-	p.Close()
-	if took := time.Since(start); took > 1500*time.Millisecond {
+	if err := p.Close(); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Close abandoned deliveries but returned %v", err)
+	}
+	if took := time.Since(start); took > 450*time.Millisecond {
 		t.Fatalf("Close took %v with a 300 ms shutdown_timeout", took)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("a second Close returned %v", err)
+	}
+}
+
+func TestCloseAfterEverythingWasDeliveredReturnsNil(t *testing.T) {
+	rx := newReceiver(t, 0)
+	p, err := New(fmt.Sprintf("webhooks: [{url: \"%s\", events: [tool_success]}]", rx.URL), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Invoke("tool_post_invoke", []byte(`{}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("Close returned %v with nothing abandoned", err)
+	}
+}
+
+// The finalizer must not run the blocking close on Go's single finalizer goroutine: a
+// collected plugin with deliveries stuck in a dead receiver must not delay other finalizers.
+func TestTheFinalizerDoesNotBlockOtherFinalizers(t *testing.T) {
+	rx := newReceiver(t, 20*time.Second)
+	func() {
+		p, err := New(fmt.Sprintf("shutdown_timeout: 5\nwebhooks: [{url: \"%s\", events: [tool_success], timeout: 60}]", rx.URL), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Invoke("tool_post_invoke", []byte(`{}`), nil); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	rx.waitFor(t, 1)
+	other := make(chan struct{})
+	func() {
+		// Large enough and pointer-holding, so it is not batched by the tiny allocator.
+		marker := &struct {
+			next *int
+			pad  [64]byte
+		}{}
+		runtime.SetFinalizer(marker, func(any) { close(other) })
+	}()
+	deadline := time.After(3 * time.Second)
+	for {
+		runtime.GC()
+		select {
+		case <-other:
+			return
+		case <-deadline:
+			t.Fatal("another finalizer waited behind the plugin's close")
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 
@@ -282,4 +338,40 @@ func BenchmarkInvoke(b *testing.B) {
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
 	b.ReportMetric(float64(times[len(times)/2].Nanoseconds()), "p50-ns")
 	b.ReportMetric(float64(times[len(times)*99/100].Nanoseconds()), "p99-ns")
+}
+
+// A receiver that never answers fills and drops only its own webhook's queue.
+func TestADeadWebhookNeverCostsAHealthyOneItsDeliveries(t *testing.T) {
+	hole, ok := newReceiver(t, 20*time.Second), newReceiver(t, 0)
+	p, err := New(fmt.Sprintf("queue_capacity: 20\nshutdown_timeout: 0.5\nwebhooks:\n  - {url: \"%s\", id: dead, events: [tool_success], timeout: 60, max_concurrency: 2}\n  - {url: \"%s\", id: pager, events: [tool_success], queue_capacity: 5000}\n", hole.URL, ok.URL), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const events = 1000
+	for i := 0; i < events; i++ {
+		if _, err := p.Invoke("tool_post_invoke", []byte(`{"name": "t"}`), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var stats Stats
+	for {
+		if stats, err = p.Stats(); err != nil {
+			t.Fatal(err)
+		}
+		if stats.Webhooks[1].Delivered == events || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	dead, pager := stats.Webhooks[0], stats.Webhooks[1]
+	if pager.ID != "pager" || pager.Delivered != events || pager.Dropped != 0 {
+		t.Fatalf("the healthy webhook lost deliveries: %+v", pager)
+	}
+	if dead.ID != "dead" || dead.Dropped != events-20 || dead.Queued != 20 {
+		t.Fatalf("the dead webhook's drops: %+v", dead)
+	}
+	if err := p.Close(); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Close with 20 stuck deliveries returned %v", err)
+	}
 }

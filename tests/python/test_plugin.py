@@ -203,7 +203,7 @@ async def test_retries_share_one_delivery_id(receiver, gateway):
     assert await plugin.flush(10)
     got = await receiver.arrived(3)
     assert len({r.headers["x-webhook-delivery"] for r in got}) == 1
-    assert got[2].at - got[1].at >= 0.19  # 100 ms then 200 ms
+    assert got[2].at - got[1].at >= 0.155  # 100 ms then 200 ms, each times a jitter in [0.8, 1.2]
     stats = plugin.stats()
     assert (stats["delivered"], stats["retries"], stats["webhooks"][0]["last_status"]) == (1, 2, 200)
     await plugin.shutdown()
@@ -280,18 +280,148 @@ async def test_every_cpex_mode_delivers(receiver, gateway, mode):
     await manager.shutdown()
 
 
-async def test_shutdown_delivers_what_is_pending(receiver, gateway):
+async def test_shutdown_detaches_at_once_and_the_engine_delivers_what_is_pending(receiver):
     receiver.reply = lambda n: (200, {}, 0.3)
-    plugin = direct({"webhooks": [{"url": receiver.url(), "events": ["tool_success"]}], "shutdown_timeout": 10})
+    config = {"webhooks": [{"url": receiver.url(), "events": ["tool_success"], "max_concurrency": 1}]}
+    plugin = direct(config)
     for _ in range(5):
         await plugin.tool_post_invoke(ToolPostInvokePayload(name="s", result={}), PluginContext(global_context=ctx()))
     assert plugin.stats()["pending"] == 5
+    start = time.perf_counter()
     await plugin.shutdown()
-    stats = plugin.stats()
-    assert (stats["delivered"], stats["pending"]) == (5, 0)
-    # after shutdown hooks still return (fail-open), but nothing is queued
+    took = time.perf_counter() - start
+    assert took < 0.05, f"shutdown took {took * 1000:.1f} ms"
+    # after shutdown hooks still return (fail-open), but nothing is queued by this instance
     result = await plugin.tool_post_invoke(ToolPostInvokePayload(name="s", result={}), PluginContext(global_context=ctx()))
     assert result.metadata == {}
+    # The gateway's next instance of the same config attaches to the same engine: the
+    # counters continue, and what the old instance queued is delivered.
+    successor = direct(config)
+    assert successor.stats()["pending"] >= 4
+    assert await successor.flush(10)
+    stats = successor.stats()
+    assert (stats["delivered"], stats["pending"], stats["dropped"]) == (5, 0, 0)
+    receiver.wait_completed(5)
+    await successor.shutdown()
+
+
+async def test_instances_of_one_config_share_queues_breakers_and_counters(receiver):
+    config = {"webhooks": [{"url": receiver.url(), "id": "shared", "events": ["tool_success"]}]}
+    first, second = direct(config), direct(config)
+    other = WebhookNotificationPlugin(PluginConfig(name="Other", kind=KIND, hooks=HOOKS, config=config))
+    for plugin in (first, second, other):
+        await plugin.tool_post_invoke(ToolPostInvokePayload(name="s", result={}), PluginContext(global_context=ctx()))
+    assert await first.flush(10) and await other.flush(10)
+    assert first.stats()["delivered"] == second.stats()["delivered"] == 2
+    assert other.stats()["delivered"] == 1, "another plugin name is another engine"
+    assert first.stats()["webhooks"][0]["id"] == "shared"
+    for plugin in (first, second, other):
+        await plugin.shutdown()
+
+
+async def test_unrepresentable_host_data_still_raises_its_event(receiver):
+    plugin = direct({"webhooks": [{"url": receiver.url(), "events": ["tool_error", "tool_success"]}]})
+    circular: list = []
+    circular.append(circular)
+    deep: dict = {"error": "deep failure"}
+    for _ in range(300):
+        deep = {"nested": deep}
+
+    class Opaque:
+        def __str__(self) -> str:
+            return "opaque-object"
+
+    results = [
+        {"isError": True, "content": [{"type": "text", "text": "nan result"}], "score": float("nan")},
+        {"error": "bytes failure", "raw": b"\xff\xfe not utf-8"},
+        {"error": "tuple keys", "table": {(1, 2): "x"}},
+        {"error": "circular", "loop": circular},
+        {"error": Opaque()},
+        {"error": "deep", "detail": deep},
+    ]
+    for result in results:
+        out = await plugin.tool_post_invoke(ToolPostInvokePayload(name="t", result=result), PluginContext(global_context=ctx()))
+        assert out.metadata.get("webhook_event") == "tool_error", (result, out.metadata)
+    assert await plugin.flush(10)
+    errors = sorted(r.json()["metadata"]["error"] for r in receiver.requests)
+    assert errors == sorted(["nan result", "bytes failure", "tuple keys", "circular", "opaque-object", "deep"])
+    assert plugin.stats()["host_errors"] == 0
+    await plugin.shutdown()
+
+
+async def test_flush_timeouts_inf_means_no_deadline_nan_and_negative_are_errors(receiver):
+    plugin = direct({"webhooks": [{"url": receiver.url(), "events": ["violation"]}]})
+    await plugin.notify("violation", ctx(), {"reason": "r"})
+    assert await plugin.flush(float("inf"))
+    assert await plugin.flush(1e20)
+    for bad in (float("nan"), -1.0):
+        with pytest.raises(ValueError):
+            await plugin.flush(bad)
+    await plugin.shutdown()
+
+
+@pytest.mark.parametrize("value", ["too many calls", 429, ["a", "b"], {}])
+async def test_any_violation_value_counts_the_same_in_both_state_places(receiver, value):
+    plugin = direct({"webhooks": [{"url": receiver.url(), "events": ["violation"]}]})
+    in_state = PluginContext(global_context=ctx(), state={"violation": value})
+    in_global = PluginContext(global_context=ctx(violation=value))
+    for context in (in_state, in_global):
+        out = await plugin.tool_pre_invoke(ToolPreInvokePayload(name="t"), context)
+        assert out.metadata.get("webhook_event") == "violation", (value, out.metadata)
+    bodies = [r.json() for r in await receiver.arrived(2)]
+    assert bodies[0]["violation"] == bodies[1]["violation"]
+    assert isinstance(bodies[0]["violation"], dict)
+    await plugin.shutdown()
+
+
+def test_a_plugin_created_before_fork_works_in_the_child(receiver):
+    import os
+
+    plugin = direct({"webhooks": [{"url": receiver.url("/from-child"), "events": ["violation"]}]})
+    asyncio.run(plugin.notify("violation", ctx(), {"reason": "parent"}))
+    assert asyncio.run(plugin.flush(10))
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's delivery thread is gone
+        try:
+            out = asyncio.run(plugin.tool_pre_invoke(ToolPreInvokePayload(name="t"), PluginContext(global_context=ctx(violation={"reason": "child"}))))
+            delivered = asyncio.run(plugin.flush(10))
+            os._exit(0 if out.metadata.get("webhook_queued") and delivered else 3)
+        except BaseException:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    reasons = [r.json()["violation"]["reason"] for r in receiver.wait_for(2)]
+    assert reasons == ["parent", "child"]
+    asyncio.run(plugin.shutdown())
+
+
+def test_interpreter_exit_with_pending_deliveries_neither_stalls_nor_crashes(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)  # accepts (in the kernel) and never answers
+    script = tmp_path / "exit.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio, logging
+        logging.basicConfig(level=logging.DEBUG)
+        from cpex.framework import GlobalContext, PluginConfig
+        from cpex_webhook_notification import WebhookNotificationPlugin
+        config = {{"shutdown_timeout": 1, "webhooks": [{{"url": "http://127.0.0.1:{hole.getsockname()[1]}/", "events": ["violation"]}}]}}
+        plugin = WebhookNotificationPlugin(PluginConfig(name="Exit", kind="k", hooks=[], config=config))
+        for _ in range(20):
+            asyncio.run(plugin.notify("violation", GlobalContext(request_id="r"), {{"reason": "r"}}))
+        kept_alive = plugin  # collected during interpreter finalisation
+    """))
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
+    took = time.monotonic() - start
+    hole.close()
+    assert done.returncode == 0, done.stderr
+    assert took < 6, f"exit took {took:.1f}s"
+    assert "Traceback" not in done.stderr and "panicked" not in done.stderr, done.stderr
 
 
 async def test_logs_reach_python_logging_without_secrets(receiver, caplog):
@@ -301,13 +431,13 @@ async def test_logs_reach_python_logging_without_secrets(receiver, caplog):
         await plugin.tool_post_invoke(ToolPostInvokePayload(name="s", result={}), PluginContext(global_context=ctx()))
         assert await plugin.flush(10)
     records = [r for r in caplog.records if r.name == "cpex_webhook_notification"]
-    assert any("attempt 0: HTTP 200" in r.getMessage() for r in records), caplog.text
+    assert any("attempt 1: HTTP 200" in r.getMessage() for r in records), caplog.text
     assert "SECRET" not in caplog.text
     assert "SECRET" not in json.dumps(plugin.stats())
     await plugin.shutdown()
 
 
-def test_a_plugin_collected_without_shutdown_still_delivers(receiver):
+def test_a_plugin_collected_without_shutdown_detaches_and_its_engine_delivers(receiver):
     import gc
 
     receiver.reply = lambda n: (200, {}, 0.3)
@@ -317,12 +447,9 @@ def test_a_plugin_collected_without_shutdown_still_delivers(receiver):
     del plugin
     gc.collect()
     took = time.monotonic() - start
-    # Collection waited for the delivery, as shutdown() would have, and without holding the
-    # GIL (the delivery thread's DEBUG log records need it; holding it would stall the
-    # delivery until shutdown_timeout, 5 s, ran out). The receiver's own bookkeeping may lag
-    # the client's view by a moment, so its completion is awaited.
-    assert len(receiver.requests) == 1
-    assert 0.25 < took < 2.0, f"collecting the plugin took {took:.2f}s"
+    # Collection only detaches: it does not wait for the delivery (the receiver takes 0.3 s
+    # to answer), yet the engine delivers it.
+    assert took < 0.25, f"collecting the plugin took {took:.2f}s"
     receiver.wait_completed(1)
 
 
