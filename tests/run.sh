@@ -75,3 +75,26 @@ python3 -m venv "$VENV"
 (cd "$CARGO_TARGET_DIR" && "$VENV/bin/python" -m mypy.stubtest cpex_webhook_notification._native)
 # Run from tests/python so the source tree's python/ is not importable: the wheel is tested.
 (cd tests/python && "$VENV/bin/python" -m pytest -q)
+
+step "gateway: the real ContextForge gateway end to end, across its 30 s plugin rebuild"
+# mcp-contextforge-gateway 1.1.0 needs Python >= 3.12; our abi3 wheel installs there unchanged.
+GATEWAY_PYTHON=""
+for candidate in python3.13 python3.12 "$HOME"/.pyenv/versions/3.1[2-9]*/bin/python3; do
+    if command -v "$candidate" >/dev/null 2>&1 \
+        && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+        GATEWAY_PYTHON=$(command -v "$candidate")
+        break
+    fi
+done
+if [[ -n "$GATEWAY_PYTHON" ]]; then
+    GATEWAY_VENV="$CARGO_TARGET_DIR/gateway-venv"
+    GATEWAY_WORK="$CARGO_TARGET_DIR/gateway-e2e"
+    rm -rf "$GATEWAY_VENV" "$GATEWAY_WORK" && mkdir -p "$GATEWAY_WORK"
+    "$GATEWAY_PYTHON" -m venv "$GATEWAY_VENV"
+    "$GATEWAY_VENV/bin/pip" install -q --upgrade pip
+    "$GATEWAY_VENV/bin/pip" install -q "mcp-contextforge-gateway==1.1.0"
+    "$GATEWAY_VENV/bin/pip" install -q --no-index --find-links "$CARGO_TARGET_DIR/wheels" --no-deps cpex-webhook-notification
+    "$GATEWAY_VENV/bin/python" tests/gateway/e2e.py "$GATEWAY_WORK"
+else
+    echo "no Python >= 3.12 found: skipping the gateway end-to-end test (mcp-contextforge-gateway needs it)"
+fi
