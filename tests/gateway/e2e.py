@@ -261,7 +261,7 @@ def main(work: Path) -> None:
         print(f"gateway e2e: {len(latencies)} tool calls across {rebuilt} plugin rebuild(s): "
               f"median {median * 1000:.0f} ms, slowest {worst * 1000:.0f} ms")
         check(rebuilt >= 1, "no plugin rebuild happened during the run")
-        check(worst - median < 0.75, f"a call stalled: slowest {worst:.2f}s vs median {median:.2f}s")
+        check(worst - median < 1.0, f"a call stalled: slowest {worst:.2f}s vs median {median:.2f}s")
         # Every tool_success (the first call, and each of the loop's) reaches the slow webhook,
         # although the instances that queued most of them were shut down meanwhile.
         expected = 1 + len(latencies)
