@@ -3,6 +3,7 @@
 //! attempt as a task; then settles the outcome — delivered, scheduled for a retry, or a
 //! dead letter — and tells the breaker. Waiting behind an open circuit spends no attempt.
 
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,9 +27,14 @@ pub(crate) async fn run(engine: Arc<Engine>, index: usize) {
     let mut halt = engine.halt.subscribe();
     let waker = &engine.wakers[index];
     loop {
-        match *halt.borrow_and_update() {
+        let state = *halt.borrow_and_update();
+        match state {
             Halt::Running => {}
             Halt::Abandon => drop(engine.outbox.drain(index)),
+            Halt::Suspend => {
+                let _ = halt.changed().await;
+                continue;
+            }
             Halt::Stopped => return drop(engine.outbox.drain(index)),
         }
         let slot = tokio::select! {
@@ -91,7 +97,13 @@ pub(crate) async fn run(engine: Arc<Engine>, index: usize) {
 
 /// One attempt of `ticket`, holding one of its webhook's in-flight slots; abandoned (and so
 /// counted as dropped) if `close` gives up first.
-async fn attempt(engine: Arc<Engine>, mut ticket: Ticket, slot: OwnedSemaphorePermit, probe: bool) {
+async fn attempt(engine: Arc<Engine>, ticket: Ticket, slot: OwnedSemaphorePermit, probe: bool) {
+    engine.in_flight.fetch_add(1, SeqCst);
+    run_attempt(&engine, ticket, slot, probe).await;
+    engine.in_flight.fetch_sub(1, SeqCst);
+}
+
+async fn run_attempt(engine: &Arc<Engine>, mut ticket: Ticket, slot: OwnedSemaphorePermit, probe: bool) {
     let webhook = &engine.config.webhooks[ticket.webhook];
     ticket.first_attempt.get_or_insert_with(Instant::now);
     let mut halt = engine.halt.subscribe();
@@ -99,12 +111,12 @@ async fn attempt(engine: Arc<Engine>, mut ticket: Ticket, slot: OwnedSemaphorePe
     crate::engine::injected_panic(2);
     let outcome = tokio::select! {
         biased;
-        _ = halt.wait_for(|h| *h != Halt::Running) => return,
+        _ = halt.wait_for(|h| matches!(h, Halt::Abandon | Halt::Stopped)) => return,
         outcome = delivery::attempt(&engine.client, webhook, &ticket) => outcome,
     };
     drop(slot);
     ticket.attempts += 1;
-    settle(&engine, ticket, outcome, probe);
+    settle(engine, ticket, outcome, probe);
 }
 
 /// Records what an attempt came to and decides what happens to the delivery next.
@@ -125,6 +137,7 @@ fn settle(engine: &Engine, ticket: Ticket, outcome: Outcome, probe: bool) {
     let transition = match outcome {
         Outcome::Delivered(status) => {
             debug!("{}", describe(&format!("HTTP {status}")));
+            engine.outbox.ack(&ticket);
             ticket.delivered(status);
             breaker.success()
         }

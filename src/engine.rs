@@ -16,12 +16,12 @@ use tokio::sync::{mpsc, watch, Notify};
 use uuid::Uuid;
 
 use crate::breaker::Breaker;
-use crate::config::Config;
+use crate::config::{Config, OutboxConfig};
 use crate::delivery;
 use crate::error::{Error, Result};
 use crate::events::{Context, Event};
 use crate::ledger::{Ledger, Ticket};
-use crate::outbox::{DeadLetter, MemoryOutbox, Outbox};
+use crate::outbox::{DeadLetter, DiskOutbox, MemoryOutbox, Outbox, Resumed, ORPHAN};
 use crate::runtime;
 use crate::stats::{Stats, WebhookLabels};
 use crate::template::Template;
@@ -77,6 +77,8 @@ pub(crate) enum Halt {
     Running,
     /// `close` ran out of time: every queued or running delivery ends as dropped.
     Abandon,
+    /// Closing with a durable outbox: no new attempts; what is queued stays stored.
+    Suspend,
     /// Closed: tasks exit.
     Stopped,
 }
@@ -102,6 +104,10 @@ pub(crate) struct Engine {
     intake: mpsc::UnboundedSender<Admitted>,
     /// Hook calls between their closed check and their admission; `close` waits for zero.
     admitting: AtomicUsize,
+    /// Events admitted and not yet routed into the outbox.
+    unrouted: AtomicUsize,
+    /// Attempts running now.
+    pub in_flight: AtomicUsize,
     closed: AtomicBool,
     /// The process generation the engine's tasks run in (see `runtime`).
     generation: u32,
@@ -111,9 +117,23 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    /// Starts an engine and its tasks on the process runtime.
-    pub fn start(config: Config, plugin_name: &str) -> Arc<Engine> {
+    /// Opens the config's outbox (resuming what a durable one holds) and starts the engine's
+    /// tasks on the process runtime. Fails, naming `outbox.path`, when the store cannot be
+    /// opened (e.g. another engine holds it).
+    pub fn start(config: Config, plugin_name: &str) -> Result<Arc<Engine>> {
         let webhooks = config.webhooks.len();
+        let (outbox, resumed): (Box<dyn Outbox>, Vec<Resumed>) = match &config.outbox {
+            OutboxConfig::Memory => (
+                Box::new(MemoryOutbox::new(webhooks, config.dead_letter_capacity)),
+                Vec::new(),
+            ),
+            OutboxConfig::Disk { path } => {
+                let ids = config.webhooks.iter().map(|w| w.id.clone()).collect();
+                let opened = DiskOutbox::open(path, ids, config.dead_letter_capacity)
+                    .map_err(|m| Error::config("outbox.path", m))?;
+                (Box::new(opened.outbox), opened.resumed)
+            }
+        };
         let max_idle = config
             .webhooks
             .iter()
@@ -125,24 +145,72 @@ impl Engine {
             plugin_name: plugin_name.to_owned(),
             client: delivery::client(max_idle),
             ledger: Arc::new(Ledger::new(webhooks)),
-            outbox: Box::new(MemoryOutbox::new(webhooks, config.dead_letter_capacity)),
+            outbox,
             breakers: config.webhooks.iter().map(|w| Breaker::new(w.breaker)).collect(),
             wakers: (0..webhooks).map(|_| Notify::new()).collect(),
             halt: watch::Sender::new(Halt::Running),
             intake,
             admitting: AtomicUsize::new(0),
+            unrouted: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             generation: runtime::generation(),
             host_errors: AtomicU64::new(0),
             attached: AtomicUsize::new(0),
             config,
         });
+        engine.resume(resumed);
         let handle = runtime::handle();
         handle.spawn(intake_loop(Arc::clone(&engine), queue));
         for index in 0..webhooks {
             handle.spawn(crate::dispatch::run(Arc::clone(&engine), index));
         }
-        engine
+        if engine.outbox.durable() {
+            handle.spawn(commit_loop(Arc::clone(&engine)));
+        }
+        Ok(engine)
+    }
+
+    /// Queues the deliveries a durable outbox held at start, with their ids, attempt
+    /// counts and due times; those of webhooks no longer configured become dead letters.
+    fn resume(&self, resumed: Vec<Resumed>) {
+        let (mut resumed_count, mut orphans) = (0, 0);
+        for r in resumed {
+            let Some(index) = self.config.webhook_index(&r.webhook_id) else {
+                orphans += 1;
+                let letter = DeadLetter {
+                    webhook: ORPHAN,
+                    webhook_id: r.webhook_id,
+                    event: r.event,
+                    delivery_id: r.delivery_id,
+                    attempts: r.attempts,
+                    last_status: None,
+                    last_error: "its webhook is no longer configured".into(),
+                    time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                    body: r.body,
+                };
+                self.outbox.dead_letter(letter);
+                continue;
+            };
+            self.ledger.reserve_anyway(index);
+            let mut ticket = Ticket::new(
+                Arc::clone(&self.ledger),
+                index,
+                r.event,
+                r.delivery_id,
+                r.body,
+                true,
+            );
+            ticket.attempts = r.attempts;
+            self.outbox.restore(ticket, r.due);
+            resumed_count += 1;
+        }
+        if resumed_count > 0 {
+            log::info!("resumed {resumed_count} pending deliveries from the outbox");
+        }
+        if orphans > 0 {
+            warn!("{orphans} pending deliveries belong to webhook ids no longer configured: moved to dead letters");
+        }
     }
 
     /// Admits `job` for every subscribed webhook with room (except `exclude`), without
@@ -168,14 +236,16 @@ impl Engine {
                 continue;
             }
             if self.ledger.reserve(index, webhook.queue_capacity) {
-                let ticket = Ticket::new(
-                    Arc::clone(&self.ledger),
+                let durable = self.outbox.durable();
+                let ledger = Arc::clone(&self.ledger);
+                tickets.push(Ticket::new(
+                    ledger,
                     index,
                     job.event,
                     Uuid::nil(),
                     Bytes::new(),
-                );
-                tickets.push(ticket);
+                    durable,
+                ));
             } else {
                 let dropped = self.ledger.counters[index].dropped(1);
                 if dropped.is_power_of_two() {
@@ -190,7 +260,10 @@ impl Engine {
             return Ok(false);
         }
         // A failed send (the intake task is gone) drops the tickets, which counts them.
-        let _ = self.intake.send(Admitted { job, tickets });
+        self.unrouted.fetch_add(1, SeqCst);
+        if self.intake.send(Admitted { job, tickets }).is_err() {
+            self.unrouted.fetch_sub(1, SeqCst);
+        }
         Ok(true)
     }
 
@@ -334,8 +407,8 @@ impl Engine {
         }
         let mut replayed = 0;
         for letter in self.outbox.take_dead_letters(webhook) {
-            let capacity = self.config.webhooks[letter.webhook].queue_capacity;
-            if !self.ledger.reserve(letter.webhook, capacity) {
+            let capacity = self.config.webhooks.get(letter.webhook).map(|w| w.queue_capacity);
+            if !capacity.is_some_and(|c| self.ledger.reserve(letter.webhook, c)) {
                 self.outbox.dead_letter(letter);
                 continue;
             }
@@ -345,6 +418,7 @@ impl Engine {
                 letter.event,
                 letter.delivery_id,
                 letter.body,
+                self.outbox.durable(),
             );
             self.outbox.push(ticket);
             self.wakers[letter.webhook].notify_one();
@@ -373,12 +447,17 @@ impl Engine {
     }
 
     /// Stops accepting events, delivers what is pending, and at the deadline abandons the
-    /// rest (counted as dropped). Returns within `timeout` (plus scheduling noise).
+    /// rest (counted as dropped). Returns within `timeout` (plus scheduling noise). With a
+    /// durable outbox it only waits for what was admitted to be committed and for attempts
+    /// in flight: what is still queued stays stored for the next start.
     pub fn close(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now().checked_add(timeout);
         self.closed.store(true, SeqCst);
         while self.admitting.load(SeqCst) > 0 {
             std::thread::yield_now();
+        }
+        if self.outbox.durable() {
+            return self.close_durable(deadline);
         }
         // Keep a little of the time for the abandoned deliveries to be counted.
         let grace = (timeout / 10).min(Duration::from_millis(100));
@@ -397,6 +476,37 @@ impl Engine {
         self.ledger.wait_idle(deadline);
         self.stop();
         Err(Error::Timeout { pending })
+    }
+
+    fn close_durable(&self, deadline: Option<Instant>) -> Result<()> {
+        let settled = |what: &AtomicUsize| {
+            while what.load(SeqCst) > 0 {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            true
+        };
+        let routed = settled(&self.unrouted);
+        self.halt.send_replace(Halt::Suspend);
+        self.wake_all();
+        let answered = settled(&self.in_flight);
+        let committed = self.outbox.commit();
+        self.outbox.release();
+        let pending = self.ledger.pending();
+        self.stop();
+        for index in 0..self.config.webhooks.len() {
+            drop(self.outbox.drain(index));
+        }
+        match (routed && answered, committed) {
+            (true, Ok(())) => Ok(()),
+            (false, _) => Err(Error::Timeout { pending }),
+            (true, Err(e)) => {
+                error!("{e}");
+                Err(Error::Timeout { pending })
+            }
+        }
     }
 
     /// Whether `close` has begun.
@@ -431,7 +541,12 @@ impl Engine {
                 })
             })
             .collect();
-        Stats::new(self.ledger.pending(), self.host_errors.load(Relaxed), webhooks)
+        Stats::new(
+            self.ledger.pending(),
+            self.host_errors.load(Relaxed),
+            webhooks,
+            self.outbox.status(),
+        )
     }
 }
 
@@ -446,12 +561,38 @@ async fn intake_loop(engine: Arc<Engine>, mut queue: mpsc::UnboundedReceiver<Adm
                 // A panic drops the event's tickets, which counts them; intake goes on.
                 Some(admitted) => {
                     let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.route(admitted)));
+                    engine.unrouted.fetch_sub(1, SeqCst);
                     if routed.is_err() {
                         error!("a bug dropped an event while routing it (counted as dropped)");
                     }
                 }
                 None => return,
             },
+        }
+    }
+}
+
+/// Commits a durable outbox's journal every few milliseconds (group commit), off the
+/// runtime's worker thread; failures are logged with pacing and retried.
+async fn commit_loop(engine: Arc<Engine>) {
+    const INTERVAL: Duration = Duration::from_millis(5);
+    let mut halt = engine.halt.subscribe();
+    let mut failures = 0u64;
+    loop {
+        tokio::select! {
+            _ = halt.wait_for(|h| *h == Halt::Stopped) => return,
+            _ = tokio::time::sleep(INTERVAL) => {}
+        }
+        let outbox = Arc::clone(&engine);
+        match tokio::task::spawn_blocking(move || outbox.outbox.commit()).await {
+            Ok(Ok(())) => failures = 0,
+            Ok(Err(e)) => {
+                failures += 1;
+                if failures.is_power_of_two() {
+                    warn!("{e} ({failures} in a row; retrying)");
+                }
+            }
+            Err(_) => error!("the outbox commit panicked; retrying"),
         }
     }
 }

@@ -46,6 +46,13 @@ impl Ledger {
         taken
     }
 
+    /// Takes a queue slot whatever the capacity: for deliveries a durable outbox already
+    /// holds, which must not be lost to a smaller capacity after a restart.
+    pub fn reserve_anyway(&self, webhook: usize) {
+        self.counters[webhook].try_reserve(usize::MAX);
+        self.pending.fetch_add(1, SeqCst);
+    }
+
     /// Deliveries not yet ended.
     pub fn pending(&self) -> u64 {
         self.pending.load(SeqCst)
@@ -97,11 +104,22 @@ pub struct Ticket {
     pub first_attempt: Option<Instant>,
     ledger: std::sync::Arc<Ledger>,
     ended: bool,
+    /// Kept by a durable outbox: if the process lets go of it unended (close), it waits there
+    /// for the next start instead of being lost, so it is not counted as dropped.
+    durable: bool,
 }
 
 impl Ticket {
-    /// A ticket for a delivery whose queue slot [`Ledger::reserve`] already took.
-    pub fn new(ledger: std::sync::Arc<Ledger>, webhook: usize, event: Event, id: Uuid, body: Bytes) -> Self {
+    /// A ticket for a delivery whose queue slot [`Ledger::reserve`] already took; `durable`
+    /// when a durable outbox keeps it.
+    pub fn new(
+        ledger: std::sync::Arc<Ledger>,
+        webhook: usize,
+        event: Event,
+        id: Uuid,
+        body: Bytes,
+        durable: bool,
+    ) -> Self {
         Ticket {
             webhook,
             event,
@@ -111,6 +129,7 @@ impl Ticket {
             first_attempt: None,
             ledger,
             ended: false,
+            durable,
         }
     }
 
@@ -136,7 +155,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if !self.ended {
+        if !self.ended && !self.durable {
             self.counters().dropped(1);
         }
         self.ledger.end_one(self.webhook);

@@ -44,25 +44,26 @@ pub struct Submission {
 
 impl Notifier {
     /// Starts a notifier with an engine of its own; `plugin_name` fills `{{plugin_name}}`.
-    pub fn new(config: Config, plugin_name: Option<&str>) -> Self {
-        let engine = Engine::start(config, plugin_name.unwrap_or(DEFAULT_PLUGIN_NAME));
-        Notifier { engine, shared: None }
+    /// Fails only when a durable outbox cannot be opened (naming `outbox.path`).
+    pub fn new(config: Config, plugin_name: Option<&str>) -> Result<Self> {
+        let engine = Engine::start(config, plugin_name.unwrap_or(DEFAULT_PLUGIN_NAME))?;
+        Ok(Notifier { engine, shared: None })
     }
 
     /// Attaches to the process-wide engine of this config and plugin name (started if
     /// none runs): its queues, counters and breakers outlive this notifier, whose
     /// [`close`](Self::close) only detaches.
-    pub fn shared(config: Config, plugin_name: Option<&str>) -> Self {
-        let engine = registry::attach(config, plugin_name.unwrap_or(DEFAULT_PLUGIN_NAME));
-        Notifier {
+    pub fn shared(config: Config, plugin_name: Option<&str>) -> Result<Self> {
+        let engine = registry::attach(config, plugin_name.unwrap_or(DEFAULT_PLUGIN_NAME))?;
+        Ok(Notifier {
             engine,
             shared: Some(AtomicBool::new(false)),
-        }
+        })
     }
 
     /// Loads `config_text` (YAML or JSON) and starts a notifier with its own engine.
     pub fn from_config_text(config_text: &str, plugin_name: Option<&str>) -> Result<Self> {
-        Ok(Self::new(Config::load(config_text)?, plugin_name))
+        Self::new(Config::load(config_text)?, plugin_name)
     }
 
     /// Handles one gateway hook call: `payload` is the cpex payload of `hook`, `context` a
@@ -279,7 +280,7 @@ mod tests {
         let mut config = Config::load(&yaml).unwrap();
         let broken = Template::compile(r#"{"user": "{{user}}"} trailing"#).unwrap();
         config.set_template_unchecked(Event::Violation, broken);
-        let n = Notifier::new(config, None);
+        let n = Notifier::new(config, None).unwrap();
         let context = json!({"request_id": "req-9", "user": "u"});
         assert!(n
             .notify(Event::Violation, &context, Some(json!({"reason": "r"})), None)

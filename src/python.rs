@@ -89,9 +89,8 @@ impl NativeNotifier {
     #[pyo3(signature = (config, plugin_name=None))]
     fn new(config: &str, plugin_name: Option<&str>) -> PyResult<Self> {
         let config = Config::load(config).map_err(to_py)?;
-        Ok(NativeNotifier {
-            notifier: Notifier::shared(config, plugin_name),
-        })
+        let notifier = Notifier::shared(config, plugin_name).map_err(to_py)?;
+        Ok(NativeNotifier { notifier })
     }
 
     /// Handles one hook call; returns `(event name or None, queued)`. Large payloads are

@@ -29,13 +29,13 @@ fn key(engine: &Engine) -> Key {
 
 /// The engine for `config` under `plugin_name`, started if no live one exists; the caller
 /// is attached to it until [`detach`].
-pub(crate) fn attach(config: Config, plugin_name: &str) -> Arc<Engine> {
+pub(crate) fn attach(config: Config, plugin_name: &str) -> crate::Result<Arc<Engine>> {
     let mut engines = engines();
     let key = (plugin_name.to_owned(), config.identity);
     if let Some(engine) = engines.get(&key) {
         if !engine.is_closed() && !engine.is_forked() {
             engine.attached.fetch_add(1, SeqCst);
-            return Arc::clone(engine);
+            return Ok(Arc::clone(engine));
         }
         // An engine of the parent process (before fork) cannot run here; its memory is
         // left alone rather than torn down without its threads.
@@ -43,10 +43,10 @@ pub(crate) fn attach(config: Config, plugin_name: &str) -> Arc<Engine> {
             std::mem::forget(stale);
         }
     }
-    let engine = Engine::start(config, plugin_name);
+    let engine = Engine::start(config, plugin_name)?;
     engine.attached.store(1, SeqCst);
     engines.insert(key, Arc::clone(&engine));
-    engine
+    Ok(engine)
 }
 
 /// Detaches one instance; the last one out leaves the engine to close when idle.

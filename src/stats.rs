@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::breaker::Circuit;
+use crate::outbox::OutboxStatus;
 
 /// Latencies kept for the percentiles: the most recent deliveries only.
 const LATENCY_WINDOW: usize = 1024;
@@ -179,11 +180,13 @@ pub struct Stats {
     /// Hook calls whose data could not be turned into an event at all (logged, paced).
     pub host_errors: u64,
     pub webhooks: Vec<WebhookStats>,
+    /// Where deliveries wait, and how much of it is committed.
+    pub outbox: OutboxStatus,
 }
 
 impl Stats {
     /// Sums the per-webhook snapshots.
-    pub fn new(pending: u64, host_errors: u64, webhooks: Vec<WebhookStats>) -> Self {
+    pub fn new(pending: u64, host_errors: u64, webhooks: Vec<WebhookStats>, outbox: OutboxStatus) -> Self {
         let sum = |f: fn(&WebhookStats) -> u64| webhooks.iter().map(f).sum();
         Stats {
             delivered: sum(|w| w.delivered),
@@ -194,6 +197,7 @@ impl Stats {
             dead_letters: sum(|w| w.dead_letters),
             host_errors,
             webhooks,
+            outbox,
         }
     }
 
@@ -227,7 +231,14 @@ mod tests {
             (w.last_status, w.last_error.as_deref()),
             (Some(503), Some("connection refused"))
         );
-        let s = Stats::new(2, 0, vec![w.clone(), w]);
+        let memory = OutboxStatus {
+            kind: "memory",
+            committed: 0,
+            uncommitted: 0,
+            connected: true,
+            last_error: None,
+        };
+        let s = Stats::new(2, 0, vec![w.clone(), w], memory);
         assert_eq!((s.delivered, s.failed, s.pending, s.dead_letters), (200, 2, 2, 6));
     }
 }

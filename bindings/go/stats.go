@@ -14,6 +14,17 @@ type Stats struct {
 	DeadLetters uint64         `json:"dead_letters"`
 	HostErrors  uint64         `json:"host_errors"`
 	Webhooks    []WebhookStats `json:"webhooks"`
+	Outbox      OutboxStats    `json:"outbox"`
+}
+
+// OutboxStats say where deliveries wait ("memory" or "disk") and, for a durable outbox,
+// how many new deliveries were committed and how many changes wait for the next commit.
+type OutboxStats struct {
+	Type        string  `json:"type"`
+	Committed   uint64  `json:"committed"`
+	Uncommitted uint64  `json:"uncommitted"`
+	Connected   bool    `json:"connected"`
+	LastError   *string `json:"last_error"`
 }
 
 // WebhookStats are one webhook's counters, in config order. ID names the webhook; URL is

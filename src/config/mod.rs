@@ -126,6 +126,7 @@ impl Default for RawBreaker {
 enum OutboxType {
     #[default]
     Memory,
+    Disk,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +134,7 @@ enum OutboxType {
 struct RawOutbox {
     #[serde(default, rename = "type")]
     kind: OutboxType,
+    path: Option<String>,
     #[serde(default = "defaults::dead_letter_capacity")]
     dead_letter_capacity: u64,
 }
@@ -141,9 +143,19 @@ impl Default for RawOutbox {
     fn default() -> Self {
         RawOutbox {
             kind: OutboxType::Memory,
+            path: None,
             dead_letter_capacity: defaults::dead_letter_capacity(),
         }
     }
+}
+
+/// Where deliveries wait (`outbox.type`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutboxConfig {
+    /// In memory: lost with the process.
+    Memory,
+    /// A redb store in this directory (created if missing): survives restarts and crashes.
+    Disk { path: std::path::PathBuf },
 }
 
 mod defaults {
@@ -218,6 +230,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Dead letters kept at most (oldest evicted and counted).
     pub dead_letter_capacity: usize,
+    /// Where deliveries wait.
+    pub outbox: OutboxConfig,
     /// SHA-256 of the expanded document and template files: instances whose configs have
     /// the same identity (and the same plugin name) share one engine.
     pub identity: [u8; 32],
@@ -304,8 +318,21 @@ impl Config {
             let field = if field == "." { String::new() } else { field };
             Error::config(field, without_values(&e.into_inner().to_string()))
         })?;
-        // Memory is the only outbox built so far; the enum refuses any other type by name.
-        let OutboxType::Memory = raw.outbox.kind;
+        let outbox = match (raw.outbox.kind, raw.outbox.path) {
+            (OutboxType::Memory, None) => OutboxConfig::Memory,
+            (OutboxType::Memory, Some(_)) => {
+                return Err(Error::config("outbox.path", "is only for `type: disk`"))
+            }
+            (OutboxType::Disk, Some(path)) if !path.trim().is_empty() => {
+                OutboxConfig::Disk { path: path.into() }
+            }
+            (OutboxType::Disk, _) => {
+                return Err(Error::config(
+                    "outbox.path",
+                    "is required for `type: disk` (a directory)",
+                ))
+            }
+        };
         let default_capacity = in_range("queue_capacity", raw.queue_capacity, 1, 10_000_000)?;
         let webhooks = raw
             .webhooks
@@ -350,6 +377,7 @@ impl Config {
                 0,
                 10_000_000,
             )? as usize,
+            outbox,
             identity: identity.finalize().into(),
         })
     }
@@ -766,7 +794,9 @@ mod tests {
             ("webhooks: [{url: 'https://a/', max_rate: 0}]", "webhooks[0].max_rate", "more than 0"),
             ("webhooks: [{url: 'https://a/', queue_capacity: 0}]", "webhooks[0].queue_capacity", "out of range"),
             ("webhooks: [{url: 'https://a/', circuit_breaker: {failures: 0}}]", "webhooks[0].circuit_breaker.failures", "out of range"),
-            ("outbox: {type: floppy}", "outbox.type", "expected `memory`"),
+            ("outbox: {type: floppy}", "outbox.type", "expected `memory` or `disk`"),
+            ("outbox: {type: disk}", "outbox.path", "required"),
+            ("outbox: {type: memory, path: /tmp/x}", "outbox.path", "only for"),
             ("outbox: {dead_letter_capacity: -1}", "outbox.dead_letter_capacity", "invalid value"),
             ("webhooks: [{url: 'not a url'}]", "webhooks[0].url", "not a valid URL"),
             ("webhooks: [{url: 'https://a/', headers: {X-A: \"v\\r\\nX-B: 1\"}}]", "webhooks[0].headers.X-A", "CR/LF"),

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use super::{DeadLetter, Next, Outbox};
+use super::{DeadLetter, Next, Outbox, OutboxStatus};
 use crate::ledger::Ticket;
 
 /// A retry waiting for its time; ordered by due time, then arrival.
@@ -58,7 +58,8 @@ impl MemoryOutbox {
             lanes: (0..webhooks).map(|_| Mutex::default()).collect(),
             dead: Mutex::default(),
             dead_capacity,
-            dead_per_webhook: (0..webhooks).map(|_| AtomicU64::new(0)).collect(),
+            // One more counter for orphans (webhooks no longer configured).
+            dead_per_webhook: (0..=webhooks).map(|_| AtomicU64::new(0)).collect(),
             evicted: AtomicU64::new(0),
         }
     }
@@ -69,6 +70,11 @@ impl MemoryOutbox {
 
     fn dead(&self) -> MutexGuard<'_, VecDeque<DeadLetter>> {
         self.dead.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The dead-letter counter of a webhook index ([`super::ORPHAN`]: the last one).
+    fn dead_count(&self, webhook: usize) -> &AtomicU64 {
+        &self.dead_per_webhook[webhook.min(self.dead_per_webhook.len() - 1)]
     }
 }
 
@@ -112,19 +118,7 @@ impl Outbox for MemoryOutbox {
     }
 
     fn dead_letter(&self, letter: DeadLetter) {
-        if self.dead_capacity == 0 {
-            self.evicted.fetch_add(1, Relaxed);
-            return;
-        }
-        let mut dead = self.dead();
-        if dead.len() == self.dead_capacity {
-            if let Some(old) = dead.pop_front() {
-                self.dead_per_webhook[old.webhook].fetch_sub(1, Relaxed);
-                self.evicted.fetch_add(1, Relaxed);
-            }
-        }
-        self.dead_per_webhook[letter.webhook].fetch_add(1, Relaxed);
-        dead.push_back(letter);
+        self.keep_dead_letter(letter);
     }
 
     fn dead_letters(&self, webhook: Option<&str>) -> Vec<DeadLetter> {
@@ -141,16 +135,64 @@ impl Outbox for MemoryOutbox {
             dead.drain(..).partition(|l| matches(l, webhook));
         dead.extend(kept);
         for letter in &taken {
-            self.dead_per_webhook[letter.webhook].fetch_sub(1, Relaxed);
+            self.dead_count(letter.webhook).fetch_sub(1, Relaxed);
         }
         taken
     }
 
     fn dead_letter_count(&self, index: usize) -> u64 {
-        self.dead_per_webhook[index].load(Relaxed)
+        self.dead_count(index).load(Relaxed)
     }
 
     fn dead_letters_evicted(&self) -> u64 {
         self.evicted.load(Relaxed)
+    }
+
+    fn ack(&self, _ticket: &Ticket) {}
+
+    fn restore(&self, ticket: Ticket, due: Instant) {
+        self.schedule(ticket, due);
+    }
+
+    fn durable(&self) -> bool {
+        false
+    }
+
+    fn commit(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn release(&self) {}
+
+    fn status(&self) -> OutboxStatus {
+        OutboxStatus {
+            kind: "memory",
+            committed: 0,
+            uncommitted: 0,
+            connected: true,
+            last_error: None,
+        }
+    }
+}
+
+impl MemoryOutbox {
+    /// Keeps a dead letter, evicting (and returning) the oldest when full.
+    pub fn keep_dead_letter(&self, letter: DeadLetter) -> Option<DeadLetter> {
+        if self.dead_capacity == 0 {
+            self.evicted.fetch_add(1, Relaxed);
+            return Some(letter);
+        }
+        let mut dead = self.dead();
+        let evicted = match dead.len() == self.dead_capacity {
+            true => dead.pop_front(),
+            false => None,
+        };
+        if let Some(old) = &evicted {
+            self.dead_count(old.webhook).fetch_sub(1, Relaxed);
+            self.evicted.fetch_add(1, Relaxed);
+        }
+        self.dead_count(letter.webhook).fetch_add(1, Relaxed);
+        dead.push_back(letter);
+        evicted
     }
 }

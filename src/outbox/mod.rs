@@ -1,7 +1,8 @@
 //! Where deliveries wait: queued, waiting to retry, or dead-lettered. The delivery engine
-//! talks to an [`Outbox`] and knows no backend; `memory` is the one built so far (durable
-//! backends — disk and Redis — plug in behind the same interface).
+//! talks to an [`Outbox`] and knows no backend: `memory` (the default, lost with the
+//! process) or `disk` (redb in a directory: survives restarts and crashes).
 
+mod disk;
 mod memory;
 
 use std::time::Instant;
@@ -13,6 +14,7 @@ use uuid::Uuid;
 
 use crate::events::Event;
 use crate::ledger::Ticket;
+pub use disk::DiskOutbox;
 pub use memory::MemoryOutbox;
 
 /// What a webhook's dispatcher should do next.
@@ -25,10 +27,14 @@ pub enum Next {
     Empty,
 }
 
+/// The webhook index of a dead letter whose webhook is no longer configured (found in a
+/// durable outbox at start).
+pub const ORPHAN: usize = usize::MAX;
+
 /// A delivery that failed for good (a non-retryable answer, or retries exhausted).
 #[derive(Clone, Debug)]
 pub struct DeadLetter {
-    /// Index of the webhook in config order.
+    /// Index of the webhook in config order, or [`ORPHAN`].
     pub webhook: usize,
     pub webhook_id: String,
     pub event: Event,
@@ -71,8 +77,36 @@ impl DeadLetter {
     }
 }
 
+/// What `stats.outbox` shows.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct OutboxStatus {
+    /// `memory` or `disk`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// New deliveries written durably so far (0 for memory).
+    pub committed: u64,
+    /// Changes waiting for the next commit: what a crash now would lose.
+    pub uncommitted: u64,
+    /// Whether the store is reachable (always true for memory and disk).
+    pub connected: bool,
+    /// The latest store error, if any.
+    pub last_error: Option<String>,
+}
+
+/// A delivery read back from a durable outbox at start.
+pub struct Resumed {
+    pub webhook_id: String,
+    pub event: Event,
+    pub delivery_id: Uuid,
+    pub attempts: u32,
+    /// When its next attempt is due (now, if that time has passed).
+    pub due: Instant,
+    pub body: Bytes,
+}
+
 /// The queue interface the delivery engine uses. Per webhook: FIFO for new deliveries,
-/// retries ordered by due time; dead letters bounded, oldest evicted.
+/// retries ordered by due time; dead letters bounded, oldest evicted. A durable outbox
+/// records every change and writes them in batches ([`Outbox::commit`], group commit).
 pub trait Outbox: Send + Sync {
     /// Queues a new delivery, due now.
     fn push(&self, ticket: Ticket);
@@ -94,4 +128,18 @@ pub trait Outbox: Send + Sync {
     fn dead_letter_count(&self, index: usize) -> u64;
     /// Dead letters evicted because the store was full.
     fn dead_letters_evicted(&self) -> u64;
+    /// A delivery succeeded: forget it.
+    fn ack(&self, ticket: &Ticket);
+    /// Puts a resumed delivery back in its queue (it is already stored).
+    fn restore(&self, ticket: Ticket, due: Instant);
+    /// Whether deliveries survive the process: closing then leaves what is undelivered in
+    /// place for the next start instead of abandoning it.
+    fn durable(&self) -> bool;
+    /// Writes every change recorded so far in one transaction.
+    fn commit(&self) -> Result<(), String>;
+    /// Lets go of the store (after the last commit at close), so that a new engine can open
+    /// it at once.
+    fn release(&self);
+    /// What `stats.outbox` shows.
+    fn status(&self) -> OutboxStatus;
 }
