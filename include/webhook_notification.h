@@ -132,6 +132,16 @@ int32_t webhook_plugin_flush(WebhookPlugin *p, uint32_t timeout_ms, char **error
 int32_t webhook_plugin_stats(WebhookPlugin *p, char **stats_json, char **error);
 
 /**
+ * Sets `*text` to the plugin's metrics in the Prometheus text exposition format 0.0.4
+ * (free with `webhook_string_free`): events, deliveries by webhook id, event and outcome,
+ * retries, queue depth, circuit state, dead letters and the delivery-time histogram.
+ *
+ * # Safety
+ * `p` is a live handle; `text` is writable; `error` is NULL or writable.
+ */
+int32_t webhook_plugin_metrics(WebhookPlugin *p, char **text, char **error);
+
+/**
  * Stops accepting events (later invoke/notify return `WEBHOOK_CLOSED`) and delivers what is
  * pending for at most `timeout_ms`; what is left is abandoned, counted as dropped, and
  * `WEBHOOK_TIMEOUT` returned. The handle stays valid until `webhook_plugin_free`.

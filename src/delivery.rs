@@ -6,7 +6,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Client, Response, StatusCode};
 
+use uuid::Uuid;
+
 use crate::config::Webhook;
+use crate::events::Event;
 use crate::ledger::Ticket;
 
 /// `User-Agent` of every request.
@@ -41,9 +44,11 @@ pub(crate) enum Outcome {
     },
 }
 
-/// Sends `ticket` to `webhook` once.
-pub(crate) async fn attempt(client: &Client, webhook: &Webhook, ticket: &Ticket) -> Outcome {
-    let id = ticket.id.to_string();
+/// The headers of one attempt (all but `User-Agent`, which the client adds): content type,
+/// event, delivery id, the webhook's static and credential headers, and its signature over
+/// `body` at the current time.
+pub(crate) fn request_headers(webhook: &Webhook, event: Event, id: &Uuid, body: &[u8]) -> HeaderMap {
+    let id = id.to_string();
     let mut headers = webhook.headers.clone();
     let unix_now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -52,13 +57,19 @@ pub(crate) async fn attempt(client: &Client, webhook: &Webhook, ticket: &Ticket)
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(
         HeaderName::from_static("x-webhook-event"),
-        HeaderValue::from_static(ticket.event.name()),
+        HeaderValue::from_static(event.name()),
     );
     headers.insert(
         HeaderName::from_static("x-webhook-delivery"),
         HeaderValue::from_str(&id).expect("a UUID is a header value"),
     );
-    headers.extend(webhook.signer.headers(&id, unix_now, &ticket.body));
+    headers.extend(webhook.signer.headers(&id, unix_now, body));
+    headers
+}
+
+/// Sends `ticket` to `webhook` once.
+pub(crate) async fn attempt(client: &Client, webhook: &Webhook, ticket: &Ticket) -> Outcome {
+    let headers = request_headers(webhook, ticket.event, &ticket.id, &ticket.body);
     let request = client
         .post(webhook.url.clone())
         .timeout(webhook.timeout)

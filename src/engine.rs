@@ -21,6 +21,7 @@ use crate::delivery;
 use crate::error::{Error, Result};
 use crate::events::{Context, Event};
 use crate::ledger::{Ledger, Ticket};
+use crate::metrics::{exposition, Outcome, WebhookMetrics};
 use crate::outbox::{DeadLetter, DiskOutbox, MemoryOutbox, Outbox, Resumed, ORPHAN};
 use crate::runtime;
 use crate::stats::{Stats, WebhookLabels};
@@ -53,7 +54,7 @@ impl Job {
     }
 
     /// The template variables (all but `delivery_id`, which differs per delivery).
-    fn vars(self, plugin_name: &str) -> Map<String, Value> {
+    pub fn vars(self, plugin_name: &str) -> Map<String, Value> {
         let c = self.context;
         let mut vars = Map::new();
         vars.insert("event".into(), self.event.name().into());
@@ -112,6 +113,8 @@ pub(crate) struct Engine {
     /// The process generation the engine's tasks run in (see `runtime`).
     generation: u32,
     host_errors: AtomicU64,
+    /// Events raised, by event (for Prometheus).
+    events: [AtomicU64; Event::ALL.len()],
     /// Instances attached to a shared engine (see `registry`).
     pub attached: AtomicUsize,
 }
@@ -156,6 +159,7 @@ impl Engine {
             closed: AtomicBool::new(false),
             generation: runtime::generation(),
             host_errors: AtomicU64::new(0),
+            events: Default::default(),
             attached: AtomicUsize::new(0),
             config,
         });
@@ -230,6 +234,7 @@ impl Engine {
         if self.generation != runtime::generation() {
             return Err(Error::Forked);
         }
+        self.events[job.event as usize].fetch_add(1, Relaxed);
         let mut tickets = Vec::new();
         for (index, webhook) in self.config.webhooks.iter().enumerate() {
             if !webhook.wants(job.event) || exclude == Some(index) {
@@ -247,7 +252,9 @@ impl Engine {
                     durable,
                 ));
             } else {
-                let dropped = self.ledger.counters[index].dropped(1);
+                let counters = &self.ledger.counters[index];
+                counters.metrics.ended(job.event, Outcome::Dropped, None);
+                let dropped = counters.dropped(1);
                 if dropped.is_power_of_two() {
                     warn!(
                         "webhook {} queue full ({} deliveries): {dropped} dropped so far",
@@ -381,6 +388,10 @@ impl Engine {
         );
         // Kept before the ticket ends, so whoever waits for idle sees the letter.
         self.outbox.dead_letter(letter);
+        ticket
+            .counters()
+            .metrics
+            .ended(ticket.event, Outcome::DeadLettered, None);
         // A dead receiver must not flood the gateway's log: warn on the 1st, 2nd, 4th, 8th…
         // failure in a row, the rest at DEBUG.
         let streak = ticket.failed(status, error);
@@ -550,6 +561,31 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// The engine's metrics in the Prometheus text format 0.0.4.
+    pub fn metrics(&self) -> String {
+        let events: Vec<u64> = self.events.iter().map(|e| e.load(Relaxed)).collect();
+        let webhooks: Vec<WebhookMetrics<'_>> = self
+            .config
+            .webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let counters = &self.ledger.counters[i];
+                WebhookMetrics {
+                    id: &w.id,
+                    metrics: &counters.metrics,
+                    retries: counters.retries(),
+                    queued: counters.queued(),
+                    circuit_open: self.breakers[i].circuit() != crate::breaker::Circuit::Closed,
+                    dead_letters: self.outbox.dead_letter_count(i),
+                }
+            })
+            .collect();
+        exposition(&self.plugin_name, &events, &webhooks)
+    }
+}
+
 /// Routes admitted events until the engine stops.
 async fn intake_loop(engine: Arc<Engine>, mut queue: mpsc::UnboundedReceiver<Admitted>) {
     let mut halt = engine.halt.subscribe();
@@ -606,7 +642,7 @@ fn object(value: Value) -> Map<String, Value> {
 
 /// Renders `template` with the event's variables (and `delivery_id`, if it uses it) and
 /// checks that the result parses as JSON.
-fn render_json(
+pub(crate) fn render_json(
     template: &Template,
     vars: &Map<String, Value>,
     event: Event,

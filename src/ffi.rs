@@ -188,6 +188,26 @@ pub unsafe extern "C" fn webhook_plugin_stats(
     })
 }
 
+/// Sets `*text` to the plugin's metrics in the Prometheus text exposition format 0.0.4
+/// (free with `webhook_string_free`): events, deliveries by webhook id, event and outcome,
+/// retries, queue depth, circuit state, dead letters and the delivery-time histogram.
+///
+/// # Safety
+/// `p` is a live handle; `text` is writable; `error` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn webhook_plugin_metrics(
+    p: *mut WebhookPlugin,
+    text: *mut *mut c_char,
+    error: *mut *mut c_char,
+) -> i32 {
+    boundary(error, || {
+        let out = out_param(text, "text")?;
+        *out = ptr::null_mut();
+        *out = c_string(plugin(p)?.notifier.metrics());
+        Ok(())
+    })
+}
+
 /// Stops accepting events (later invoke/notify return `WEBHOOK_CLOSED`) and delivers what is
 /// pending for at most `timeout_ms`; what is left is abandoned, counted as dropped, and
 /// `WEBHOOK_TIMEOUT` returned. The handle stays valid until `webhook_plugin_free`.

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::events::Event;
+use crate::metrics::Outcome;
 use crate::stats::WebhookCounters;
 
 /// The engine's counters and its pending count, which `flush` and `close` wait on.
@@ -142,6 +143,9 @@ impl Ticket {
     pub fn delivered(mut self, status: u16) {
         let latency = self.first_attempt.map_or(Duration::ZERO, |t| t.elapsed());
         self.counters().delivered(status, latency);
+        self.counters()
+            .metrics
+            .ended(self.event, Outcome::Delivered, Some(latency));
         self.ended = true;
     }
 
@@ -149,6 +153,8 @@ impl Ticket {
     /// failed in a row (for paced warnings).
     pub fn failed(mut self, status: Option<u16>, error: String) -> u64 {
         self.ended = true;
+        let took = self.first_attempt.map(|t| t.elapsed());
+        self.counters().metrics.ended(self.event, Outcome::Failed, took);
         self.counters().failed(status, error)
     }
 }
@@ -157,6 +163,7 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.ended && !self.durable {
             self.counters().dropped(1);
+            self.counters().metrics.ended(self.event, Outcome::Dropped, None);
         }
         self.ledger.end_one(self.webhook);
     }

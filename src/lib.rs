@@ -19,6 +19,7 @@
 //! ```
 
 mod breaker;
+pub mod cli;
 pub mod config;
 mod delivery;
 mod dispatch;
@@ -28,8 +29,10 @@ pub mod events;
 pub mod ffi;
 mod ledger;
 pub mod logging;
+pub mod metrics;
 mod notifier;
 pub mod outbox;
+pub mod preview;
 #[cfg(feature = "python")]
 mod python;
 mod registry;

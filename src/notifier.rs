@@ -158,6 +158,12 @@ impl Notifier {
         self.engine.stats()
     }
 
+    /// The engine's metrics in the Prometheus text format 0.0.4 (labels `plugin`, `webhook`
+    /// (the id), `event`, `outcome`; never a URL).
+    pub fn metrics(&self) -> String {
+        self.engine.metrics()
+    }
+
     /// Counts a hook call whose host data could not be turned into an event (hosts that
     /// convert data themselves report it); returns the count so far, for paced logging.
     pub fn count_host_error(&self) -> u64 {

@@ -76,7 +76,7 @@ const DETACH_ABOVE: usize = 64 * 1024;
 /// The native notifier behind one `WebhookNotificationPlugin` instance: attached to the
 /// process-wide engine of its config, so instances the gateway replaces share queues,
 /// breakers and counters, and closing one only detaches it.
-#[pyclass(module = "cpex_webhook_notification._native", frozen)]
+#[pyclass(module = "cpex_webhook_notification._native", frozen, weakref)]
 struct NativeNotifier {
     notifier: Notifier,
 }
@@ -147,6 +147,11 @@ impl NativeNotifier {
         let _ = self.notifier.close(Duration::ZERO);
     }
 
+    /// The engine's metrics in the Prometheus text exposition format 0.0.4.
+    fn metrics_text(&self) -> String {
+        self.notifier.metrics()
+    }
+
     /// Counts a hook call whose data could not be sent at all; returns the count so far.
     fn count_host_error(&self) -> u64 {
         self.notifier.count_host_error()
@@ -204,6 +209,13 @@ fn drain_at_exit(py: Python<'_>) -> bool {
     drained
 }
 
+/// Runs the `webhook-notification` CLI (the Rust implementation the binary runs too) with
+/// `argv` (program name first), without the GIL; returns the exit status.
+#[pyfunction]
+fn cli_main(py: Python<'_>, argv: Vec<String>) -> i32 {
+    py.detach(|| crate::cli::run(argv))
+}
+
 /// Forwards `log` records to Python's `logging.getLogger("cpex_webhook_notification")`.
 struct PythonLogger;
 
@@ -251,6 +263,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<NativeNotifier>()?;
     m.add_function(wrap_pyfunction!(drain_at_exit, m)?)?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     let py = m.py();
     m.add("WebhookError", py.get_type::<WebhookError>())?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;

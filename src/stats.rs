@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::breaker::Circuit;
+use crate::metrics::DeliveryMetrics;
 use crate::outbox::OutboxStatus;
 
 /// Latencies kept for the percentiles: the most recent deliveries only.
@@ -29,6 +30,8 @@ pub struct WebhookCounters {
     /// Failures since the last success (reset by a delivery); paces failure logging.
     failing_streak: AtomicU64,
     last: Mutex<LastOutcome>,
+    /// Deliveries by event and outcome, and delivery times (for Prometheus).
+    pub metrics: DeliveryMetrics,
 }
 
 #[derive(Default)]
@@ -101,6 +104,11 @@ impl WebhookCounters {
             last.status = status;
         }
         last.error = Some(error);
+    }
+
+    /// Attempts retried so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Relaxed)
     }
 
     /// A snapshot, with what the engine knows of the webhook besides its counters.

@@ -141,6 +141,18 @@ func (p *Plugin) Stats() (Stats, error) {
 	return stats, err
 }
 
+// Metrics returns the plugin's metrics in the Prometheus text exposition format 0.0.4
+// (webhooks labelled by id, never by URL), e.g. to serve on a /metrics endpoint.
+func (p *Plugin) Metrics() (string, error) {
+	var out, cErr *C.char
+	if err := p.call(func(h *C.WebhookPlugin) C.int32_t {
+		return C.webhook_plugin_metrics(h, &out, &cErr)
+	}, &cErr); err != nil {
+		return "", err
+	}
+	return string(takeBytes(out)), nil
+}
+
 // Close delivers what is pending for at most the config's shutdown_timeout, then releases
 // the native handle. It returns an error matching ErrTimeout if deliveries had to be
 // abandoned (they are counted as dropped), else nil. It is idempotent (later calls return

@@ -375,3 +375,28 @@ func TestADeadWebhookNeverCostsAHealthyOneItsDeliveries(t *testing.T) {
 		t.Fatalf("Close with 20 stuck deliveries returned %v", err)
 	}
 }
+
+func TestMetricsCountDeliveriesByWebhookIdAndOutcome(t *testing.T) {
+	rx := newReceiver(t, 0)
+	p, err := New(fmt.Sprintf("webhooks: [{url: \"%s/SECRET-PATH\", id: ops, events: [tool_success]}]", rx.URL), "GoHost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for i := 0; i < 3; i++ {
+		if _, err := p.Invoke("tool_post_invoke", []byte(`{"name": "t"}`), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Flush(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	text, err := p.Metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `webhook_notification_deliveries_total{plugin="GoHost",webhook="ops",event="tool_success",outcome="delivered"} 3`
+	if !strings.Contains(text, want) || strings.Contains(text, "SECRET") {
+		t.Fatalf("metrics lack %q or leak the URL:\n%s", want, text)
+	}
+}

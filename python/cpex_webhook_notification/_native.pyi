@@ -2,7 +2,7 @@
 
 from typing import final
 
-__all__ = ["ClosedError", "ConfigError", "NativeNotifier", "ParseError", "WebhookError", "__version__", "drain_at_exit"]
+__all__ = ["ClosedError", "ConfigError", "NativeNotifier", "ParseError", "WebhookError", "__version__", "cli_main", "drain_at_exit"]
 
 __version__: str
 
@@ -17,6 +17,9 @@ class ParseError(WebhookError):
 
 class ClosedError(WebhookError):
     """The notifier was shut down and accepts no events."""
+
+def cli_main(argv: list[str]) -> int:
+    """Runs the webhook-notification CLI with argv (program name first); returns the exit status."""
 
 def drain_at_exit() -> bool:
     """Drains every shared engine within the longest shutdown_timeout (registered with atexit)."""
@@ -38,6 +41,7 @@ class NativeNotifier:
     def detach(self) -> None: ...
     def count_host_error(self) -> int: ...
     def stats_json(self) -> str: ...
+    def metrics_text(self) -> str: ...
     def dead_letters_json(self, webhook_id: str | None = None) -> str: ...
     def replay_dead_letters(self, webhook_id: str | None = None) -> int: ...
     @property

@@ -45,6 +45,7 @@ from cpex.framework import (
     ToolPreInvokeResult,
 )
 
+from cpex_webhook_notification import metrics
 from cpex_webhook_notification._native import ClosedError, NativeNotifier, ParseError, drain_at_exit
 
 logger = logging.getLogger("cpex_webhook_notification")
@@ -177,6 +178,7 @@ class WebhookNotificationPlugin(Plugin):
         super().__init__(config)
         self._config_json = _dumps(config.config or {})
         self._native = NativeNotifier(self._config_json, config.name)
+        metrics.watch(self._native)
         self._include_payload = self._native.include_payload_data
         self._max_payload = self._native.max_payload_size
         self._host_error_logged = -math.inf
@@ -208,6 +210,7 @@ class WebhookNotificationPlugin(Plugin):
                 raise
             # Created before fork() (gunicorn --preload): start an engine in this process.
             self._native = NativeNotifier(self._config_json, self.name)
+            metrics.watch(self._native)
             return self._native.invoke(hook, _json(doc), _json(ctx))
 
     def _host_error(self, hook: str) -> None:
@@ -279,6 +282,10 @@ class WebhookNotificationPlugin(Plugin):
         ``timeout`` (seconds; ``math.inf`` for none) passed first. NaN or negative raise
         ``ValueError``."""
         return await asyncio.to_thread(self._native.flush, timeout)
+
+    def metrics_text(self) -> str:
+        """This config's engine's metrics in the Prometheus text exposition format 0.0.4."""
+        return self._native.metrics_text()
 
     def stats(self) -> dict[str, Any]:
         """Delivery counters of this config's engine (they continue across instances):

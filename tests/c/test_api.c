@@ -276,12 +276,38 @@ static void test_invoke_latency_with_a_dead_receiver(void) {
     webhook_plugin_free(p);
 }
 
+static void test_metrics(void) {
+    rx_server *rx = rx_start(0);
+    char config[256];
+    snprintf(config, sizeof config,
+             "webhooks: [{url: 'http://127.0.0.1:%d/SECRET-PATH', id: ops, events: [violation]}]", rx_port(rx));
+    WebhookPlugin *p = plugin_for(config);
+    char *error = NULL;
+    int rc = webhook_plugin_notify(p, "violation", NULL, "{\"reason\": \"r\"}", NULL, &error);
+    CHECK(status_of(rc, error, NULL) == WEBHOOK_OK, "notify");
+    rc = webhook_plugin_flush(p, 10000, &error);
+    CHECK(status_of(rc, error, NULL) == WEBHOOK_OK, "flush");
+    char *text = NULL;
+    rc = webhook_plugin_metrics(p, &text, &error);
+    CHECK(status_of(rc, error, NULL) == WEBHOOK_OK && text, "metrics");
+    CHECK(text && strstr(text, "webhook_notification_deliveries_total{plugin=\"CTest\",webhook=\"ops\","
+                               "event=\"violation\",outcome=\"delivered\"} 1"),
+          "delivered sample in %s", text ? text : "(null)");
+    CHECK(text && !strstr(text, "SECRET"), "no URL in metrics");
+    webhook_string_free(text);
+    rc = webhook_plugin_metrics(p, NULL, &error);
+    CHECK(status_of(rc, error, "text") == WEBHOOK_INVALID_ARGUMENT, "NULL text");
+    webhook_plugin_free(p);
+    rx_stop(rx);
+}
+
 int main(void) {
     quick = getenv("WEBHOOK_TEST_QUICK") != NULL;
     test_versions();
     test_every_event_with_every_auth_type();
     test_every_status_code();
     test_eight_threads_at_once();
+    test_metrics();
     test_invoke_latency_with_a_dead_receiver();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

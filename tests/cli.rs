@@ -1,0 +1,246 @@
+//! The `webhook-notification` binary as operators run it: real processes, real receivers.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use webhook_notification::{Event, Notifier};
+
+use common::receiver::{Receiver, Reply};
+
+const BIN: &str = env!("CARGO_BIN_EXE_webhook-notification");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("LOG_LEVEL", "off")
+        .output()
+        .expect("the CLI runs")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn write(name: &str, content: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("webhook-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+#[test]
+fn check_reports_field_paths_and_exit_codes() {
+    let good = write(
+        "good.yaml",
+        "webhooks: [{url: 'https://h.example/x', events: [violation]}]\n",
+    );
+    let out = run(&["check", good.to_str().unwrap()]);
+    assert!(
+        out.status.success() && text(&out).contains("ok"),
+        "{}",
+        text(&out)
+    );
+    let bad = write(
+        "bad.yaml",
+        "webhooks: [{url: 'https://h.example/x', retry_attempts: 99}]\n",
+    );
+    let out = run(&["check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("webhooks[0].retry_attempts"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&["--json", "check", bad.to_str().unwrap()]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (doc["ok"].clone(), doc["errors"][0]["field"].clone()),
+        (json!(false), json!("webhooks[0].retry_attempts"))
+    );
+}
+
+#[test]
+fn check_of_a_gateway_config_warns_where_jinja_would_empty_a_template_variable() {
+    let gateway = |raw: bool| {
+        let (open, close) = if raw {
+            ("      {% raw %}\n", "      {% endraw %}\n")
+        } else {
+            ("", "")
+        };
+        format!(
+            "plugins:\n  - name: WebhookNotification\n    kind: cpex_webhook_notification.WebhookNotificationPlugin\n    config:\n{open}      webhooks: [{{url: 'https://h.example/x'}}]\n      payload_templates:\n        violation: '{{\"text\": \"{{{{user}}}} hit {{{{ violation.reason }}}}\"}}'\n{close}  - name: Other\n    kind: other.Plugin\n"
+        )
+    };
+    let protected = write("gateway-raw.yaml", &gateway(true));
+    let out = run(&["check", protected.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("warning"), "{}", text(&out));
+    let bare = write("gateway-bare.yaml", &gateway(false));
+    let out = run(&["check", bare.to_str().unwrap()]);
+    let report = text(&out);
+    assert!(
+        report.contains("(violation)")
+            && report.contains("`{{user}}`")
+            && report.contains("`{{violation.reason}}`"),
+        "{report}"
+    );
+}
+
+#[test]
+fn render_shows_masked_headers_and_the_body_a_real_delivery_sends() {
+    let rx = Receiver::ok();
+    let config = write(
+        "render.yaml",
+        &format!("webhooks: [{{url: '{}', id: ops, events: [rate_limit_exceeded], authentication: {{type: bearer, token: SECRET-TOKEN}}}}]\n", rx.url("/")),
+    );
+    let args = [
+        "--event",
+        "rate_limit_exceeded",
+        "--context",
+        r#"{"request_id": "r1", "user": {"email": "a@x.io"}}"#,
+        "--violation",
+        r#"{"code": "RATE_LIMIT", "reason": "too many"}"#,
+    ];
+    let out = run(&[&["--json", "render", config.to_str().unwrap()][..], &args[..]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("SECRET"), "{}", text(&out));
+    let rendered: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let headers = rendered[0]["headers"].as_array().unwrap();
+    assert!(headers.contains(&json!(["authorization", "***"])), "{headers:?}");
+    let out = run(&[&["send", config.to_str().unwrap()][..], &args[..]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let mut sent = rx.received()[0].json();
+    let mut shown = rendered[0]["body"].clone();
+    for body in [&mut sent, &mut shown] {
+        body.as_object_mut().unwrap().remove("timestamp");
+    }
+    assert_eq!(sent, shown);
+    assert_eq!(sent["user"], "a@x.io");
+}
+
+#[test]
+fn send_exits_1_when_a_webhook_fails() {
+    let rx = Receiver::start(|_| Reply::status(500));
+    let config = write(
+        "fail.yaml",
+        &format!(
+            "webhooks: [{{url: '{}', events: [tool_error], retry_attempts: 0}}]\n",
+            rx.url("/")
+        ),
+    );
+    let out = run(&["send", config.to_str().unwrap(), "--event", "tool_error"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("FAILED") && text(&out).contains("HTTP 500"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// `listen` prints each request and whether its signature verifies.
+fn listen_to(secret_args: &[&str], config: impl Fn(u16) -> String) -> String {
+    let mut child = Command::new(BIN)
+        .args([&["listen", "--port", "0", "--exit-after", "2"][..], secret_args].concat())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let port: u16 = first
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let n = Notifier::from_config_text(&config(port), None).unwrap();
+    n.notify(Event::Violation, &json!({}), Some(json!({"reason": "r"})), None)
+        .unwrap();
+    assert!(n.flush(Duration::from_secs(10)));
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(child.wait().unwrap().success());
+    rest.join("\n")
+}
+
+#[test]
+fn listen_verifies_hmac_and_standard_webhooks_signatures() {
+    let config = |port: u16| {
+        format!(
+            "webhooks:\n  - {{url: 'http://127.0.0.1:{port}/hmac', authentication: {{type: hmac, hmac_secret: s3cret, hmac_header: X-Hub-Signature-256}}}}\n  - {{url: 'http://127.0.0.1:{port}/std', authentication: {{type: standard_webhooks, secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]}}}}\n"
+        )
+    };
+    let right = [
+        "--hmac-secret",
+        "s3cret",
+        "--hmac-header",
+        "X-Hub-Signature-256",
+        "--standard-webhooks-secret",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ];
+    let out = listen_to(&right, config);
+    assert_eq!(out.matches(": verified").count(), 2, "{out}");
+    assert!(!out.contains("NOT verified"), "{out}");
+    let wrong = [
+        "--hmac-secret",
+        "other",
+        "--hmac-header",
+        "X-Hub-Signature-256",
+        "--standard-webhooks-secret",
+        "whsec_c2Vjb25k",
+    ];
+    let out = listen_to(&wrong, config);
+    assert_eq!(out.matches("NOT verified").count(), 2, "{out}");
+}
+
+#[test]
+fn dead_letters_of_a_disk_outbox_are_listed_and_replayed() {
+    let rx = Receiver::start(|n| Reply::status(if n == 0 { 410 } else { 200 }));
+    let dir = std::env::temp_dir().join(format!("webhook-cli-dead-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let text_config = format!(
+        "outbox: {{type: disk, path: '{}'}}\nwebhooks: [{{url: '{}', id: ops, events: [tool_error]}}]\n",
+        dir.display(),
+        rx.url("/")
+    );
+    let n = Notifier::from_config_text(&text_config, None).unwrap();
+    n.notify(Event::ToolError, &json!({"request_id": "lost"}), None, None)
+        .unwrap();
+    assert!(n.flush(Duration::from_secs(10)));
+    drop(n);
+    let config = write("dead.yaml", &text_config);
+    let out = run(&["dead-letters", config.to_str().unwrap()]);
+    assert!(
+        out.status.success() && text(&out).contains("ops tool_error") && text(&out).contains("HTTP 410"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&[
+        "dead-letters",
+        config.to_str().unwrap(),
+        "--webhook",
+        "ops",
+        "--replay",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let got = rx.received();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        got[1].header("x-webhook-delivery"),
+        got[0].header("x-webhook-delivery")
+    );
+    let memory = write("memory.yaml", "webhooks: [{url: 'https://h.example/x'}]\n");
+    let out = run(&["dead-letters", memory.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("in memory"), "{}", text(&out));
+}
