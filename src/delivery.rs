@@ -1,6 +1,8 @@
 //! One attempt of one delivery: the request, its headers and signature, and what the answer
 //! means for the retry policy. The engine decides what happens next.
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
@@ -8,9 +10,10 @@ use reqwest::{Client, Response, StatusCode};
 
 use uuid::Uuid;
 
-use crate::config::Webhook;
+use crate::config::{ProxySetting, Webhook};
 use crate::events::Event;
 use crate::ledger::Ticket;
+use crate::network::{Denied, GuardedResolver, NetworkPolicy, DENIED};
 
 /// `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("webhook-notification/", env!("CARGO_PKG_VERSION"));
@@ -18,16 +21,46 @@ pub const USER_AGENT: &str = concat!("webhook-notification/", env!("CARGO_PKG_VE
 /// Response body bytes read (then discarded) so the connection can be reused.
 const MAX_DRAIN: usize = 64 * 1024;
 
-/// The pooled keep-alive client of one engine. Redirects are not followed: a redirected
-/// POST would lose its body or be replayed to a host the operator never configured.
-pub(crate) fn client(max_idle_per_host: usize) -> Client {
-    Client::builder()
+/// A pooled keep-alive client: the engine's shared one (`webhook: None`), or one of its own
+/// for a webhook with TLS material or a proxy setting. Every client resolves names through
+/// the network policy's guard. Redirects are not followed: a redirected POST would lose its
+/// body or be replayed to a host the operator never configured.
+pub(crate) fn client(
+    max_idle_per_host: usize,
+    policy: &Arc<NetworkPolicy>,
+    webhook: Option<&Webhook>,
+) -> Client {
+    let mut builder = Client::builder()
         .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(max_idle_per_host)
         .tcp_nodelay(true)
+        .dns_resolver(Arc::new(GuardedResolver(Arc::clone(policy))));
+    if let Some(webhook) = webhook {
+        if let Some(tls) = &webhook.tls {
+            for ca in &tls.ca {
+                builder = builder.add_root_certificate(ca.clone());
+            }
+            if let Some(identity) = &tls.identity {
+                builder = builder.identity(identity.clone());
+            }
+        }
+        builder = match &webhook.proxy {
+            ProxySetting::Environment => builder,
+            ProxySetting::None => builder.no_proxy(),
+            ProxySetting::Url(url) => {
+                builder.proxy(reqwest::Proxy::all(url.clone()).expect("a checked proxy URL"))
+            }
+        };
+    }
+    builder
         .build()
-        .expect("the HTTP client builds")
+        .expect("the HTTP client builds (its TLS material was checked at load)")
+}
+
+/// Whether `webhook` needs a client of its own (TLS material or a proxy setting).
+pub(crate) fn needs_own_client(webhook: &Webhook) -> bool {
+    webhook.tls.is_some() || webhook.proxy != ProxySetting::Environment
 }
 
 /// What one attempt came to.
@@ -67,8 +100,25 @@ pub(crate) fn request_headers(webhook: &Webhook, event: Event, id: &Uuid, body: 
     headers
 }
 
-/// Sends `ticket` to `webhook` once.
-pub(crate) async fn attempt(client: &Client, webhook: &Webhook, ticket: &Ticket) -> Outcome {
+/// Sends `ticket` to `webhook` once; a destination the network policy denies fails at once.
+pub(crate) async fn attempt(
+    client: &Client,
+    webhook: &Webhook,
+    policy: &NetworkPolicy,
+    ticket: &Ticket,
+) -> Outcome {
+    let host = webhook.url.host_str().unwrap_or_default();
+    let literal = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok();
+    if literal.is_some_and(|ip| !policy.permits(ip)) {
+        return Outcome::Fail {
+            status: None,
+            error: DENIED.to_owned(),
+        };
+    }
     let headers = request_headers(webhook, ticket.event, &ticket.id, &ticket.body);
     let request = client
         .post(webhook.url.clone())
@@ -84,6 +134,16 @@ pub(crate) async fn attempt(client: &Client, webhook: &Webhook, ticket: &Ticket)
             drain(response).await;
             classify(status, after)
         }
+        Err(e) if denied(&e) => Outcome::Fail {
+            status: None,
+            error: DENIED.to_owned(),
+        },
+        // A certificate the other side refuses (or that we refuse) will not heal by retrying
+        // in a second: fail at once with the reason (the breaker and dead letters take over).
+        Err(e) if tls_rejected(&e) => Outcome::Fail {
+            status: None,
+            error: describe(&e, webhook.timeout),
+        },
         Err(e) => Outcome::Retry {
             status: None,
             error: describe(&e, webhook.timeout),
@@ -143,6 +203,32 @@ async fn drain(mut response: Response) {
             break;
         }
     }
+}
+
+/// Whether the guarded resolver refused every address of the destination.
+fn denied(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<Denied>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// Whether the TLS handshake failed over a certificate: ours not trusted by the receiver
+/// (a fatal alert from it), or its not trusted by us.
+fn tls_rejected(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if text.contains("invalid peer certificate") || text.contains("received fatal alert") {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// A secret-free description of a transport error: no URL, just the causes.

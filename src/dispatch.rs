@@ -112,7 +112,7 @@ async fn run_attempt(engine: &Arc<Engine>, mut ticket: Ticket, slot: OwnedSemaph
     let outcome = tokio::select! {
         biased;
         _ = halt.wait_for(|h| matches!(h, Halt::Abandon | Halt::Stopped)) => return,
-        outcome = delivery::attempt(&engine.client, webhook, &ticket) => outcome,
+        outcome = delivery::attempt(&engine.clients[ticket.webhook], webhook, &engine.config.network, &ticket) => outcome,
     };
     drop(slot);
     ticket.attempts += 1;

@@ -95,7 +95,8 @@ struct Admitted {
 pub(crate) struct Engine {
     pub config: Config,
     pub plugin_name: String,
-    pub client: Client,
+    /// One per webhook: the shared client, or the webhook's own (TLS material, proxy).
+    pub clients: Vec<Client>,
     pub ledger: Arc<Ledger>,
     pub outbox: Box<dyn Outbox>,
     pub breakers: Vec<Breaker>,
@@ -143,10 +144,19 @@ impl Engine {
             .map(|w| w.max_concurrency)
             .max()
             .unwrap_or(1);
+        let shared = delivery::client(max_idle, &config.network, None);
+        let clients = config
+            .webhooks
+            .iter()
+            .map(|w| match delivery::needs_own_client(w) {
+                true => delivery::client(w.max_concurrency, &config.network, Some(w)),
+                false => shared.clone(),
+            })
+            .collect();
         let (intake, queue) = mpsc::unbounded_channel();
         let engine = Arc::new(Engine {
             plugin_name: plugin_name.to_owned(),
-            client: delivery::client(max_idle),
+            clients,
             ledger: Arc::new(Ledger::new(webhooks)),
             outbox,
             breakers: config.webhooks.iter().map(|w| Breaker::new(w.breaker)).collect(),

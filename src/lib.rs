@@ -30,6 +30,7 @@ pub mod ffi;
 mod ledger;
 pub mod logging;
 pub mod metrics;
+pub mod network;
 mod notifier;
 pub mod outbox;
 pub mod preview;

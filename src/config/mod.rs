@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::events::Event;
+use crate::network::NetworkPolicy;
 use crate::signing::{decode_standard_secret, HmacAlgorithm, Secret, Signer};
 use crate::template::Template;
 use retry::RawDuration;
@@ -42,6 +43,29 @@ struct RawConfig {
     shutdown_timeout: f64,
     #[serde(default)]
     outbox: RawOutbox,
+    #[serde(default)]
+    network: RawNetwork,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    #[serde(default)]
+    deny_private: bool,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    require_https: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca_file: Option<String>,
+    client_cert_file: Option<String>,
+    client_key_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +92,8 @@ struct RawWebhook {
     circuit_breaker: RawBreaker,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    tls: Option<RawTls>,
+    proxy: Option<String>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +258,8 @@ pub struct Config {
     pub dead_letter_capacity: usize,
     /// Where deliveries wait.
     pub outbox: OutboxConfig,
+    /// Which destinations deliveries may reach.
+    pub network: std::sync::Arc<NetworkPolicy>,
     /// SHA-256 of the expanded document and template files: instances whose configs have
     /// the same identity (and the same plugin name) share one engine.
     pub identity: [u8; 32],
@@ -265,6 +293,27 @@ pub struct Webhook {
     pub max_rate: Option<f64>,
     /// The circuit breaker, if on.
     pub breaker: Option<BreakerSettings>,
+    /// A private CA and a client certificate, if configured.
+    pub tls: Option<TlsSettings>,
+    /// How requests reach the webhook.
+    pub proxy: ProxySetting,
+}
+
+/// A webhook's TLS material, read at load.
+#[derive(Clone)]
+pub struct TlsSettings {
+    /// Trusted in addition to the bundled roots (every certificate of `ca_file`).
+    pub ca: Vec<reqwest::Certificate>,
+    /// Presented for mTLS.
+    pub identity: Option<reqwest::Identity>,
+}
+
+/// `proxy`: the environment's (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`), none, or this URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProxySetting {
+    Environment,
+    None,
+    Url(Url),
 }
 
 /// When a webhook's circuit opens and how long it stays open.
@@ -334,11 +383,12 @@ impl Config {
             }
         };
         let default_capacity = in_range("queue_capacity", raw.queue_capacity, 1, 10_000_000)?;
+        let network = raw.network.build()?;
         let webhooks = raw
             .webhooks
             .into_iter()
             .enumerate()
-            .map(|(i, w)| w.build(&format!("webhooks[{i}]"), default_capacity))
+            .map(|(i, w)| w.build(&format!("webhooks[{i}]"), default_capacity, &network))
             .collect::<Result<Vec<_>>>()?;
         check_unique_ids(&webhooks)?;
         let mut templates = HashMap::new();
@@ -378,6 +428,7 @@ impl Config {
                 10_000_000,
             )? as usize,
             outbox,
+            network: std::sync::Arc::new(network),
             identity: identity.finalize().into(),
         })
     }
@@ -539,10 +590,124 @@ fn check_url(field: &str, text: &str) -> Result<Url> {
     Ok(url)
 }
 
+impl RawNetwork {
+    fn build(self) -> Result<NetworkPolicy> {
+        let cidrs = |name: &str, list: Vec<String>| {
+            list.iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    cidr(text).ok_or_else(|| {
+                        Error::config(
+                            format!("network.{name}[{i}]"),
+                            "is not a CIDR (e.g. 10.0.0.0/8, 127.0.0.1/32, fc00::/7)",
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok(NetworkPolicy {
+            deny_private: self.deny_private,
+            allow: cidrs("allow", self.allow)?,
+            deny: cidrs("deny", self.deny)?,
+            require_https: self.require_https,
+        })
+    }
+}
+
+/// A CIDR, or a single address (as /32 or /128).
+fn cidr(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+impl RawTls {
+    /// Reads the PEM files; a missing or invalid file names its field.
+    fn build(self, at: &str) -> Result<TlsSettings> {
+        let field = |name: &str| format!("{at}.{name}");
+        let read = |name: &str, path: &str| {
+            std::fs::read(path).map_err(|e| Error::config(field(name), format!("cannot read `{path}`: {e}")))
+        };
+        let ca = match &self.ca_file {
+            Some(path) => reqwest::Certificate::from_pem_bundle(&read("ca_file", path)?)
+                .ok()
+                .filter(|certificates| !certificates.is_empty())
+                .ok_or_else(|| {
+                    Error::config(field("ca_file"), format!("`{path}` holds no PEM certificate"))
+                })?,
+            None => Vec::new(),
+        };
+        let identity = match (&self.client_cert_file, &self.client_key_file) {
+            (Some(cert), Some(key)) => {
+                let pem = [
+                    read("client_cert_file", cert)?,
+                    b"\n".to_vec(),
+                    read("client_key_file", key)?,
+                ]
+                .concat();
+                let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
+                    Error::config(
+                        field("client_cert_file"),
+                        "with client_key_file is not a PEM certificate and private key",
+                    )
+                })?;
+                // rustls checks that the key fits the certificate when a client is built.
+                reqwest::Client::builder()
+                    .identity(identity.clone())
+                    .build()
+                    .map_err(|_| {
+                        Error::config(field("client_key_file"), "does not match client_cert_file")
+                    })?;
+                Some(identity)
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::config(
+                    field("client_key_file"),
+                    "is required with client_cert_file",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::config(
+                    field("client_cert_file"),
+                    "is required with client_key_file",
+                ))
+            }
+        };
+        Ok(TlsSettings { ca, identity })
+    }
+}
+
+/// `proxy`: `none`, or an http(s) proxy URL.
+fn proxy_of(field: &str, proxy: Option<String>) -> Result<ProxySetting> {
+    let Some(text) = proxy else {
+        return Ok(ProxySetting::Environment);
+    };
+    if text.trim() == "none" {
+        return Ok(ProxySetting::None);
+    }
+    let url =
+        Url::parse(text.trim()).map_err(|e| Error::config(field, format!("not a valid proxy URL ({e})")))?;
+    match url.scheme() {
+        "http" | "https" if url.host_str().is_some() => Ok(ProxySetting::Url(url)),
+        _ => Err(Error::config(
+            field,
+            "must be `none` or an http:// or https:// proxy URL",
+        )),
+    }
+}
+
 impl RawWebhook {
-    fn build(self, at: &str, default_capacity: u64) -> Result<Webhook> {
+    fn build(self, at: &str, default_capacity: u64, network: &NetworkPolicy) -> Result<Webhook> {
         let field = |name: &str| format!("{at}.{name}");
         let url = check_url(&field("url"), &self.url)?;
+        if network.require_https && url.scheme() != "https" {
+            return Err(Error::config(
+                field("url"),
+                "must be https:// (network.require_https)",
+            ));
+        }
         let id = match self.id {
             Some(id) if valid_id(&id) => id,
             Some(_) => return Err(Error::config(field("id"), "must be 1 to 64 of A-Z a-z 0-9 _ . -")),
@@ -608,6 +773,8 @@ impl RawWebhook {
             queue_capacity: in_range(&field("queue_capacity"), capacity, 1, 10_000_000)? as usize,
             max_rate,
             breaker,
+            tls: self.tls.map(|t| t.build(&field("tls"))).transpose()?,
+            proxy: proxy_of(&field("proxy"), self.proxy)?,
         })
     }
 }

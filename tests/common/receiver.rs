@@ -20,6 +20,8 @@ use hyper_util::rt::TokioIo;
 #[derive(Clone, Debug)]
 pub struct Received {
     pub path: String,
+    /// The request target as sent: absolute (`http://host/path`) when it came through a proxy.
+    pub uri: String,
     /// Header names are lowercase; repeated headers are joined with ", ".
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
@@ -166,6 +168,7 @@ async fn answer(
     log: Arc<Log>,
     plan: Arc<Plan>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let uri = req.uri().to_string();
     let path = req
         .uri()
         .path_and_query()
@@ -192,6 +195,7 @@ async fn answer(
         let mut requests = log.requests.lock().unwrap();
         requests.push(Received {
             path,
+            uri,
             headers,
             body,
             at: Instant::now(),
