@@ -179,21 +179,25 @@ fn value_position(previous: Option<char>, container: Option<&char>) -> bool {
     }
 }
 
-/// A path is `root(.segment)*` with a known root and segments of word characters.
+/// A path is `root(.segment)*` with a known root and segments of word characters. The path
+/// is quoted in the error only when it is made of such characters (a template may hold a
+/// static secret, which an error must not echo).
 fn check_path(path: &str) -> Result<(), String> {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let shown = match path.len() <= 64 && path.chars().all(|c| word(c) || c == '.') {
+        true => format!("`{path}`"),
+        false => "(not shown: not a dotted name)".to_owned(),
+    };
     let mut segments = path.split('.');
     let root = segments.next().unwrap_or_default();
     if !VARIABLES.contains(&root) {
         return Err(format!(
-            "unknown template variable `{path}` (known: {})",
+            "unknown template variable {shown} (known: {})",
             VARIABLES.join(", ")
         ));
     }
-    for segment in segments {
-        let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-        if segment.is_empty() || !segment.chars().all(word) {
-            return Err(format!("bad path `{path}`: segments are letters, digits or _"));
-        }
+    if segments.any(|segment| segment.is_empty() || !segment.chars().all(word)) {
+        return Err(format!("bad path {shown}: segments are letters, digits or _"));
     }
     Ok(())
 }

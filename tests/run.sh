@@ -98,3 +98,19 @@ if [[ -n "$GATEWAY_PYTHON" ]]; then
 else
     echo "no Python >= 3.12 found: skipping the gateway end-to-end test (mcp-contextforge-gateway needs it)"
 fi
+
+step "fuzz: config loading, templates and the C entry points, each for a bounded time"
+# cargo-fuzz needs a nightly toolchain; seeds are in fuzz/corpus/<target>, new inputs go to
+# a scratch corpus under target/. A crash fails the run and leaves its input in fuzz/artifacts/.
+FUZZ_SECONDS="${FUZZ_SECONDS:-45}"
+if cargo +nightly --version >/dev/null 2>&1; then
+    command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked -q
+    for target in config_load template c_api; do
+        scratch="$CARGO_TARGET_DIR/fuzz-corpus/$target"
+        mkdir -p "$scratch"
+        (cd fuzz && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz" LOG_LEVEL=off cargo +nightly fuzz run "$target" \
+            "$scratch" "corpus/$target" -- -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=4096 2>&1 | tail -4)
+    done
+else
+    echo "no nightly toolchain: skipping fuzzing (cargo-fuzz needs one)"
+fi

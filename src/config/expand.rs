@@ -26,7 +26,7 @@ pub(super) fn expand_env(value: &mut Y, path: &mut String) -> Result<()> {
                 if !path.is_empty() {
                     path.push('.');
                 }
-                path.push_str(key.as_str().unwrap_or("?"));
+                path.push_str(super::shown_key(key.as_str().unwrap_or("?")));
                 expand_env(item, path)?;
                 path.truncate(len);
             }
@@ -56,6 +56,12 @@ fn expand_string(s: &str, field: &str) -> Result<String> {
             .ok_or_else(|| Error::config(field, format!("`${{{kind}` without a closing `}}`")))?;
         let name = &reference[..end];
         let value = match kind {
+            "env" if !is_variable_name(name) => {
+                return Err(Error::config(
+                    field,
+                    "`${env.` must be followed by a variable name and `}`",
+                ))
+            }
             "env" => std::env::var(name)
                 .map_err(|_| Error::config(field, format!("environment variable `{name}` is not set")))?,
             _ => read_secret_file(name)
@@ -68,9 +74,38 @@ fn expand_string(s: &str, field: &str) -> Result<String> {
     Ok(out)
 }
 
+/// `[A-Za-z_][A-Za-z0-9_]*`: only such a name is quoted in an error.
+fn is_variable_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Largest file a config may read (a secret, a template, a certificate).
+const MAX_FILE: u64 = 1 << 20;
+
+/// A file a config names, read at load: a regular file (so `/dev/zero` or a FIFO cannot
+/// hang the load) of at most 1 MiB. The error says why, never what the file holds.
+pub(crate) fn read_config_file(path: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let file = std::fs::File::open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if metadata.len() > MAX_FILE {
+        return Err(Error::new(ErrorKind::InvalidInput, "larger than 1 MiB"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// A secret file's content without its one trailing newline.
 fn read_secret_file(path: &str) -> std::io::Result<String> {
-    let mut text = std::fs::read_to_string(path)?;
+    let bytes = read_config_file(path)?;
+    let mut text = String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))?;
     if text.ends_with('\n') {
         text.pop();
         if text.ends_with('\r') {

@@ -363,8 +363,7 @@ impl Config {
         let mut identity = Sha256::new();
         identity.update(serde_yaml::to_string(&doc).unwrap_or_default());
         let raw: RawConfig = serde_path_to_error::deserialize(doc).map_err(|e| {
-            let field = e.path().to_string();
-            let field = if field == "." { String::new() } else { field };
+            let field = shown_path(e.path());
             Error::config(field, without_values(&e.into_inner().to_string()))
         })?;
         let outbox = match (raw.outbox.kind, raw.outbox.path) {
@@ -405,7 +404,10 @@ impl Config {
                     "event also has an inline payload_templates entry",
                 ));
             }
-            let source = std::fs::read_to_string(&path)
+            let source = expand::read_config_file(&path)
+                .and_then(|bytes| {
+                    String::from_utf8(bytes).map_err(|_| std::io::ErrorKind::InvalidData.into())
+                })
                 .map_err(|e| Error::config(&field, format!("cannot read `{path}`: {e}")))?;
             identity.update(&source);
             templates.insert(event, compile(&field, &source)?);
@@ -471,6 +473,45 @@ fn parse_document(text: &str) -> Result<serde_yaml::Value> {
     })
 }
 
+/// Whether a map key is shown in errors: one that looks like a field, event or header name.
+/// Anything else (a URL or a token typed where a key goes) might be a secret.
+pub(crate) fn shown_key(key: &str) -> &str {
+    let name_like = (1..=64).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if name_like {
+        key
+    } else {
+        "?"
+    }
+}
+
+/// A deserializer's path as a field path, keys that might be secrets shown as `?`.
+fn shown_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(shown_key(key));
+            }
+            Segment::Enum { variant } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(shown_key(variant));
+            }
+            Segment::Unknown => out.push_str(".?"),
+        }
+    }
+    out
+}
+
 /// A deserializer message with any quoted config value taken out: serde writes
 /// ``invalid type: string "Bearer s3cret", expected …`` and ``unknown variant `x`, …``.
 /// What remains says what was found (its type) and what was expected.
@@ -489,7 +530,35 @@ fn without_values(message: &str) -> String {
         let expected = rest.rfind(", expected ").map_or("", |i| &rest[i + 2..]);
         return format!("unknown value, {expected}");
     }
-    message.to_owned()
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        // The name may itself hold a backtick: the message's own part follows the last "`, ".
+        let end = rest
+            .rfind("`, expected ")
+            .or_else(|| rest.rfind("`, there are no fields"));
+        let (name, expected) = match end {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest.trim_end_matches('`'), ""),
+        };
+        return match shown_key(name) {
+            "?" => format!("unknown field (its name is not shown){expected}"),
+            name => format!("unknown field `{name}`{expected}"),
+        };
+    }
+    if message.starts_with("duplicate ") {
+        return "duplicate key".into();
+    }
+    without_duplicate_keys(message)
+}
+
+/// serde_yaml's `duplicate entry with key "<key>" at line …` without the key.
+fn without_duplicate_keys(message: &str) -> String {
+    const MARK: &str = "duplicate entry with key ";
+    let Some(start) = message.find(MARK) else {
+        return message.to_owned();
+    };
+    let rest = &message[start + MARK.len()..];
+    let end = rest.find(" at line ").unwrap_or(rest.len());
+    format!("{}duplicate key{}", &message[..start], &rest[end..])
 }
 
 /// Compiles a template and proves at load time that it renders JSON. Every `{{ }}` renders
@@ -627,7 +696,8 @@ impl RawTls {
     fn build(self, at: &str) -> Result<TlsSettings> {
         let field = |name: &str| format!("{at}.{name}");
         let read = |name: &str, path: &str| {
-            std::fs::read(path).map_err(|e| Error::config(field(name), format!("cannot read `{path}`: {e}")))
+            expand::read_config_file(path)
+                .map_err(|e| Error::config(field(name), format!("cannot read `{path}`: {e}")))
         };
         let ca = match &self.ca_file {
             Some(path) => reqwest::Certificate::from_pem_bundle(&read("ca_file", path)?)
@@ -973,6 +1043,8 @@ mod tests {
             ("queue_capacity: 0", "queue_capacity", "out of range"),
             ("webhooks: [{url: 'https://a/${env.WEBHOOK_TEST_SURELY_UNSET}'}]", "webhooks[0].url", "WEBHOOK_TEST_SURELY_UNSET"),
             ("payload_template_files: {violation: /nonexistent/t.json}", "payload_template_files.violation", "cannot read"),
+            ("payload_template_files: {violation: /dev/zero}", "payload_template_files.violation", "not a regular file"),
+            ("webhooks: [{url: 'https://a/', authentication: {type: bearer, token: '${file:/dev/zero}'}}]", "webhooks[0].authentication.token", "not a regular file"),
         ];
         let wrong: Vec<String> = cases
             .iter()
@@ -1022,6 +1094,36 @@ mod tests {
         assert!(
             message.contains("found string") && message.contains("expected struct"),
             "{message}"
+        );
+    }
+
+    /// Found by fuzzing: a URL typed where a key goes was echoed as an unknown field and in
+    /// the field path. Keys that do not look like names are not shown.
+    #[test]
+    fn keys_that_might_be_secrets_are_not_shown() {
+        let text = r#"{"webhooks": [{"us://h.example/FUZZ/SECRET", "authentication": {"type": "bearer", "tokenr", "token": 12345}}],ue q"ue_capacity": 5}"#;
+        let e = Config::load(text).unwrap_err().to_string();
+        assert!(!e.contains("SECRET"), "{e}");
+        let (field, message) = err("webhooks: [{url: 'https://a/', 'https://hooks.example/T0/SECRET': 1}]");
+        assert!(
+            !field.contains("SECRET") && !message.contains("SECRET"),
+            "{field}: {message}"
+        );
+        assert_eq!(field, "webhooks[0].?");
+        // Also found by fuzzing: an `${env.` reference, a duplicate key and a template path
+        // whose text was a secret.
+        for text in [
+            "webhooks: [{url: '${env.X: FUZZ/SECRET}'}]",
+            "{webhooks: [{authentication: 1, 'authentication': 2, \"x/FUZZ/SECRET\": 3, \"x/FUZZ/SECRET\": 4}]}",
+            "payload_templates: {violation: '{\"a\": {{violation.x/FUZZ/SECRET}}}'}",
+        ] {
+            let e = Config::load(text).unwrap_err().to_string();
+            assert!(!e.contains("SECRET"), "{text}: {e}");
+        }
+        let (field, message) = err("webhooks: [{url: 'https://a/', bogus_field: 1}]");
+        assert_eq!(
+            (field.as_str(), message.contains("unknown field `bogus_field`")),
+            ("webhooks[0].bogus_field", true)
         );
     }
 
