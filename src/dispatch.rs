@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::debug;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::sleep_until;
 
 use crate::breaker::{Permit, Transition};
@@ -44,38 +44,23 @@ pub(crate) async fn run(engine: Arc<Engine>, index: usize) {
         let ticket = match engine.outbox.next_due(index, Instant::now()) {
             Next::Ready(ticket) => ticket,
             Next::At(due) => {
-                tokio::select! {
-                    _ = halt.changed() => {}
-                    _ = sleep_until(due.into()) => {}
-                    _ = waker.notified() => {}
-                }
+                pause(&mut halt, waker, Some(due)).await;
                 continue;
             }
             Next::Empty => {
-                tokio::select! {
-                    _ = halt.changed() => {}
-                    _ = waker.notified() => {}
-                }
+                pause(&mut halt, waker, None).await;
                 continue;
             }
         };
         let probe = match engine.breakers[index].permit(Instant::now()) {
             Permit::Go { probe } => probe,
-            Permit::Until(until) => {
+            wait => {
                 engine.outbox.push_front(ticket);
-                tokio::select! {
-                    _ = halt.changed() => {}
-                    _ = sleep_until(until.into()) => {}
-                    _ = waker.notified() => {}
-                }
-                continue;
-            }
-            Permit::AwaitProbe => {
-                engine.outbox.push_front(ticket);
-                tokio::select! {
-                    _ = halt.changed() => {}
-                    _ = waker.notified() => {}
-                }
+                let until = match wait {
+                    Permit::Until(until) => Some(until),
+                    _ => None,
+                };
+                pause(&mut halt, waker, until).await;
                 continue;
             }
         };
@@ -92,6 +77,22 @@ pub(crate) async fn run(engine: Arc<Engine>, index: usize) {
             next_send = next_send.max(Instant::now()) + interval;
         }
         tokio::spawn(attempt(Arc::clone(&engine), ticket, slot, probe));
+    }
+}
+
+/// Waits until something may have changed for a dispatcher: the engine's halt state, a
+/// wake-up (a delivery queued, a retry scheduled, a breaker change), or `until`.
+async fn pause(halt: &mut watch::Receiver<Halt>, waker: &Notify, until: Option<Instant>) {
+    let deadline = async {
+        match until {
+            Some(until) => sleep_until(until.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = halt.changed() => {}
+        _ = deadline => {}
+        _ = waker.notified() => {}
     }
 }
 

@@ -161,6 +161,25 @@ impl Context {
     }
 }
 
+/// What a host's `notify` call describes: its context, with `violation` (when given and not
+/// null) replacing any the context carries, and `metadata`, which must be an object.
+pub fn notification(
+    context: &Value,
+    violation: Option<Value>,
+    metadata: Option<Value>,
+) -> Result<(Context, Map<String, Value>)> {
+    let mut context = Context::from_json(context)?;
+    if let Some(v) = violation.and_then(violation_of) {
+        context.violation = Some(v);
+    }
+    let metadata = match metadata {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(Error::Parse("metadata must be a JSON object".into())),
+    };
+    Ok((context, metadata))
+}
+
 /// The one rule for what counts as a violation, wherever a host puts it: any non-null value
 /// (`{}` included). An object is taken as is; anything else becomes `{"reason": text}`,
 /// where text is a string's contents or another value's compact JSON.

@@ -181,10 +181,9 @@ pub unsafe extern "C" fn webhook_plugin_stats(
     error: *mut *mut c_char,
 ) -> i32 {
     boundary(error, || {
-        let out = out_param(stats_json, "stats_json")?;
-        *out = ptr::null_mut();
-        *out = c_string(plugin(p)?.notifier.stats().to_json());
-        Ok(())
+        set_string(stats_json, "stats_json", || {
+            Ok(plugin(p)?.notifier.stats().to_json())
+        })
     })
 }
 
@@ -201,10 +200,7 @@ pub unsafe extern "C" fn webhook_plugin_metrics(
     error: *mut *mut c_char,
 ) -> i32 {
     boundary(error, || {
-        let out = out_param(text, "text")?;
-        *out = ptr::null_mut();
-        *out = c_string(plugin(p)?.notifier.metrics());
-        Ok(())
+        set_string(text, "text", || Ok(plugin(p)?.notifier.metrics()))
     })
 }
 
@@ -263,6 +259,19 @@ pub unsafe extern "C" fn webhook_string_free(s: *mut c_char) {
     if !s.is_null() {
         drop(CString::from_raw(s));
     }
+}
+
+/// Sets the string out-parameter `out` (named `name` in errors) to what `make` returns, or
+/// to NULL when it fails.
+unsafe fn set_string(
+    out: *mut *mut c_char,
+    name: &str,
+    make: impl FnOnce() -> Result<String, Error>,
+) -> Result<(), Error> {
+    let out = out_param(out, name)?;
+    *out = ptr::null_mut();
+    *out = c_string(make()?);
+    Ok(())
 }
 
 /// The status code of an error.

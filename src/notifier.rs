@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config::Config;
 use crate::engine::{Engine, Job};
 use crate::error::{Error, Result};
-use crate::events::{classify, violation_of, Context, Event, Hook};
+use crate::events::{classify, notification, Context, Event, Hook};
 use crate::outbox::DeadLetter;
 use crate::registry;
 use crate::stats::Stats;
@@ -104,15 +104,7 @@ impl Notifier {
         metadata: Option<Value>,
     ) -> Result<bool> {
         self.ensure_attached()?;
-        let mut context = Context::from_json(context)?;
-        if let Some(v) = violation.and_then(violation_of) {
-            context.violation = Some(v);
-        }
-        let metadata = match metadata {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => m,
-            Some(_) => return Err(Error::Parse("metadata must be a JSON object".into())),
-        };
+        let (context, metadata) = notification(context, violation, metadata)?;
         self.engine.admit(Job::new(event, context, metadata, None), None)
     }
 

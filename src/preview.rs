@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::delivery::{request_headers, USER_AGENT};
 use crate::engine::{render_json, Job};
 use crate::error::{Error, Result};
-use crate::events::{violation_of, Context, Event};
+use crate::events::{notification, Event};
 
 /// One webhook's request, as it would be sent.
 #[derive(Debug, Serialize)]
@@ -34,15 +34,7 @@ pub fn preview(
     violation: Option<Value>,
     metadata: Option<Value>,
 ) -> Result<Vec<Preview>> {
-    let mut context = Context::from_json(context)?;
-    if let Some(v) = violation.and_then(violation_of) {
-        context.violation = Some(v);
-    }
-    let metadata = match metadata {
-        None | Some(Value::Null) => Default::default(),
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(Error::Parse("metadata must be a JSON object".into())),
-    };
+    let (context, metadata) = notification(context, violation, metadata)?;
     let vars = Job::new(event, context, metadata, None).vars(plugin_name);
     let template = config.template(event);
     let mut previews = Vec::new();

@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use webhook_notification::{Circuit, Error, Hook, Notifier};
 
-use common::receiver::{dead_port, BlackHole, Receiver, Reply};
+use common::receiver::{dead_port, healable, BlackHole, Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -74,15 +73,7 @@ fn a_black_hole_webhook_never_costs_a_healthy_one_a_notification() {
 
 #[test]
 fn the_breaker_opens_pauses_probes_and_recovers_with_events_to_other_webhooks() {
-    let healed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let is_healed = Arc::clone(&healed);
-    let flaky = Receiver::start(move |_| {
-        Reply::status(if is_healed.load(std::sync::atomic::Ordering::SeqCst) {
-            200
-        } else {
-            503
-        })
-    });
+    let (flaky, healed) = healable(503);
     let pager = Receiver::ok();
     let n = notifier(&format!(
         "webhooks:\n  - {{url: '{}', id: flaky, events: [tool_success], retry_attempts: 0, max_concurrency: 1, circuit_breaker: {{failures: 5, cooldown: 1}}}}\n  - {{url: '{}', id: pager, events: [webhook_failing, webhook_recovered]}}\n",
@@ -221,15 +212,7 @@ fn retry_after_is_honoured_as_given_over_the_schedule() {
 
 #[test]
 fn dead_letters_replay_with_their_delivery_ids() {
-    let healed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let is_healed = Arc::clone(&healed);
-    let rx = Receiver::start(move |_| {
-        Reply::status(if is_healed.load(std::sync::atomic::Ordering::SeqCst) {
-            200
-        } else {
-            404
-        })
-    });
+    let (rx, healed) = healable(404);
     let n = notifier(&format!(
         "outbox: {{dead_letter_capacity: 3}}\nwebhooks: [{{url: '{}', id: w, events: [tool_success], circuit_breaker: false}}]",
         rx.url("/")

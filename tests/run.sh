@@ -78,14 +78,7 @@ python3 -m venv "$VENV"
 
 step "gateway: the real ContextForge gateway end to end, across its 30 s plugin rebuild"
 # mcp-contextforge-gateway 1.1.0 needs Python >= 3.12; our abi3 wheel installs there unchanged.
-GATEWAY_PYTHON=""
-for candidate in python3.13 python3.12 "$HOME"/.pyenv/versions/3.1[2-9]*/bin/python3; do
-    if command -v "$candidate" >/dev/null 2>&1 \
-        && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
-        GATEWAY_PYTHON=$(command -v "$candidate")
-        break
-    fi
-done
+source tests/gateway_python.sh
 if [[ -n "$GATEWAY_PYTHON" ]]; then
     GATEWAY_VENV="$CARGO_TARGET_DIR/gateway-venv"
     GATEWAY_WORK="$CARGO_TARGET_DIR/gateway-e2e"

@@ -3,14 +3,16 @@
 how many of the events reached that webhook. Run it with the gateway venv's Python after
 installing the wheel to measure (tests/run.sh builds both):
 
-    target/gateway-venv/bin/python tests/bench/gateway_rebuild.py WORK_DIR
+    target/gateway-venv/bin/python tests/bench/gateway_rebuild.py WORK_DIR LABEL
 
 It prints the latency of every call, the call that coincided with the rebuild (the slowest)
-and the median, and the events delivered to the slow webhook within 60 s of the last call.
+and the median, and the events delivered to the slow webhook within 60 s of the last call,
+then one JSON line (`"bench": "gateway-rebuild"`, `"impl": LABEL`) for the report.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import time
@@ -20,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gateway"))
 import e2e  # noqa: E402  (the end-to-end test's gateway, receiver and backend)
 
 
-def main(work: Path) -> None:
+def main(work: Path, label: str) -> None:
     recorder = e2e.Recorder()
     hooks, rest = e2e.receiver(recorder), e2e.backend()
     gateway = e2e.Gateway(work, f"http://127.0.0.1:{hooks.server_address[1]}")
@@ -38,6 +40,9 @@ def main(work: Path) -> None:
             time.sleep(0.5)
         got = len({h["x-webhook-delivery"] for h, _ in recorder.requests.get("/slow", [])})
         print(f"slow webhook: {got} of {len(latencies)} events delivered")
+        print(json.dumps({"bench": "gateway-rebuild", "impl": label, "rebuilds": rebuilt,
+                          "median_ms": statistics.median(latencies) * 1000, "slowest_ms": max(latencies) * 1000,
+                          "events": len(latencies), "delivered": got}))
     finally:
         gateway.stop()
         hooks.shutdown()
@@ -45,4 +50,4 @@ def main(work: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]).resolve())
+    main(Path(sys.argv[1]).resolve(), sys.argv[2])

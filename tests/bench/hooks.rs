@@ -10,6 +10,9 @@
 //!   CAPACITY events, and RSS after they drain (one process per run, so runs do not share a heap).
 //! - `serve`: starts the same receivers, prints their URLs as JSON, serves until stdin closes
 //!   (so the Python benchmark measures against receivers in another process).
+//!
+//! With `BENCH_OUTBOX_DIR` set, every notifier uses a disk outbox in a fresh directory under
+//! it (`hooks` and `throughput` then measure the disk outbox).
 
 #[path = "../common/receiver.rs"]
 mod receiver;
@@ -43,12 +46,28 @@ fn receivers() -> (Vec<Receiver>, Vec<(&'static str, String)>) {
     (vec![fast, slow, failing], urls)
 }
 
+/// `"outbox": {…},` for a disk outbox in a fresh directory when `BENCH_OUTBOX_DIR` is set.
+fn outbox() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    match std::env::var("BENCH_OUTBOX_DIR") {
+        Ok(dir) => {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            format!(
+                r#""outbox": {{"type": "disk", "path": "{dir}/{}-{n}"}},"#,
+                std::process::id()
+            )
+        }
+        Err(_) => String::new(),
+    }
+}
+
 /// The config every implementation is measured with (retries kept short so the pure-Python
 /// peer, which awaits them inside the hook, finishes in reasonable time).
 fn config(url: &str) -> String {
     format!(
-        r#"{{"queue_capacity": 100000, "webhooks": [{{"url": "{url}", "events": ["tool_success", "tool_error"],
-            "retry_attempts": 2, "retry_delay": 100, "timeout": 5, "max_concurrency": 64}}]}}"#
+        r#"{{{} "queue_capacity": 100000, "webhooks": [{{"url": "{url}", "events": ["tool_success", "tool_error"],
+            "retry_attempts": 2, "retry_delay": 100, "timeout": 5, "max_concurrency": 64}}]}}"#,
+        outbox()
     )
 }
 
@@ -119,7 +138,8 @@ fn hooks() {
 
 fn throughput(url: &str, n: usize) {
     let text = format!(
-        r#"{{"queue_capacity": {n}, "webhooks": [{{"url": "{url}", "events": ["tool_success"], "max_concurrency": 64}}]}}"#
+        r#"{{{} "queue_capacity": {n}, "webhooks": [{{"url": "{url}", "events": ["tool_success"], "max_concurrency": 64}}]}}"#,
+        outbox()
     );
     let notifier = Notifier::from_config_text(&text, None).unwrap();
     let payload: Value = serde_json::from_str(PAYLOAD).unwrap();
@@ -190,7 +210,7 @@ fn memory(n: usize, capacity: usize) {
     let baseline = rss_kib("VmRSS:");
     {
         let text = format!(
-            r#"{{"queue_capacity": {capacity}, "webhooks": [{{"url": "{url}", "events": ["tool_success"], "retry_attempts": 3, "retry_delay": 100}}]}}"#
+            r#"{{"queue_capacity": {capacity}, "webhooks": [{{"url": "{url}", "events": ["tool_success"], "retry_attempts": 3, "retry_delay": 100, "circuit_breaker": false}}]}}"#
         );
         let notifier = Notifier::from_config_text(&text, None).unwrap();
         let payload: Value = serde_json::from_str(PAYLOAD).unwrap();

@@ -15,7 +15,11 @@ from datetime import datetime, timezone
 RECEIVERS = [("200", "answers 200"), ("sleep200", "sleeps 200 ms"), ("500", "answers 500"), ("dead", "dead port")]
 HOOK_ROWS = [
     ("rust", "Rust API (`Notifier::invoke`)"),
+    ("rust-disk", "Rust API, disk outbox"),
+    ("rust-v1", "Rust API, v1 (previous release, same run)"),
     ("c", "C API (`webhook_plugin_invoke`, JSON text in/out)"),
+    ("c-disk", "C API, disk outbox"),
+    ("c-v1", "C API, v1 (previous release, same run)"),
     ("empty-plugin", "empty cpex plugin (floor of any plugin)"),
     ("python-plugin", "our plugin via cpex `PluginManager`"),
     ("python-peer", "pure-Python peer via cpex `PluginManager`"),
@@ -36,6 +40,8 @@ def main() -> None:
             runs.setdefault(r["impl"], []).append(r["per_second"])
     rate = {impl: statistics.median(values) for impl, values in runs.items()}
     memory = [r for r in rows if r["bench"] == "memory"]
+    crash = next((r for r in rows if r["bench"] == "crash-loss"), None)
+    gateway = {r["impl"]: r for r in rows if r["bench"] == "gateway-rebuild"}
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 
     out = [
@@ -68,6 +74,9 @@ def main() -> None:
     peer_over_ours = [med("python-peer", r) / med("python-plugin", r) for r, _ in RECEIVERS]
     added = statistics.median(med("python-plugin", r) - med("empty-plugin", r) for r, _ in RECEIVERS)
     spread = {impl: max(med(impl, r) for r, _ in RECEIVERS) / min(med(impl, r) for r, _ in RECEIVERS) for impl in ("rust", "c")}
+    ratio = lambda a, b: [med(a, r) / med(b, r) for r, _ in RECEIVERS if (a, r) in hook and (b, r) in hook]  # noqa: E731
+    disk_over_memory, v2_over_v1 = ratio("rust-disk", "rust"), ratio("rust", "rust-v1")
+    c_disk, c_v1 = ratio("c-disk", "c"), ratio("c", "c-v1")
     out += [
         "",
         f"- Our plugin costs **{min(ours_over_empty):.2f}–{max(ours_over_empty):.2f}×** an empty cpex plugin "
@@ -78,6 +87,12 @@ def main() -> None:
         f"- Rust median {fmt_us(min(med('rust', r) for r, _ in RECEIVERS))}–{fmt_us(max(med('rust', r) for r, _ in RECEIVERS))}, "
         f"C median {fmt_us(min(med('c', r) for r, _ in RECEIVERS))}–{fmt_us(max(med('c', r) for r, _ in RECEIVERS))}; "
         f"the slowest receiver state changes the median by at most {max(spread.values()):.2f}× (receiver state does not reach the hook).",
+        *([f"- The disk outbox costs **{min(disk_over_memory):.2f}–{max(disk_over_memory):.2f}×** the memory outbox's median "
+           f"through the Rust API and {min(c_disk):.2f}–{max(c_disk):.2f}× through the C API (target ≤ 1.2×): admission stays "
+           "in memory, commits run on the delivery runtime."] if disk_over_memory and c_disk else []),
+        *([f"- This release against v1 in the same run: **{min(v2_over_v1):.2f}–{max(v2_over_v1):.2f}×** through the Rust API, "
+           f"{min(c_v1):.2f}–{max(c_v1):.2f}× through the C API (per-webhook admission, breaker, rate limit and the "
+           "event counters are on the hook path now)."] if v2_over_v1 and c_v1 else []),
         "",
         "## Throughput: deliveries per second to nginx on 127.0.0.1",
         "",
@@ -94,6 +109,7 @@ def main() -> None:
         "bare-reqwest": "reqwest alone (our HTTP stack: no queue, templates or stats)",
         "rust": "our library, 1 delivery thread (default)",
         "rust-2threads": "our library, `WEBHOOK_WORKER_THREADS=2`",
+        "rust-disk": "our library, disk outbox (group-committed redb, 1 delivery thread)",
         "python-plugin": "our plugin via cpex `PluginManager` (one client loop)",
         "python-peer": "pure-Python peer via cpex `PluginManager` (64 concurrent requests)",
     }
@@ -119,21 +135,58 @@ def main() -> None:
         "",
         "## Memory: 100,000 events flooding a dead receiver",
         "",
-        "`retry_attempts: 3`, `retry_delay: 100`; RSS of the whole process (one process per row).",
+        "`retry_attempts: 3`, `retry_delay: 100` (breaker off, so the queue drains); RSS of the whole process "
+        "(one process per row). v1 is the previous release, built and measured in this run.",
         "",
-        "| queue_capacity | dropped at once | RSS before | RSS after the flood | peak RSS | RSS after draining |",
-        "|---|---|---|---|---|---|",
+        "| version | queue_capacity | dropped at once | RSS before | RSS after the flood | per queued event | peak RSS | RSS after draining |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in memory:
         mib = lambda k: f"{m[k] / 1024:.0f} MiB"  # noqa: E731
-        out.append(f"| {m['queue_capacity']:,} | {m['dropped']:,} | {mib('baseline_kib')} | {mib('flooded_kib')} | "
-                   f"{mib('peak_kib')} | {mib('drained_kib')} |")
+        queued = max(m["events"] - m["dropped"], 1)
+        each = (m["flooded_kib"] - m["baseline_kib"]) * 1024 / queued
+        version = "v1" if m["impl"].endswith("v1") else "this"
+        out.append(f"| {version} | {m['queue_capacity']:,} | {m['dropped']:,} | {mib('baseline_kib')} | {mib('flooded_kib')} | "
+                   f"{each:,.0f} B | {mib('peak_kib')} | {mib('drained_kib')} |")
     out += [
         "",
         "Peak RSS grows with `queue_capacity`, not with the flood: what does not fit is dropped and counted. "
-        "After draining, glibc keeps the freed heap mapped, so RSS does not fall back to the baseline.",
+        "After draining, glibc keeps the freed heap mapped, so RSS does not fall back to the baseline. "
+        "\"Per queued event\" counts everything the flood left in memory (the rendered body included, and "
+        "the hook-side backlog not yet routed); `tests/memory.rs` measures what stays once routed.",
         "",
     ]
+    if crash:
+        losses = sorted(crash["losses"])
+        out += [
+            "## Disk outbox: the loss window",
+            "",
+            "`tests/outbox_disk.rs`: a host process submits ~10,000 events/s to a disk outbox and is killed "
+            "with SIGKILL once 3,000 are admitted; a new process opens the same directory and delivers what it "
+            "finds. Events admitted before the kill but never delivered, per kill:",
+            "",
+            f"- {losses} — median **{statistics.median(losses):.0f}** events, i.e. about "
+            f"{statistics.median(losses) / 10:.0f} ms of intake (commits every 5 ms, plus the fsync of the batch "
+            "being written). Nothing committed was lost.",
+            "",
+        ]
+    if gateway:
+        out += [
+            "## The real gateway's 30 s plugin rebuild (mcp-contextforge-gateway 1.1.0)",
+            "",
+            "`tests/bench/gateway_rebuild.py`: tool calls through `/rpc` every 1.5 s for 36 s, across the "
+            "gateway's plugin-manager rebuild; one webhook answers after 2 s (`max_concurrency: 1`). "
+            "v1's wheel, then this one, against the same gateway install.",
+            "",
+            "| wheel | plugin rebuilds | median call | slowest call (the rebuild) | events reaching the slow webhook |",
+            "|---|---|---|---|---|",
+        ]
+        for label in ("v1", "v2"):
+            if label in gateway:
+                g = gateway[label]
+                out.append(f"| {'v1 (previous release)' if label == 'v1' else 'this release'} | {g['rebuilds']} | "
+                           f"{g['median_ms']:.0f} ms | {g['slowest_ms']:,.0f} ms | {g['delivered']} of {g['events']} |")
+        out.append("")
     print("\n".join(out))
 
 

@@ -10,6 +10,7 @@ OUT="$CARGO_TARGET_DIR/bench"
 rm -rf "$OUT" && mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 export LOG_LEVEL=off   # failing deliveries are the point of some runs; keep them quiet
+V1=eca0331             # the previous release, measured side by side where this one changed
 
 missing=()
 for pkg in nginx wrk; do command -v "$pkg" >/dev/null || missing+=("$pkg"); done
@@ -72,6 +73,49 @@ exec 9>"$OUT/serve.in"
 while [ ! -s "$OUT/receivers.json" ]; do sleep 0.1; done
 "$VENV/bin/python" tests/bench/python_bench.py "$(cat "$OUT/receivers.json")" "$FAST" | tee -a "$RESULTS"
 exec 9>&-
+
+echo "== the disk outbox: hook cost and deliveries/s (same receivers, same nginx)"
+BENCH_OUTBOX_DIR="$OUT/outbox" "$BENCH" hooks | sed 's/"impl": *"rust"/"impl":"rust-disk"/; s/"impl": *"c"/"impl":"c-disk"/' | tee -a "$RESULTS"
+for run in 1 2 3; do
+    rm -rf "$OUT/outbox"
+    BENCH_OUTBOX_DIR="$OUT/outbox" "$BENCH" throughput "$FAST" 200000 | sed 's/"impl": *"rust"/"impl":"rust-disk"/'
+done | tee -a "$RESULTS"
+
+echo "== the disk outbox's loss window: SIGKILL during intake at ~10k events/s, 5 times"
+cargo test --release --test outbox_disk a_crash_during_intake -- --nocapture 2>/dev/null \
+    | python3 -c 'import json, re, sys
+for line in sys.stdin:
+    m = re.search(r"lost per SIGKILL \[([0-9, ]+)\]", line)
+    if m:
+        print(json.dumps({"bench": "crash-loss", "impl": "disk", "losses": [int(x) for x in m.group(1).split(",")]}))' \
+    | tee -a "$RESULTS"
+
+echo "== v1 (the previous release, commit $V1) measured in this run: hook cost and queue memory"
+rm -rf "$OUT/v1" && mkdir -p "$OUT/v1"
+git archive "$V1" | tar -x -C "$OUT/v1"
+(cd "$OUT/v1" && CARGO_TARGET_DIR="$OUT/v1-target" cargo bench --bench hooks --no-run 2>&1 | tail -1)
+V1_BENCH=$(cd "$OUT/v1" && CARGO_TARGET_DIR="$OUT/v1-target" cargo bench --bench hooks --no-run --message-format=json 2>/dev/null \
+    | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "hooks"][0])')
+"$V1_BENCH" hooks | sed 's/"impl": *"rust"/"impl":"rust-v1"/; s/"impl": *"c"/"impl":"c-v1"/' | tee -a "$RESULTS"
+"$V1_BENCH" memory 100000 100000 | sed 's/"impl": *"rust"/"impl":"rust-v1"/' | tee -a "$RESULTS"
+
+echo "== the real gateway across its 30 s plugin rebuild, slow webhook: v1's wheel, then this one"
+source tests/gateway_python.sh
+if [[ -n "$GATEWAY_PYTHON" ]]; then
+    GW="$OUT/gateway-venv"
+    "$GATEWAY_PYTHON" -m venv "$GW"
+    "$GW/bin/pip" install -q --upgrade pip
+    "$GW/bin/pip" install -q "mcp-contextforge-gateway==1.1.0" "maturin>=1.7,<2"
+    (cd "$OUT/v1" && CARGO_TARGET_DIR="$OUT/v1-target" "$GW/bin/maturin" build --quiet -i "$GW/bin/python" -o "$OUT/v1-wheels")
+    for label in v1 v2; do
+        wheels="$OUT/wheels"; [[ $label == v1 ]] && wheels="$OUT/v1-wheels"
+        "$GW/bin/pip" install -q --no-index --find-links "$wheels" --no-deps --force-reinstall cpex-webhook-notification
+        rm -rf "$OUT/gateway-$label" && mkdir -p "$OUT/gateway-$label"
+        "$GW/bin/python" tests/bench/gateway_rebuild.py "$OUT/gateway-$label" "$label" | tee -a "$RESULTS"
+    done
+else
+    echo "no Python >= 3.12: skipping the gateway measurement"
+fi
 
 echo "== report"
 python3 tests/bench/report.py "$RESULTS" "bash tests/bench/run.sh" > BENCHMARKS.md

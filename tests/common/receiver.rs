@@ -157,6 +157,17 @@ impl Drop for Receiver {
     }
 }
 
+/// A receiver that answers `broken` until the returned switch is set, then 200.
+pub fn healable(broken: u16) -> (Receiver, Arc<std::sync::atomic::AtomicBool>) {
+    let healed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let is_healed = Arc::clone(&healed);
+    let rx = Receiver::start(move |_| {
+        let healed = is_healed.load(std::sync::atomic::Ordering::SeqCst);
+        Reply::status(if healed { 200 } else { broken })
+    });
+    (rx, healed)
+}
+
 /// A port on 127.0.0.1 where nothing listens (connections are refused).
 pub fn dead_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
