@@ -135,6 +135,7 @@ fn settle(engine: &Engine, ticket: Ticket, outcome: Outcome, probe: bool) {
             ticket.attempts
         )
     };
+    let mut rescheduled = false;
     let transition = match outcome {
         Outcome::Delivered(status) => {
             debug!("{}", describe(&format!("HTTP {status}")));
@@ -152,6 +153,7 @@ fn settle(engine: &Engine, ticket: Ticket, outcome: Outcome, probe: bool) {
                 ticket.counters().retried(status, error);
                 let transition = breaker.failure(now, probe);
                 engine.outbox.schedule(ticket, now + wait);
+                rescheduled = true;
                 transition
             }
             None => {
@@ -166,7 +168,11 @@ fn settle(engine: &Engine, ticket: Ticket, outcome: Outcome, probe: bool) {
             transition
         }
     };
-    engine.wakers[index].notify_one();
+    // The dispatcher needs waking only when its next step may have changed: a retry was
+    // scheduled, or the breaker moved (a freed slot wakes it through the semaphore).
+    if rescheduled || probe || transition != Transition::None {
+        engine.wakers[index].notify_one();
+    }
     match transition {
         Transition::Opened => engine.raise_circuit_event(index, Event::WebhookFailing),
         Transition::Recovered => engine.raise_circuit_event(index, Event::WebhookRecovered),

@@ -110,6 +110,7 @@ def main() -> None:
         "rust": "our library, 1 delivery thread (default)",
         "rust-2threads": "our library, `WEBHOOK_WORKER_THREADS=2`",
         "rust-disk": "our library, disk outbox (group-committed redb, 1 delivery thread)",
+        "rust-v1": "v1 (previous release, same run), 1 delivery thread",
         "python-plugin": "our plugin via cpex `PluginManager` (one client loop)",
         "python-peer": "pure-Python peer via cpex `PluginManager` (64 concurrent requests)",
     }

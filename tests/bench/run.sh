@@ -98,6 +98,7 @@ V1_BENCH=$(cd "$OUT/v1" && CARGO_TARGET_DIR="$OUT/v1-target" cargo bench --bench
     | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "hooks"][0])')
 "$V1_BENCH" hooks | sed 's/"impl": *"rust"/"impl":"rust-v1"/; s/"impl": *"c"/"impl":"c-v1"/' | tee -a "$RESULTS"
 "$V1_BENCH" memory 100000 100000 | sed 's/"impl": *"rust"/"impl":"rust-v1"/' | tee -a "$RESULTS"
+for run in 1 2 3; do "$V1_BENCH" throughput "$FAST" 200000 | sed 's/"impl": *"rust"/"impl":"rust-v1"/'; done | tee -a "$RESULTS"
 
 echo "== the real gateway across its 30 s plugin rebuild, slow webhook: v1's wheel, then this one"
 source tests/gateway_python.sh
