@@ -464,13 +464,30 @@ fn parse_document(text: &str) -> Result<serde_yaml::Value> {
         },
         false => None,
     };
-    serde_yaml::from_str(text).map_err(|yaml| {
+    serde_yaml::from_str(text).map_err(|e| {
+        let yaml = yaml_error(&e);
         let message = match json_error {
             Some(json) => format!("neither valid JSON ({json}) nor valid YAML ({yaml})"),
             None => format!("invalid YAML: {yaml}"),
         };
-        Error::config("", without_values(&message))
+        Error::config("", message)
     })
+}
+
+/// A YAML syntax error as text. libyaml's own messages quote nothing; messages raised while
+/// building the document carry a path of keys and may quote one (a duplicate key), and any
+/// of those may be a secret: they are reduced to what went wrong and where.
+fn yaml_error(error: &serde_yaml::Error) -> String {
+    let text = error.to_string();
+    let at = error
+        .location()
+        .map(|l| format!(" at line {} column {}", l.line(), l.column()))
+        .unwrap_or_default();
+    match text.contains(": ") {
+        false => text,
+        true if text.contains("duplicate entry") => format!("duplicate key{at}"),
+        true => format!("invalid document structure{at}"),
+    }
 }
 
 /// Whether a map key is shown in errors: one that looks like a field, event or header name.
@@ -1110,9 +1127,10 @@ mod tests {
             "{field}: {message}"
         );
         assert_eq!(field, "webhooks[0].?");
-        // Also found by fuzzing: an `${env.` reference, a duplicate key and a template path
-        // whose text was a secret.
+        // Also found by fuzzing: an `${env.` reference, a duplicate key (also inside a key
+        // path of YAML's own error) and a template path whose text was a secret.
         for text in [
+            "{\"webh/FUZZ/SECRETks\": [{authentication: 1, authentication: 2}], 1: 2}",
             "webhooks: [{url: '${env.X: FUZZ/SECRET}'}]",
             "{webhooks: [{authentication: 1, 'authentication': 2, \"x/FUZZ/SECRET\": 3, \"x/FUZZ/SECRET\": 4}]}",
             "payload_templates: {violation: '{\"a\": {{violation.x/FUZZ/SECRET}}}'}",
