@@ -251,16 +251,10 @@ impl Engine {
                 continue;
             }
             if self.ledger.reserve(index, webhook.queue_capacity) {
-                let durable = self.outbox.durable();
+                // Durable only once routed into the outbox's journal (see `route`).
                 let ledger = Arc::clone(&self.ledger);
-                tickets.push(Ticket::new(
-                    ledger,
-                    index,
-                    job.event,
-                    Uuid::nil(),
-                    Bytes::new(),
-                    durable,
-                ));
+                let ticket = Ticket::new(ledger, index, job.event, Uuid::nil(), Bytes::new(), false);
+                tickets.push(ticket);
             } else {
                 let counters = &self.ledger.counters[index];
                 counters.metrics.ended(job.event, Outcome::Dropped, None);
@@ -287,7 +281,8 @@ impl Engine {
     /// Renders an admitted event once and queues its tickets; a render failure fails the
     /// event's deliveries and raises one plugin_error for the event.
     fn route(&self, admitted: Admitted) {
-        if *self.halt.borrow() != Halt::Running {
+        // Closing with a durable outbox (Suspend) still routes: what was admitted is journaled.
+        if matches!(*self.halt.borrow(), Halt::Abandon | Halt::Stopped) {
             return;
         }
         #[cfg(test)]
@@ -513,8 +508,7 @@ impl Engine {
         self.halt.send_replace(Halt::Suspend);
         self.wake_all();
         let answered = settled(&self.in_flight);
-        let committed = self.outbox.commit();
-        self.outbox.release();
+        let committed = self.outbox.release();
         let pending = self.ledger.pending();
         self.stop();
         for index in 0..self.config.webhooks.len() {

@@ -134,6 +134,11 @@ impl Ticket {
         }
     }
 
+    /// Marks it as held by a durable outbox (once its record is in the outbox's journal).
+    pub fn mark_durable(&mut self) {
+        self.durable = true;
+    }
+
     /// The webhook's counters.
     pub fn counters(&self) -> &WebhookCounters {
         &self.ledger.counters[self.webhook]

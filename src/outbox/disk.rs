@@ -166,8 +166,14 @@ impl DiskOutbox {
         self.journal().push(change);
     }
 
-    /// Records `ticket` as pending, next due at `due`.
-    fn record_pending(&self, ticket: &Ticket, due: Instant) {
+    /// Records `ticket` as pending, next due at `due`, and marks it durable — unless the store
+    /// was released at close (then it is not kept, and ends counted like any other). The store
+    /// lock is held meanwhile, so a record is either in the last commit or not made at all.
+    fn record_pending(&self, ticket: &mut Ticket, due: Instant) {
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        if db.is_none() {
+            return;
+        }
         let stored = StoredDelivery {
             webhook: self.ids[ticket.webhook].clone(),
             event: ticket.event,
@@ -177,12 +183,44 @@ impl DiskOutbox {
         };
         let value = serde_json::to_vec(&stored).expect("a record serialises");
         self.record(Change::Put(ticket.id, value, ticket.attempts == 0));
+        ticket.mark_durable();
+    }
+
+    /// Writes the journal in one transaction while `db` (the locked store) is open.
+    fn commit_locked(&self, db: Option<&Database>) -> Result<(), String> {
+        let batch = std::mem::take(&mut *self.journal());
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let Some(db) = db else {
+            return Err("outbox commit after close".into());
+        };
+        let written = batch
+            .iter()
+            .filter(|c| matches!(c, Change::Put(_, _, true)))
+            .count() as u64;
+        match write(db, &batch) {
+            Ok(()) => {
+                self.committed.fetch_add(written, Relaxed);
+                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                Ok(())
+            }
+            Err(e) => {
+                // Kept for the next attempt, ahead of what was recorded meanwhile.
+                let mut journal = self.journal();
+                let newer = std::mem::replace(&mut *journal, batch);
+                journal.extend(newer);
+                let message = format!("outbox commit failed: {e}");
+                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.clone());
+                Err(message)
+            }
+        }
     }
 }
 
 impl Outbox for DiskOutbox {
-    fn push(&self, ticket: Ticket) {
-        self.record_pending(&ticket, Instant::now());
+    fn push(&self, mut ticket: Ticket) {
+        self.record_pending(&mut ticket, Instant::now());
         self.memory.push(ticket);
     }
 
@@ -190,8 +228,8 @@ impl Outbox for DiskOutbox {
         self.memory.push_front(ticket);
     }
 
-    fn schedule(&self, ticket: Ticket, due: Instant) {
-        self.record_pending(&ticket, due);
+    fn schedule(&self, mut ticket: Ticket, due: Instant) {
+        self.record_pending(&mut ticket, due);
         self.memory.schedule(ticket, due);
     }
 
@@ -256,38 +294,15 @@ impl Outbox for DiskOutbox {
     }
 
     fn commit(&self) -> Result<(), String> {
-        let batch = std::mem::take(&mut *self.journal());
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let written = batch
-            .iter()
-            .filter(|c| matches!(c, Change::Put(_, _, true)))
-            .count() as u64;
         let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(db) = db.as_ref() else {
-            return Err("outbox commit after close".into());
-        };
-        match write(db, &batch) {
-            Ok(()) => {
-                self.committed.fetch_add(written, Relaxed);
-                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                Ok(())
-            }
-            Err(e) => {
-                // Kept for the next attempt, ahead of what was recorded meanwhile.
-                let mut journal = self.journal();
-                let newer = std::mem::replace(&mut *journal, batch);
-                journal.extend(newer);
-                let message = format!("outbox commit failed: {e}");
-                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.clone());
-                Err(message)
-            }
-        }
+        self.commit_locked(db.as_ref())
     }
 
-    fn release(&self) {
-        self.db.lock().unwrap_or_else(|e| e.into_inner()).take();
+    fn release(&self) -> Result<(), String> {
+        let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let committed = self.commit_locked(db.as_ref());
+        db.take();
+        committed
     }
 
     fn status(&self) -> OutboxStatus {

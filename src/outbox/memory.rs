@@ -162,7 +162,9 @@ impl Outbox for MemoryOutbox {
         Ok(())
     }
 
-    fn release(&self) {}
+    fn release(&self) -> Result<(), String> {
+        Ok(())
+    }
 
     fn status(&self) -> OutboxStatus {
         OutboxStatus {

@@ -108,7 +108,8 @@ pub struct Resumed {
 /// retries ordered by due time; dead letters bounded, oldest evicted. A durable outbox
 /// records every change and writes them in batches ([`Outbox::commit`], group commit).
 pub trait Outbox: Send + Sync {
-    /// Queues a new delivery, due now.
+    /// Queues a new delivery, due now (a durable outbox marks the ticket durable once its
+    /// record is journaled).
     fn push(&self, ticket: Ticket);
     /// Returns a delivery the dispatcher took but may not send yet; it goes first.
     fn push_front(&self, ticket: Ticket);
@@ -137,9 +138,9 @@ pub trait Outbox: Send + Sync {
     fn durable(&self) -> bool;
     /// Writes every change recorded so far in one transaction.
     fn commit(&self) -> Result<(), String>;
-    /// Lets go of the store (after the last commit at close), so that a new engine can open
-    /// it at once.
-    fn release(&self);
+    /// Commits what is left and lets go of the store (at close), so that a new engine can
+    /// open it at once; a delivery queued after that is no longer kept.
+    fn release(&self) -> Result<(), String>;
     /// What `stats.outbox` shows.
     fn status(&self) -> OutboxStatus;
 }
