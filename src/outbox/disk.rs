@@ -7,7 +7,7 @@
 //! redb's file lock makes a second engine on the same directory fail to open.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -68,6 +68,10 @@ pub struct DiskOutbox {
     /// Webhook ids in config order (records name webhooks by id, never by index).
     ids: Vec<String>,
     journal: Mutex<Vec<Change>>,
+    /// Held while a batch is taken and written, so batches reach the store in order.
+    commit_order: Mutex<()>,
+    /// Set (under the journal lock) when the store is released at close: no record after it.
+    released: AtomicBool,
     committed: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
@@ -95,6 +99,8 @@ impl DiskOutbox {
             db: Mutex::new(Some(db)),
             ids,
             journal: Mutex::default(),
+            commit_order: Mutex::default(),
+            released: AtomicBool::new(false),
             committed: AtomicU64::new(0),
             last_error: Mutex::default(),
         };
@@ -167,13 +173,10 @@ impl DiskOutbox {
     }
 
     /// Records `ticket` as pending, next due at `due`, and marks it durable — unless the store
-    /// was released at close (then it is not kept, and ends counted like any other). The store
-    /// lock is held meanwhile, so a record is either in the last commit or not made at all.
+    /// was released at close (then it is not kept, and ends counted like any other). The check
+    /// and the record happen under the journal lock, which the release takes too, so a record
+    /// is either in the last batch or not made at all; no fsync is ever waited for here.
     fn record_pending(&self, ticket: &mut Ticket, due: Instant) {
-        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
-        if db.is_none() {
-            return;
-        }
         let stored = StoredDelivery {
             webhook: self.ids[ticket.webhook].clone(),
             event: ticket.event,
@@ -182,17 +185,23 @@ impl DiskOutbox {
             body: String::from_utf8_lossy(&ticket.body).into_owned(),
         };
         let value = serde_json::to_vec(&stored).expect("a record serialises");
-        self.record(Change::Put(ticket.id, value, ticket.attempts == 0));
+        let mut journal = self.journal();
+        if self.released.load(Relaxed) {
+            return;
+        }
+        journal.push(Change::Put(ticket.id, value, ticket.attempts == 0));
+        drop(journal);
         ticket.mark_durable();
     }
 
-    /// Writes the journal in one transaction while `db` (the locked store) is open.
-    fn commit_locked(&self, db: Option<&Database>) -> Result<(), String> {
-        let batch = std::mem::take(&mut *self.journal());
+    /// Writes `batch` in one transaction (with `commit_order` held by the caller); on failure
+    /// it goes back to the head of the journal for the next attempt.
+    fn write_batch(&self, batch: Vec<Change>) -> Result<(), String> {
         if batch.is_empty() {
             return Ok(());
         }
-        let Some(db) = db else {
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(db) = db.as_ref() else {
             return Err("outbox commit after close".into());
         };
         let written = batch
@@ -206,7 +215,6 @@ impl DiskOutbox {
                 Ok(())
             }
             Err(e) => {
-                // Kept for the next attempt, ahead of what was recorded meanwhile.
                 let mut journal = self.journal();
                 let newer = std::mem::replace(&mut *journal, batch);
                 journal.extend(newer);
@@ -294,15 +302,21 @@ impl Outbox for DiskOutbox {
     }
 
     fn commit(&self) -> Result<(), String> {
-        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
-        self.commit_locked(db.as_ref())
+        let _order = self.commit_order.lock().unwrap_or_else(|e| e.into_inner());
+        let batch = std::mem::take(&mut *self.journal());
+        self.write_batch(batch)
     }
 
     fn release(&self) -> Result<(), String> {
-        let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
-        let committed = self.commit_locked(db.as_ref());
-        db.take();
-        committed
+        let _order = self.commit_order.lock().unwrap_or_else(|e| e.into_inner());
+        let batch = {
+            let mut journal = self.journal();
+            self.released.store(true, Relaxed);
+            std::mem::take(&mut *journal)
+        };
+        let written = self.write_batch(batch);
+        self.db.lock().unwrap_or_else(|e| e.into_inner()).take();
+        written
     }
 
     fn status(&self) -> OutboxStatus {
