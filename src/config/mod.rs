@@ -483,10 +483,12 @@ fn yaml_error(error: &serde_yaml::Error) -> String {
         .location()
         .map(|l| format!(" at line {} column {}", l.line(), l.column()))
         .unwrap_or_default();
-    match text.contains(": ") {
-        false => text,
-        true if text.contains("duplicate entry") => format!("duplicate key{at}"),
-        true => format!("invalid document structure{at}"),
+    if text.contains("duplicate entry") {
+        format!("duplicate key{at}")
+    } else if text.contains(": ") {
+        format!("invalid document structure{at}")
+    } else {
+        text
     }
 }
 
@@ -1131,6 +1133,7 @@ mod tests {
         // path of YAML's own error) and a template path whose text was a secret.
         for text in [
             "{\"webh/FUZZ/SECRETks\": [{authentication: 1, authentication: 2}], 1: 2}",
+            "{\"x/FUZZ/SECRET\", \"x/FUZZ/SECRET\", \"a\": 1}",
             "webhooks: [{url: '${env.X: FUZZ/SECRET}'}]",
             "{webhooks: [{authentication: 1, 'authentication': 2, \"x/FUZZ/SECRET\": 3, \"x/FUZZ/SECRET\": 4}]}",
             "payload_templates: {violation: '{\"a\": {{violation.x/FUZZ/SECRET}}}'}",
