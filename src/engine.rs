@@ -207,14 +207,9 @@ impl Engine {
                 continue;
             };
             self.ledger.reserve_anyway(index);
-            let mut ticket = Ticket::new(
-                Arc::clone(&self.ledger),
-                index,
-                r.event,
-                r.delivery_id,
-                r.body,
-                true,
-            );
+            let mut ticket = Ticket::new(Arc::clone(&self.ledger), index, r.event, r.delivery_id, r.body);
+            // Already stored: kept for the next start if this process lets go of it.
+            ticket.mark_durable();
             ticket.attempts = r.attempts;
             self.outbox.restore(ticket, r.due);
             resumed_count += 1;
@@ -251,9 +246,9 @@ impl Engine {
                 continue;
             }
             if self.ledger.reserve(index, webhook.queue_capacity) {
-                // Durable only once routed into the outbox's journal (see `route`).
+                // Durable only once a durable outbox has journaled it (`Outbox::push`).
                 let ledger = Arc::clone(&self.ledger);
-                let ticket = Ticket::new(ledger, index, job.event, Uuid::nil(), Bytes::new(), false);
+                let ticket = Ticket::new(ledger, index, job.event, Uuid::nil(), Bytes::new());
                 tickets.push(ticket);
             } else {
                 let counters = &self.ledger.counters[index];
@@ -434,7 +429,6 @@ impl Engine {
                 letter.event,
                 letter.delivery_id,
                 letter.body,
-                self.outbox.durable(),
             );
             self.outbox.push(ticket);
             self.wakers[letter.webhook].notify_one();
@@ -556,12 +550,14 @@ impl Engine {
                 })
             })
             .collect();
-        Stats::new(
+        let mut stats = Stats::new(
             self.ledger.pending(),
             self.host_errors.load(Relaxed),
             webhooks,
             self.outbox.status(),
-        )
+        );
+        stats.dead_letters_evicted = self.outbox.dead_letters_evicted();
+        stats
     }
 }
 

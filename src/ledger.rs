@@ -111,16 +111,9 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    /// A ticket for a delivery whose queue slot [`Ledger::reserve`] already took; `durable`
-    /// when a durable outbox keeps it.
-    pub fn new(
-        ledger: std::sync::Arc<Ledger>,
-        webhook: usize,
-        event: Event,
-        id: Uuid,
-        body: Bytes,
-        durable: bool,
-    ) -> Self {
+    /// A ticket for a delivery whose queue slot [`Ledger::reserve`] already took; a durable
+    /// outbox marks it durable once it holds its record.
+    pub fn new(ledger: std::sync::Arc<Ledger>, webhook: usize, event: Event, id: Uuid, body: Bytes) -> Self {
         Ticket {
             webhook,
             event,
@@ -130,7 +123,7 @@ impl Ticket {
             first_attempt: None,
             ledger,
             ended: false,
-            durable,
+            durable: false,
         }
     }
 

@@ -49,6 +49,6 @@ pub use error::{Error, Result};
 pub use events::{Event, Hook};
 pub use notifier::{Notifier, Submission, DEFAULT_PLUGIN_NAME};
 pub use outbox::{DeadLetter, DeadLetterView};
-pub use registry::{drain_shared, shared_engines};
+pub use registry::drain_shared;
 pub use runtime::WORKER_THREADS_ENV;
 pub use stats::{Stats, WebhookStats};

@@ -103,8 +103,3 @@ pub fn drain_shared() -> bool {
     }
     drained
 }
-
-/// How many shared engines are alive (for tests and diagnostics).
-pub fn shared_engines() -> usize {
-    engines().len()
-}

@@ -185,6 +185,8 @@ pub struct Stats {
     pub pending: u64,
     /// Dead letters held now.
     pub dead_letters: u64,
+    /// Dead letters evicted (oldest first) because `dead_letter_capacity` was reached.
+    pub dead_letters_evicted: u64,
     /// Hook calls whose data could not be turned into an event at all (logged, paced).
     pub host_errors: u64,
     pub webhooks: Vec<WebhookStats>,
@@ -203,6 +205,7 @@ impl Stats {
             dropped: sum(|w| w.dropped),
             pending,
             dead_letters: sum(|w| w.dead_letters),
+            dead_letters_evicted: 0,
             host_errors,
             webhooks,
             outbox,

@@ -224,6 +224,7 @@ fn dead_letters_replay_with_their_delivery_ids() {
     assert_eq!(rx.received().len(), 5, "a 404 is not retried");
     let letters = n.dead_letters(None).unwrap();
     assert_eq!(letters.len(), 3, "capacity keeps the newest");
+    assert_eq!(n.stats().dead_letters_evicted, 2, "evictions are counted");
     let ids: Vec<String> = letters.iter().map(|l| l.delivery_id.to_string()).collect();
     assert_eq!(letters[0].last_status, Some(404));
     healed.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -12,6 +12,7 @@ type Stats struct {
 	Dropped     uint64         `json:"dropped"`
 	Pending     uint64         `json:"pending"`
 	DeadLetters uint64         `json:"dead_letters"`
+	Evicted     uint64         `json:"dead_letters_evicted"`
 	HostErrors  uint64         `json:"host_errors"`
 	Webhooks    []WebhookStats `json:"webhooks"`
 	Outbox      OutboxStats    `json:"outbox"`
