@@ -109,7 +109,7 @@ async fn run_attempt(engine: &Arc<Engine>, mut ticket: Ticket, slot: OwnedSemaph
     ticket.first_attempt.get_or_insert_with(Instant::now);
     let mut halt = engine.halt.subscribe();
     #[cfg(test)]
-    crate::engine::injected_panic(2);
+    engine.injected_panic(2);
     let outcome = tokio::select! {
         biased;
         _ = halt.wait_for(|h| matches!(h, Halt::Abandon | Halt::Stopped)) => return,

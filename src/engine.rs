@@ -118,6 +118,24 @@ pub(crate) struct Engine {
     events: [AtomicU64; Event::ALL.len()],
     /// Instances attached to a shared engine (see `registry`).
     pub attached: AtomicUsize,
+    /// Test hook: the stage (1 routing, 2 an attempt) that panics once, per engine so tests
+    /// running in parallel cannot trip each other's.
+    #[cfg(test)]
+    pub inject_panic: std::sync::atomic::AtomicU8,
+}
+
+#[cfg(test)]
+impl Engine {
+    /// Panics if the test armed `stage` on this engine.
+    pub(crate) fn injected_panic(&self, stage: u8) {
+        if self
+            .inject_panic
+            .compare_exchange(stage, 0, SeqCst, SeqCst)
+            .is_ok()
+        {
+            panic!("injected panic at stage {stage}");
+        }
+    }
 }
 
 impl Engine {
@@ -171,6 +189,8 @@ impl Engine {
             host_errors: AtomicU64::new(0),
             events: Default::default(),
             attached: AtomicUsize::new(0),
+            #[cfg(test)]
+            inject_panic: Default::default(),
             config,
         });
         engine.resume(resumed);
@@ -281,7 +301,7 @@ impl Engine {
             return;
         }
         #[cfg(test)]
-        injected_panic(1);
+        self.injected_panic(1);
         let Admitted { job, tickets } = admitted;
         let (event, builtin) = (job.event, job.builtin_template);
         let vars = job.vars(&self.plugin_name);
@@ -656,16 +676,4 @@ pub(crate) fn render_json(
     serde_json::from_str::<serde::de::IgnoredAny>(&body)
         .map_err(|e| format!("the {} template rendered invalid JSON: {e}", event.name()))?;
     Ok(Bytes::from(body))
-}
-
-/// Test hook: the stage (1 routing, 2 an attempt) that panics once.
-#[cfg(test)]
-pub(crate) static INJECT_PANIC: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
-/// Panics if the test armed `stage`.
-#[cfg(test)]
-pub(crate) fn injected_panic(stage: u8) {
-    if INJECT_PANIC.compare_exchange(stage, 0, SeqCst, SeqCst).is_ok() {
-        panic!("injected panic at stage {stage}");
-    }
 }

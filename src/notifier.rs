@@ -238,7 +238,6 @@ mod tests {
 
     use super::receiver;
     use super::*;
-    use crate::engine::INJECT_PANIC;
     use crate::template::Template;
 
     /// Dropping a notifier releases it: no cycle between it, its queued tickets and its
@@ -313,7 +312,7 @@ mod tests {
         );
         for (stage, lost) in [(1, 2), (2, 1)] {
             let n = Notifier::from_config_text(&config, None).unwrap();
-            INJECT_PANIC.store(stage, SeqCst);
+            n.engine.inject_panic.store(stage, SeqCst);
             assert!(n.notify(Event::Violation, &json!({}), None, None).unwrap());
             assert!(n.flush(Duration::from_secs(10)), "stage {stage}: still pending");
             let s = n.stats();
