@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::events::{Context, Event};
 use crate::ledger::{Ledger, Ticket};
 use crate::metrics::{exposition, Outcome, WebhookMetrics};
-use crate::outbox::{DeadLetter, DiskOutbox, MemoryOutbox, Outbox, Resumed, ORPHAN};
+use crate::outbox::{DeadLetter, DiskOutbox, MemoryOutbox, Outbox, RedisOutbox, Released, Resumed, ORPHAN};
 use crate::runtime;
 use crate::stats::{Stats, WebhookLabels};
 use crate::template::Template;
@@ -144,16 +144,27 @@ impl Engine {
     /// opened (e.g. another engine holds it).
     pub fn start(config: Config, plugin_name: &str) -> Result<Arc<Engine>> {
         let webhooks = config.webhooks.len();
+        let ids = || config.webhooks.iter().map(|w| w.id.clone()).collect();
         let (outbox, resumed): (Box<dyn Outbox>, Vec<Resumed>) = match &config.outbox {
             OutboxConfig::Memory => (
                 Box::new(MemoryOutbox::new(webhooks, config.dead_letter_capacity)),
                 Vec::new(),
             ),
             OutboxConfig::Disk { path } => {
-                let ids = config.webhooks.iter().map(|w| w.id.clone()).collect();
-                let opened = DiskOutbox::open(path, ids, config.dead_letter_capacity)
+                let opened = DiskOutbox::open(path, ids(), config.dead_letter_capacity)
                     .map_err(|m| Error::config("outbox.path", m))?;
                 (Box::new(opened.outbox), opened.resumed)
+            }
+            // Nothing to resume at start: the committer takes over what is free in Redis.
+            OutboxConfig::Redis {
+                url,
+                key,
+                claim_after,
+            } => {
+                let outbox =
+                    RedisOutbox::connect(&url.0, key, *claim_after, ids(), config.dead_letter_capacity)
+                        .map_err(|m| Error::config("outbox.url", m))?;
+                (Box::new(outbox), Vec::new())
             }
         };
         let max_idle = config
@@ -207,6 +218,17 @@ impl Engine {
 
     /// Queues the deliveries a durable outbox held at start, with their ids, attempt
     /// counts and due times; those of webhooks no longer configured become dead letters.
+    /// Free queue slots per webhook: how many deliveries a shared outbox may hand over.
+    fn room(&self) -> Vec<usize> {
+        let counters = &self.ledger.counters;
+        self.config
+            .webhooks
+            .iter()
+            .zip(counters)
+            .map(|(w, c)| w.queue_capacity.saturating_sub(c.queued() as usize))
+            .collect()
+    }
+
     fn resume(&self, resumed: Vec<Resumed>) {
         let (mut resumed_count, mut orphans) = (0, 0);
         for r in resumed {
@@ -232,6 +254,7 @@ impl Engine {
             ticket.mark_durable();
             ticket.attempts = r.attempts;
             self.outbox.restore(ticket, r.due);
+            self.wakers[index].notify_one();
             resumed_count += 1;
         }
         if resumed_count > 0 {
@@ -523,6 +546,16 @@ impl Engine {
         self.wake_all();
         let answered = settled(&self.in_flight);
         let committed = self.outbox.release();
+        if let Err(Released { message, lost }) = &committed {
+            error!("{message}: {} admitted deliveries are lost", lost.len());
+            for (webhook, event) in lost {
+                let counters = &self.ledger.counters[*webhook];
+                counters.dropped(1);
+                counters
+                    .metrics
+                    .ended(*event, crate::metrics::Outcome::Dropped, None);
+            }
+        }
         let pending = self.ledger.pending();
         self.stop();
         for index in 0..self.config.webhooks.len() {
@@ -530,11 +563,7 @@ impl Engine {
         }
         match (routed && answered, committed) {
             (true, Ok(())) => Ok(()),
-            (false, _) => Err(Error::Timeout { pending }),
-            (true, Err(e)) => {
-                error!("{e}");
-                Err(Error::Timeout { pending })
-            }
+            _ => Err(Error::Timeout { pending }),
         }
     }
 
@@ -640,7 +669,13 @@ async fn commit_loop(engine: Arc<Engine>) {
             _ = tokio::time::sleep(INTERVAL) => {}
         }
         let outbox = Arc::clone(&engine);
-        match tokio::task::spawn_blocking(move || outbox.outbox.commit()).await {
+        let done = tokio::task::spawn_blocking(move || {
+            let committed = outbox.outbox.commit();
+            let claimed = outbox.outbox.claim(&outbox.room());
+            outbox.resume(claimed);
+            committed
+        });
+        match done.await {
             Ok(Ok(())) => failures = 0,
             Ok(Err(e)) => {
                 failures += 1;

@@ -5,10 +5,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,36 +13,13 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use webhook_notification::{Error, Event, Notifier};
 
+use common::host::{self, arrivals, duplicates_with_stable_ids, kill, read_until, wait_distinct, WAIT};
 use common::receiver::{dead_port, Receiver, Reply};
 
-const WAIT: Duration = Duration::from_secs(60);
-
-/// A host process: `OUTBOX_HOST_CONFIG` loaded, `OUTBOX_HOST_EVENTS` events submitted
-/// (`OUTBOX_HOST_PACE_US` apart), progress printed as `ADMITTED n` lines, then `COMMITTED`
-/// once the outbox holds them all, then `DRAINED` once they are delivered.
 #[test]
 #[ignore = "a host process that the crash tests start and kill"]
 fn outbox_host() {
-    let var = |name: &str| std::env::var(name).unwrap_or_default();
-    let n = Notifier::from_config_text(&var("OUTBOX_HOST_CONFIG"), None).expect("config loads");
-    let events: usize = var("OUTBOX_HOST_EVENTS").parse().unwrap_or(0);
-    let pace = Duration::from_micros(var("OUTBOX_HOST_PACE_US").parse().unwrap_or(0));
-    for i in 0..events {
-        let context = json!({"request_id": format!("evt-{i}")});
-        assert!(n.notify(Event::ToolSuccess, &context, None, None).unwrap());
-        if (i + 1) % 100 == 0 {
-            println!("ADMITTED {}", i + 1);
-        }
-        if !pace.is_zero() {
-            std::thread::sleep(pace);
-        }
-    }
-    while n.stats().outbox.committed < events as u64 {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    println!("COMMITTED");
-    assert!(n.flush(Duration::MAX));
-    println!("DRAINED");
+    host::run_host();
 }
 
 fn config(url: &str, dir: &Path) -> String {
@@ -53,79 +27,6 @@ fn config(url: &str, dir: &Path) -> String {
         "queue_capacity: 100000\noutbox: {{type: disk, path: '{}'}}\nwebhooks: [{{url: '{url}', id: sink, events: [tool_success], max_concurrency: 4, circuit_breaker: false}}]",
         dir.display()
     )
-}
-
-/// Starts a host process; returns it and a reader of its output lines.
-fn host(
-    config: &str,
-    events: usize,
-    pace_us: u64,
-) -> (Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "outbox_host",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("OUTBOX_HOST_CONFIG", config)
-        .env("OUTBOX_HOST_EVENTS", events.to_string())
-        .env("OUTBOX_HOST_PACE_US", pace_us.to_string())
-        .env("LOG_LEVEL", "off")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the host process starts");
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    (child, lines)
-}
-
-/// Reads lines until one starts with `prefix`; returns the last `ADMITTED n` seen too.
-fn read_until(lines: &mut impl Iterator<Item = std::io::Result<String>>, prefix: &str) -> u64 {
-    let mut admitted = 0;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(n) = line.strip_prefix("ADMITTED ") {
-            admitted = n.parse().unwrap();
-        }
-        if line.starts_with(prefix) {
-            return admitted;
-        }
-    }
-    panic!("the host ended before printing {prefix}");
-}
-
-fn kill(mut child: Child) {
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-}
-
-/// How many times each request id arrived, and the delivery ids each arrived with.
-fn arrivals(rx: &Receiver) -> HashMap<String, Vec<String>> {
-    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
-    for r in rx.received() {
-        let request = r.json()["request_id"].as_str().unwrap().to_owned();
-        let delivery = r.header("x-webhook-delivery").unwrap().to_owned();
-        seen.entry(request).or_default().push(delivery);
-    }
-    seen
-}
-
-fn wait_distinct(rx: &Receiver, count: usize) -> HashMap<String, Vec<String>> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let seen = arrivals(rx);
-        if seen.len() >= count {
-            return seen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {count} distinct events arrived",
-            seen.len()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -139,27 +40,21 @@ fn a_crash_mid_delivery_loses_nothing_committed_and_keeps_delivery_ids() {
     });
     let events = 10_000;
     let config = config(&rx.url("/"), &dir);
-    let (child, mut lines) = host(&config, events, 0);
+    let (child, mut lines) = host::host(&config, events, 0, &[]);
     read_until(&mut lines, "COMMITTED");
     rx.wait_for(200, WAIT); // mid-delivery
     kill(child);
     let before_restart = rx.received().len();
     fast.store(true, SeqCst);
-    let (child, mut lines) = host(&config, 0, 0);
+    let (child, mut lines) = host::host(&config, 0, 0, &[]);
     read_until(&mut lines, "DRAINED");
     child.wait_with_output().unwrap();
     let seen = wait_distinct(&rx, events);
-    let twice = seen.values().filter(|ids| ids.len() > 1).count();
+    let twice = duplicates_with_stable_ids(&seen);
     println!(
         "disk crash mid-delivery: {events} events, {before_restart} requests before SIGKILL, {twice} arrived twice"
     );
     assert!((0..events).all(|i| seen.contains_key(&format!("evt-{i}"))));
-    for ids in seen.values() {
-        assert!(
-            ids.iter().all(|id| *id == ids[0]),
-            "a delivery id changed across the restart: {ids:?}"
-        );
-    }
     // Only those in flight at the kill (4 slots) may arrive twice, and those whose
     // acknowledgement was not committed yet (a few milliseconds of deliveries).
     assert!(twice <= 4 + 10, "{twice} duplicates");
@@ -173,13 +68,13 @@ fn a_crash_during_intake_loses_at_most_the_uncommitted_batch() {
         let rx = Receiver::ok();
         let config = config(&rx.url("/"), &dir);
         // ~10k events/s, killed once 3,000 are admitted
-        let (child, mut lines) = host(&config, 100_000, 100);
+        let (child, mut lines) = host::host(&config, 100_000, 100, &[]);
         let mut admitted = 0;
         while admitted < 3_000 {
             admitted = read_until(&mut lines, "ADMITTED");
         }
         kill(child);
-        let (child, mut lines) = host(&config, 0, 0);
+        let (child, mut lines) = host::host(&config, 0, 0, &[]);
         read_until(&mut lines, "DRAINED");
         child.wait_with_output().unwrap();
         let seen = arrivals(&rx);

@@ -25,6 +25,18 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo clippy --lib --features python -- -D warnings
 
+step "redis: a real redis-server for the Redis outbox tests (Debian's; persistence off)"
+need_apt redis-server
+# A free port on 127.0.0.1, the server's own pid file; stopped by pid when this script ends.
+REDIS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+REDIS_PID_FILE="$CARGO_TARGET_DIR/redis-test.pid"
+mkdir -p "$CARGO_TARGET_DIR"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize yes --pidfile "$REDIS_PID_FILE" --logfile "$CARGO_TARGET_DIR/redis-test.log"
+trap 'kill "$(cat "$REDIS_PID_FILE" 2>/dev/null)" 2>/dev/null || true' EXIT
+until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+export WEBHOOK_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
+
 step "rust: unit and integration tests"
 cargo test
 

@@ -200,7 +200,22 @@ fn dead_letters(path: &PathBuf, webhook: Option<&str>, replay: bool, out: &Outpu
         out.warn("this config's outbox is in memory: its dead letters live in the gateway process (plugin.dead_letters(), or Notifier::dead_letters)");
         return Ok(1);
     }
+    let shared = matches!(config.outbox, OutboxConfig::Redis { .. });
     let notifier = Notifier::new(config, None)?;
+    if shared {
+        // The fleet's dead letters are read at the first connection. Meanwhile this command
+        // is one more consumer: what it takes over it delivers, or hands back as it exits.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !notifier.stats().outbox.connected {
+            if std::time::Instant::now() > deadline {
+                let why = notifier.stats().outbox.last_error.unwrap_or_default();
+                return Err(Error::InvalidArgument(format!(
+                    "cannot reach the outbox's Redis: {why}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let letters = notifier.dead_letters(webhook)?;
     let views: Vec<_> = letters.iter().map(|l| l.view()).collect();
     out.dead_letters(&views);

@@ -153,6 +153,7 @@ enum OutboxType {
     #[default]
     Memory,
     Disk,
+    Redis,
 }
 
 #[derive(Deserialize)]
@@ -161,6 +162,9 @@ struct RawOutbox {
     #[serde(default, rename = "type")]
     kind: OutboxType,
     path: Option<String>,
+    url: Option<String>,
+    key: Option<String>,
+    claim_after: Option<f64>,
     #[serde(default = "defaults::dead_letter_capacity")]
     dead_letter_capacity: u64,
 }
@@ -170,8 +174,89 @@ impl Default for RawOutbox {
         RawOutbox {
             kind: OutboxType::Memory,
             path: None,
+            url: None,
+            key: None,
+            claim_after: None,
             dead_letter_capacity: defaults::dead_letter_capacity(),
         }
+    }
+}
+
+impl RawOutbox {
+    /// Checks the fields of the chosen type (and that no other type's field is set).
+    fn build(self) -> Result<OutboxConfig> {
+        let only = |field: &str, set: bool, kind: &str| match set {
+            true => Err(Error::config(
+                format!("outbox.{field}"),
+                format!("is only for `type: {kind}`"),
+            )),
+            false => Ok(()),
+        };
+        if self.kind != OutboxType::Disk {
+            only("path", self.path.is_some(), "disk")?;
+        }
+        if self.kind != OutboxType::Redis {
+            only("url", self.url.is_some(), "redis")?;
+            only("key", self.key.is_some(), "redis")?;
+            only("claim_after", self.claim_after.is_some(), "redis")?;
+        }
+        Ok(match self.kind {
+            OutboxType::Memory => OutboxConfig::Memory,
+            OutboxType::Disk => match self.path {
+                Some(path) if !path.trim().is_empty() => OutboxConfig::Disk { path: path.into() },
+                _ => {
+                    return Err(Error::config(
+                        "outbox.path",
+                        "is required for `type: disk` (a directory)",
+                    ))
+                }
+            },
+            OutboxType::Redis => {
+                let url = self
+                    .url
+                    .or_else(|| std::env::var("REDIS_URL").ok())
+                    .filter(|url| !url.trim().is_empty())
+                    .ok_or_else(|| {
+                        Error::config("outbox.url", "is required for `type: redis` (or set REDIS_URL)")
+                    })?;
+                if !REDIS_SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
+                    return Err(Error::config(
+                        "outbox.url",
+                        "must start with redis://, rediss:// or redis+unix://",
+                    ));
+                }
+                let key = self.key.unwrap_or_else(|| "webhook-notification".into());
+                if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(Error::config(
+                        "outbox.key",
+                        "must be a non-empty word without spaces",
+                    ));
+                }
+                OutboxConfig::Redis {
+                    url: RedisUrl(url),
+                    key,
+                    claim_after: seconds(
+                        "outbox.claim_after",
+                        self.claim_after.unwrap_or(60.0),
+                        0.1,
+                        86_400.0,
+                    )?,
+                }
+            }
+        })
+    }
+}
+
+/// The URL schemes the Redis client accepts.
+const REDIS_SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
+
+/// A Redis URL, which may hold a password: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(pub String);
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisUrl(…)")
     }
 }
 
@@ -182,6 +267,13 @@ pub enum OutboxConfig {
     Memory,
     /// A redb store in this directory (created if missing): survives restarts and crashes.
     Disk { path: std::path::PathBuf },
+    /// Redis Streams under `key`, shared by every process with the same `url` and `key`;
+    /// a delivery left by a process that died is taken over after `claim_after`.
+    Redis {
+        url: RedisUrl,
+        key: String,
+        claim_after: Duration,
+    },
 }
 
 mod defaults {
@@ -366,21 +458,6 @@ impl Config {
             let field = shown_path(e.path());
             Error::config(field, without_values(&e.into_inner().to_string()))
         })?;
-        let outbox = match (raw.outbox.kind, raw.outbox.path) {
-            (OutboxType::Memory, None) => OutboxConfig::Memory,
-            (OutboxType::Memory, Some(_)) => {
-                return Err(Error::config("outbox.path", "is only for `type: disk`"))
-            }
-            (OutboxType::Disk, Some(path)) if !path.trim().is_empty() => {
-                OutboxConfig::Disk { path: path.into() }
-            }
-            (OutboxType::Disk, _) => {
-                return Err(Error::config(
-                    "outbox.path",
-                    "is required for `type: disk` (a directory)",
-                ))
-            }
-        };
         let default_capacity = in_range("queue_capacity", raw.queue_capacity, 1, 10_000_000)?;
         let network = raw.network.build()?;
         let webhooks = raw
@@ -429,7 +506,7 @@ impl Config {
                 0,
                 10_000_000,
             )? as usize,
-            outbox,
+            outbox: raw.outbox.build()?,
             network: std::sync::Arc::new(network),
             identity: identity.finalize().into(),
         })
@@ -1050,7 +1127,11 @@ mod tests {
             ("webhooks: [{url: 'https://a/', max_rate: 0}]", "webhooks[0].max_rate", "more than 0"),
             ("webhooks: [{url: 'https://a/', queue_capacity: 0}]", "webhooks[0].queue_capacity", "out of range"),
             ("webhooks: [{url: 'https://a/', circuit_breaker: {failures: 0}}]", "webhooks[0].circuit_breaker.failures", "out of range"),
-            ("outbox: {type: floppy}", "outbox.type", "expected `memory` or `disk`"),
+            ("outbox: {type: floppy}", "outbox.type", "expected one of `memory`, `disk`, `redis`"),
+            ("outbox: {type: disk, url: 'redis://x'}", "outbox.url", "only for `type: redis`"),
+            ("outbox: {type: redis, url: 'http://x'}", "outbox.url", "must start with"),
+            ("outbox: {type: redis, url: 'redis://x', key: ''}", "outbox.key", "non-empty"),
+            ("outbox: {type: redis, url: 'redis://x', claim_after: 0}", "outbox.claim_after", ""),
             ("outbox: {type: disk}", "outbox.path", "required"),
             ("outbox: {type: memory, path: /tmp/x}", "outbox.path", "only for"),
             ("outbox: {dead_letter_capacity: -1}", "outbox.dead_letter_capacity", "invalid value"),

@@ -162,7 +162,7 @@ impl Outbox for MemoryOutbox {
         Ok(())
     }
 
-    fn release(&self) -> Result<(), String> {
+    fn release(&self) -> Result<(), super::Released> {
         Ok(())
     }
 

@@ -1,9 +1,12 @@
 //! Where deliveries wait: queued, waiting to retry, or dead-lettered. The delivery engine
 //! talks to an [`Outbox`] and knows no backend: `memory` (the default, lost with the
-//! process) or `disk` (redb in a directory: survives restarts and crashes).
+//! process), `disk` (redb in a directory: survives restarts and crashes) or `redis` (Redis
+//! Streams: shared by a gateway fleet, survives the death of any replica).
 
 mod disk;
+mod journal;
 mod memory;
+mod redis;
 
 use std::time::Instant;
 
@@ -16,6 +19,7 @@ use crate::events::Event;
 use crate::ledger::Ticket;
 pub use disk::DiskOutbox;
 pub use memory::MemoryOutbox;
+pub use redis::RedisOutbox;
 
 /// What a webhook's dispatcher should do next.
 pub enum Next {
@@ -80,7 +84,7 @@ impl DeadLetter {
 /// What `stats.outbox` shows.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct OutboxStatus {
-    /// `memory` or `disk`.
+    /// `memory`, `disk` or `redis`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// New deliveries written durably so far (0 for memory).
@@ -93,7 +97,14 @@ pub struct OutboxStatus {
     pub last_error: Option<String>,
 }
 
-/// A delivery read back from a durable outbox at start.
+/// The final commit at close failed: what it could not keep.
+pub struct Released {
+    pub message: String,
+    /// The webhook index and event of each admitted delivery that is lost (to be counted).
+    pub lost: Vec<(usize, Event)>,
+}
+
+/// A delivery read back from a durable outbox at start (or taken over from a shared one).
 pub struct Resumed {
     pub webhook_id: String,
     pub event: Event,
@@ -138,9 +149,14 @@ pub trait Outbox: Send + Sync {
     fn durable(&self) -> bool;
     /// Writes every change recorded so far in one transaction.
     fn commit(&self) -> Result<(), String>;
+    /// Deliveries this process should take over now, at most `room[webhook]` per webhook (a
+    /// shared outbox: those left by a process that died); they are already stored.
+    fn claim(&self, _room: &[usize]) -> Vec<Resumed> {
+        Vec::new()
+    }
     /// Commits what is left and lets go of the store (at close), so that a new engine can
     /// open it at once; a delivery queued after that is no longer kept.
-    fn release(&self) -> Result<(), String>;
+    fn release(&self) -> Result<(), Released>;
     /// What `stats.outbox` shows.
     fn status(&self) -> OutboxStatus;
 }

@@ -1,1 +1,3 @@
+pub mod host;
 pub mod receiver;
+pub mod redis;

@@ -1,0 +1,806 @@
+//! The Redis outbox, for a gateway fleet: every process with the same `url` and `key` shares
+//! it, and a delivery left by a process that died is delivered by another.
+//!
+//! Layout, per webhook id `W` under `key` `K`:
+//! - `K:W:stream`, a stream with the consumer group `webhook-notification`: a new delivery is
+//!   added and read into the adding process's pending list in one script, so it is delivered
+//!   where it was admitted (no round trip before the first attempt) and is owned from the
+//!   start. Each process is one consumer; an entry idle longer than `claim_after` (its
+//!   owner died: a live owner refreshes what it holds) is taken over with XAUTOCLAIM.
+//! - `K:W:retry`, a sorted set of delivery ids waiting to retry, scored by the time from
+//!   which any process may take them (the due time plus `claim_after` while an owner holds
+//!   them, renewed while it lives; the close time once handed back at close), with the
+//!   records (attempts and due time included) in the hash `K:W:records`. A process that
+//!   takes one keeps it until its due time.
+//! - `K:dead`, a stream of dead letters shared by the fleet.
+//!
+//! Scheduling runs in memory (the journal's memory outbox); the store only writes batches and
+//! takes over. The client is synchronous: every call runs on the committer's blocking thread,
+//! never on a hook. Redis down: batches wait in the journal (bounded by the webhooks'
+//! capacities, since deliveries keep being attempted from memory), reconnection backs off up
+//! to 5 s, `connected` is false.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use redis::{Connection, Value};
+use uuid::Uuid;
+
+use super::journal::{now_ms, Change, DeadRecord, Journaled, Record, Store};
+use super::Resumed;
+
+/// The consumer group of every delivery stream.
+const GROUP: &str = "webhook-notification";
+/// How often this process looks for deliveries to take over.
+const CLAIM_INTERVAL: Duration = Duration::from_millis(100);
+/// New deliveries per script call (a script blocks the server while it runs).
+const ADD_CHUNK: usize = 500;
+
+/// Adds records to a stream and reads them into this consumer's pending list, atomically.
+/// ARGV: group, consumer, n, n delivery ids, n records. Returns `{entry, id}` for its own
+/// records and `{entry, id, record}` for any older unread entry it had to take with them.
+const ADD: &str = r"
+local n = tonumber(ARGV[3])
+local ours = {}
+for i = 1, n do
+  ours[ARGV[3 + i]] = true
+  redis.call('XADD', KEYS[1], '*', 'id', ARGV[3 + i], 'd', ARGV[3 + n + i])
+end
+local read = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', n + 10000, 'STREAMS', KEYS[1], '>')
+local out = {}
+if read then
+  for _, entry in ipairs(read[1][2]) do
+    local f = entry[2]
+    if ours[f[2]] then out[#out + 1] = {entry[1], f[2]} else out[#out + 1] = {entry[1], f[2], f[4]} end
+  end
+end
+return out
+";
+
+/// Takes up to ARGV[3] retries whose score is at most ARGV[1] (now), leasing each for ARGV[2]
+/// ms. Returns `id, record, …`.
+const TAKE_DUE: &str = r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, id in ipairs(ids) do
+  local record = redis.call('HGET', KEYS[2], id)
+  if record then
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
+    out[#out + 1] = id
+    out[#out + 1] = record
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+";
+
+/// Hands a held stream entry back at close: its record waits in the retry set, free to take.
+/// KEYS: stream, retry, records; ARGV: group, entry, id, now.
+const HAND_BACK: &str = r"
+local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if entry[1] then
+  redis.call('HSET', KEYS[3], ARGV[3], entry[1][2][4])
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+";
+
+/// Where a delivery this process holds is stored.
+enum Place {
+    /// An entry of the webhook's stream, in this consumer's pending list.
+    Stream(String),
+    /// A member of the webhook's retry set, leased until its due time plus `claim_after`.
+    Retry { due_ms: u64 },
+}
+
+/// A delivery this process holds, by webhook id (which may no longer be configured).
+struct Handle {
+    webhook: String,
+    place: Place,
+}
+
+/// The connection and what this process holds; one lock, taken by the committer only.
+struct State {
+    connection: Option<Connection>,
+    /// SHA1s of ADD, TAKE_DUE and HAND_BACK on the current server.
+    scripts: [String; 3],
+    /// No connection attempt before this (backoff).
+    retry_at: Instant,
+    failures: u32,
+    down_reason: String,
+    handles: HashMap<Uuid, Handle>,
+    dead_handles: HashMap<Uuid, String>,
+    /// Whether the dead letters and orphaned streams were read (once, at the first connection).
+    loaded: bool,
+    /// Dead letters read at the first connection: handed over by the next claim.
+    dead: Vec<DeadRecord>,
+    /// Webhook ids with a stream in Redis that this config does not have.
+    orphans: Vec<String>,
+    /// Entries an ADD took that were not its own: handed over by the next claim.
+    adopted: Vec<Resumed>,
+    next_claim: Instant,
+    next_renewal: Instant,
+    /// Set at close: this process takes nothing more.
+    released: bool,
+}
+
+/// The Redis store of a [`RedisOutbox`].
+pub struct RedisStore {
+    client: redis::Client,
+    key: String,
+    /// This process's consumer name: unique per engine.
+    consumer: String,
+    /// Webhook ids in config order.
+    ids: Vec<String>,
+    claim_after: Duration,
+    dead_capacity: usize,
+    connected: AtomicBool,
+    /// The latest connection error, until a claim round succeeds (kept apart from `state`,
+    /// which a slow Redis may hold, so that stats never wait).
+    error: Mutex<Option<String>>,
+    state: Mutex<State>,
+}
+
+/// The Redis outbox.
+pub type RedisOutbox = Journaled<RedisStore>;
+
+impl RedisOutbox {
+    /// An outbox on the Redis at `url` under `key` (nothing is contacted yet: the committer
+    /// connects, and reconnects, in the background). The error is for `outbox.url`.
+    pub fn connect(
+        url: &str,
+        key: &str,
+        claim_after: Duration,
+        ids: Vec<String>,
+        dead_capacity: usize,
+    ) -> Result<Self, String> {
+        let client = redis::Client::open(url)
+            .map_err(|_| "is not a valid Redis URL (redis://, rediss:// or redis+unix://)".to_owned())?;
+        let now = Instant::now();
+        let store = RedisStore {
+            client,
+            key: key.to_owned(),
+            consumer: format!("{}-{:08x}", std::process::id(), fastrand::u32(..)),
+            ids: ids.clone(),
+            claim_after,
+            dead_capacity,
+            connected: AtomicBool::new(false),
+            error: Mutex::default(),
+            state: Mutex::new(State {
+                connection: None,
+                scripts: Default::default(),
+                retry_at: now,
+                failures: 0,
+                down_reason: "not connected yet".into(),
+                handles: HashMap::new(),
+                dead_handles: HashMap::new(),
+                loaded: false,
+                dead: Vec::new(),
+                orphans: Vec::new(),
+                adopted: Vec::new(),
+                next_claim: now,
+                next_renewal: now,
+                released: false,
+            }),
+        };
+        Ok(Journaled::new(store, ids, dead_capacity))
+    }
+}
+
+impl RedisStore {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stream(&self, webhook: &str) -> String {
+        format!("{}:{webhook}:stream", self.key)
+    }
+
+    fn retry_set(&self, webhook: &str) -> String {
+        format!("{}:{webhook}:retry", self.key)
+    }
+
+    fn records(&self, webhook: &str) -> String {
+        format!("{}:{webhook}:records", self.key)
+    }
+
+    fn dead_stream(&self) -> String {
+        format!("{}:dead", self.key)
+    }
+
+    fn lease_ms(&self) -> u64 {
+        self.claim_after.as_millis() as u64
+    }
+
+    /// Runs `work` on the connection (connecting first, unless backing off); a failure drops
+    /// the connection, so the next call reconnects.
+    fn with_connection<T>(
+        &self,
+        state: &mut State,
+        work: impl FnOnce(&Self, &mut Connection, &mut State) -> redis::RedisResult<T>,
+    ) -> Result<T, String> {
+        let mut connection = match state.connection.take() {
+            _ if state.released => return Err("the outbox is closed".into()),
+            Some(connection) => connection,
+            None if Instant::now() < state.retry_at => return Err(state.down_reason.clone()),
+            None => match self.open(state) {
+                Ok(connection) => connection,
+                Err(e) => return Err(self.went_down(state, e)),
+            },
+        };
+        match work(self, &mut connection, state) {
+            Ok(value) => {
+                state.connection = Some(connection);
+                state.failures = 0;
+                Ok(value)
+            }
+            Err(e) => Err(self.went_down(state, e)),
+        }
+    }
+
+    /// Notes a failure: not connected, next attempt after a backoff (100 ms doubling to 5 s).
+    fn went_down(&self, state: &mut State, error: redis::RedisError) -> String {
+        state.failures = state.failures.saturating_add(1);
+        let backoff = Duration::from_millis(100 << state.failures.min(6)).min(Duration::from_secs(5));
+        state.retry_at = Instant::now() + backoff;
+        state.down_reason = format!("Redis: {error}");
+        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.down_reason.clone());
+        self.connected.store(false, Relaxed);
+        state.down_reason.clone()
+    }
+
+    /// Connects, creates the consumer groups and loads the scripts.
+    fn open(&self, state: &mut State) -> redis::RedisResult<Connection> {
+        let mut connection = self.client.get_connection_with_timeout(Duration::from_secs(2))?;
+        connection.set_read_timeout(Some(Duration::from_secs(5)))?;
+        connection.set_write_timeout(Some(Duration::from_secs(5)))?;
+        for id in &self.ids {
+            self.create_group(&mut connection, id)?;
+        }
+        for (slot, source) in state.scripts.iter_mut().zip([ADD, TAKE_DUE, HAND_BACK]) {
+            *slot = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(source)
+                .query(&mut connection)?;
+        }
+        if !state.loaded {
+            // Before this process writes anything, so what it reads is not its own.
+            state.dead = self.load(&mut connection, state)?;
+            state.loaded = true;
+        }
+        Ok(connection)
+    }
+
+    fn create_group(&self, connection: &mut Connection, webhook: &str) -> redis::RedisResult<()> {
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.stream(webhook))
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query(connection);
+        match created {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Queues the commands that forget where `handle` is stored.
+    fn forget(&self, pipe: &mut redis::Pipeline, id: Uuid, handle: &Handle) {
+        match &handle.place {
+            Place::Stream(entry) => {
+                let stream = self.stream(&handle.webhook);
+                pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(entry).ignore();
+                pipe.cmd("XDEL").arg(&stream).arg(entry).ignore();
+            }
+            Place::Retry { .. } => {
+                let id = id.to_string();
+                pipe.cmd("ZREM")
+                    .arg(self.retry_set(&handle.webhook))
+                    .arg(&id)
+                    .ignore();
+                pipe.cmd("HDEL")
+                    .arg(self.records(&handle.webhook))
+                    .arg(&id)
+                    .ignore();
+            }
+        }
+    }
+
+    /// Reads the fleet's dead letters (the newest `dead_capacity`, oldest first) and finds
+    /// the streams of webhook ids this config no longer has.
+    fn load(&self, connection: &mut Connection, state: &mut State) -> redis::RedisResult<Vec<DeadRecord>> {
+        let newest: Value = redis::cmd("XREVRANGE")
+            .arg(self.dead_stream())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(self.dead_capacity.max(1))
+            .query(connection)?;
+        let mut dead = Vec::new();
+        for entry in items(&newest).iter().rev() {
+            let (Some(entry_id), Some(record)) = (text(item(entry, 0)), field(entry, "d")) else {
+                continue;
+            };
+            if let Ok(record) = serde_json::from_slice::<DeadRecord>(record) {
+                state.dead_handles.insert(record.id, entry_id);
+                dead.push(record);
+            }
+        }
+        let pattern = format!("{}:*:stream", self.key);
+        let streams: Vec<String> = redis::cmd("SCAN")
+            .cursor_arg(0)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .clone()
+            .iter(connection)?
+            .collect::<redis::RedisResult<_>>()?;
+        let prefix = format!("{}:", self.key);
+        state.orphans = streams
+            .iter()
+            .filter_map(|s| s.strip_prefix(&prefix)?.strip_suffix(":stream"))
+            .filter(|id| !self.ids.iter().any(|known| known == id))
+            .map(str::to_owned)
+            .collect();
+        for id in state.orphans.clone() {
+            self.create_group(connection, &id)?;
+        }
+        Ok(dead)
+    }
+
+    /// Refreshes what this process holds, so no other process takes it over while it lives.
+    fn renew(&self, connection: &mut Connection, state: &State) -> redis::RedisResult<()> {
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        let mut entries: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (id, handle) in &state.handles {
+            match &handle.place {
+                Place::Stream(entry) => entries.entry(&handle.webhook).or_default().push(entry),
+                Place::Retry { due_ms } => {
+                    pipe.cmd("ZADD")
+                        .arg(self.retry_set(&handle.webhook))
+                        .arg("XX")
+                        .arg((*due_ms).max(now) + self.lease_ms())
+                        .arg(id.to_string())
+                        .ignore();
+                }
+            }
+        }
+        for (webhook, entries) in entries {
+            for chunk in entries.chunks(1000) {
+                pipe.cmd("XCLAIM")
+                    .arg(self.stream(webhook))
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg(0)
+                    .arg(chunk)
+                    .arg("JUSTID")
+                    .ignore();
+            }
+        }
+        run(pipe, connection)
+    }
+
+    /// Takes over, for `webhook`, up to `room` deliveries: stream entries idle longer than
+    /// `claim_after`, then retries free to take.
+    fn take_over(
+        &self,
+        connection: &mut Connection,
+        state: &mut State,
+        webhook: &str,
+        room: usize,
+    ) -> redis::RedisResult<Vec<Resumed>> {
+        let mut taken = Vec::new();
+        let reply: Value = redis::cmd("XAUTOCLAIM")
+            .arg(self.stream(webhook))
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(self.lease_ms())
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(room.min(1000))
+            .query(connection)?;
+        for entry in items(item(&reply, 1)) {
+            let Some(entry_id) = text(item(entry, 0)) else {
+                continue;
+            };
+            let record = field(entry, "d").and_then(|r| serde_json::from_slice::<Record>(r).ok());
+            self.adopt(state, webhook, Place::Stream(entry_id), record, &mut taken);
+        }
+        let room = room.saturating_sub(taken.len());
+        if room > 0 {
+            let reply: Value = redis::cmd("EVALSHA")
+                .arg(&state.scripts[1])
+                .arg(2)
+                .arg(self.retry_set(webhook))
+                .arg(self.records(webhook))
+                .arg(now_ms())
+                .arg(self.lease_ms())
+                .arg(room)
+                .query(connection)?;
+            for pair in items(&reply).chunks(2) {
+                let record = bytes(&pair[1]).and_then(|r| serde_json::from_slice::<Record>(r).ok());
+                let due_ms = record.as_ref().map_or(0, |r| r.due_ms);
+                self.adopt(state, webhook, Place::Retry { due_ms }, record, &mut taken);
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Holds a delivery taken over (unless this process holds it already).
+    fn adopt(
+        &self,
+        state: &mut State,
+        webhook: &str,
+        place: Place,
+        record: Option<Record>,
+        out: &mut Vec<Resumed>,
+    ) {
+        let Some(mut record) = record else { return };
+        if state.handles.contains_key(&record.id) {
+            return;
+        }
+        record.webhook = webhook.to_owned();
+        let handle = Handle {
+            webhook: webhook.to_owned(),
+            place,
+        };
+        state.handles.insert(record.id, handle);
+        out.push(record.resumed());
+    }
+}
+
+/// What a batch does to one delivery or dead letter, after coalescing its changes.
+enum Final<'a> {
+    Put {
+        webhook: usize,
+        new: bool,
+        due_ms: u64,
+        value: &'a [u8],
+    },
+    Delete,
+}
+
+/// A reply of the pipeline that changes what this process holds.
+enum Expect {
+    /// An ADD script's reply, for the webhook.
+    Added(String),
+    /// The dead-letter XADD of a delivery id.
+    Dead(Uuid),
+}
+
+impl Store for RedisStore {
+    const KIND: &'static str = "redis";
+
+    fn write(&self, batch: &[Change]) -> Result<(), String> {
+        // The last change of each delivery wins: a delivery admitted and delivered while Redis
+        // was away costs nothing; one retried three times is written once.
+        let mut deliveries: Vec<(Uuid, Final)> = Vec::new();
+        let mut delivery_at: HashMap<Uuid, usize> = HashMap::new();
+        let mut dead: Vec<(Uuid, Option<&[u8]>)> = Vec::new();
+        let mut dead_at: HashMap<Uuid, usize> = HashMap::new();
+        for change in batch {
+            let (id, last) = match change {
+                Change::Put {
+                    id,
+                    webhook,
+                    new,
+                    due_ms,
+                    value,
+                    ..
+                } => (
+                    *id,
+                    Final::Put {
+                        webhook: *webhook,
+                        new: *new,
+                        due_ms: *due_ms,
+                        value,
+                    },
+                ),
+                Change::Delete(id) => (*id, Final::Delete),
+                Change::PutDead(id, value) => {
+                    upsert(&mut dead, &mut dead_at, *id, Some(value.as_slice()));
+                    continue;
+                }
+                Change::DeleteDead(id) => {
+                    upsert(&mut dead, &mut dead_at, *id, None);
+                    continue;
+                }
+            };
+            upsert(&mut deliveries, &mut delivery_at, id, last);
+        }
+        let mut state = self.state();
+        let state = &mut *state;
+        self.with_connection(state, |store, connection, state| {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            let mut expect = Vec::new();
+            let mut adds: HashMap<usize, Vec<(Uuid, &[u8])>> = HashMap::new();
+            for (id, last) in &deliveries {
+                if let Some(handle) = state.handles.get(id) {
+                    store.forget(&mut pipe, *id, handle);
+                }
+                match last {
+                    Final::Put {
+                        webhook,
+                        new: true,
+                        value,
+                        ..
+                    } => adds.entry(*webhook).or_default().push((*id, value)),
+                    Final::Put {
+                        webhook,
+                        due_ms,
+                        value,
+                        ..
+                    } => {
+                        let webhook = &store.ids[*webhook];
+                        pipe.cmd("HSET")
+                            .arg(store.records(webhook))
+                            .arg(id.to_string())
+                            .arg(*value)
+                            .ignore();
+                        pipe.cmd("ZADD")
+                            .arg(store.retry_set(webhook))
+                            .arg(due_ms + store.lease_ms())
+                            .arg(id.to_string())
+                            .ignore();
+                    }
+                    Final::Delete => {}
+                }
+            }
+            for (webhook, records) in &adds {
+                let webhook = &store.ids[*webhook];
+                for chunk in records.chunks(ADD_CHUNK) {
+                    let command = pipe
+                        .cmd("EVALSHA")
+                        .arg(&state.scripts[0])
+                        .arg(1)
+                        .arg(store.stream(webhook));
+                    command.arg(GROUP).arg(&store.consumer).arg(chunk.len());
+                    for (id, _) in chunk {
+                        command.arg(id.to_string());
+                    }
+                    for (_, value) in chunk {
+                        command.arg(*value);
+                    }
+                    expect.push(Expect::Added(webhook.clone()));
+                }
+            }
+            for (id, value) in &dead {
+                match value {
+                    Some(value) => {
+                        pipe.cmd("XADD")
+                            .arg(store.dead_stream())
+                            .arg("*")
+                            .arg("d")
+                            .arg(*value);
+                        expect.push(Expect::Dead(*id));
+                    }
+                    None => {
+                        if let Some(entry) = state.dead_handles.get(id) {
+                            pipe.cmd("XDEL").arg(store.dead_stream()).arg(entry).ignore();
+                        }
+                    }
+                }
+            }
+            let replies: Vec<Value> = match pipe.is_empty() {
+                true => Vec::new(),
+                false => pipe.query(connection)?,
+            };
+            for (id, last) in &deliveries {
+                state.handles.remove(id);
+                if let Final::Put {
+                    webhook,
+                    new: false,
+                    due_ms,
+                    ..
+                } = last
+                {
+                    let handle = Handle {
+                        webhook: store.ids[*webhook].clone(),
+                        place: Place::Retry { due_ms: *due_ms },
+                    };
+                    state.handles.insert(*id, handle);
+                }
+            }
+            for (id, value) in &dead {
+                if value.is_none() {
+                    state.dead_handles.remove(id);
+                }
+            }
+            for (expected, reply) in expect.into_iter().zip(replies) {
+                match expected {
+                    Expect::Added(webhook) => {
+                        for entry in items(&reply) {
+                            let (Some(entry_id), Some(id)) = (text(item(entry, 0)), text(item(entry, 1)))
+                            else {
+                                continue;
+                            };
+                            let Ok(id) = id.parse::<Uuid>() else { continue };
+                            match bytes(item(entry, 2)) {
+                                None => {
+                                    let handle = Handle {
+                                        webhook: webhook.clone(),
+                                        place: Place::Stream(entry_id),
+                                    };
+                                    state.handles.insert(id, handle);
+                                }
+                                Some(record) => {
+                                    let record = serde_json::from_slice::<Record>(record).ok();
+                                    let mut adopted = std::mem::take(&mut state.adopted);
+                                    store.adopt(
+                                        state,
+                                        &webhook,
+                                        Place::Stream(entry_id),
+                                        record,
+                                        &mut adopted,
+                                    );
+                                    state.adopted = adopted;
+                                }
+                            }
+                        }
+                    }
+                    Expect::Dead(id) => {
+                        if let Some(entry) = text(&reply) {
+                            state.dead_handles.insert(id, entry);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn release(&self) {
+        let mut state = self.state();
+        let state = &mut *state;
+        let now = now_ms();
+        let handed_back = self.with_connection(state, |store, connection, state| {
+            let mut pipe = redis::pipe();
+            for (id, handle) in state.handles.drain() {
+                let webhook = &handle.webhook;
+                match handle.place {
+                    Place::Stream(entry) => {
+                        pipe.cmd("EVALSHA")
+                            .arg(&state.scripts[2])
+                            .arg(3)
+                            .arg(store.stream(webhook))
+                            .arg(store.retry_set(webhook))
+                            .arg(store.records(webhook))
+                            .arg(GROUP)
+                            .arg(entry)
+                            .arg(id.to_string())
+                            .arg(now)
+                            .ignore();
+                    }
+                    Place::Retry { .. } => {
+                        pipe.cmd("ZADD")
+                            .arg(store.retry_set(webhook))
+                            .arg("XX")
+                            .arg(now)
+                            .arg(id.to_string())
+                            .ignore();
+                    }
+                }
+            }
+            for id in store.ids.iter().chain(&state.orphans) {
+                pipe.cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(store.stream(id))
+                    .arg(GROUP)
+                    .arg(&store.consumer)
+                    .ignore();
+            }
+            run(pipe, connection)
+        });
+        if let Err(e) = handed_back {
+            log::warn!("could not hand pending deliveries back at close ({e}); another process takes them over after claim_after");
+        }
+        state.connection = None;
+        state.released = true;
+        self.connected.store(false, Relaxed);
+    }
+
+    fn connected(&self) -> bool {
+        self.connected.load(Relaxed)
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn claim(&self, room: &[usize], keep_dead: &dyn Fn(Vec<DeadRecord>)) -> Vec<Resumed> {
+        let mut state = self.state();
+        let state = &mut *state;
+        let now = Instant::now();
+        if now < state.next_claim {
+            return Vec::new();
+        }
+        state.next_claim = now + CLAIM_INTERVAL;
+        let mut resumed = std::mem::take(&mut state.adopted);
+        let result = self.with_connection(state, |store, connection, state| {
+            if Instant::now() >= state.next_renewal {
+                store.renew(connection, state)?;
+                state.next_renewal = Instant::now() + store.claim_after / 3;
+            }
+            for (index, webhook) in store.ids.iter().enumerate() {
+                if room[index] > 0 {
+                    resumed.extend(store.take_over(connection, state, webhook, room[index])?);
+                }
+            }
+            // Deliveries of webhooks no longer configured go to dead letters (by the engine).
+            for webhook in state.orphans.clone() {
+                resumed.extend(store.take_over(connection, state, &webhook, 1000)?);
+            }
+            Ok(())
+        });
+        keep_dead(std::mem::take(&mut state.dead));
+        // Connected once a claim round succeeds: the dead letters are read by then.
+        self.connected.store(result.is_ok(), Relaxed);
+        if result.is_ok() {
+            *self.error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        if result.is_err() {
+            // What was taken before the failure is held; it is handed over all the same.
+            state.next_claim = state.retry_at.max(state.next_claim);
+        }
+        resumed
+    }
+}
+
+/// Runs `pipe` unless it is empty.
+fn run(pipe: redis::Pipeline, connection: &mut Connection) -> redis::RedisResult<()> {
+    match pipe.is_empty() {
+        true => Ok(()),
+        false => pipe.query(connection),
+    }
+}
+
+/// Sets the last change of `id` in `list` (in first-seen order).
+fn upsert<T>(list: &mut Vec<(Uuid, T)>, at: &mut HashMap<Uuid, usize>, id: Uuid, last: T) {
+    match at.get(&id) {
+        Some(&index) => list[index].1 = last,
+        None => {
+            at.insert(id, list.len());
+            list.push((id, last));
+        }
+    }
+}
+
+fn items(value: &Value) -> &[Value] {
+    match value {
+        Value::Array(items) | Value::Set(items) => items,
+        _ => &[],
+    }
+}
+
+fn item(value: &Value, index: usize) -> &Value {
+    items(value).get(index).unwrap_or(&Value::Nil)
+}
+
+fn bytes(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.as_bytes()),
+        _ => None,
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    bytes(value).map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+/// The value of `name` in a stream entry `[id, [field, value, …]]`.
+fn field<'a>(entry: &'a Value, name: &str) -> Option<&'a [u8]> {
+    items(item(entry, 1))
+        .chunks(2)
+        .find(|pair| bytes(&pair[0]) == Some(name.as_bytes()))
+        .and_then(|pair| bytes(pair.get(1)?))
+}

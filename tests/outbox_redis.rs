@@ -1,0 +1,269 @@
+//! The Redis outbox with a real `redis-server` and real processes: two replicas sharing one
+//! key, one killed with SIGKILL holding pending deliveries; the server killed and restarted
+//! while events flow; deliveries and dead letters handed to the next start; Redis
+//! unreachable from the start.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use webhook_notification::{Event, Notifier};
+
+use common::host::{self, arrivals, duplicates_with_stable_ids, kill, read_until, wait_distinct, WAIT};
+use common::receiver::{dead_port, Receiver, Reply};
+use common::redis::{server, RedisServer};
+
+#[test]
+#[ignore = "a host process that the crash tests start and kill"]
+fn outbox_host() {
+    host::run_host();
+}
+
+/// A key no other test uses.
+fn key(name: &str) -> String {
+    format!("test-{}-{name}", std::process::id())
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_replica_killed_holding_deliveries_is_taken_over_by_the_other() {
+    let (redis, _own) = server();
+    let fast = Arc::new(AtomicBool::new(false));
+    let is_fast = Arc::clone(&fast);
+    let rx = Receiver::start(move |_| {
+        let delay = if is_fast.load(SeqCst) { 0 } else { 20 };
+        Reply::status(200).after(Duration::from_millis(delay))
+    });
+    let config = format!(
+        "queue_capacity: 100000\noutbox: {{type: redis, url: '{redis}', key: {}, claim_after: 1}}\nwebhooks: [{{url: '{}', id: sink, events: [tool_success], max_concurrency: 4, circuit_breaker: false}}]",
+        key("replicas"),
+        rx.url("/")
+    );
+    let events = 1000;
+    let (doomed, mut doomed_lines) = host::host(&config, events, 0, &[("OUTBOX_HOST_PREFIX", "a-")]);
+    let (survivor, mut survivor_lines) = host::host(
+        &config,
+        events,
+        0,
+        &[("OUTBOX_HOST_PREFIX", "b-"), ("OUTBOX_HOST_STAY", "1")],
+    );
+    read_until(&mut doomed_lines, "COMMITTED");
+    read_until(&mut survivor_lines, "COMMITTED");
+    rx.wait_for(100, WAIT); // both are delivering; most of the doomed one's are pending
+    kill(doomed);
+    let at_kill = arrivals(&rx).keys().filter(|r| r.starts_with("a-")).count();
+    fast.store(true, SeqCst);
+    let seen = wait_distinct(&rx, 2 * events);
+    let twice = duplicates_with_stable_ids(&seen);
+    println!(
+        "redis replicas: {events} events each; {at_kill} of the killed replica's had arrived at SIGKILL, the rest taken over; {twice} arrived twice"
+    );
+    for prefix in ["a-", "b-"] {
+        assert!(
+            (0..events).all(|i| seen.contains_key(&format!("{prefix}{i}"))),
+            "{prefix}* missing"
+        );
+    }
+    // Only those in flight at the kill (4 slots) and those whose acknowledgement was not yet
+    // written (a few milliseconds of deliveries) may arrive twice.
+    assert!(twice <= 4 + 10, "{twice} duplicates");
+    let mut survivor = survivor;
+    drop(survivor.stdin.take());
+    survivor.wait().unwrap();
+}
+
+#[test]
+fn a_redis_restart_costs_hooks_nothing_and_loses_nothing() {
+    let redis = RedisServer::start();
+    let port = redis.port;
+    let rx = Receiver::ok();
+    let n = Notifier::from_config_text(
+        &format!(
+            "outbox: {{type: redis, url: '{}', key: {}}}\nwebhooks: [{{url: '{}', id: w, events: [tool_success]}}]",
+            redis.url(),
+            key("restart"),
+            rx.url("/")
+        ),
+        None,
+    )
+    .unwrap();
+    wait_until("connected", || n.stats().outbox.connected);
+    let events = 3000;
+    let (mut up, mut down) = (Vec::new(), Vec::new());
+    let mut redis = Some(redis);
+    for i in 0..events {
+        if i == 1000 {
+            redis.take().unwrap().stop();
+        }
+        if i == 2000 {
+            assert!(!n.stats().outbox.connected, "connected while the server is down");
+            redis = Some(RedisServer::start_on(port));
+        }
+        let started = Instant::now();
+        assert!(n
+            .notify(
+                Event::ToolSuccess,
+                &json!({"request_id": format!("evt-{i}")}),
+                None,
+                None
+            )
+            .unwrap());
+        let took = started.elapsed();
+        if (1000..2000).contains(&i) {
+            down.push(took)
+        } else {
+            up.push(took)
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (up_median, down_median) = (median(&mut up), median(&mut down));
+    println!(
+        "redis restart: hook median {up_median:?} with the server up, {down_median:?} while it was down"
+    );
+    // An invariant with a wide margin (timing is noisy here): no hook waits on Redis.
+    assert!(
+        down_median < up_median * 5 + Duration::from_micros(200),
+        "{down_median:?} vs {up_median:?}"
+    );
+    assert!(n.flush(WAIT));
+    wait_until("reconnected", || n.stats().outbox.connected);
+    let s = n.stats();
+    assert_eq!((s.delivered, s.dropped), (events as u64, 0), "{s:?}");
+    assert_eq!(arrivals(&rx).len(), events);
+    // What was admitted during the outage was written once Redis came back.
+    wait_until("committed", || n.stats().outbox.uncommitted == 0);
+}
+
+#[test]
+fn close_hands_deliveries_and_dead_letters_to_the_next_start() {
+    let (redis, _own) = server();
+    let key = key("handover");
+    let not_found = Receiver::start(|_| Reply::status(404));
+    let port = dead_port();
+    let text = |url: &str, gone: bool| {
+        let gone = match gone {
+            true => format!(", {{url: 'http://127.0.0.1:{port}/gone', id: gone, events: [tool_error], retry_schedule: [1h]}}"),
+            false => String::new(),
+        };
+        format!(
+            "shutdown_timeout: 2\noutbox: {{type: redis, url: '{redis}', key: {key}, dead_letter_capacity: 2}}\nwebhooks: [{{url: '{}', id: lost, events: [violation]}}, {{url: '{url}', id: w, events: [tool_success], retry_schedule: [1h], circuit_breaker: false}}{gone}]",
+            not_found.url("/")
+        )
+    };
+    let first = Notifier::from_config_text(&text(&format!("http://127.0.0.1:{port}/"), true), None).unwrap();
+    for i in 0..3 {
+        first
+            .notify(
+                Event::Violation,
+                &json!({"request_id": format!("dead-{i}")}),
+                None,
+                None,
+            )
+            .unwrap();
+        first
+            .notify(
+                Event::ToolSuccess,
+                &json!({"request_id": format!("kept-{i}")}),
+                None,
+                None,
+            )
+            .unwrap();
+    }
+    first
+        .notify(Event::ToolError, &json!({"request_id": "orphan"}), None, None)
+        .unwrap();
+    wait_until("first attempts", || {
+        first.stats().retries >= 4 && first.stats().failed >= 3
+    });
+    let s = first.stats();
+    assert_eq!(
+        (s.dead_letters, s.dead_letters_evicted),
+        (2, 1),
+        "capacity 2: oldest evicted: {s:?}"
+    );
+    first.close(Duration::from_secs(5)).unwrap();
+    assert_eq!(first.stats().dropped, 0, "kept in Redis, not dropped");
+    drop(first);
+    // Next start: `w` healed, `gone` no longer configured.
+    let healed = Receiver::ok();
+    let second = Notifier::from_config_text(&text(&healed.url("/"), false), None).unwrap();
+    // Taken at once, due when they were (an hour away).
+    wait_until("resumed", || second.stats().webhooks[1].queued == 3);
+    wait_until("the orphan is dead-lettered", || {
+        second
+            .dead_letters(None)
+            .unwrap()
+            .iter()
+            .any(|l| l.webhook_id == "gone")
+    });
+    let all = second.dead_letters(None).unwrap();
+    let orphan: Vec<_> = all.iter().filter(|l| l.webhook_id == "gone").collect();
+    assert!(
+        orphan[0].last_error.contains("no longer configured"),
+        "{}",
+        orphan[0].last_error
+    );
+    let dead = second.dead_letters(Some("lost")).unwrap();
+    assert_eq!(dead.len(), 1, "the newest within capacity: {dead:?}");
+    assert_eq!(dead[0].last_status, Some(404));
+    let id = dead[0].delivery_id.to_string();
+    assert_eq!(second.replay_dead_letters(Some("lost")).unwrap(), 1);
+    wait_until("the replay arrives", || not_found.received().len() >= 4);
+    let replayed = not_found.received().pop().unwrap();
+    assert_eq!(
+        replayed.header("x-webhook-delivery"),
+        Some(id.as_str()),
+        "same delivery id"
+    );
+}
+
+#[test]
+fn an_unreachable_redis_keeps_delivering_from_memory() {
+    let rx = Receiver::ok();
+    let n = Notifier::from_config_text(
+        &format!(
+            "shutdown_timeout: 1\noutbox: {{type: redis, url: 'redis://127.0.0.1:{}/', key: {}}}\nwebhooks: [{{url: '{}', events: [tool_success]}}]",
+            dead_port(),
+            key("unreachable"),
+            rx.url("/")
+        ),
+        None,
+    )
+    .unwrap();
+    for i in 0..20 {
+        n.notify(
+            Event::ToolSuccess,
+            &json!({"request_id": format!("evt-{i}")}),
+            None,
+            None,
+        )
+        .unwrap();
+    }
+    assert!(n.flush(WAIT));
+    wait_until("an error is shown", || n.stats().outbox.last_error.is_some());
+    let s = n.stats();
+    assert_eq!(
+        (s.delivered, s.outbox.connected, s.outbox.committed),
+        (20, false, 0),
+        "{s:?}"
+    );
+    assert!(s.outbox.last_error.unwrap().contains("Redis"));
+    assert_eq!(arrivals(&rx).len(), 20);
+    // Delivered while Redis was away: nothing is lost at close, nothing counted as dropped.
+    let _ = n.close(Duration::from_secs(1));
+    assert_eq!(n.stats().dropped, 0);
+}
