@@ -1130,6 +1130,7 @@ mod tests {
             ("outbox: {type: floppy}", "outbox.type", "expected one of `memory`, `disk`, `redis`"),
             ("outbox: {type: disk, url: 'redis://x'}", "outbox.url", "only for `type: redis`"),
             ("outbox: {type: redis, url: 'http://x'}", "outbox.url", "must start with"),
+            ("outbox: {type: redis}", "outbox.url", "required for `type: redis` (or set REDIS_URL)"),
             ("outbox: {type: redis, url: 'redis://x', key: ''}", "outbox.key", "non-empty"),
             ("outbox: {type: redis, url: 'redis://x', claim_after: 0}", "outbox.claim_after", ""),
             ("outbox: {type: disk}", "outbox.path", "required"),

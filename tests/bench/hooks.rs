@@ -12,7 +12,8 @@
 //!   (so the Python benchmark measures against receivers in another process).
 //!
 //! With `BENCH_OUTBOX_DIR` set, every notifier uses a disk outbox in a fresh directory under
-//! it (`hooks` and `throughput` then measure the disk outbox).
+//! it; with `BENCH_OUTBOX_REDIS` (a URL), a Redis outbox under a fresh key (`hooks` and
+//! `throughput` then measure that outbox).
 
 #[path = "../common/receiver.rs"]
 mod receiver;
@@ -46,19 +47,19 @@ fn receivers() -> (Vec<Receiver>, Vec<(&'static str, String)>) {
     (vec![fast, slow, failing], urls)
 }
 
-/// `"outbox": {…},` for a disk outbox in a fresh directory when `BENCH_OUTBOX_DIR` is set.
+/// `"outbox": {…},` for a disk outbox in a fresh directory when `BENCH_OUTBOX_DIR` is set, or
+/// a Redis outbox under a fresh key when `BENCH_OUTBOX_REDIS` is.
 fn outbox() -> String {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    match std::env::var("BENCH_OUTBOX_DIR") {
-        Ok(dir) => {
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            format!(
-                r#""outbox": {{"type": "disk", "path": "{dir}/{}-{n}"}},"#,
-                std::process::id()
-            )
-        }
-        Err(_) => String::new(),
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let fresh = format!("{}-{n}", std::process::id());
+    if let Ok(dir) = std::env::var("BENCH_OUTBOX_DIR") {
+        return format!(r#""outbox": {{"type": "disk", "path": "{dir}/{fresh}"}},"#);
     }
+    if let Ok(url) = std::env::var("BENCH_OUTBOX_REDIS") {
+        return format!(r#""outbox": {{"type": "redis", "url": "{url}", "key": "bench-{fresh}"}},"#);
+    }
+    String::new()
 }
 
 /// The config every implementation is measured with (retries kept short so the pure-Python

@@ -16,9 +16,11 @@ RECEIVERS = [("200", "answers 200"), ("sleep200", "sleeps 200 ms"), ("500", "ans
 HOOK_ROWS = [
     ("rust", "Rust API (`Notifier::invoke`)"),
     ("rust-disk", "Rust API, disk outbox"),
+    ("rust-redis", "Rust API, redis outbox"),
     ("rust-v1", "Rust API, v1 (previous release, same run)"),
     ("c", "C API (`webhook_plugin_invoke`, JSON text in/out)"),
     ("c-disk", "C API, disk outbox"),
+    ("c-redis", "C API, redis outbox"),
     ("c-v1", "C API, v1 (previous release, same run)"),
     ("empty-plugin", "empty cpex plugin (floor of any plugin)"),
     ("python-plugin", "our plugin via cpex `PluginManager`"),
@@ -77,6 +79,7 @@ def main() -> None:
     ratio = lambda a, b: [med(a, r) / med(b, r) for r, _ in RECEIVERS if (a, r) in hook and (b, r) in hook]  # noqa: E731
     disk_over_memory, v2_over_v1 = ratio("rust-disk", "rust"), ratio("rust", "rust-v1")
     c_disk, c_v1 = ratio("c-disk", "c"), ratio("c", "c-v1")
+    redis_over_memory, c_redis = ratio("rust-redis", "rust"), ratio("c-redis", "c")
     out += [
         "",
         f"- Our plugin costs **{min(ours_over_empty):.2f}–{max(ours_over_empty):.2f}×** an empty cpex plugin "
@@ -90,6 +93,9 @@ def main() -> None:
         *([f"- The disk outbox costs **{min(disk_over_memory):.2f}–{max(disk_over_memory):.2f}×** the memory outbox's median "
            f"through the Rust API and {min(c_disk):.2f}–{max(c_disk):.2f}× through the C API (target ≤ 1.2×): admission stays "
            "in memory, commits run on the delivery runtime."] if disk_over_memory and c_disk else []),
+        *([f"- The redis outbox costs **{min(redis_over_memory):.2f}–{max(redis_over_memory):.2f}×** the memory outbox's "
+           f"median through the Rust API and {min(c_redis):.2f}–{max(c_redis):.2f}× through the C API (target ≤ 1.2×)."]
+          if redis_over_memory and c_redis else []),
         *([f"- This release against v1 in the same run: **{min(v2_over_v1):.2f}–{max(v2_over_v1):.2f}×** through the Rust API, "
            f"{min(c_v1):.2f}–{max(c_v1):.2f}× through the C API (per-webhook admission, breaker, rate limit and the "
            "event counters are on the hook path now)."] if v2_over_v1 and c_v1 else []),
@@ -110,6 +116,7 @@ def main() -> None:
         "rust": "our library, 1 delivery thread (default)",
         "rust-2threads": "our library, `WEBHOOK_WORKER_THREADS=2`",
         "rust-disk": "our library, disk outbox (group-committed redb, 1 delivery thread)",
+        "rust-redis": "our library, redis outbox (local redis-server, 1 delivery thread)",
         "rust-v1": "v1 (previous release, same run), 1 delivery thread",
         "python-plugin": "our plugin via cpex `PluginManager` (one client loop)",
         "python-peer": "pure-Python peer via cpex `PluginManager` (64 concurrent requests)",
@@ -133,6 +140,9 @@ def main() -> None:
         f"thread was {'faster' if rate['rust-2threads'] > rate['rust'] else 'slower'} in this run "
         f"({rate['rust-2threads'] / rate['rust']:.2f}×; across runs here it has gone both ways): on 2 cores it "
         "competes with the host and the receiver, so the default stays at one.",
+        *([f"- Durable outboxes against the memory outbox's rate: disk **{rate['rust-disk'] / rate['rust']:.0%}** "
+           f"(target ≥ 50%), redis **{rate['rust-redis'] / rate['rust']:.0%}** (target ≥ 30%)."]
+          if "rust-disk" in rate and "rust-redis" in rate else []),
         "",
         "## Memory: 100,000 events flooding a dead receiver",
         "",

@@ -13,9 +13,9 @@ export LOG_LEVEL=off   # failing deliveries are the point of some runs; keep the
 V1=eca0331             # the previous release, measured side by side where this one changed
 
 missing=()
-for pkg in nginx wrk; do command -v "$pkg" >/dev/null || missing+=("$pkg"); done
+for pkg in nginx wrk redis-server; do command -v "$pkg" >/dev/null || missing+=("$pkg"); done
 if ((${#missing[@]})); then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk redis-server >/dev/null
 fi
 
 echo "== build"
@@ -80,6 +80,18 @@ for run in 1 2 3; do
     rm -rf "$OUT/outbox"
     BENCH_OUTBOX_DIR="$OUT/outbox" "$BENCH" throughput "$FAST" 200000 | sed 's/"impl": *"rust"/"impl":"rust-disk"/'
 done | tee -a "$RESULTS"
+
+echo "== the redis outbox: hook cost and deliveries/s (a local redis-server, persistence off; same nginx)"
+REDIS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize yes --pidfile "$OUT/redis.pid" --logfile "$OUT/redis.log"
+until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+BENCH_OUTBOX_REDIS="redis://127.0.0.1:$REDIS_PORT/" "$BENCH" hooks | sed 's/"impl": *"rust"/"impl":"rust-redis"/; s/"impl": *"c"/"impl":"c-redis"/' | tee -a "$RESULTS"
+for run in 1 2 3; do
+    redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    BENCH_OUTBOX_REDIS="redis://127.0.0.1:$REDIS_PORT/" "$BENCH" throughput "$FAST" 200000 | sed 's/"impl": *"rust"/"impl":"rust-redis"/'
+done | tee -a "$RESULTS"
+kill "$(cat "$OUT/redis.pid")"
 
 echo "== the disk outbox's loss window: SIGKILL during intake at ~10k events/s, 5 times"
 cargo test --release --test outbox_disk a_crash_during_intake -- --nocapture 2>/dev/null \
