@@ -1,6 +1,7 @@
 //! The PyO3 module `cpex_webhook_notification._native` (cargo feature `python`): a thin
 //! native class over a shared [`Notifier`] for the Python plugin class in
-//! `python/cpex_webhook_notification`. Arguments arrive as JSON text; blocking calls
+//! `python/cpex_webhook_notification`. Arguments arrive as plain Python data (converted here)
+//! or as JSON text; blocking calls
 //! (`flush`, the exit drain) release the GIL; hook calls never wait on the network at all. Log records
 //! go to Python's `logging` under the logger `cpex_webhook_notification`.
 
@@ -11,7 +12,8 @@ use log::{Level, Log, Metadata, Record};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
-use serde_json::Value;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use serde_json::{Map, Number, Value};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -70,6 +72,55 @@ fn timeout(seconds: f64) -> PyResult<Duration> {
     Ok(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX))
 }
 
+/// How deep plain data is followed (the JSON parser's limit); deeper goes the JSON way.
+const MAX_DEPTH: usize = 64;
+
+/// Plain Python data as JSON, or None for anything else (see `invoke_data`).
+fn plain(object: &Bound<'_, PyAny>, depth: usize) -> Option<Value> {
+    if object.is_none() {
+        return Some(Value::Null);
+    }
+    if let Ok(text) = object.cast::<PyString>() {
+        return Some(Value::String(text.to_str().ok()?.to_owned()));
+    }
+    if let Ok(flag) = object.cast::<PyBool>() {
+        return Some(Value::Bool(flag.is_true()));
+    }
+    if object.is_instance_of::<PyInt>() {
+        return match object.extract::<i64>() {
+            Ok(n) => Some(n.into()),
+            Err(_) => object.extract::<u64>().ok().map(Value::from),
+        };
+    }
+    if let Ok(number) = object.cast::<PyFloat>() {
+        return Number::from_f64(number.value()).map(Value::Number);
+    }
+    if depth >= MAX_DEPTH {
+        return None;
+    }
+    if let Ok(dict) = object.cast::<PyDict>() {
+        let mut map = Map::new();
+        for (key, value) in dict.iter() {
+            let key = key.cast::<PyString>().ok()?.to_str().ok()?.to_owned();
+            map.insert(key, plain(&value, depth + 1)?);
+        }
+        return Some(Value::Object(map));
+    }
+    let items = |items: &mut dyn Iterator<Item = Bound<'_, PyAny>>| {
+        items
+            .map(|item| plain(&item, depth + 1))
+            .collect::<Option<Vec<_>>>()
+            .map(Value::Array)
+    };
+    if let Ok(list) = object.cast::<PyList>() {
+        return items(&mut list.iter());
+    }
+    if let Ok(tuple) = object.cast::<PyTuple>() {
+        return items(&mut tuple.iter());
+    }
+    None
+}
+
 /// Payloads larger than this are parsed and admitted without the GIL.
 const DETACH_ABOVE: usize = 64 * 1024;
 
@@ -115,6 +166,29 @@ impl NativeNotifier {
         }
         .map_err(to_py)?;
         Ok((submission.event.map(Event::name), submission.queued))
+    }
+
+    /// Handles one hook call whose payload and context are plain Python data (dict, list,
+    /// tuple, str, int, float, bool, None): no JSON text in between. Returns None, having done
+    /// nothing, when they are not (a model, a non-finite float, a huge int, deep nesting):
+    /// the caller then sends them through `invoke` as JSON.
+    #[pyo3(signature = (hook, payload, context=None))]
+    fn invoke_data(
+        &self,
+        hook: &str,
+        payload: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<(Option<&'static str>, bool)>> {
+        let hook = Hook::from_name(hook).map_err(to_py)?;
+        let context = match context {
+            Some(context) => plain(context, 0),
+            None => Some(Value::Null),
+        };
+        let (Some(payload), Some(context)) = (plain(payload, 0), context) else {
+            return Ok(None);
+        };
+        let submission = self.notifier.invoke(hook, payload, &context).map_err(to_py)?;
+        Ok(Some((submission.event.map(Event::name), submission.queued)))
     }
 
     /// Raises `event` directly; returns whether it was queued.

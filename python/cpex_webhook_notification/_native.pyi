@@ -30,6 +30,9 @@ class NativeNotifier:
 
     def __new__(cls, config: str, plugin_name: str | None = None) -> NativeNotifier: ...
     def invoke(self, hook: str, payload: str, context: str | None = None) -> tuple[str | None, bool]: ...
+    def invoke_data(
+        self, hook: str, payload: object, context: object | None = None
+    ) -> tuple[str | None, bool] | None: ...
     def notify(
         self,
         event: str,

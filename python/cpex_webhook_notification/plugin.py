@@ -202,7 +202,9 @@ class WebhookNotificationPlugin(Plugin):
         the native parser follows, is sent degraded rather than lost."""
         doc, ctx = self._payload(hook, payload), _context(context)
         try:
-            return self._native.invoke(hook, _json(doc), _json(ctx))
+            # Plain data goes across as it is; anything else (models, NaN, …) as JSON text.
+            done = self._native.invoke_data(hook, doc, ctx)
+            return done if done is not None else self._native.invoke(hook, _json(doc), _json(ctx))
         except ParseError:
             return self._native.invoke(hook, json.dumps(_degraded(doc)), json.dumps(_degraded(ctx)))
         except ClosedError:

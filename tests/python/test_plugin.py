@@ -349,6 +349,23 @@ async def test_unrepresentable_host_data_still_raises_its_event(receiver):
     await plugin.shutdown()
 
 
+async def test_plain_data_goes_natively_and_the_rest_through_json(receiver):
+    from cpex_webhook_notification._native import NativeNotifier
+
+    native = NativeNotifier(json.dumps({"webhooks": [{"url": receiver.url(), "events": ["tool_error"]}]}), "p")
+    deep: dict = {"error": "x"}
+    for _ in range(100):
+        deep = {"nested": deep}
+    context = {"request_id": "r", "user": {"email": "a@example.com", "is_admin": False}, "n": 2**63}
+    plain = {"name": "t", "result": {"error": "boom", "codes": [1, 2.5, None, True], "pair": ("a", "b")}}
+    assert native.invoke_data("tool_post_invoke", plain, context) == ("tool_error", True)
+    for not_plain in ({"error": float("nan")}, {"error": b"raw"}, {1: "int key"}, {"error": 2**64}, deep, {"error": object()}):
+        assert native.invoke_data("tool_post_invoke", {"name": "t", "result": not_plain}, context) is None, not_plain
+    assert native.flush(10)
+    assert [r.json()["request_id"] for r in receiver.requests] == ["r"], "nothing sent for what was refused"
+    native.detach()
+
+
 async def test_flush_timeouts_inf_means_no_deadline_nan_and_negative_are_errors(receiver):
     plugin = direct({"webhooks": [{"url": receiver.url(), "events": ["violation"]}]})
     await plugin.notify("violation", ctx(), {"reason": "r"})
