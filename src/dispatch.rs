@@ -135,13 +135,23 @@ fn settle(engine: &Engine, ticket: Ticket, outcome: Outcome, probe: bool) {
             ticket.attempts
         )
     };
-    let mut rescheduled = false;
     let transition = match outcome {
+        Outcome::Delivered(_) => breaker.success(),
+        _ => breaker.failure(now, probe),
+    };
+    // Raised before this delivery ends, so that nothing is ever seen idle (by flush or close)
+    // in between.
+    match transition {
+        Transition::Opened => engine.raise_circuit_event(index, Event::WebhookFailing),
+        Transition::Recovered => engine.raise_circuit_event(index, Event::WebhookRecovered),
+        Transition::None => {}
+    }
+    let rescheduled = match outcome {
         Outcome::Delivered(status) => {
             debug!("{}", describe(&format!("HTTP {status}")));
             engine.outbox.ack(&ticket);
             ticket.delivered(status);
-            breaker.success()
+            false
         }
         Outcome::Retry { status, error, after } => match webhook.retry.delay(ticket.attempts - 1) {
             Some(delay) => {
@@ -151,31 +161,22 @@ fn settle(engine: &Engine, ticket: Ticket, outcome: Outcome, probe: bool) {
                 };
                 debug!("{}", describe(&format!("{error}; retrying in {wait:?}")));
                 ticket.counters().retried(status, error);
-                let transition = breaker.failure(now, probe);
                 engine.outbox.schedule(ticket, now + wait);
-                rescheduled = true;
-                transition
+                true
             }
             None => {
-                let transition = breaker.failure(now, probe);
                 engine.dead_letter(ticket, status, error);
-                transition
+                false
             }
         },
         Outcome::Fail { status, error } => {
-            let transition = breaker.failure(now, probe);
             engine.dead_letter(ticket, status, error);
-            transition
+            false
         }
     };
     // The dispatcher needs waking only when its next step may have changed: a retry was
     // scheduled, or the breaker moved (a freed slot wakes it through the semaphore).
     if rescheduled || probe || transition != Transition::None {
         engine.wakers[index].notify_one();
-    }
-    match transition {
-        Transition::Opened => engine.raise_circuit_event(index, Event::WebhookFailing),
-        Transition::Recovered => engine.raise_circuit_event(index, Event::WebhookRecovered),
-        Transition::None => {}
     }
 }

@@ -333,7 +333,7 @@ impl Engine {
             false => self.config.template(event),
         };
         let shared = (!template.varies_per_delivery()).then(|| render_json(template, &vars, event, None));
-        let mut failure = None;
+        let mut failed = Vec::new();
         for mut ticket in tickets {
             ticket.id = Uuid::new_v4();
             let body = match &shared {
@@ -347,21 +347,23 @@ impl Engine {
                     self.outbox.push(ticket);
                     self.wakers[index].notify_one();
                 }
-                Err(e) => {
-                    let webhook = &self.config.webhooks[ticket.webhook];
-                    error!(
-                        "webhook {} {} delivery {}: {e}",
-                        webhook.id,
-                        event.name(),
-                        ticket.id
-                    );
-                    ticket.failed(None, e.clone());
-                    failure.get_or_insert(e);
-                }
+                Err(e) => failed.push((ticket, e)),
             }
         }
-        if let Some(e) = failure {
-            self.raise_plugin_error(event, &vars, e);
+        // The plugin_error is admitted before the failed deliveries end, so that nothing is
+        // ever seen idle (by flush or close) in between.
+        if let Some((_, e)) = failed.first() {
+            self.raise_plugin_error(event, &vars, e.clone());
+        }
+        for (ticket, e) in failed {
+            let webhook = &self.config.webhooks[ticket.webhook];
+            error!(
+                "webhook {} {} delivery {}: {e}",
+                webhook.id,
+                event.name(),
+                ticket.id
+            );
+            ticket.failed(None, e);
         }
     }
 

@@ -100,12 +100,22 @@ impl Hook {
     /// The metadata entry naming the hook's subject (`tool_name`, `prompt_id`,
     /// `resource_uri`) taken from its payload.
     fn subject(self, payload: &Value) -> (&'static str, Value) {
-        let (key, field) = match self {
-            Hook::ToolPreInvoke | Hook::ToolPostInvoke => ("tool_name", "name"),
-            Hook::PromptPreFetch | Hook::PromptPostFetch => ("prompt_id", "prompt_id"),
-            Hook::ResourcePreFetch | Hook::ResourcePostFetch => ("resource_uri", "uri"),
+        let key = match self {
+            Hook::ToolPreInvoke | Hook::ToolPostInvoke => "tool_name",
+            Hook::PromptPreFetch | Hook::PromptPostFetch => "prompt_id",
+            Hook::ResourcePreFetch | Hook::ResourcePostFetch => "resource_uri",
         };
+        let field = self.subject_field();
         (key, payload.get(field).cloned().unwrap_or(Value::Null))
+    }
+
+    /// The payload field naming the hook's subject: `name`, `prompt_id` or `uri`.
+    pub fn subject_field(self) -> &'static str {
+        match self {
+            Hook::ToolPreInvoke | Hook::ToolPostInvoke => "name",
+            Hook::PromptPreFetch | Hook::PromptPostFetch => "prompt_id",
+            Hook::ResourcePreFetch | Hook::ResourcePostFetch => "uri",
+        }
     }
 }
 

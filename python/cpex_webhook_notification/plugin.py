@@ -198,22 +198,34 @@ class WebhookNotificationPlugin(Plugin):
         return slim
 
     def _invoke(self, hook: str, payload: BaseModel, context: PluginContext) -> tuple[str | None, bool]:
-        """One native hook call; data that strict JSON cannot hold, or that nests deeper than
-        the native parser follows, is sent degraded rather than lost."""
-        doc, ctx = self._payload(hook, payload), _context(context)
+        """One native hook call, restarting the engine in a child of ``fork()``."""
         try:
-            # Plain data goes across as it is; anything else (models, NaN, …) as JSON text.
-            done = self._native.invoke_data(hook, doc, ctx)
-            return done if done is not None else self._native.invoke(hook, _json(doc), _json(ctx))
-        except ParseError:
-            return self._native.invoke(hook, json.dumps(_degraded(doc)), json.dumps(_degraded(ctx)))
+            return self._submit(hook, payload, context)
         except ClosedError:
             if not self._native.forked:
                 raise
             # Created before fork() (gunicorn --preload): start an engine in this process.
             self._native = NativeNotifier(self._config_json, self.name)
             metrics.watch(self._native)
+            return self._submit(hook, payload, context)
+
+    def _submit(self, hook: str, payload: BaseModel, context: PluginContext) -> tuple[str | None, bool]:
+        """Plain data crosses without JSON text: read natively from the cpex objects, else
+        from the fields extracted here. The rest goes as JSON; data that strict JSON cannot
+        hold, or that nests deeper than the native parser follows, is sent degraded rather
+        than lost."""
+        if not self._include_payload:
+            done = self._native.hook(hook, payload, context)
+            if done is not None:
+                return done
+        doc, ctx = self._payload(hook, payload), _context(context)
+        done = self._native.invoke_data(hook, doc, ctx)
+        if done is not None:
+            return done
+        try:
             return self._native.invoke(hook, _json(doc), _json(ctx))
+        except ParseError:
+            return self._native.invoke(hook, json.dumps(_degraded(doc)), json.dumps(_degraded(ctx)))
 
     def _host_error(self, hook: str) -> None:
         """Counts (in ``stats()["host_errors"]``) and logs, at most once a minute, a hook

@@ -366,6 +366,56 @@ async def test_plain_data_goes_natively_and_the_rest_through_json(receiver):
     native.detach()
 
 
+@pytest.mark.parametrize("case", ["failed", "failed_model", "error_text", "success", "not_a_result", "dict_violation",
+                                  "model_violation", "user_object", "prompt", "resource", "global_context"])
+async def test_the_native_hook_reads_what_the_python_extraction_does(receiver, case):
+    from pydantic import BaseModel
+
+    from cpex_webhook_notification.plugin import _context, _json
+
+    class ToolResult(BaseModel):  # a result given as a model, as MCP SDK results are
+        content: list = []
+        is_error: bool = False
+
+    plugin = direct({"webhooks": [{"url": receiver.url(), "events": ALL_EVENTS}]})
+    hook, payload, context = "tool_post_invoke", None, PluginContext(global_context=ctx())
+    result = {"content": [{"type": "text", "text": "ok"}]}
+    if case == "failed":
+        result = {"isError": True, "content": [{"type": "text", "text": "boom"}], "other": 1}
+    elif case == "failed_model":
+        result = ToolResult(content=[], is_error=True)
+    elif case == "error_text":
+        result = {"error": "down", "content": "not sent"}
+    elif case == "not_a_result":
+        result = ["a", "list"]
+    elif case == "dict_violation":
+        context = PluginContext(global_context=ctx(), state={"violation": {"code": "RATE_LIMIT", "reason": "r"}})
+    elif case == "model_violation":
+        context = PluginContext(global_context=ctx(violation=violation("PII_DETECTED", "pii", field="email")))
+    elif case == "user_object":
+        context = PluginContext(global_context=GlobalContext(request_id="r", user={"email": "e@example.com", "is_admin": True}))
+    elif case == "prompt":
+        hook, payload = "prompt_post_fetch", PromptPosthookPayload(prompt_id="p-1", result={"messages": []})
+    elif case == "resource":
+        hook, payload = "resource_post_fetch", ResourcePostFetchPayload(uri="file:///x", content={"text": "x"})
+    elif case == "global_context":
+        context = ctx(violation={"code": "HARMFUL_CONTENT"})
+    payload = payload or ToolPostInvokePayload(name="t", result=result)
+    native = plugin._native
+    by_attributes = native.hook(hook, payload, context)
+    by_json = native.invoke(hook, _json(plugin._payload(hook, payload)), _json(_context(context)))
+    if case == "model_violation":
+        assert by_attributes is None, "a PluginViolation model is left to the Python extraction"
+    else:
+        assert by_attributes == by_json and by_json[1], (by_attributes, by_json)
+        assert await plugin.flush(10)
+        first, second = (r.json() for r in receiver.requests)
+        for body in (first, second):
+            body.pop("timestamp")
+        assert first == second
+    await plugin.shutdown()
+
+
 async def test_flush_timeouts_inf_means_no_deadline_nan_and_negative_are_errors(receiver):
     plugin = direct({"webhooks": [{"url": receiver.url(), "events": ["violation"]}]})
     await plugin.notify("violation", ctx(), {"reason": "r"})

@@ -12,8 +12,7 @@ use log::{Level, Log, Metadata, Record};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
-use serde_json::{Map, Number, Value};
+use serde_json::Value;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -21,6 +20,9 @@ use crate::events::{parse_document, Event, Hook};
 use crate::logging::level_from_env;
 use crate::notifier::Notifier;
 use crate::registry::drain_shared;
+
+mod data;
+use data::{hook_context, hook_payload, plain};
 
 create_exception!(
     _native,
@@ -72,55 +74,6 @@ fn timeout(seconds: f64) -> PyResult<Duration> {
     Ok(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX))
 }
 
-/// How deep plain data is followed (the JSON parser's limit); deeper goes the JSON way.
-const MAX_DEPTH: usize = 64;
-
-/// Plain Python data as JSON, or None for anything else (see `invoke_data`).
-fn plain(object: &Bound<'_, PyAny>, depth: usize) -> Option<Value> {
-    if object.is_none() {
-        return Some(Value::Null);
-    }
-    if let Ok(text) = object.cast::<PyString>() {
-        return Some(Value::String(text.to_str().ok()?.to_owned()));
-    }
-    if let Ok(flag) = object.cast::<PyBool>() {
-        return Some(Value::Bool(flag.is_true()));
-    }
-    if object.is_instance_of::<PyInt>() {
-        return match object.extract::<i64>() {
-            Ok(n) => Some(n.into()),
-            Err(_) => object.extract::<u64>().ok().map(Value::from),
-        };
-    }
-    if let Ok(number) = object.cast::<PyFloat>() {
-        return Number::from_f64(number.value()).map(Value::Number);
-    }
-    if depth >= MAX_DEPTH {
-        return None;
-    }
-    if let Ok(dict) = object.cast::<PyDict>() {
-        let mut map = Map::new();
-        for (key, value) in dict.iter() {
-            let key = key.cast::<PyString>().ok()?.to_str().ok()?.to_owned();
-            map.insert(key, plain(&value, depth + 1)?);
-        }
-        return Some(Value::Object(map));
-    }
-    let items = |items: &mut dyn Iterator<Item = Bound<'_, PyAny>>| {
-        items
-            .map(|item| plain(&item, depth + 1))
-            .collect::<Option<Vec<_>>>()
-            .map(Value::Array)
-    };
-    if let Ok(list) = object.cast::<PyList>() {
-        return items(&mut list.iter());
-    }
-    if let Ok(tuple) = object.cast::<PyTuple>() {
-        return items(&mut tuple.iter());
-    }
-    None
-}
-
 /// Payloads larger than this are parsed and admitted without the GIL.
 const DETACH_ABOVE: usize = 64 * 1024;
 
@@ -130,6 +83,14 @@ const DETACH_ABOVE: usize = 64 * 1024;
 #[pyclass(module = "cpex_webhook_notification._native", frozen, weakref)]
 struct NativeNotifier {
     notifier: Notifier,
+}
+
+impl NativeNotifier {
+    /// One hook call from converted data: `(event name or None, queued)`.
+    fn submit(&self, hook: Hook, payload: Value, context: &Value) -> PyResult<(Option<&'static str>, bool)> {
+        let submission = self.notifier.invoke(hook, payload, context).map_err(to_py)?;
+        Ok((submission.event.map(Event::name), submission.queued))
+    }
 }
 
 #[pymethods]
@@ -184,11 +145,26 @@ impl NativeNotifier {
             Some(context) => plain(context, 0),
             None => Some(Value::Null),
         };
-        let (Some(payload), Some(context)) = (plain(payload, 0), context) else {
-            return Ok(None);
-        };
-        let submission = self.notifier.invoke(hook, payload, &context).map_err(to_py)?;
-        Ok(Some((submission.event.map(Event::name), submission.queued)))
+        match (plain(payload, 0), context) {
+            (Some(payload), Some(context)) => self.submit(hook, payload, &context).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Handles a cpex hook call straight from its payload and context objects, reading only
+    /// what classification needs (see `data`). Returns None, having done nothing, when
+    /// something there is not plain data: the caller then extracts it in Python.
+    fn hook(
+        &self,
+        hook: &str,
+        payload: &Bound<'_, PyAny>,
+        context: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<(Option<&'static str>, bool)>> {
+        let hook = Hook::from_name(hook).map_err(to_py)?;
+        match (hook_payload(hook, payload)?, hook_context(context)?) {
+            (Some(payload), Some(context)) => self.submit(hook, payload, &context).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Raises `event` directly; returns whether it was queued.

@@ -1,0 +1,182 @@
+//! Host data from Python without JSON text: plain values (dict, list, tuple, str, int,
+//! float, bool, None) converted directly, and the few fields of the cpex payload and context
+//! objects that classification needs, read by attribute. Anything else — a model where plain
+//! data was expected, NaN, bytes, a huge int, deep nesting — makes these return None, and the
+//! Python shell takes its JSON path (which degrades what strict JSON cannot hold).
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+use serde_json::{Map, Number, Value};
+
+use crate::events::Hook;
+
+/// How deep plain data is followed (the JSON parser's limit); deeper goes the JSON way.
+const MAX_DEPTH: usize = 64;
+
+/// Plain Python data as JSON, or None for anything else (see `invoke_data`).
+pub fn plain(object: &Bound<'_, PyAny>, depth: usize) -> Option<Value> {
+    if object.is_none() {
+        return Some(Value::Null);
+    }
+    if let Ok(text) = object.cast::<PyString>() {
+        return Some(Value::String(text.to_str().ok()?.to_owned()));
+    }
+    if let Ok(flag) = object.cast::<PyBool>() {
+        return Some(Value::Bool(flag.is_true()));
+    }
+    if object.is_instance_of::<PyInt>() {
+        return match object.extract::<i64>() {
+            Ok(n) => Some(n.into()),
+            Err(_) => object.extract::<u64>().ok().map(Value::from),
+        };
+    }
+    if let Ok(number) = object.cast::<PyFloat>() {
+        return Number::from_f64(number.value()).map(Value::Number);
+    }
+    if depth >= MAX_DEPTH {
+        return None;
+    }
+    if let Ok(dict) = object.cast::<PyDict>() {
+        let mut map = Map::new();
+        for (key, value) in dict.iter() {
+            let key = key.cast::<PyString>().ok()?.to_str().ok()?.to_owned();
+            map.insert(key, plain(&value, depth + 1)?);
+        }
+        return Some(Value::Object(map));
+    }
+    let items = |items: &mut dyn Iterator<Item = Bound<'_, PyAny>>| {
+        items
+            .map(|item| plain(&item, depth + 1))
+            .collect::<Option<Vec<_>>>()
+            .map(Value::Array)
+    };
+    if let Ok(list) = object.cast::<PyList>() {
+        return items(&mut list.iter());
+    }
+    if let Ok(tuple) = object.cast::<PyTuple>() {
+        return items(&mut tuple.iter());
+    }
+    None
+}
+
+/// The fields of a tool result that say whether it failed, as the shell's `_error_fields`.
+const ERROR_FIELDS: [&str; 3] = ["isError", "is_error", "error"];
+
+/// A class of the host's Python packages, imported once.
+fn class<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    module: &str,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyType>> {
+    cell.import(py, module, name)
+}
+
+/// Whether `object` is a pydantic model.
+fn is_model(object: &Bound<'_, PyAny>) -> PyResult<bool> {
+    static BASE_MODEL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    object.is_instance(class(object.py(), &BASE_MODEL, "pydantic", "BaseModel")?)
+}
+
+/// What classification needs of a hook's payload: its subject, and for `tool_post_invoke`
+/// the result's error fields. `Ok(None)`: not plain data.
+pub fn hook_payload(hook: Hook, payload: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
+    let field = hook.subject_field();
+    let Some(subject) = plain(&payload.getattr(field)?, 0) else {
+        return Ok(None);
+    };
+    let mut doc = Map::new();
+    doc.insert(field.to_owned(), subject);
+    if hook == Hook::ToolPostInvoke {
+        let Some(fields) = error_fields(&payload.getattr(intern!(payload.py(), "result"))?)? else {
+            return Ok(None);
+        };
+        doc.insert("result".to_owned(), fields);
+    }
+    Ok(Some(Value::Object(doc)))
+}
+
+/// A tool result's `isError`, `is_error` and `error` (those not None), and its `content`
+/// when it failed; null for a result that is neither a dict nor a model.
+fn error_fields(result: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
+    let dict = result.cast::<PyDict>().ok();
+    if dict.is_none() && !is_model(result)? {
+        return Ok(Some(Value::Null));
+    }
+    let get = |key: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
+        let value = match dict {
+            Some(dict) => dict.get_item(key)?,
+            None => result.getattr(key).ok(),
+        };
+        Ok(value.filter(|v| !v.is_none()))
+    };
+    let mut fields = Map::new();
+    let mut failed = false;
+    for key in ERROR_FIELDS {
+        if let Some(value) = get(key)? {
+            failed |= key != "error" && value.is_truthy()?;
+            let Some(value) = plain(&value, 0) else {
+                return Ok(None);
+            };
+            fields.insert(key.to_owned(), value);
+        }
+    }
+    if failed {
+        let content = match get("content")? {
+            Some(content) => plain(&content, 0),
+            None => Some(Value::Null),
+        };
+        let Some(content) = content else { return Ok(None) };
+        fields.insert("content".to_owned(), content);
+    }
+    Ok(Some(Value::Object(fields)))
+}
+
+/// The request identity and any violation (from the plugin context's state, else the global
+/// context's), as the shell's `_context`: a `PluginContext` or a `GlobalContext`. `Ok(None)`:
+/// not plain data (a `PluginViolation` model among them: the shell dumps it).
+pub fn hook_context(context: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
+    static PLUGIN_CONTEXT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    let py = context.py();
+    if context.is_none() {
+        return Ok(Some(Value::Null));
+    }
+    if context.is_instance_of::<PyDict>() {
+        return Ok(plain(context, 0));
+    }
+    let mut violation = None;
+    let mut global = context.clone();
+    if context.is_instance(class(py, &PLUGIN_CONTEXT, "cpex.framework", "PluginContext")?)? {
+        violation = state_violation(context)?;
+        global = context.getattr(intern!(py, "global_context"))?;
+    }
+    if violation.is_none() {
+        violation = state_violation(&global)?;
+    }
+    let mut doc = Map::new();
+    for field in ["request_id", "user", "tenant_id", "server_id"] {
+        let Some(value) = plain(&global.getattr(field)?, 0) else {
+            return Ok(None);
+        };
+        doc.insert(field.to_owned(), value);
+    }
+    let violation = match violation {
+        Some(violation) => match plain(&violation, 0) {
+            Some(value) => value,
+            None => return Ok(None),
+        },
+        None => Value::Null,
+    };
+    doc.insert("violation".to_owned(), violation);
+    Ok(Some(Value::Object(doc)))
+}
+
+/// `context.state.get("violation")`, unless None.
+fn state_violation<'py>(context: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = context.py();
+    let state = context.getattr(intern!(py, "state"))?;
+    let violation = state.call_method1(intern!(py, "get"), (intern!(py, "violation"),))?;
+    Ok((!violation.is_none()).then_some(violation))
+}
