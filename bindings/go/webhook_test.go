@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"sort"
 	"strings"
@@ -316,8 +317,14 @@ func deadURL(tb testing.TB) string {
 	return "http://" + l.Addr().String() + "/"
 }
 
+// BenchmarkInvoke measures one hook call against a dead receiver; WEBHOOK_BENCH_OUTBOX (a JSON
+// object for `outbox`) measures it with a durable outbox (tests/bench/run.sh).
 func BenchmarkInvoke(b *testing.B) {
-	p, err := New(fmt.Sprintf(`{"queue_capacity": 1000000, "webhooks": [{"url": "%s", "events": ["tool_success"], "retry_attempts": 0}]}`, deadURL(b)), "")
+	outbox := os.Getenv("WEBHOOK_BENCH_OUTBOX")
+	if outbox == "" {
+		outbox = `{"type": "memory"}`
+	}
+	p, err := New(fmt.Sprintf(`{"queue_capacity": 1000000, "outbox": %s, "webhooks": [{"url": "%s", "events": ["tool_success"], "retry_attempts": 0}]}`, outbox, deadURL(b)), "")
 	if err != nil {
 		b.Fatal(err)
 	}

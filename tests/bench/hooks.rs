@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use webhook_notification::ffi;
-use webhook_notification::{Hook, Notifier};
+use webhook_notification::preview::preview;
+use webhook_notification::{Event, Hook, Notifier};
 
 use receiver::{dead_port, Receiver, Reply};
 
@@ -206,12 +207,17 @@ fn rss_kib(field: &str) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// RSS for `n` events flooding a dead receiver with room for `capacity`: after the flood,
+/// once every admitted event is routed (freed heap given back), at the peak and drained; and
+/// the rendered body's size, so the report can say what a queued delivery costs beyond it.
 fn memory(n: usize, capacity: usize) {
     let url = format!("http://127.0.0.1:{}/", dead_port());
+    let marker = Receiver::start(|_| Reply::status(200));
     let baseline = rss_kib("VmRSS:");
     {
         let text = format!(
-            r#"{{"queue_capacity": {capacity}, "webhooks": [{{"url": "{url}", "events": ["tool_success"], "retry_attempts": 3, "retry_delay": 100, "circuit_breaker": false}}]}}"#
+            r#"{{"queue_capacity": {capacity}, "webhooks": [{{"url": "{url}", "events": ["tool_success"], "retry_attempts": 3, "retry_delay": 100, "circuit_breaker": false}}, {{"url": "{}", "events": ["plugin_error"]}}]}}"#,
+            marker.url("/")
         );
         let notifier = Notifier::from_config_text(&text, None).unwrap();
         let payload: Value = serde_json::from_str(PAYLOAD).unwrap();
@@ -223,13 +229,34 @@ fn memory(n: usize, capacity: usize) {
         }
         let flooded = rss_kib("VmRSS:");
         let dropped_at_once = notifier.stats().dropped;
+        // The intake is FIFO: a marker event reaching its receiver proves the flood routed.
+        notifier
+            .notify(Event::PluginError, &json!({}), None, None)
+            .unwrap();
+        marker.wait_for(1, Duration::from_secs(600));
+        // SAFETY: glibc's malloc_trim only releases free heap pages.
+        unsafe { libc::malloc_trim(0) };
+        let routed = rss_kib("VmRSS:");
+        let config = webhook_notification::Config::load(&text).unwrap();
+        let metadata = json!({"tool_name": "search"});
+        let body = preview(
+            &config,
+            "bench",
+            Event::ToolSuccess,
+            &context,
+            None,
+            Some(metadata),
+        )
+        .unwrap()[0]
+            .body
+            .len();
         assert!(notifier.flush(Duration::from_secs(600)));
         let drained = rss_kib("VmRSS:");
         println!(
             "{}",
             json!({"bench": "memory", "impl": "rust", "events": n, "queue_capacity": capacity,
-                   "baseline_kib": baseline, "flooded_kib": flooded, "peak_kib": rss_kib("VmHWM:"),
-                   "drained_kib": drained, "dropped": dropped_at_once})
+                   "baseline_kib": baseline, "flooded_kib": flooded, "routed_kib": routed, "body_bytes": body,
+                   "peak_kib": rss_kib("VmHWM:"), "drained_kib": drained, "dropped": dropped_at_once})
         );
     }
 }

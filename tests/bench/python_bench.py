@@ -1,14 +1,17 @@
 """Python side of the benchmarks (tests/bench/run.sh): hook cost through the real cpex
-PluginManager for our plugin, the pure-Python peer and an empty plugin, and delivery
-throughput of our plugin and the peer. Prints one JSON object per measurement.
+PluginManager for our plugin, the pure-Python peer and an empty plugin (against the fast
+receiver also in fire_and_forget mode and with the disk and redis outboxes), and throughput:
+our plugin's and the peer's deliveries/s, the empty plugin's hook calls/s. Prints one JSON
+object per measurement.
 
-usage: python_bench.py RECEIVERS_JSON FAST_URL
+usage: python_bench.py RECEIVERS_JSON FAST_URL   (BENCH_REDIS_URL: the redis for the outbox rows)
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -29,11 +32,28 @@ PAYLOAD = ToolPostInvokePayload(name="search", result={"content": [{"type": "tex
 CONTEXT = GlobalContext(request_id="req-1", user="alice", tenant_id="t", server_id="s")
 
 
-async def manager_for(kind: str, url: str, **webhook) -> PluginManager:
+# Variants measured against the fast receiver: (implementation, cpex mode, outbox).
+VARIANTS = {
+    "python-plugin-faf": ("python-plugin", "fire_and_forget", None),
+    "empty-plugin-faf": ("empty-plugin", "fire_and_forget", None),
+    "python-plugin-disk": ("python-plugin", "sequential", "disk"),
+    "python-plugin-redis": ("python-plugin", "sequential", "redis"),
+}
+
+
+def outbox_config(outbox: str | None) -> dict:
+    if outbox == "disk":
+        return {"outbox": {"type": "disk", "path": tempfile.mkdtemp()}}
+    if outbox == "redis":
+        return {"outbox": {"type": "redis", "url": os.environ["BENCH_REDIS_URL"], "key": f"bench-py-{time.time_ns()}"}}
+    return {}
+
+
+async def manager_for(kind: str, url: str, mode: str = "sequential", outbox: str | None = None, **webhook) -> PluginManager:
     hook = {"url": url, "events": ["tool_success", "tool_error"], "retry_attempts": 2, "retry_delay": 100,
             "timeout": 5, **webhook}
-    config = {"plugins": [{"name": "bench", "kind": KINDS[kind], "hooks": ["tool_post_invoke"],
-                           "mode": "sequential", "config": {"webhooks": [hook], "queue_capacity": 1000000}}]}
+    config = {"plugins": [{"name": "bench", "kind": KINDS[kind], "hooks": ["tool_post_invoke"], "mode": mode,
+                           "config": {"webhooks": [hook], "queue_capacity": 1000000, **outbox_config(outbox)}}]}
     path = Path(tempfile.mkdtemp()) / "plugins.yaml"
     path.write_text(yaml.safe_dump(config))
     PluginManager.reset()
@@ -49,23 +69,27 @@ def plugin_of(manager: PluginManager):
 async def hook_cost(receiver: str, url: str) -> None:
     """Measures the implementations in order A B C, then C B A, and pools the samples, so a
     noisy neighbour or a drifting machine hits all of them alike."""
-    times: dict[str, list[float]] = {kind: [] for kind in KINDS}
-    for order in (list(KINDS), list(reversed(KINDS))):
-        for kind in order:
+    variants = {kind: (kind, "sequential", None) for kind in KINDS}
+    if receiver == "200":
+        variants.update((name, v) for name, v in VARIANTS.items() if v[2] != "redis" or "BENCH_REDIS_URL" in os.environ)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for order in (list(variants), list(reversed(variants))):
+        for name in order:
+            kind, mode, outbox = variants[name]
             calls = 1000 if kind != "python-peer" or receiver == "200" else 5
-            manager = await manager_for(kind, url)
+            manager = await manager_for(kind, url, mode, outbox)
             for _ in range(min(calls, 50)):  # warm-up: connections, caches
                 await manager.invoke_hook("tool_post_invoke", PAYLOAD, CONTEXT)
             for _ in range(calls):
                 start = time.perf_counter()
                 await manager.invoke_hook("tool_post_invoke", PAYLOAD, CONTEXT)
-                times[kind].append((time.perf_counter() - start) * 1e6)
+                times[name].append((time.perf_counter() - start) * 1e6)
             await manager.shutdown()
-    for kind, samples in times.items():
+    for name, samples in times.items():
         samples.sort()
         n = len(samples)
         stats = {"n": n, "median_us": statistics.median(samples), "p99_us": samples[int((n - 1) * 0.99)]}
-        print(json.dumps({"bench": "hook", "impl": kind, "receiver": receiver, "stats": stats}), flush=True)
+        print(json.dumps({"bench": "hook", "impl": name, "receiver": receiver, "stats": stats}), flush=True)
 
 
 async def throughput(kind: str, url: str, n: int, concurrency: int) -> None:
@@ -82,6 +106,8 @@ async def throughput(kind: str, url: str, n: int, concurrency: int) -> None:
     if kind == "python-plugin":
         assert await plugin.flush(600)
         delivered = plugin.stats()["delivered"]
+    elif kind == "empty-plugin":
+        delivered = n  # hook calls: the rate the framework itself can produce events at
     else:
         delivered = plugin.delivered  # the peer awaited each delivery inside the hook
     seconds = time.perf_counter() - start
@@ -95,6 +121,7 @@ async def main() -> None:
     fast_url = sys.argv[2]
     for receiver, url in receivers.items():
         await hook_cost(receiver, url)
+    await throughput("empty-plugin", fast_url, 50000, 1)
     await throughput("python-plugin", fast_url, 50000, 1)
     await throughput("python-peer", fast_url, 20000, 64)
 

@@ -22,8 +22,15 @@ HOOK_ROWS = [
     ("c-disk", "C API, disk outbox"),
     ("c-redis", "C API, redis outbox"),
     ("c-v1", "C API, v1 (previous release, same run)"),
+    ("go", "Go API (`Plugin.Invoke`)"),
+    ("go-disk", "Go API, disk outbox"),
+    ("go-redis", "Go API, redis outbox"),
     ("empty-plugin", "empty cpex plugin (floor of any plugin)"),
     ("python-plugin", "our plugin via cpex `PluginManager`"),
+    ("python-plugin-disk", "our plugin via cpex, disk outbox"),
+    ("python-plugin-redis", "our plugin via cpex, redis outbox"),
+    ("empty-plugin-faf", "empty cpex plugin, `fire_and_forget` mode"),
+    ("python-plugin-faf", "our plugin via cpex, `fire_and_forget` mode"),
     ("python-peer", "pure-Python peer via cpex `PluginManager`"),
 ]
 
@@ -59,7 +66,9 @@ def main() -> None:
         "Each webhook config: `events: [tool_success, tool_error]`, `retry_attempts: 2`, `retry_delay: 100`, "
         "`timeout: 5`. Rust and C: 20,000 calls each; Python: 1,000 calls per implementation measured in the "
         "order ours, peer, empty, then again in reverse, pooled (the peer: 5 calls per pass against the slow "
-        "receivers, since it waits for them). Receivers run in another process (Python) or on their own threads.",
+        "receivers, since it waits for them); against the fast receiver also in `fire_and_forget` mode and "
+        "with the disk and redis outboxes, interleaved the same way. Go: 20,000 calls against a dead port "
+        "(`go test -bench Invoke`). Receivers run in another process (Python) or on their own threads.",
         "",
         "| implementation | " + " | ".join(label for _, label in RECEIVERS) + " |",
         "|---|" + "---|" * len(RECEIVERS),
@@ -83,8 +92,14 @@ def main() -> None:
     out += [
         "",
         f"- Our plugin costs **{min(ours_over_empty):.2f}–{max(ours_over_empty):.2f}×** an empty cpex plugin "
-        f"(a median {added:.0f} µs more per hook: serialising the context and result fields for the native core, "
-        "building the result).",
+        f"in `sequential` mode (a median {added:.1f} µs more per hook: reading the payload and context fields, "
+        "the native admission, building a result with metadata; target ≤ 1.1×)"
+        + (f", **{med('python-plugin-faf', '200') / med('empty-plugin-faf', '200'):.2f}×** in `fire_and_forget` mode"
+           if ("python-plugin-faf", "200") in hook else "")
+        + (f"; with the disk outbox {med('python-plugin-disk', '200') / med('python-plugin', '200'):.2f}× and the "
+           f"redis outbox {med('python-plugin-redis', '200') / med('python-plugin', '200'):.2f}× the memory outbox's "
+           "hook through cpex" if ("python-plugin-redis", "200") in hook and ("python-plugin-disk", "200") in hook else "")
+        + ".",
         f"- The pure-Python peer's hook is **{min(peer_over_ours):.0f}–{max(peer_over_ours):,.0f}×** ours: it awaits "
         "the delivery, and against a slow or failing receiver it waits out the timeout or every retry inside the request.",
         f"- Rust median {fmt_us(min(med('rust', r) for r, _ in RECEIVERS))}–{fmt_us(max(med('rust', r) for r, _ in RECEIVERS))}, "
@@ -96,6 +111,9 @@ def main() -> None:
         *([f"- The redis outbox costs **{min(redis_over_memory):.2f}–{max(redis_over_memory):.2f}×** the memory outbox's "
            f"median through the Rust API and {min(c_redis):.2f}–{max(c_redis):.2f}× through the C API (target ≤ 1.2×)."]
           if redis_over_memory and c_redis else []),
+        *([f"- Go (dead receiver): median {fmt_us(med('go', 'dead'))}; the disk outbox "
+           f"{med('go-disk', 'dead') / med('go', 'dead'):.2f}×, the redis outbox {med('go-redis', 'dead') / med('go', 'dead'):.2f}× that."]
+          if all((g, "dead") in hook for g in ("go", "go-disk", "go-redis")) else []),
         *([f"- This release against v1 in the same run: **{min(v2_over_v1):.2f}–{max(v2_over_v1):.2f}×** through the Rust API, "
            f"{min(c_v1):.2f}–{max(c_v1):.2f}× through the C API (per-webhook admission, breaker, rate limit and the "
            "event counters are on the hook path now)."] if v2_over_v1 and c_v1 else []),
@@ -118,6 +136,7 @@ def main() -> None:
         "rust-disk": "our library, disk outbox (group-committed redb, 1 delivery thread)",
         "rust-redis": "our library, redis outbox (local redis-server, 1 delivery thread)",
         "rust-v1": "v1 (previous release, same run), 1 delivery thread",
+        "empty-plugin": "empty cpex plugin: hook calls/s (one client loop; no delivery)",
         "python-plugin": "our plugin via cpex `PluginManager` (one client loop)",
         "python-peer": "pure-Python peer via cpex `PluginManager` (64 concurrent requests)",
     }
@@ -140,6 +159,9 @@ def main() -> None:
         f"thread was {'faster' if rate['rust-2threads'] > rate['rust'] else 'slower'} in this run "
         f"({rate['rust-2threads'] / rate['rust']:.2f}×; across runs here it has gone both ways): on 2 cores it "
         "competes with the host and the receiver, so the default stays at one.",
+        *([f"- Through cpex, our plugin delivers **{rate['python-plugin'] / rate['empty-plugin']:.0%}** of the empty "
+           f"plugin's own hook rate ({rate['empty-plugin']:,.0f} hook calls/s from one client loop; target ≥ 90%): "
+           "delivery keeps up with what the framework can produce."] if "empty-plugin" in rate else []),
         *([f"- Durable outboxes against the memory outbox's rate: disk **{rate['rust-disk'] / rate['rust']:.0%}** "
            f"(target ≥ 50%), redis **{rate['rust-redis'] / rate['rust']:.0%}** (target ≥ 30%)."]
           if "rust-disk" in rate and "rust-redis" in rate else []),
@@ -149,22 +171,29 @@ def main() -> None:
         "`retry_attempts: 3`, `retry_delay: 100` (breaker off, so the queue drains); RSS of the whole process "
         "(one process per row). v1 is the previous release, built and measured in this run.",
         "",
-        "| version | queue_capacity | dropped at once | RSS before | RSS after the flood | per queued event | peak RSS | RSS after draining |",
-        "|---|---|---|---|---|---|---|---|",
+        "| version | queue_capacity | dropped at once | RSS before | RSS after the flood | per queued event | "
+        "once routed: per queued delivery | beyond its body | peak RSS | RSS after draining |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in memory:
         mib = lambda k: f"{m[k] / 1024:.0f} MiB"  # noqa: E731
         queued = max(m["events"] - m["dropped"], 1)
         each = (m["flooded_kib"] - m["baseline_kib"]) * 1024 / queued
         version = "v1" if m["impl"].endswith("v1") else "this"
+        routed = beyond = "–"
+        if "routed_kib" in m:
+            per = (m["routed_kib"] - m["baseline_kib"]) * 1024 / queued
+            routed, beyond = f"{per:,.0f} B", f"{per - m['body_bytes']:,.0f} B"
         out.append(f"| {version} | {m['queue_capacity']:,} | {m['dropped']:,} | {mib('baseline_kib')} | {mib('flooded_kib')} | "
-                   f"{each:,.0f} B | {mib('peak_kib')} | {mib('drained_kib')} |")
+                   f"{each:,.0f} B | {routed} | {beyond} | {mib('peak_kib')} | {mib('drained_kib')} |")
     out += [
         "",
         "Peak RSS grows with `queue_capacity`, not with the flood: what does not fit is dropped and counted. "
         "After draining, glibc keeps the freed heap mapped, so RSS does not fall back to the baseline. "
         "\"Per queued event\" counts everything the flood left in memory (the rendered body included, and "
-        "the hook-side backlog not yet routed); `tests/memory.rs` measures what stays once routed.",
+        "the hook-side backlog not yet routed); \"once routed\" is measured after a marker event sent last has "
+        "arrived and freed heap was trimmed, and \"beyond its body\" subtracts the rendered body's size (target "
+        "≤ 400 B).",
         "",
     ]
     if crash:

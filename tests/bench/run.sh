@@ -43,7 +43,13 @@ http {
 }
 NGINX
 nginx -c "$OUT/nginx.conf"
-trap 'kill "$(cat "$OUT/nginx.pid")" 2>/dev/null || true; exec 9>&- || true' EXIT
+# A local redis-server (persistence off) for the redis outbox rows, stopped by pid with nginx.
+REDIS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize yes --pidfile "$OUT/redis.pid" --logfile "$OUT/redis.log"
+trap 'kill "$(cat "$OUT/nginx.pid")" "$(cat "$OUT/redis.pid")" 2>/dev/null || true; exec 9>&- || true' EXIT
+until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+export BENCH_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
 FAST="http://127.0.0.1:$PORT/hook"
 # wrk posts a body of the size our default template renders for tool_success, keep-alive, 64 connections.
 cat > "$OUT/post.lua" <<'LUA'
@@ -81,17 +87,32 @@ for run in 1 2 3; do
     BENCH_OUTBOX_DIR="$OUT/outbox" "$BENCH" throughput "$FAST" 200000 | sed 's/"impl": *"rust"/"impl":"rust-disk"/'
 done | tee -a "$RESULTS"
 
-echo "== the redis outbox: hook cost and deliveries/s (a local redis-server, persistence off; same nginx)"
-REDIS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --daemonize yes --pidfile "$OUT/redis.pid" --logfile "$OUT/redis.log"
-until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
-BENCH_OUTBOX_REDIS="redis://127.0.0.1:$REDIS_PORT/" "$BENCH" hooks | sed 's/"impl": *"rust"/"impl":"rust-redis"/; s/"impl": *"c"/"impl":"c-redis"/' | tee -a "$RESULTS"
+echo "== the redis outbox: hook cost and deliveries/s (the local redis-server; same nginx)"
+BENCH_OUTBOX_REDIS="$BENCH_REDIS_URL" "$BENCH" hooks | sed 's/"impl": *"rust"/"impl":"rust-redis"/; s/"impl": *"c"/"impl":"c-redis"/' | tee -a "$RESULTS"
 for run in 1 2 3; do
     redis-cli -p "$REDIS_PORT" flushall >/dev/null
-    BENCH_OUTBOX_REDIS="redis://127.0.0.1:$REDIS_PORT/" "$BENCH" throughput "$FAST" 200000 | sed 's/"impl": *"rust"/"impl":"rust-redis"/'
+    BENCH_OUTBOX_REDIS="$BENCH_REDIS_URL" "$BENCH" throughput "$FAST" 200000 | sed 's/"impl": *"rust"/"impl":"rust-redis"/'
 done | tee -a "$RESULTS"
-kill "$(cat "$OUT/redis.pid")"
+
+echo "== Go: hook cost (dead receiver) with each outbox"
+cargo build --release 2>&1 | tail -1
+for outbox in memory disk redis; do
+    case $outbox in
+        memory) spec='{"type": "memory"}' ;;
+        disk) rm -rf "$OUT/go-outbox"; spec="{\"type\": \"disk\", \"path\": \"$OUT/go-outbox\"}" ;;
+        redis) spec="{\"type\": \"redis\", \"url\": \"$BENCH_REDIS_URL\", \"key\": \"bench-go\"}" ;;
+    esac
+    (cd bindings/go && CGO_LDFLAGS="-L$CARGO_TARGET_DIR/release -Wl,-rpath,$CARGO_TARGET_DIR/release" \
+        WEBHOOK_BENCH_OUTBOX="$spec" go test -run '^$' -bench Invoke -benchtime 20000x .) \
+        | python3 -c 'import json, re, sys
+for line in sys.stdin:
+    m = re.search(r"([0-9.]+) p50-ns\s+([0-9.]+) p99-ns", line)
+    if m:
+        impl = "go" if sys.argv[1] == "memory" else "go-" + sys.argv[1]
+        print(json.dumps({"bench": "hook", "impl": impl, "receiver": "dead",
+                          "stats": {"median_us": float(m.group(1)) / 1000, "p99_us": float(m.group(2)) / 1000}}))' "$outbox" \
+        | tee -a "$RESULTS"
+done
 
 echo "== the disk outbox's loss window: SIGKILL during intake at ~10k events/s, 5 times"
 cargo test --release --test outbox_disk a_crash_during_intake -- --nocapture 2>/dev/null \
