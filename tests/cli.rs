@@ -205,12 +205,24 @@ fn listen_verifies_hmac_and_standard_webhooks_signatures() {
 
 #[test]
 fn dead_letters_of_a_disk_outbox_are_listed_and_replayed() {
-    let rx = Receiver::start(|n| Reply::status(if n == 0 { 410 } else { 200 }));
     let dir = std::env::temp_dir().join(format!("webhook-cli-dead-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    dead_letters_are_listed_and_replayed("disk", &format!("{{type: disk, path: '{}'}}", dir.display()));
+}
+
+#[test]
+fn dead_letters_of_a_redis_outbox_are_listed_and_replayed() {
+    let (url, _own) = common::redis::server();
+    let key = format!("cli-{}", std::process::id());
+    dead_letters_are_listed_and_replayed("redis", &format!("{{type: redis, url: '{url}', key: {key}}}"));
+}
+
+/// A 410 dead-letters an event through an engine that then closes; the CLI lists it from the
+/// outbox, and `--replay` sends it again with its delivery id.
+fn dead_letters_are_listed_and_replayed(name: &str, outbox: &str) {
+    let rx = Receiver::start(|n| Reply::status(if n == 0 { 410 } else { 200 }));
     let text_config = format!(
-        "outbox: {{type: disk, path: '{}'}}\nwebhooks: [{{url: '{}', id: ops, events: [tool_error]}}]\n",
-        dir.display(),
+        "outbox: {outbox}\nwebhooks: [{{url: '{}', id: ops, events: [tool_error]}}]\n",
         rx.url("/")
     );
     let n = Notifier::from_config_text(&text_config, None).unwrap();
@@ -218,7 +230,7 @@ fn dead_letters_of_a_disk_outbox_are_listed_and_replayed() {
         .unwrap();
     assert!(n.flush(Duration::from_secs(10)));
     drop(n);
-    let config = write("dead.yaml", &text_config);
+    let config = write(&format!("dead-{name}.yaml"), &text_config);
     let out = run(&["dead-letters", config.to_str().unwrap()]);
     assert!(
         out.status.success() && text(&out).contains("ops tool_error") && text(&out).contains("HTTP 410"),
@@ -239,6 +251,16 @@ fn dead_letters_of_a_disk_outbox_are_listed_and_replayed() {
         got[1].header("x-webhook-delivery"),
         got[0].header("x-webhook-delivery")
     );
+    let out = run(&["dead-letters", config.to_str().unwrap()]);
+    assert!(
+        text(&out).contains("no dead letters"),
+        "replayed ones are gone: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn dead_letters_of_a_memory_outbox_live_in_the_gateway() {
     let memory = write("memory.yaml", "webhooks: [{url: 'https://h.example/x'}]\n");
     let out = run(&["dead-letters", memory.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));

@@ -87,7 +87,8 @@ pub struct OutboxStatus {
     /// `memory`, `disk` or `redis`.
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// New deliveries written durably so far (0 for memory).
+    /// New deliveries the outbox has settled so far (0 for memory): written durably, or
+    /// (redis, which writes only the last state of a batch) delivered before they had to be.
     pub committed: u64,
     /// Changes waiting for the next commit: what a crash now would lose.
     pub uncommitted: u64,
