@@ -457,7 +457,7 @@ impl RedisStore {
     }
 }
 
-/// What a batch does to one delivery or dead letter, after coalescing its changes.
+/// What a batch does to one delivery, after coalescing its changes.
 enum Final<'a> {
     Put {
         webhook: usize,
@@ -476,18 +476,23 @@ enum Expect {
     Dead(Uuid),
 }
 
-impl Store for RedisStore {
-    const KIND: &'static str = "redis";
+/// A batch reduced to the last change of each delivery and of each dead letter (`None`:
+/// deleted), in first-seen order: a delivery admitted and delivered while Redis was away
+/// costs nothing; one retried three times is written once.
+struct Plan<'a> {
+    deliveries: Vec<(Uuid, Final<'a>)>,
+    dead: Vec<(Uuid, Option<&'a [u8]>)>,
+}
 
-    fn write(&self, batch: &[Change]) -> Result<(), String> {
-        // The last change of each delivery wins: a delivery admitted and delivered while Redis
-        // was away costs nothing; one retried three times is written once.
-        let mut deliveries: Vec<(Uuid, Final)> = Vec::new();
-        let mut delivery_at: HashMap<Uuid, usize> = HashMap::new();
-        let mut dead: Vec<(Uuid, Option<&[u8]>)> = Vec::new();
-        let mut dead_at: HashMap<Uuid, usize> = HashMap::new();
+impl<'a> Plan<'a> {
+    fn of(batch: &'a [Change]) -> Self {
+        let mut plan = Plan {
+            deliveries: Vec::new(),
+            dead: Vec::new(),
+        };
+        let (mut delivery_at, mut dead_at) = (HashMap::new(), HashMap::new());
         for change in batch {
-            let (id, last) = match change {
+            match change {
                 Change::Put {
                     id,
                     webhook,
@@ -495,165 +500,182 @@ impl Store for RedisStore {
                     due_ms,
                     value,
                     ..
-                } => (
-                    *id,
-                    Final::Put {
+                } => {
+                    let last = Final::Put {
                         webhook: *webhook,
                         new: *new,
                         due_ms: *due_ms,
                         value,
-                    },
-                ),
-                Change::Delete(id) => (*id, Final::Delete),
+                    };
+                    upsert(&mut plan.deliveries, &mut delivery_at, *id, last);
+                }
+                Change::Delete(id) => upsert(&mut plan.deliveries, &mut delivery_at, *id, Final::Delete),
                 Change::PutDead(id, value) => {
-                    upsert(&mut dead, &mut dead_at, *id, Some(value.as_slice()));
-                    continue;
+                    upsert(&mut plan.dead, &mut dead_at, *id, Some(value.as_slice()))
                 }
-                Change::DeleteDead(id) => {
-                    upsert(&mut dead, &mut dead_at, *id, None);
-                    continue;
-                }
-            };
-            upsert(&mut deliveries, &mut delivery_at, id, last);
+                Change::DeleteDead(id) => upsert(&mut plan.dead, &mut dead_at, *id, None),
+            }
         }
+        plan
+    }
+}
+
+impl RedisStore {
+    /// Queues the commands of `plan` on `pipe` (what a delivery replaces is forgotten first);
+    /// returns what the replies that are not ignored mean.
+    fn commands(&self, plan: &Plan, state: &State, pipe: &mut redis::Pipeline) -> Vec<Expect> {
+        let mut expect = Vec::new();
+        let mut adds: HashMap<usize, Vec<(Uuid, &[u8])>> = HashMap::new();
+        for (id, last) in &plan.deliveries {
+            if let Some(handle) = state.handles.get(id) {
+                self.forget(pipe, *id, handle);
+            }
+            match last {
+                Final::Put {
+                    webhook,
+                    new: true,
+                    value,
+                    ..
+                } => adds.entry(*webhook).or_default().push((*id, value)),
+                Final::Put {
+                    webhook,
+                    due_ms,
+                    value,
+                    ..
+                } => {
+                    let webhook = &self.ids[*webhook];
+                    pipe.cmd("HSET")
+                        .arg(self.records(webhook))
+                        .arg(id.to_string())
+                        .arg(*value)
+                        .ignore();
+                    let free_at = due_ms + self.lease_ms();
+                    pipe.cmd("ZADD")
+                        .arg(self.retry_set(webhook))
+                        .arg(free_at)
+                        .arg(id.to_string())
+                        .ignore();
+                }
+                Final::Delete => {}
+            }
+        }
+        for (webhook, records) in &adds {
+            let webhook = &self.ids[*webhook];
+            for chunk in records.chunks(ADD_CHUNK) {
+                let command = pipe
+                    .cmd("EVALSHA")
+                    .arg(&state.scripts[0])
+                    .arg(1)
+                    .arg(self.stream(webhook));
+                command.arg(GROUP).arg(&self.consumer).arg(chunk.len());
+                for (id, _) in chunk {
+                    command.arg(id.to_string());
+                }
+                for (_, value) in chunk {
+                    command.arg(*value);
+                }
+                expect.push(Expect::Added(webhook.clone()));
+            }
+        }
+        for (id, value) in &plan.dead {
+            match (value, state.dead_handles.get(id)) {
+                (Some(value), _) => {
+                    pipe.cmd("XADD")
+                        .arg(self.dead_stream())
+                        .arg("*")
+                        .arg("d")
+                        .arg(*value);
+                    expect.push(Expect::Dead(*id));
+                }
+                (None, Some(entry)) => {
+                    pipe.cmd("XDEL").arg(self.dead_stream()).arg(entry).ignore();
+                }
+                (None, None) => {}
+            }
+        }
+        expect
+    }
+
+    /// Records where what `plan` wrote now is, from the pipeline's `replies`.
+    fn written(&self, plan: &Plan, expect: Vec<Expect>, replies: Vec<Value>, state: &mut State) {
+        for (id, last) in &plan.deliveries {
+            state.handles.remove(id);
+            if let Final::Put {
+                webhook,
+                new: false,
+                due_ms,
+                ..
+            } = last
+            {
+                let place = Place::Retry { due_ms: *due_ms };
+                state.handles.insert(
+                    *id,
+                    Handle {
+                        webhook: self.ids[*webhook].clone(),
+                        place,
+                    },
+                );
+            }
+        }
+        for (id, value) in &plan.dead {
+            if value.is_none() {
+                state.dead_handles.remove(id);
+            }
+        }
+        for (expected, reply) in expect.into_iter().zip(replies) {
+            match expected {
+                Expect::Added(webhook) => {
+                    for entry in items(&reply) {
+                        let (Some(entry_id), Some(id)) = (text(item(entry, 0)), text(item(entry, 1))) else {
+                            continue;
+                        };
+                        let Ok(id) = id.parse::<Uuid>() else { continue };
+                        let place = Place::Stream(entry_id);
+                        match bytes(item(entry, 2)) {
+                            // Its own new delivery.
+                            None => {
+                                let handle = Handle {
+                                    webhook: webhook.clone(),
+                                    place,
+                                };
+                                state.handles.insert(id, handle);
+                            }
+                            // An older unread entry the script read with them: taken over.
+                            Some(record) => {
+                                let record = serde_json::from_slice::<Record>(record).ok();
+                                let mut adopted = std::mem::take(&mut state.adopted);
+                                self.adopt(state, &webhook, place, record, &mut adopted);
+                                state.adopted = adopted;
+                            }
+                        }
+                    }
+                }
+                Expect::Dead(id) => {
+                    if let Some(entry) = text(&reply) {
+                        state.dead_handles.insert(id, entry);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Store for RedisStore {
+    const KIND: &'static str = "redis";
+
+    fn write(&self, batch: &[Change]) -> Result<(), String> {
+        let plan = Plan::of(batch);
         let mut state = self.state();
         let state = &mut *state;
         self.with_connection(state, |store, connection, state| {
             let mut pipe = redis::pipe();
             pipe.atomic();
-            let mut expect = Vec::new();
-            let mut adds: HashMap<usize, Vec<(Uuid, &[u8])>> = HashMap::new();
-            for (id, last) in &deliveries {
-                if let Some(handle) = state.handles.get(id) {
-                    store.forget(&mut pipe, *id, handle);
-                }
-                match last {
-                    Final::Put {
-                        webhook,
-                        new: true,
-                        value,
-                        ..
-                    } => adds.entry(*webhook).or_default().push((*id, value)),
-                    Final::Put {
-                        webhook,
-                        due_ms,
-                        value,
-                        ..
-                    } => {
-                        let webhook = &store.ids[*webhook];
-                        pipe.cmd("HSET")
-                            .arg(store.records(webhook))
-                            .arg(id.to_string())
-                            .arg(*value)
-                            .ignore();
-                        pipe.cmd("ZADD")
-                            .arg(store.retry_set(webhook))
-                            .arg(due_ms + store.lease_ms())
-                            .arg(id.to_string())
-                            .ignore();
-                    }
-                    Final::Delete => {}
-                }
-            }
-            for (webhook, records) in &adds {
-                let webhook = &store.ids[*webhook];
-                for chunk in records.chunks(ADD_CHUNK) {
-                    let command = pipe
-                        .cmd("EVALSHA")
-                        .arg(&state.scripts[0])
-                        .arg(1)
-                        .arg(store.stream(webhook));
-                    command.arg(GROUP).arg(&store.consumer).arg(chunk.len());
-                    for (id, _) in chunk {
-                        command.arg(id.to_string());
-                    }
-                    for (_, value) in chunk {
-                        command.arg(*value);
-                    }
-                    expect.push(Expect::Added(webhook.clone()));
-                }
-            }
-            for (id, value) in &dead {
-                match value {
-                    Some(value) => {
-                        pipe.cmd("XADD")
-                            .arg(store.dead_stream())
-                            .arg("*")
-                            .arg("d")
-                            .arg(*value);
-                        expect.push(Expect::Dead(*id));
-                    }
-                    None => {
-                        if let Some(entry) = state.dead_handles.get(id) {
-                            pipe.cmd("XDEL").arg(store.dead_stream()).arg(entry).ignore();
-                        }
-                    }
-                }
-            }
+            let expect = store.commands(&plan, state, &mut pipe);
             let replies: Vec<Value> = match pipe.is_empty() {
                 true => Vec::new(),
                 false => pipe.query(connection)?,
             };
-            for (id, last) in &deliveries {
-                state.handles.remove(id);
-                if let Final::Put {
-                    webhook,
-                    new: false,
-                    due_ms,
-                    ..
-                } = last
-                {
-                    let handle = Handle {
-                        webhook: store.ids[*webhook].clone(),
-                        place: Place::Retry { due_ms: *due_ms },
-                    };
-                    state.handles.insert(*id, handle);
-                }
-            }
-            for (id, value) in &dead {
-                if value.is_none() {
-                    state.dead_handles.remove(id);
-                }
-            }
-            for (expected, reply) in expect.into_iter().zip(replies) {
-                match expected {
-                    Expect::Added(webhook) => {
-                        for entry in items(&reply) {
-                            let (Some(entry_id), Some(id)) = (text(item(entry, 0)), text(item(entry, 1)))
-                            else {
-                                continue;
-                            };
-                            let Ok(id) = id.parse::<Uuid>() else { continue };
-                            match bytes(item(entry, 2)) {
-                                None => {
-                                    let handle = Handle {
-                                        webhook: webhook.clone(),
-                                        place: Place::Stream(entry_id),
-                                    };
-                                    state.handles.insert(id, handle);
-                                }
-                                Some(record) => {
-                                    let record = serde_json::from_slice::<Record>(record).ok();
-                                    let mut adopted = std::mem::take(&mut state.adopted);
-                                    store.adopt(
-                                        state,
-                                        &webhook,
-                                        Place::Stream(entry_id),
-                                        record,
-                                        &mut adopted,
-                                    );
-                                    state.adopted = adopted;
-                                }
-                            }
-                        }
-                    }
-                    Expect::Dead(id) => {
-                        if let Some(entry) = text(&reply) {
-                            state.dead_handles.insert(id, entry);
-                        }
-                    }
-                }
-            }
+            store.written(&plan, expect, replies, state);
             Ok(())
         })
     }
