@@ -30,7 +30,8 @@ use crate::template::Template;
 /// An event on its way to its webhooks, before its variables are assembled.
 pub(crate) struct Job {
     pub event: Event,
-    pub timestamp: String,
+    /// When the hook raised it (formatted on the runtime thread, not the hook's).
+    pub raised: std::time::SystemTime,
     pub context: Context,
     pub metadata: Map<String, Value>,
     /// Already limited to `max_payload_size` at admission.
@@ -42,10 +43,9 @@ pub(crate) struct Job {
 impl Job {
     /// A job stamped with the current time.
     pub fn new(event: Event, context: Context, metadata: Map<String, Value>, payload: Option<Value>) -> Self {
-        let timestamp = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
         Job {
             event,
-            timestamp,
+            raised: std::time::SystemTime::now(),
             context,
             metadata,
             payload,
@@ -59,7 +59,8 @@ impl Job {
         let mut vars = Map::new();
         vars.insert("event".into(), self.event.name().into());
         vars.insert("plugin_name".into(), plugin_name.into());
-        vars.insert("timestamp".into(), self.timestamp.into());
+        let timestamp = humantime::format_rfc3339_millis(self.raised).to_string();
+        vars.insert("timestamp".into(), timestamp.into());
         vars.insert("request_id".into(), c.request_id);
         vars.insert("user".into(), c.user);
         vars.insert("user_info".into(), c.user_info);
