@@ -1,6 +1,6 @@
 //! Logging through the `log` facade. The level comes from `LOG_LEVEL` (DEBUG shows every
 //! attempt). C and Go hosts get a small stderr logger; Python hosts route records to Python's
-//! `logging` instead (see `python.rs`); Rust hosts may install any `log` logger of their own.
+//! `logging` instead (see `src/python/`); Rust hosts may install any `log` logger of their own.
 
 use log::{LevelFilter, Log, Metadata, Record};
 
