@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use webhook_notification::{Error, Event, Notifier};
 
-use common::host::{self, arrivals, duplicates_with_stable_ids, kill, read_until, wait_distinct, WAIT};
+use common::host::{
+    self, arrivals, duplicates_with_stable_ids, kill, read_until, submit, wait_distinct, WAIT,
+};
 use common::receiver::{dead_port, Receiver, Reply};
 
 #[test]
@@ -106,15 +108,7 @@ fn an_outage_longer_than_the_retry_budget_loses_nothing() {
         None,
     )
     .unwrap();
-    for i in 0..20 {
-        n.notify(
-            Event::ToolSuccess,
-            &json!({"request_id": format!("evt-{i}")}),
-            None,
-            None,
-        )
-        .unwrap();
-    }
+    submit(&n, 20);
     std::thread::sleep(Duration::from_millis(1500)); // the receiver is down for longer than 300 ms of retries
     let rx = Receiver::start_on(port, |_| Reply::status(200));
     assert!(n.flush(WAIT));
@@ -216,16 +210,7 @@ fn closing_at_once_keeps_or_counts_every_admitted_event() {
     };
     let first =
         Notifier::from_config_text(&config(&format!("http://127.0.0.1:{}/", dead_port())), None).unwrap();
-    for i in 0..events {
-        first
-            .notify(
-                Event::ToolSuccess,
-                &json!({"request_id": format!("evt-{i}")}),
-                None,
-                None,
-            )
-            .unwrap();
-    }
+    submit(&first, events);
     let _ = first.close(Duration::ZERO);
     // Stragglers (still in the intake when the store closed) end just after: wait for them.
     assert!(first.flush(WAIT));

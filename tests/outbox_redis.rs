@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use webhook_notification::{Event, Notifier};
 
-use common::host::{self, arrivals, duplicates_with_stable_ids, kill, read_until, wait_distinct, WAIT};
+use common::host::{
+    self, arrivals, duplicates_with_stable_ids, kill, read_until, submit, wait_distinct, WAIT,
+};
 use common::receiver::{dead_port, Receiver, Reply};
 use common::redis::{server, RedisServer};
 
@@ -244,15 +246,7 @@ fn an_unreachable_redis_keeps_delivering_from_memory() {
         None,
     )
     .unwrap();
-    for i in 0..20 {
-        n.notify(
-            Event::ToolSuccess,
-            &json!({"request_id": format!("evt-{i}")}),
-            None,
-            None,
-        )
-        .unwrap();
-    }
+    submit(&n, 20);
     assert!(n.flush(WAIT));
     wait_until("an error is shown", || n.stats().outbox.last_error.is_some());
     let s = n.stats();

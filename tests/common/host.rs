@@ -54,6 +54,14 @@ pub fn run_host() {
     }
 }
 
+/// Raises `count` tool_success events with request ids `evt-0`, `evt-1`, ….
+pub fn submit(n: &Notifier, count: usize) {
+    for i in 0..count {
+        let context = json!({"request_id": format!("evt-{i}")});
+        n.notify(Event::ToolSuccess, &context, None, None).unwrap();
+    }
+}
+
 /// Starts a host process with `config` submitting `events` events; `env` adds variables.
 pub fn host(config: &str, events: usize, pace_us: u64, env: &[(&str, &str)]) -> (Child, Lines) {
     let mut child = Command::new(std::env::current_exe().unwrap())
