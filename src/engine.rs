@@ -696,11 +696,11 @@ async fn commit_loop(engine: Arc<Engine>) {
             _ = halt.wait_for(|h| *h == Halt::Stopped) => return,
             _ = tokio::time::sleep(INTERVAL) => {}
         }
-        let outbox = Arc::clone(&engine);
+        let engine = Arc::clone(&engine);
         let done = tokio::task::spawn_blocking(move || {
-            let committed = outbox.outbox.commit();
-            let claimed = outbox.outbox.claim(&outbox.room());
-            outbox.resume(claimed);
+            let committed = engine.outbox.commit();
+            let claimed = engine.outbox.claim(&engine.room());
+            engine.resume(claimed);
             committed
         });
         match done.await {

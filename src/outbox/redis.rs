@@ -112,7 +112,6 @@ struct State {
     /// No connection attempt before this (backoff).
     retry_at: Instant,
     failures: u32,
-    down_reason: String,
     handles: HashMap<Uuid, Handle>,
     dead_handles: HashMap<Uuid, String>,
     /// Whether the dead letters and orphaned streams were read (once, at the first connection).
@@ -176,7 +175,6 @@ impl RedisOutbox {
                 scripts: Default::default(),
                 retry_at: now,
                 failures: 0,
-                down_reason: "not connected yet".into(),
                 handles: HashMap::new(),
                 dead_handles: HashMap::new(),
                 loaded: false,
@@ -227,7 +225,9 @@ impl RedisStore {
         let mut connection = match state.connection.take() {
             _ if state.released => return Err("the outbox is closed".into()),
             Some(connection) => connection,
-            None if Instant::now() < state.retry_at => return Err(state.down_reason.clone()),
+            None if Instant::now() < state.retry_at => {
+                return Err(self.last_error().unwrap_or_else(|| "Redis: not connected".into()))
+            }
             None => match self.open(state) {
                 Ok(connection) => connection,
                 Err(e) => return Err(self.went_down(state, e)),
@@ -248,10 +248,10 @@ impl RedisStore {
         state.failures = state.failures.saturating_add(1);
         let backoff = Duration::from_millis(100 << state.failures.min(6)).min(Duration::from_secs(5));
         state.retry_at = Instant::now() + backoff;
-        state.down_reason = format!("Redis: {error}");
-        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.down_reason.clone());
+        let reason = format!("Redis: {error}");
+        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
         self.connected.store(false, Relaxed);
-        state.down_reason.clone()
+        reason
     }
 
     /// Connects, creates the consumer groups and loads the scripts.
