@@ -64,20 +64,10 @@ pub fn plain(object: &Bound<'_, PyAny>, depth: usize) -> Option<Value> {
 /// The fields of a tool result that say whether it failed, as the shell's `_error_fields`.
 const ERROR_FIELDS: [&str; 3] = ["isError", "is_error", "error"];
 
-/// A class of the host's Python packages, imported once.
-fn class<'py>(
-    py: Python<'py>,
-    cell: &'static PyOnceLock<Py<PyType>>,
-    module: &str,
-    name: &str,
-) -> PyResult<&'py Bound<'py, PyType>> {
-    cell.import(py, module, name)
-}
-
 /// Whether `object` is a pydantic model.
 fn is_model(object: &Bound<'_, PyAny>) -> PyResult<bool> {
     static BASE_MODEL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-    object.is_instance(class(object.py(), &BASE_MODEL, "pydantic", "BaseModel")?)
+    object.is_instance(BASE_MODEL.import(object.py(), "pydantic", "BaseModel")?)
 }
 
 /// What classification needs of a hook's payload: its subject, and for `tool_post_invoke`
@@ -148,7 +138,7 @@ pub fn hook_context(context: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
     }
     let mut violation = None;
     let mut global = context.clone();
-    if context.is_instance(class(py, &PLUGIN_CONTEXT, "cpex.framework", "PluginContext")?)? {
+    if context.is_instance(PLUGIN_CONTEXT.import(py, "cpex.framework", "PluginContext")?)? {
         violation = state_violation(context)?;
         global = context.getattr(intern!(py, "global_context"))?;
     }
