@@ -158,16 +158,35 @@ impl Context {
         ]
         .into_iter()
         .flatten()
-        .find_map(|v| violation_of(v.clone()));
-        let (user, user_info) = identity(field("user"));
-        Ok(Context {
-            request_id: field("request_id"),
+        .find(|v| !v.is_null());
+        Ok(Context::new(
+            field("request_id"),
+            field("user"),
+            field("tenant_id"),
+            field("server_id"),
+            violation.cloned(),
+        ))
+    }
+
+    /// A context from the global context's fields, for hosts that read them without JSON:
+    /// `user` may be a string or a user object (see [`Context::user`]), `violation` any value
+    /// (see [`violation_of`]).
+    pub fn new(
+        request_id: Value,
+        user: Value,
+        tenant_id: Value,
+        server_id: Value,
+        violation: Option<Value>,
+    ) -> Self {
+        let (user, user_info) = identity(user);
+        Context {
+            request_id,
             user,
             user_info,
-            tenant_id: field("tenant_id"),
-            server_id: field("server_id"),
-            violation,
-        })
+            tenant_id,
+            server_id,
+            violation: violation.and_then(violation_of),
+        }
     }
 }
 

@@ -70,8 +70,12 @@ impl Notifier {
     /// cpex PluginContext or bare global context (see [`Context::from_json`]). Never waits
     /// on the network.
     pub fn invoke(&self, hook: Hook, payload: Value, context: &Value) -> Result<Submission> {
+        self.invoke_in(hook, payload, Context::from_json(context)?)
+    }
+
+    /// [`invoke`](Self::invoke) for hosts that read the context's fields themselves.
+    pub fn invoke_in(&self, hook: Hook, payload: Value, context: Context) -> Result<Submission> {
         self.ensure_attached()?;
-        let context = Context::from_json(context)?;
         let Some((event, metadata)) = classify(hook, &payload, &context) else {
             return Ok(Submission {
                 event: None,

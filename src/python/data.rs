@@ -10,7 +10,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 use serde_json::{Map, Number, Value};
 
-use crate::events::Hook;
+use crate::events::{Context, Hook};
 
 /// How deep plain data is followed (the JSON parser's limit); deeper goes the JSON way.
 const MAX_DEPTH: usize = 64;
@@ -61,9 +61,6 @@ pub fn plain(object: &Bound<'_, PyAny>, depth: usize) -> Option<Value> {
     None
 }
 
-/// The fields of a tool result that say whether it failed, as the shell's `_error_fields`.
-const ERROR_FIELDS: [&str; 3] = ["isError", "is_error", "error"];
-
 /// Whether `object` is a pydantic model.
 fn is_model(object: &Bound<'_, PyAny>) -> PyResult<bool> {
     static BASE_MODEL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -73,14 +70,19 @@ fn is_model(object: &Bound<'_, PyAny>) -> PyResult<bool> {
 /// What classification needs of a hook's payload: its subject, and for `tool_post_invoke`
 /// the result's error fields. `Ok(None)`: not plain data.
 pub fn hook_payload(hook: Hook, payload: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
-    let field = hook.subject_field();
+    let py = payload.py();
+    let field = match hook {
+        Hook::ToolPreInvoke | Hook::ToolPostInvoke => intern!(py, "name"),
+        Hook::PromptPreFetch | Hook::PromptPostFetch => intern!(py, "prompt_id"),
+        Hook::ResourcePreFetch | Hook::ResourcePostFetch => intern!(py, "uri"),
+    };
     let Some(subject) = plain(&payload.getattr(field)?, 0) else {
         return Ok(None);
     };
     let mut doc = Map::new();
-    doc.insert(field.to_owned(), subject);
+    doc.insert(hook.subject_field().to_owned(), subject);
     if hook == Hook::ToolPostInvoke {
-        let Some(fields) = error_fields(&payload.getattr(intern!(payload.py(), "result"))?)? else {
+        let Some(fields) = error_fields(&payload.getattr(intern!(py, "result"))?)? else {
             return Ok(None);
         };
         doc.insert("result".to_owned(), fields);
@@ -89,13 +91,15 @@ pub fn hook_payload(hook: Hook, payload: &Bound<'_, PyAny>) -> PyResult<Option<V
 }
 
 /// A tool result's `isError`, `is_error` and `error` (those not None), and its `content`
-/// when it failed; null for a result that is neither a dict nor a model.
-fn error_fields(result: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
+/// when it failed (the shell's `_error_fields`); null for a result that is neither a dict
+/// nor a model.
+fn error_fields<'py>(result: &Bound<'py, PyAny>) -> PyResult<Option<Value>> {
+    let py = result.py();
     let dict = result.cast::<PyDict>().ok();
     if dict.is_none() && !is_model(result)? {
         return Ok(Some(Value::Null));
     }
-    let get = |key: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
+    let get = |key: &Bound<'py, PyString>| -> PyResult<Option<Bound<'py, PyAny>>> {
         let value = match dict {
             Some(dict) => dict.get_item(key)?,
             None => result.getattr(key).ok(),
@@ -104,8 +108,13 @@ fn error_fields(result: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
     };
     let mut fields = Map::new();
     let mut failed = false;
-    for key in ERROR_FIELDS {
+    for key in [
+        intern!(py, "isError"),
+        intern!(py, "is_error"),
+        intern!(py, "error"),
+    ] {
         if let Some(value) = get(key)? {
+            let key = key.to_str()?;
             failed |= key != "error" && value.is_truthy()?;
             let Some(value) = plain(&value, 0) else {
                 return Ok(None);
@@ -114,7 +123,7 @@ fn error_fields(result: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
         }
     }
     if failed {
-        let content = match get("content")? {
+        let content = match get(intern!(py, "content"))? {
             Some(content) => plain(&content, 0),
             None => Some(Value::Null),
         };
@@ -125,16 +134,18 @@ fn error_fields(result: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
 }
 
 /// The request identity and any violation (from the plugin context's state, else the global
-/// context's), as the shell's `_context`: a `PluginContext` or a `GlobalContext`. `Ok(None)`:
-/// not plain data (a `PluginViolation` model among them: the shell dumps it).
-pub fn hook_context(context: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
+/// context's), as the shell's `_context`, from a `PluginContext`, a `GlobalContext` or a
+/// dict of either's JSON shape. `Ok(None)`: not plain data (a `PluginViolation` model among
+/// them: the shell dumps it).
+pub fn hook_context(context: &Bound<'_, PyAny>) -> PyResult<Option<Context>> {
     static PLUGIN_CONTEXT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     let py = context.py();
     if context.is_none() {
-        return Ok(Some(Value::Null));
+        return Ok(Some(Context::default()));
     }
     if context.is_instance_of::<PyDict>() {
-        return Ok(plain(context, 0));
+        // A dict of the wrong shape goes the JSON way too, which reports it.
+        return Ok(plain(context, 0).and_then(|doc| Context::from_json(&doc).ok()));
     }
     let mut violation = None;
     let mut global = context.clone();
@@ -145,28 +156,33 @@ pub fn hook_context(context: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
     if violation.is_none() {
         violation = state_violation(&global)?;
     }
-    let mut doc = Map::new();
-    for field in ["request_id", "user", "tenant_id", "server_id"] {
-        let Some(value) = plain(&global.getattr(field)?, 0) else {
-            return Ok(None);
-        };
-        doc.insert(field.to_owned(), value);
-    }
-    let violation = match violation {
-        Some(violation) => match plain(&violation, 0) {
-            Some(value) => value,
-            None => return Ok(None),
-        },
-        None => Value::Null,
+    let field = |name| -> PyResult<Option<Value>> { Ok(plain(&global.getattr(name)?, 0)) };
+    let (Some(request_id), Some(user), Some(tenant_id), Some(server_id)) = (
+        field(intern!(py, "request_id"))?,
+        field(intern!(py, "user"))?,
+        field(intern!(py, "tenant_id"))?,
+        field(intern!(py, "server_id"))?,
+    ) else {
+        return Ok(None);
     };
-    doc.insert("violation".to_owned(), violation);
-    Ok(Some(Value::Object(doc)))
+    let violation = match violation.map(|v| plain(&v, 0)) {
+        Some(None) => return Ok(None),
+        Some(Some(value)) => Some(value),
+        None => None,
+    };
+    Ok(Some(Context::new(
+        request_id, user, tenant_id, server_id, violation,
+    )))
 }
 
 /// `context.state.get("violation")`, unless None.
 fn state_violation<'py>(context: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = context.py();
     let state = context.getattr(intern!(py, "state"))?;
-    let violation = state.call_method1(intern!(py, "get"), (intern!(py, "violation"),))?;
-    Ok((!violation.is_none()).then_some(violation))
+    let key = intern!(py, "violation");
+    let violation = match state.cast::<PyDict>() {
+        Ok(state) => state.get_item(key)?,
+        Err(_) => Some(state.call_method1(intern!(py, "get"), (key,))?),
+    };
+    Ok(violation.filter(|v| !v.is_none()))
 }

@@ -12,13 +12,15 @@ use log::{Level, Log, Metadata, Record};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyString;
 use serde_json::Value;
 
 use crate::config::Config;
 use crate::error::Error;
 use crate::events::{parse_document, Event, Hook};
 use crate::logging::level_from_env;
-use crate::notifier::Notifier;
+use crate::notifier::{Notifier, Submission};
 use crate::registry::drain_shared;
 
 mod data;
@@ -85,12 +87,21 @@ struct NativeNotifier {
     notifier: Notifier,
 }
 
-impl NativeNotifier {
-    /// One hook call from converted data: `(event name or None, queued)`.
-    fn submit(&self, hook: Hook, payload: Value, context: &Value) -> PyResult<(Option<&'static str>, bool)> {
-        let submission = self.notifier.invoke(hook, payload, context).map_err(to_py)?;
-        Ok((submission.event.map(Event::name), submission.queued))
-    }
+/// What a hook call returns to the shell: `(event name or None, queued)`.
+type Outcome<'py> = (Option<Bound<'py, PyString>>, bool);
+
+/// The hook call's outcome for Python; event names are made once (a hook call allocates no
+/// string for them).
+fn outcome(py: Python<'_>, submission: Submission) -> Outcome<'_> {
+    static NAMES: PyOnceLock<Vec<Py<PyString>>> = PyOnceLock::new();
+    let names = NAMES.get_or_init(py, || {
+        Event::ALL
+            .iter()
+            .map(|e| PyString::intern(py, e.name()).unbind())
+            .collect()
+    });
+    let name = submission.event.map(|e| names[e as usize].bind(py).clone());
+    (name, submission.queued)
 }
 
 #[pymethods]
@@ -108,13 +119,13 @@ impl NativeNotifier {
     /// Handles one hook call; returns `(event name or None, queued)`. Large payloads are
     /// parsed without the GIL.
     #[pyo3(signature = (hook, payload, context=None))]
-    fn invoke(
+    fn invoke<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         hook: &str,
         payload: &str,
         context: Option<&str>,
-    ) -> PyResult<(Option<&'static str>, bool)> {
+    ) -> PyResult<Outcome<'py>> {
         let hook = Hook::from_name(hook).map_err(to_py)?;
         let run = || -> Result<_, Error> {
             let payload = parse_document(Some(payload), "payload")?;
@@ -126,7 +137,7 @@ impl NativeNotifier {
             false => run(),
         }
         .map_err(to_py)?;
-        Ok((submission.event.map(Event::name), submission.queued))
+        Ok(outcome(py, submission))
     }
 
     /// Handles one hook call whose payload and context are plain Python data (dict, list,
@@ -134,37 +145,44 @@ impl NativeNotifier {
     /// nothing, when they are not (a model, a non-finite float, a huge int, deep nesting):
     /// the caller then sends them through `invoke` as JSON.
     #[pyo3(signature = (hook, payload, context=None))]
-    fn invoke_data(
+    fn invoke_data<'py>(
         &self,
+        py: Python<'py>,
         hook: &str,
-        payload: &Bound<'_, PyAny>,
-        context: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Option<(Option<&'static str>, bool)>> {
+        payload: &Bound<'py, PyAny>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Outcome<'py>>> {
         let hook = Hook::from_name(hook).map_err(to_py)?;
         let context = match context {
             Some(context) => plain(context, 0),
             None => Some(Value::Null),
         };
-        match (plain(payload, 0), context) {
-            (Some(payload), Some(context)) => self.submit(hook, payload, &context).map(Some),
-            _ => Ok(None),
-        }
+        let (Some(payload), Some(context)) = (plain(payload, 0), context) else {
+            return Ok(None);
+        };
+        let submission = self.notifier.invoke(hook, payload, &context).map_err(to_py)?;
+        Ok(Some(outcome(py, submission)))
     }
 
     /// Handles a cpex hook call straight from its payload and context objects, reading only
     /// what classification needs (see `data`). Returns None, having done nothing, when
-    /// something there is not plain data: the caller then extracts it in Python.
-    fn hook(
+    /// something there is not plain data, or when templates may use the whole payload
+    /// (`include_payload_data`): the caller then extracts it in Python.
+    fn hook<'py>(
         &self,
         hook: &str,
-        payload: &Bound<'_, PyAny>,
-        context: &Bound<'_, PyAny>,
-    ) -> PyResult<Option<(Option<&'static str>, bool)>> {
+        payload: &Bound<'py, PyAny>,
+        context: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Outcome<'py>>> {
         let hook = Hook::from_name(hook).map_err(to_py)?;
-        match (hook_payload(hook, payload)?, hook_context(context)?) {
-            (Some(payload), Some(context)) => self.submit(hook, payload, &context).map(Some),
-            _ => Ok(None),
+        if self.notifier.includes_payload_data() {
+            return Ok(None);
         }
+        let (Some(doc), Some(context)) = (hook_payload(hook, payload)?, hook_context(context)?) else {
+            return Ok(None);
+        };
+        let submission = self.notifier.invoke_in(hook, doc, context).map_err(to_py)?;
+        Ok(Some(outcome(payload.py(), submission)))
     }
 
     /// Raises `event` directly; returns whether it was queued.
