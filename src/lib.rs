@@ -42,6 +42,15 @@ pub mod signing;
 pub mod stats;
 pub mod template;
 
+// The `mimalloc` feature (on in the wheel, opt-in for the C/Go library): hooks allocate an
+// event on the host's thread and the delivery runtime frees it on its own; glibc's malloc
+// makes those frees take the lock of the arena the host thread allocates from, so hooks
+// stalled on futex waits (~1 Python hook call in 7 in a hot loop; C hook p99 6× mimalloc's,
+// see BENCHMARKS.md). Off by default so that a Rust host keeps its own allocator.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub use breaker::Circuit;
 pub use config::Config;
 pub use delivery::USER_AGENT;
