@@ -1,8 +1,9 @@
 """The cpex plugin class: a thin shell over the native notifier.
 
-Each hook serialises only what classification needs (the subject, and a tool result's error
-fields) unless ``include_payload_data`` asks for the whole payload, hands it to the native
-core, and returns the hook's cpex result at once: the event is queued, never sent here.
+Each hook is one native call that reads only what classification needs (the subject, a tool
+result's error fields, the request identity and any violation) from the cpex objects; the
+shell extracts it in Python only when that call cannot (``include_payload_data``, data that is
+not plain). The hook returns its cpex result at once: the event is queued, never sent here.
 Unexpected errors are logged and the default result returned (fail-open): a notification
 problem must never fail a gateway request.
 
@@ -197,27 +198,17 @@ class WebhookNotificationPlugin(Plugin):
             slim = {"uri": payload.uri}
         return slim
 
-    def _invoke(self, hook: str, payload: BaseModel, context: PluginContext) -> tuple[str | None, bool]:
-        """One native hook call, restarting the engine in a child of ``fork()``."""
-        try:
-            return self._submit(hook, payload, context)
-        except ClosedError:
-            if not self._native.forked:
-                raise
-            # Created before fork() (gunicorn --preload): start an engine in this process.
-            self._native = NativeNotifier(self._config_json, self.name)
-            metrics.watch(self._native)
-            return self._submit(hook, payload, context)
+    def _restart(self) -> None:
+        """Starts an engine in this process: the one we hold was created before ``fork()``
+        (gunicorn --preload) and refuses events here."""
+        self._native = NativeNotifier(self._config_json, self.name)
+        metrics.watch(self._native)
 
-    def _submit(self, hook: str, payload: BaseModel, context: PluginContext) -> tuple[str | None, bool]:
-        """Plain data crosses without JSON text: read natively from the cpex objects, else
-        from the fields extracted here. The rest goes as JSON; data that strict JSON cannot
-        hold, or that nests deeper than the native parser follows, is sent degraded rather
-        than lost."""
-        if not self._include_payload:
-            done = self._native.hook(hook, payload, context)
-            if done is not None:
-                return done
+    def _convert(self, hook: str, payload: BaseModel, context: PluginContext) -> tuple[str | None, bool]:
+        """The hook call for what the native ``hook`` does not read itself (the whole payload
+        for ``include_payload_data``, anything not plain data): the fields extracted here as
+        plain data, else as JSON; data that strict JSON cannot hold, or that nests deeper than
+        the native parser follows, is sent degraded rather than lost."""
         doc, ctx = self._payload(hook, payload), _context(context)
         done = self._native.invoke_data(hook, doc, ctx)
         if done is not None:
@@ -237,16 +228,19 @@ class WebhookNotificationPlugin(Plugin):
             logger.exception("webhook notification for %s failed (%d so far)", hook, count)
 
     def _hook(self, hook: str, payload: BaseModel, context: PluginContext, result_type: type[R]) -> R:
+        """Queues the hook's event, if any, and returns the default result: no metadata (see
+        the README's "Use from Python" for why)."""
         try:
-            event, queued = self._invoke(hook, payload, context)
+            # One native call reads what classification needs from the cpex objects.
+            if self._native.hook(hook, payload, context) is None:
+                self._convert(hook, payload, context)
         except ClosedError:
-            return result_type()
+            if self._native.forked:
+                self._restart()
+                return self._hook(hook, payload, context, result_type)
         except Exception:  # fail-open: never fail the request because of a notification
             self._host_error(hook)
-            return result_type()
-        if event is None:
-            return result_type()
-        return result_type(metadata={"webhook_event": event, "webhook_queued": queued})
+        return result_type()
 
     async def prompt_pre_fetch(self, payload: PromptPrehookPayload, context: PluginContext) -> PromptPrehookResult:
         """Raises the violation event, if the context carries a violation."""

@@ -17,10 +17,12 @@ HOOK_ROWS = [
     ("rust", "Rust API (`Notifier::invoke`)"),
     ("rust-disk", "Rust API, disk outbox"),
     ("rust-redis", "Rust API, redis outbox"),
+    ("rust-mimalloc", "Rust API, `mimalloc` feature"),
     ("rust-v1", "Rust API, v1 (previous release, same run)"),
     ("c", "C API (`webhook_plugin_invoke`, JSON text in/out)"),
     ("c-disk", "C API, disk outbox"),
     ("c-redis", "C API, redis outbox"),
+    ("c-mimalloc", "C API, `mimalloc` feature (the wheel's allocator)"),
     ("c-v1", "C API, v1 (previous release, same run)"),
     ("go", "Go API (`Plugin.Invoke`)"),
     ("go-disk", "Go API, disk outbox"),
@@ -89,6 +91,8 @@ def main() -> None:
     disk_over_memory, v2_over_v1 = ratio("rust-disk", "rust"), ratio("rust", "rust-v1")
     c_disk, c_v1 = ratio("c-disk", "c"), ratio("c", "c-v1")
     redis_over_memory, c_redis = ratio("rust-redis", "rust"), ratio("c-redis", "c")
+    c_mi = ratio("c-mimalloc", "c")
+    c_mi_p99 = [hook["c-mimalloc", r]["p99_us"] / hook["c", r]["p99_us"] for r, _ in RECEIVERS if ("c-mimalloc", r) in hook]
     out += [
         "",
         f"- Our plugin costs **{statistics.median(ours_over_empty):.2f}×** an empty cpex plugin in `sequential` mode "
@@ -117,6 +121,10 @@ def main() -> None:
         *([f"- Go (dead receiver): median {fmt_us(med('go', 'dead'))}; the disk outbox "
            f"{med('go-disk', 'dead') / med('go', 'dead'):.2f}×, the redis outbox {med('go-redis', 'dead') / med('go', 'dead'):.2f}× that."]
           if all((g, "dead") in hook for g in ("go", "go-disk", "go-redis")) else []),
+        *([f"- The `mimalloc` feature (the wheel's allocator; opt-in for C and Go): the C hook's median "
+           f"{min(c_mi):.2f}–{max(c_mi):.2f}×, its p99 **{min(c_mi_p99):.2f}–{max(c_mi_p99):.2f}×** the system allocator's "
+           "(per receiver). With glibc malloc the delivery thread's frees of what hooks allocated contend for the "
+           "hook thread's arena lock."] if c_mi else []),
         *([f"- This release against v1 in the same run: **{min(v2_over_v1):.2f}–{max(v2_over_v1):.2f}×** through the Rust API, "
            f"{min(c_v1):.2f}–{max(c_v1):.2f}× through the C API (per-webhook admission, breaker, rate limit and the "
            "event counters are on the hook path now)."] if v2_over_v1 and c_v1 else []),
@@ -138,6 +146,7 @@ def main() -> None:
         "rust-2threads": "our library, `WEBHOOK_WORKER_THREADS=2`",
         "rust-disk": "our library, disk outbox (group-committed redb, 1 delivery thread)",
         "rust-redis": "our library, redis outbox (local redis-server, 1 delivery thread)",
+        "rust-mimalloc": "our library, `mimalloc` feature (1 delivery thread)",
         "rust-v1": "v1 (previous release, same run), 1 delivery thread",
         "empty-plugin": "empty cpex plugin: hook calls/s (one client loop; no delivery)",
         "python-plugin": "our plugin via cpex `PluginManager` (one client loop)",
@@ -182,7 +191,7 @@ def main() -> None:
         mib = lambda k: f"{m[k] / 1024:.0f} MiB"  # noqa: E731
         queued = max(m["events"] - m["dropped"], 1)
         each = (m["flooded_kib"] - m["baseline_kib"]) * 1024 / queued
-        version = "v1" if m["impl"].endswith("v1") else "this"
+        version = {"rust-v1": "v1", "rust-mimalloc": "this, `mimalloc`"}.get(m["impl"], "this")
         routed = beyond = "–"
         if "routed_kib" in m:
             per = (m["routed_kib"] - m["baseline_kib"]) * 1024 / queued

@@ -25,6 +25,7 @@ from cpex.framework import (
     ResourcePreFetchPayload,
     ToolPostInvokePayload,
     ToolPreInvokePayload,
+    ToolPreInvokeResult,
 )
 
 import cpex_webhook_notification
@@ -214,10 +215,10 @@ async def test_a_violation_in_context_state_or_global_state(receiver):
     pii = violation("PII", "PII found")
     by_state = PluginContext(global_context=ctx(), state={"violation": pii})
     result = await plugin.tool_pre_invoke(ToolPreInvokePayload(name="t"), by_state)
-    assert result.metadata == {"webhook_event": "pii_detected", "webhook_queued": True}
+    assert result == ToolPreInvokeResult(), "the default result: nothing for the gateway's plugin metrics"
     by_global = PluginContext(global_context=ctx(violation={"reason": "other", "code": "X"}))
     result = await plugin.resource_pre_fetch(ResourcePreFetchPayload(uri="u"), by_global)
-    assert result.metadata["webhook_event"] == "violation"
+    assert result.metadata == {}
     events = [r.headers["x-webhook-event"] for r in await receiver.arrived(2)]
     assert sorted(events) == ["pii_detected", "violation"]
     assert await plugin.notify("pii_detected", ctx(), {"reason": "by host"}, {"source": "host"})
@@ -341,7 +342,7 @@ async def test_unrepresentable_host_data_still_raises_its_event(receiver):
     ]
     for result in results:
         out = await plugin.tool_post_invoke(ToolPostInvokePayload(name="t", result=result), PluginContext(global_context=ctx()))
-        assert out.metadata.get("webhook_event") == "tool_error", (result, out.metadata)
+        assert out.metadata == {}, (result, out.metadata)
     assert await plugin.flush(10)
     errors = sorted(r.json()["metadata"]["error"] for r in receiver.requests)
     assert errors == sorted(["nan result", "bytes failure", "tuple keys", "circular", "opaque-object", "deep"])
@@ -416,6 +417,19 @@ async def test_the_native_hook_reads_what_the_python_extraction_does(receiver, c
     await plugin.shutdown()
 
 
+async def test_include_payload_data_sends_the_whole_payload_through_the_shell(receiver):
+    plugin = direct({"include_payload_data": True, "payload_templates": {"tool_success": '{"p": {{payload}}}'},
+                     "webhooks": [{"url": receiver.url(), "events": ["tool_success"]}]})
+    payload = ToolPostInvokePayload(name="t", result={"content": [], "extra": [1, 2]})
+    context = PluginContext(global_context=ctx())
+    assert plugin._native.hook("tool_post_invoke", payload, context) is None, "the native hook leaves it to the shell"
+    result = await plugin.tool_post_invoke(payload, context)
+    assert result.metadata == {}
+    assert await plugin.flush(10)
+    assert [r.json() for r in receiver.requests] == [{"p": payload.model_dump(mode="json")}]
+    await plugin.shutdown()
+
+
 async def test_flush_timeouts_inf_means_no_deadline_nan_and_negative_are_errors(receiver):
     plugin = direct({"webhooks": [{"url": receiver.url(), "events": ["violation"]}]})
     await plugin.notify("violation", ctx(), {"reason": "r"})
@@ -433,9 +447,10 @@ async def test_any_violation_value_counts_the_same_in_both_state_places(receiver
     in_state = PluginContext(global_context=ctx(), state={"violation": value})
     in_global = PluginContext(global_context=ctx(violation=value))
     for context in (in_state, in_global):
-        out = await plugin.tool_pre_invoke(ToolPreInvokePayload(name="t"), context)
-        assert out.metadata.get("webhook_event") == "violation", (value, out.metadata)
-    bodies = [r.json() for r in await receiver.arrived(2)]
+        await plugin.tool_pre_invoke(ToolPreInvokePayload(name="t"), context)
+    got = await receiver.arrived(2)
+    assert [r.headers["x-webhook-event"] for r in got] == ["violation", "violation"]
+    bodies = [r.json() for r in got]
     assert bodies[0]["violation"] == bodies[1]["violation"]
     assert isinstance(bodies[0]["violation"], dict)
     await plugin.shutdown()
@@ -450,9 +465,9 @@ def test_a_plugin_created_before_fork_works_in_the_child(receiver):
     pid = os.fork()
     if pid == 0:  # the child: the parent's delivery thread is gone
         try:
-            out = asyncio.run(plugin.tool_pre_invoke(ToolPreInvokePayload(name="t"), PluginContext(global_context=ctx(violation={"reason": "child"}))))
+            asyncio.run(plugin.tool_pre_invoke(ToolPreInvokePayload(name="t"), PluginContext(global_context=ctx(violation={"reason": "child"}))))
             delivered = asyncio.run(plugin.flush(10))
-            os._exit(0 if out.metadata.get("webhook_queued") and delivered else 3)
+            os._exit(0 if delivered else 3)
         except BaseException:
             os._exit(4)
     _, status = os.waitpid(pid, 0)
