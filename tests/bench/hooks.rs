@@ -207,6 +207,25 @@ fn rss_kib(field: &str) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+#[cfg(feature = "mimalloc")]
+extern "C" {
+    /// mimalloc's collection of freed memory (linked in by the `mimalloc` feature).
+    fn mi_collect(force: bool);
+}
+
+/// Returns freed heap pages to the system, as far as the allocator of this build can.
+fn give_back_free_heap() {
+    // SAFETY: both calls only release free heap pages.
+    #[cfg(feature = "mimalloc")]
+    unsafe {
+        mi_collect(true)
+    };
+    #[cfg(not(feature = "mimalloc"))]
+    unsafe {
+        libc::malloc_trim(0)
+    };
+}
+
 /// RSS for `n` events flooding a dead receiver with room for `capacity`: after the flood,
 /// once every admitted event is routed (freed heap given back), at the peak and drained; and
 /// the rendered body's size, so the report can say what a queued delivery costs beyond it.
@@ -234,8 +253,7 @@ fn memory(n: usize, capacity: usize) {
             .notify(Event::PluginError, &json!({}), None, None)
             .unwrap();
         marker.wait_for(1, Duration::from_secs(600));
-        // SAFETY: glibc's malloc_trim only releases free heap pages.
-        unsafe { libc::malloc_trim(0) };
+        give_back_free_heap();
         let routed = rss_kib("VmRSS:");
         let config = webhook_notification::Config::load(&text).unwrap();
         let metadata = json!({"tool_name": "search"});

@@ -32,6 +32,9 @@ PAYLOAD = ToolPostInvokePayload(name="search", result={"content": [{"type": "tex
 CONTEXT = GlobalContext(request_id="req-1", user="alice", tenant_id="t", server_id="s")
 
 
+# Passes over the implementations per receiver (see hook_cost).
+PASSES = 6
+
 # Variants measured against the fast receiver: (implementation, cpex mode, outbox).
 VARIANTS = {
     "python-plugin-faf": ("python-plugin", "fire_and_forget", None),
@@ -67,16 +70,18 @@ def plugin_of(manager: PluginManager):
 
 
 async def hook_cost(receiver: str, url: str) -> None:
-    """Measures the implementations in order A B C, then C B A, and pools the samples, so a
-    noisy neighbour or a drifting machine hits all of them alike."""
+    """Measures the implementations in PASSES short passes, in order A B C, then C B A, and so
+    on, and pools the samples: a pass of 500 calls lasts ~20 ms, so a burst of a noisy
+    neighbour hits one pass of one implementation, not its whole measurement."""
     variants = {kind: (kind, "sequential", None) for kind in KINDS}
     if receiver == "200":
         variants.update((name, v) for name, v in VARIANTS.items() if v[2] != "redis" or "BENCH_REDIS_URL" in os.environ)
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for order in (list(variants), list(reversed(variants))):
+    for number in range(PASSES):
+        order = list(variants) if number % 2 == 0 else list(reversed(variants))
         for name in order:
             kind, mode, outbox = variants[name]
-            calls = 1000 if kind != "python-peer" or receiver == "200" else 5
+            calls = 500 if kind != "python-peer" or receiver == "200" else 3
             manager = await manager_for(kind, url, mode, outbox)
             for _ in range(min(calls, 50)):  # warm-up: connections, caches
                 await manager.invoke_hook("tool_post_invoke", PAYLOAD, CONTEXT)

@@ -66,8 +66,9 @@ def main() -> None:
         "## Hook cost: one `tool_post_invoke`, median / p99",
         "",
         "Each webhook config: `events: [tool_success, tool_error]`, `retry_attempts: 2`, `retry_delay: 100`, "
-        "`timeout: 5`. Rust and C: 20,000 calls each; Python: 1,000 calls per implementation measured in the "
-        "order ours, peer, empty, then again in reverse, pooled (the peer: 5 calls per pass against the slow "
+        "`timeout: 5`. Rust and C: 20,000 calls each; Python: 6 passes of 500 calls per implementation, in the "
+        "order ours, peer, empty, then in reverse, and so on, pooled (a pass lasts ~20 ms, so a burst of load "
+        "from a neighbour hits one pass, not a whole row; the peer: 3 calls per pass against the slow "
         "receivers, since it waits for them); against the fast receiver also in `fire_and_forget` mode and "
         "with the disk and redis outboxes, interleaved the same way. Go: 20,000 calls against a dead port "
         "(`go test -bench Invoke`). Receivers run in another process (Python) or on their own threads.",
@@ -97,8 +98,8 @@ def main() -> None:
         "",
         f"- Our plugin costs **{statistics.median(ours_over_empty):.2f}×** an empty cpex plugin in `sequential` mode "
         f"(median over the receivers; {min(ours_over_empty):.2f}–{max(ours_over_empty):.2f}× per receiver on this noisy "
-        f"machine; a median {added:.1f} µs more per hook: reading the payload and context fields, the native "
-        "admission, building a result with metadata; target ≤ 1.1×"
+        f"machine; a median {added:.1f} µs more per hook: one native call that reads the payload and context "
+        "fields and admits the event; target ≤ 1.1×"
         + ("" if statistics.median(ours_over_empty) <= 1.1 else ", **not reached**")
         + ")"
         + (f", **{med('python-plugin-faf', '200') / med('empty-plugin-faf', '200'):.2f}×** in `fire_and_forget` mode"
@@ -205,7 +206,9 @@ def main() -> None:
         "\"Per queued event\" counts everything the flood left in memory (the rendered body included, and "
         "the hook-side backlog not yet routed); \"once routed\" is measured after a marker event sent last has "
         "arrived and freed heap was trimmed, and \"beyond its body\" subtracts the rendered body's size (target "
-        "≤ 400 B).",
+        "≤ 400 B). The `mimalloc` rows (the wheel's allocator) give freed memory back with `mi_collect` "
+        "instead of glibc's `malloc_trim`; mimalloc keeps the delivery thread's freed segments cached, a few "
+        "MiB that dominate the per-delivery figures when few deliveries are queued.",
         "",
     ]
     if crash:
