@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
 use uuid::Uuid;
 
-use super::journal::{Change, DeadRecord, Journaled, Record, Store};
+use super::journal::{DeadRecord, Final, Journaled, Plan, Record, Store};
 use super::Resumed;
 
 /// Pending deliveries by delivery id.
@@ -82,12 +82,12 @@ fn load(db: &Database) -> Result<(Vec<Resumed>, Vec<DeadRecord>), redb::Error> {
 impl Store for DiskStore {
     const KIND: &'static str = "disk";
 
-    fn write(&self, batch: &[Change]) -> Result<(), String> {
+    fn write(&self, plan: &Plan) -> Result<(), String> {
         let db = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let Some(db) = db.as_ref() else {
             return Err("outbox commit after close".into());
         };
-        write(db, batch).map_err(|e| e.to_string())
+        write(db, plan).map_err(|e| e.to_string())
     }
 
     fn release(&self) {
@@ -95,21 +95,23 @@ impl Store for DiskStore {
     }
 }
 
-/// Applies a batch of changes in one durable transaction.
+/// Applies a plan in one durable transaction.
 #[allow(clippy::result_large_err)] // redb's own error, turned into text by the caller
-fn write(db: &Database, batch: &[Change]) -> Result<(), redb::Error> {
+fn write(db: &Database, plan: &Plan) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     {
         let mut deliveries = txn.open_table(DELIVERIES)?;
+        for (id, last) in &plan.deliveries {
+            match last {
+                Final::Put { value, .. } => drop(deliveries.insert(id.as_bytes().as_slice(), *value)?),
+                Final::Delete => drop(deliveries.remove(id.as_bytes().as_slice())?),
+            }
+        }
         let mut dead = txn.open_table(DEAD_LETTERS)?;
-        for change in batch {
-            match change {
-                Change::Put { id, value, .. } => {
-                    drop(deliveries.insert(id.as_bytes().as_slice(), value.as_slice())?)
-                }
-                Change::Delete(id) => drop(deliveries.remove(id.as_bytes().as_slice())?),
-                Change::PutDead(id, value) => drop(dead.insert(id.as_bytes().as_slice(), value.as_slice())?),
-                Change::DeleteDead(id) => drop(dead.remove(id.as_bytes().as_slice())?),
+        for (id, letter) in &plan.dead {
+            match letter {
+                Some(value) => drop(dead.insert(id.as_bytes().as_slice(), *value)?),
+                None => drop(dead.remove(id.as_bytes().as_slice())?),
             }
         }
     }

@@ -5,6 +5,7 @@
 //! A crash loses at most the journal not yet written; what was written is resumed later with
 //! the same delivery ids. The stores (redb on disk, Redis) only write batches and read back.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -108,12 +109,86 @@ pub enum Change {
     DeleteDead(Uuid),
 }
 
+/// What a batch does to one delivery, after coalescing its changes.
+pub enum Final<'a> {
+    Put {
+        webhook: usize,
+        new: bool,
+        due_ms: u64,
+        value: &'a [u8],
+    },
+    Delete,
+}
+
+/// A batch reduced to the last change of each delivery and of each dead letter (`None`:
+/// deleted), in first-seen order, which is what a store writes: a delivery admitted and
+/// delivered within one batch (or while the store was away) costs it nothing; one retried
+/// three times is written once.
+pub struct Plan<'a> {
+    pub deliveries: Vec<(Uuid, Final<'a>)>,
+    pub dead: Vec<(Uuid, Option<&'a [u8]>)>,
+}
+
+impl<'a> Plan<'a> {
+    fn of(batch: &'a [Change]) -> Self {
+        let mut plan = Plan {
+            deliveries: Vec::new(),
+            dead: Vec::new(),
+        };
+        let (mut delivery_at, mut dead_at) = (HashMap::new(), HashMap::new());
+        // Deliveries this batch creates: if it also deletes them, the store never sees them.
+        let mut born = HashSet::new();
+        for change in batch {
+            match change {
+                Change::Put {
+                    id,
+                    webhook,
+                    new,
+                    due_ms,
+                    value,
+                    ..
+                } => {
+                    if *new && !delivery_at.contains_key(id) {
+                        born.insert(*id);
+                    }
+                    let last = Final::Put {
+                        webhook: *webhook,
+                        new: *new,
+                        due_ms: *due_ms,
+                        value,
+                    };
+                    upsert(&mut plan.deliveries, &mut delivery_at, *id, last);
+                }
+                Change::Delete(id) => upsert(&mut plan.deliveries, &mut delivery_at, *id, Final::Delete),
+                Change::PutDead(id, value) => {
+                    upsert(&mut plan.dead, &mut dead_at, *id, Some(value.as_slice()))
+                }
+                Change::DeleteDead(id) => upsert(&mut plan.dead, &mut dead_at, *id, None),
+            }
+        }
+        plan.deliveries
+            .retain(|(id, last)| !(matches!(last, Final::Delete) && born.contains(id)));
+        plan
+    }
+}
+
+/// Sets the last change of `id` in `list` (in first-seen order).
+fn upsert<T>(list: &mut Vec<(Uuid, T)>, at: &mut HashMap<Uuid, usize>, id: Uuid, last: T) {
+    match at.get(&id) {
+        Some(&index) => list[index].1 = last,
+        None => {
+            at.insert(id, list.len());
+            list.push((id, last));
+        }
+    }
+}
+
 /// Where a durable outbox writes its batches.
 pub trait Store: Send + Sync {
     /// `stats.outbox.type`.
     const KIND: &'static str;
-    /// Applies `batch`, in order, in one write.
-    fn write(&self, batch: &[Change]) -> Result<(), String>;
+    /// Applies `plan` in one write.
+    fn write(&self, plan: &Plan) -> Result<(), String>;
     /// Lets go of the store after the last write (at close).
     fn release(&self);
     /// Whether the store is reachable now.
@@ -225,7 +300,7 @@ impl<S: Store> Journaled<S> {
             .iter()
             .filter(|c| matches!(c, Change::Put { new: true, .. }))
             .count() as u64;
-        match self.store.write(&batch) {
+        match self.store.write(&Plan::of(&batch)) {
             Ok(()) => {
                 self.committed.fetch_add(written, Relaxed);
                 self.set_error(None);
@@ -389,4 +464,50 @@ fn instant_of(ms: u64) -> Instant {
     let at = UNIX_EPOCH + Duration::from_millis(ms);
     let ahead = at.duration_since(SystemTime::now()).unwrap_or_default();
     Instant::now() + ahead
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(id: Uuid, new: bool, value: &[u8]) -> Change {
+        Change::Put {
+            id,
+            webhook: 0,
+            event: Event::ToolError,
+            new,
+            due_ms: 0,
+            value: value.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_plan_keeps_the_last_change_of_each_delivery_and_skips_what_never_needed_storing() {
+        let (born, retried, stored, replayed) =
+            (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let batch = [
+            put(born, true, b"b"),
+            put(retried, true, b"r1"),
+            put(retried, false, b"r2"),
+            Change::Delete(stored),
+            put(retried, false, b"r3"),
+            Change::Delete(born),
+            Change::Delete(replayed),
+            put(replayed, true, b"p"),
+            Change::PutDead(stored, b"d".to_vec()),
+        ];
+        let plan = Plan::of(&batch);
+        let deliveries: Vec<_> = plan
+            .deliveries
+            .iter()
+            .map(|(id, last)| match last {
+                Final::Put { value, .. } => (*id, Some(*value)),
+                Final::Delete => (*id, None),
+            })
+            .collect();
+        let expected: Vec<(Uuid, Option<&[u8]>)> =
+            vec![(retried, Some(b"r3")), (stored, None), (replayed, Some(b"p"))];
+        assert_eq!(deliveries, expected);
+        assert_eq!(plan.dead, vec![(stored, Some(b"d".as_slice()))]);
+    }
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use redis::{Connection, Value};
 use uuid::Uuid;
 
-use super::journal::{now_ms, Change, DeadRecord, Journaled, Record, Store};
+use super::journal::{now_ms, DeadRecord, Final, Journaled, Plan, Record, Store};
 use super::Resumed;
 
 /// The consumer group of every delivery stream.
@@ -457,67 +457,12 @@ impl RedisStore {
     }
 }
 
-/// What a batch does to one delivery, after coalescing its changes.
-enum Final<'a> {
-    Put {
-        webhook: usize,
-        new: bool,
-        due_ms: u64,
-        value: &'a [u8],
-    },
-    Delete,
-}
-
 /// A reply of the pipeline that changes what this process holds.
 enum Expect {
     /// An ADD script's reply, for the webhook.
     Added(String),
     /// The dead-letter XADD of a delivery id.
     Dead(Uuid),
-}
-
-/// A batch reduced to the last change of each delivery and of each dead letter (`None`:
-/// deleted), in first-seen order: a delivery admitted and delivered while Redis was away
-/// costs nothing; one retried three times is written once.
-struct Plan<'a> {
-    deliveries: Vec<(Uuid, Final<'a>)>,
-    dead: Vec<(Uuid, Option<&'a [u8]>)>,
-}
-
-impl<'a> Plan<'a> {
-    fn of(batch: &'a [Change]) -> Self {
-        let mut plan = Plan {
-            deliveries: Vec::new(),
-            dead: Vec::new(),
-        };
-        let (mut delivery_at, mut dead_at) = (HashMap::new(), HashMap::new());
-        for change in batch {
-            match change {
-                Change::Put {
-                    id,
-                    webhook,
-                    new,
-                    due_ms,
-                    value,
-                    ..
-                } => {
-                    let last = Final::Put {
-                        webhook: *webhook,
-                        new: *new,
-                        due_ms: *due_ms,
-                        value,
-                    };
-                    upsert(&mut plan.deliveries, &mut delivery_at, *id, last);
-                }
-                Change::Delete(id) => upsert(&mut plan.deliveries, &mut delivery_at, *id, Final::Delete),
-                Change::PutDead(id, value) => {
-                    upsert(&mut plan.dead, &mut dead_at, *id, Some(value.as_slice()))
-                }
-                Change::DeleteDead(id) => upsert(&mut plan.dead, &mut dead_at, *id, None),
-            }
-        }
-        plan
-    }
 }
 
 impl RedisStore {
@@ -663,19 +608,18 @@ impl RedisStore {
 impl Store for RedisStore {
     const KIND: &'static str = "redis";
 
-    fn write(&self, batch: &[Change]) -> Result<(), String> {
-        let plan = Plan::of(batch);
+    fn write(&self, plan: &Plan) -> Result<(), String> {
         let mut state = self.state();
         let state = &mut *state;
         self.with_connection(state, |store, connection, state| {
             let mut pipe = redis::pipe();
             pipe.atomic();
-            let expect = store.commands(&plan, state, &mut pipe);
+            let expect = store.commands(plan, state, &mut pipe);
             let replies: Vec<Value> = match pipe.is_empty() {
                 true => Vec::new(),
                 false => pipe.query(connection)?,
             };
-            store.written(&plan, expect, replies, state);
+            store.written(plan, expect, replies, state);
             Ok(())
         })
     }
@@ -782,17 +726,6 @@ fn run(pipe: redis::Pipeline, connection: &mut Connection) -> redis::RedisResult
     match pipe.is_empty() {
         true => Ok(()),
         false => pipe.query(connection),
-    }
-}
-
-/// Sets the last change of `id` in `list` (in first-seen order).
-fn upsert<T>(list: &mut Vec<(Uuid, T)>, at: &mut HashMap<Uuid, usize>, id: Uuid, last: T) {
-    match at.get(&id) {
-        Some(&index) => list[index].1 = last,
-        None => {
-            at.insert(id, list.len());
-            list.push((id, last));
-        }
     }
 }
 
