@@ -10,20 +10,12 @@ use serde_json::{json, Value};
 use webhook_notification::{Circuit, Error, Hook, Notifier};
 
 use common::receiver::{dead_port, healable, BlackHole, Receiver, Reply};
+use common::wait_until;
 
 const WAIT: Duration = Duration::from_secs(20);
 
 fn notifier(config: &str) -> Notifier {
     Notifier::from_config_text(config, Some("IsolationTest")).expect("config loads")
-}
-
-/// Waits until `done` holds (polling), failing after WAIT.
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn tool_ok() -> Value {
@@ -47,7 +39,7 @@ fn a_black_hole_webhook_never_costs_a_healthy_one_a_notification() {
     for _ in 0..events {
         assert!(n.invoke(Hook::ToolPostInvoke, tool_ok(), &ctx()).unwrap().queued);
     }
-    wait_until("the pager's deliveries", || {
+    wait_until("the pager's deliveries", WAIT, || {
         n.stats().webhooks[1].delivered == events as u64
     });
     let s = n.stats();

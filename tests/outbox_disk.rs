@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use webhook_notification::{Error, Event, Notifier};
@@ -17,6 +17,7 @@ use common::host::{
     self, arrivals, duplicates_with_stable_ids, kill, read_until, submit, wait_distinct, WAIT,
 };
 use common::receiver::{dead_port, Receiver, Reply};
+use common::wait_until;
 
 #[test]
 #[ignore = "a host process that the crash tests start and kill"]
@@ -162,11 +163,7 @@ fn close_keeps_the_undelivered_and_dead_letters_for_the_next_start() {
     second
         .notify(Event::ToolError, &json!({"request_id": "orphan"}), None, None)
         .unwrap();
-    let started = Instant::now();
-    while second.stats().retries < 4 {
-        assert!(started.elapsed() < WAIT, "no first attempts");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("first attempts", WAIT, || second.stats().retries >= 4);
     second.close(Duration::from_secs(5)).unwrap();
     let s = second.stats();
     assert_eq!((s.dropped, s.webhooks[0].dead_letters), (0, 1), "{s:?}");

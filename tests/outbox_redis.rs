@@ -17,6 +17,7 @@ use common::host::{
 };
 use common::receiver::{dead_port, Receiver, Reply};
 use common::redis::{server, RedisServer};
+use common::wait_until;
 
 #[test]
 #[ignore = "a host process that the crash tests start and kill"]
@@ -27,14 +28,6 @@ fn outbox_host() {
 /// A key no other test uses.
 fn key(name: &str) -> String {
     format!("test-{}-{name}", std::process::id())
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -99,7 +92,7 @@ fn a_redis_restart_costs_hooks_nothing_and_loses_nothing() {
         None,
     )
     .unwrap();
-    wait_until("connected", || n.stats().outbox.connected);
+    wait_until("connected", WAIT, || n.stats().outbox.connected);
     let events = 3000;
     let (mut up, mut down) = (Vec::new(), Vec::new());
     let mut redis = Some(redis);
@@ -142,12 +135,12 @@ fn a_redis_restart_costs_hooks_nothing_and_loses_nothing() {
         "{down_median:?} vs {up_median:?}"
     );
     assert!(n.flush(WAIT));
-    wait_until("reconnected", || n.stats().outbox.connected);
+    wait_until("reconnected", WAIT, || n.stats().outbox.connected);
     let s = n.stats();
     assert_eq!((s.delivered, s.dropped), (events as u64, 0), "{s:?}");
     assert_eq!(arrivals(&rx).len(), events);
     // What was admitted during the outage was written once Redis came back.
-    wait_until("committed", || n.stats().outbox.uncommitted == 0);
+    wait_until("committed", WAIT, || n.stats().outbox.uncommitted == 0);
 }
 
 #[test]
@@ -188,7 +181,7 @@ fn close_hands_deliveries_and_dead_letters_to_the_next_start() {
     first
         .notify(Event::ToolError, &json!({"request_id": "orphan"}), None, None)
         .unwrap();
-    wait_until("first attempts", || {
+    wait_until("first attempts", WAIT, || {
         first.stats().retries >= 4 && first.stats().failed >= 3
     });
     let s = first.stats();
@@ -204,8 +197,8 @@ fn close_hands_deliveries_and_dead_letters_to_the_next_start() {
     let healed = Receiver::ok();
     let second = Notifier::from_config_text(&text(&healed.url("/"), false), None).unwrap();
     // Taken at once, due when they were (an hour away).
-    wait_until("resumed", || second.stats().webhooks[1].queued == 3);
-    wait_until("the orphan is dead-lettered", || {
+    wait_until("resumed", WAIT, || second.stats().webhooks[1].queued == 3);
+    wait_until("the orphan is dead-lettered", WAIT, || {
         second
             .dead_letters(None)
             .unwrap()
@@ -224,7 +217,7 @@ fn close_hands_deliveries_and_dead_letters_to_the_next_start() {
     assert_eq!(dead[0].last_status, Some(404));
     let id = dead[0].delivery_id.to_string();
     assert_eq!(second.replay_dead_letters(Some("lost")).unwrap(), 1);
-    wait_until("the replay arrives", || not_found.received().len() >= 4);
+    wait_until("the replay arrives", WAIT, || not_found.received().len() >= 4);
     let replayed = not_found.received().pop().unwrap();
     assert_eq!(
         replayed.header("x-webhook-delivery"),
@@ -248,7 +241,9 @@ fn an_unreachable_redis_keeps_delivering_from_memory() {
     .unwrap();
     submit(&n, 20);
     assert!(n.flush(WAIT));
-    wait_until("an error is shown", || n.stats().outbox.last_error.is_some());
+    wait_until("an error is shown", WAIT, || {
+        n.stats().outbox.last_error.is_some()
+    });
     let s = n.stats();
     assert_eq!(
         (s.delivered, s.outbox.connected, s.outbox.committed),

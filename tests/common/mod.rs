@@ -1,3 +1,18 @@
+//! Helpers the integration tests share.
+
+#![allow(dead_code)] // each test binary uses a different part of it
+
+use std::time::{Duration, Instant};
+
 pub mod host;
 pub mod receiver;
 pub mod redis;
+
+/// Polls `done` every 10 ms until it holds; fails, naming `what`, once `within` has passed.
+pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
