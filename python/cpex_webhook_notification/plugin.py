@@ -204,19 +204,18 @@ class WebhookNotificationPlugin(Plugin):
         self._native = NativeNotifier(self._config_json, self.name)
         metrics.watch(self._native)
 
-    def _convert(self, hook: str, payload: BaseModel, context: PluginContext) -> tuple[str | None, bool]:
+    def _convert(self, hook: str, payload: BaseModel, context: PluginContext) -> None:
         """The hook call for what the native ``hook`` does not read itself (the whole payload
         for ``include_payload_data``, anything not plain data): the fields extracted here as
         plain data, else as JSON; data that strict JSON cannot hold, or that nests deeper than
         the native parser follows, is sent degraded rather than lost."""
         doc, ctx = self._payload(hook, payload), _context(context)
-        done = self._native.invoke_data(hook, doc, ctx)
-        if done is not None:
-            return done
+        if self._native.invoke_data(hook, doc, ctx) is not None:
+            return
         try:
-            return self._native.invoke(hook, _json(doc), _json(ctx))
+            self._native.invoke(hook, _json(doc), _json(ctx))
         except ParseError:
-            return self._native.invoke(hook, json.dumps(_degraded(doc)), json.dumps(_degraded(ctx)))
+            self._native.invoke(hook, json.dumps(_degraded(doc)), json.dumps(_degraded(ctx)))
 
     def _host_error(self, hook: str) -> None:
         """Counts (in ``stats()["host_errors"]``) and logs, at most once a minute, a hook
