@@ -20,7 +20,7 @@ fn main() {
     std::env::set_var("SLACK_WEBHOOK_TOKEN", "demo-slack-token");
     std::env::set_var("WEBHOOK_HMAC_SECRET", HMAC_SECRET);
     std::env::set_var("MONITORING_API_KEY", "demo-api-key");
-    webhook_notification::logging::init_stderr();
+    webhook_notification::init_stderr();
 
     let config = include_str!("advanced.yaml");
     let notifier =

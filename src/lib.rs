@@ -18,29 +18,26 @@
 //! notifier.flush(std::time::Duration::from_secs(5));
 //! ```
 
-mod breaker;
-pub mod cli;
-pub mod config;
-mod delivery;
-mod dispatch;
-mod engine;
-pub mod error;
-pub mod events;
+// Core, bottom up: each module imports only those above it in this list.
+pub(crate) mod config;
+pub(crate) mod engine;
+pub(crate) mod error;
+pub(crate) mod events;
+pub(crate) mod logging;
+pub(crate) mod metrics;
+pub(crate) mod network;
+pub(crate) mod render;
+pub(crate) mod signing;
+pub(crate) mod stats;
+pub(crate) mod store;
+pub(crate) mod template;
+// Surfaces: the Rust API, then the hosts.
+pub(crate) mod cli;
 pub mod ffi;
-mod ledger;
-pub mod logging;
-pub mod metrics;
-pub mod network;
-mod notifier;
-pub mod outbox;
-pub mod preview;
+pub(crate) mod notifier;
+pub(crate) mod preview;
 #[cfg(feature = "python")]
 mod python;
-mod registry;
-pub mod runtime;
-pub mod signing;
-pub mod stats;
-pub mod template;
 
 // The `mimalloc` feature (on in the wheel, opt-in for the C/Go library): hooks allocate an
 // event on the host's thread and the delivery runtime frees it on its own; glibc's malloc
@@ -51,13 +48,16 @@ pub mod template;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-pub use breaker::Circuit;
+pub use cli::run as run_cli;
 pub use config::Config;
-pub use delivery::USER_AGENT;
+pub use engine::{drain_shared, WORKER_THREADS_ENV};
 pub use error::{Error, Result};
 pub use events::{Event, Hook};
+pub use logging::init_stderr;
+pub use network::DENIED;
 pub use notifier::{Notifier, Submission, DEFAULT_PLUGIN_NAME};
-pub use outbox::{DeadLetter, DeadLetterView};
-pub use registry::drain_shared;
-pub use runtime::WORKER_THREADS_ENV;
-pub use stats::{Stats, WebhookStats};
+pub use preview::{preview, Preview};
+pub use render::USER_AGENT;
+pub use stats::{Circuit, OutboxStatus, Stats, WebhookStats};
+pub use store::{DeadLetter, DeadLetterView};
+pub use template::Template;

@@ -1,6 +1,6 @@
 //! [`Notifier`]: the library's Rust API, which every host surface wraps. A hook call
 //! classifies, admits the event into its webhooks' bounded queues and returns; rendering,
-//! signing and HTTP all happen on the background runtime (see `engine.rs`).
+//! signing and HTTP all happen on the background runtime (see `engine/`).
 //!
 //! A notifier either owns its engine ([`Notifier::new`]: C and Go handles, Rust hosts) or
 //! attaches to the process-wide engine of its config ([`Notifier::shared`]: Python plugin
@@ -14,12 +14,12 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::engine::{Engine, Job};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::events::{classify, notification, Context, Event, Hook};
-use crate::outbox::DeadLetter;
-use crate::registry;
+use crate::render::Job;
 use crate::stats::Stats;
+use crate::store::DeadLetter;
 
 /// `{{plugin_name}}` when the host names none.
 pub const DEFAULT_PLUGIN_NAME: &str = "WebhookNotification";
@@ -54,7 +54,7 @@ impl Notifier {
     /// none runs): its queues, counters and breakers outlive this notifier, whose
     /// [`close`](Self::close) only detaches.
     pub fn shared(config: Config, plugin_name: Option<&str>) -> Result<Self> {
-        let engine = registry::attach(config, plugin_name.unwrap_or(DEFAULT_PLUGIN_NAME))?;
+        let engine = Engine::attach(config, plugin_name.unwrap_or(DEFAULT_PLUGIN_NAME))?;
         Ok(Notifier {
             engine,
             shared: Some(AtomicBool::new(false)),
@@ -82,14 +82,12 @@ impl Notifier {
                 queued: false,
             });
         };
-        let config = &self.engine.config;
+        let config = self.engine.config();
         let payload = config
             .include_payload_data
             .then_some(payload)
             .filter(|p| json_fits(p, config.max_payload_size));
-        let queued = self
-            .engine
-            .admit(Job::new(event, context, metadata, payload), None)?;
+        let queued = self.engine.admit(Job::new(event, context, metadata, payload))?;
         Ok(Submission {
             event: Some(event),
             queued,
@@ -109,7 +107,7 @@ impl Notifier {
     ) -> Result<bool> {
         self.ensure_attached()?;
         let (context, metadata) = notification(context, violation, metadata)?;
-        self.engine.admit(Job::new(event, context, metadata, None), None)
+        self.engine.admit(Job::new(event, context, metadata, None))
     }
 
     /// Blocks until nothing is queued or in flight, or `timeout` passes; true when drained.
@@ -127,7 +125,7 @@ impl Notifier {
         match &self.shared {
             Some(detached) => {
                 if !detached.swap(true, SeqCst) {
-                    registry::detach(&self.engine);
+                    self.engine.detach();
                 }
                 Ok(())
             }
@@ -181,17 +179,17 @@ impl Notifier {
     /// Whether templates may use `{{payload}}` (`include_payload_data`); hosts may skip
     /// serialising payloads when it is false.
     pub fn includes_payload_data(&self) -> bool {
-        self.engine.config.include_payload_data
+        self.engine.config().include_payload_data
     }
 
     /// The configured `max_payload_size`: a payload whose JSON is larger renders as null.
     pub fn max_payload_size(&self) -> usize {
-        self.engine.config.max_payload_size
+        self.engine.config().max_payload_size
     }
 
     /// The configured `shutdown_timeout`.
     pub fn shutdown_timeout(&self) -> Duration {
-        self.engine.config.shutdown_timeout
+        self.engine.config().shutdown_timeout
     }
 
     fn ensure_attached(&self) -> Result<()> {
@@ -235,7 +233,6 @@ mod receiver;
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering::SeqCst;
     use std::time::Instant;
 
     use serde_json::json;
@@ -316,7 +313,7 @@ mod tests {
         );
         for (stage, lost) in [(1, 2), (2, 1)] {
             let n = Notifier::from_config_text(&config, None).unwrap();
-            n.engine.inject_panic.store(stage, SeqCst);
+            n.engine.inject_panic(stage);
             assert!(n.notify(Event::Violation, &json!({}), None, None).unwrap());
             assert!(n.flush(Duration::from_secs(10)), "stage {stage}: still pending");
             let s = n.stats();

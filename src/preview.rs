@@ -7,10 +7,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::delivery::{request_headers, USER_AGENT};
-use crate::engine::{render_json, Job};
 use crate::error::{Error, Result};
 use crate::events::{notification, Event};
+use crate::render::{render_json, request_headers, Job, USER_AGENT};
 
 /// One webhook's request, as it would be sent.
 #[derive(Debug, Serialize)]

@@ -13,7 +13,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use webhook_notification::network::DENIED;
+use webhook_notification::DENIED;
 use webhook_notification::{Error, Event, Notifier};
 
 use common::receiver::{Receiver, Reply};

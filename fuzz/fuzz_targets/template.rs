@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
-use webhook_notification::template::Template;
+use webhook_notification::Template;
 
 fuzz_target!(|data: &[u8]| {
     let source = String::from_utf8_lossy(data);

@@ -2,5 +2,5 @@
 //! the Python wheel's console script reaches too.
 
 fn main() {
-    std::process::exit(webhook_notification::cli::run(std::env::args_os()));
+    std::process::exit(webhook_notification::run_cli(std::env::args_os()));
 }

@@ -8,7 +8,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value as Yaml;
 
-use super::show::Output;
+use serde_json::{json, Value};
+
+use super::output::Output;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::template::VARIABLES;
@@ -85,7 +87,7 @@ fn check(path: &Path, rendered: Option<Vec<JinjaFinding>>, out: &Output) -> Resu
             }
         }
     }
-    out.checked(checked, &problems_json(&problems), &findings);
+    print_verdict(out, checked, &problems_json(&problems), &findings);
     Ok(if problems.is_empty() { 0 } else { 1 })
 }
 
@@ -180,6 +182,45 @@ fn key_of(line: &str) -> String {
         .split_once(':')
         .map(|(k, _)| k.trim().to_owned())
         .unwrap_or_default()
+}
+
+/// Prints `check`'s verdict.
+fn print_verdict(out: &Output, entries: usize, problems: &[Value], findings: &[JinjaFinding]) {
+    if out.is_json() {
+        println!(
+            "{}",
+            json!({"ok": problems.is_empty(), "checked": entries, "errors": problems, "jinja_warnings": findings})
+        );
+        return;
+    }
+    for f in findings {
+        out.warn(&format!(
+            "line {} ({}): Jinja renders `{{{{{}}}}}` before the plugin sees it (empty, or a failed load for a dotted path); put the templates inside {{% raw %}}…{{% endraw %}} or in payload_template_files",
+            f.line, f.template, f.variable
+        ));
+    }
+    for p in problems {
+        let entry = p["entry"].as_str().unwrap_or_default();
+        let field = p["field"].as_str().unwrap_or_default();
+        let at = [entry, field]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(".config.");
+        println!(
+            "{} {at}: {}",
+            out.paint("error", false),
+            p["message"].as_str().unwrap_or_default()
+        );
+    }
+    if problems.is_empty() {
+        println!(
+            "{} ({entries} config{} checked)",
+            out.paint("ok", true),
+            if entries == 1 { "" } else { "s" }
+        );
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 
-use super::show::Output;
+use super::output::Output;
 use crate::error::{Error, Result};
 use crate::signing::{decode_standard_secret, hmac_signature, standard_signature, HmacAlgorithm};
 

@@ -4,7 +4,7 @@
 
 mod check;
 mod listen;
-mod show;
+mod output;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::events::{parse_document, Event};
 use crate::notifier::{Notifier, DEFAULT_PLUGIN_NAME};
 use crate::preview::preview;
-use show::Output;
+use output::Output;
 
 const EXAMPLES: &str = "\
 Examples:

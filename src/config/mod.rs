@@ -21,7 +21,7 @@ use crate::network::NetworkPolicy;
 use crate::signing::{decode_standard_secret, HmacAlgorithm, Secret, Signer};
 use crate::template::Template;
 use retry::RawDuration;
-pub use retry::{RetryPolicy, MAX_SCHEDULED_DELAY, MAX_SCHEDULE_LEN};
+pub use retry::{RetryPolicy, MAX_SCHEDULE_LEN};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -17,11 +17,11 @@ use pyo3::types::PyString;
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::engine::drain_shared;
 use crate::error::Error;
 use crate::events::{parse_document, Event, Hook};
 use crate::logging::level_from_env;
 use crate::notifier::{Notifier, Submission};
-use crate::registry::drain_shared;
 
 mod data;
 use data::{hook_context, hook_payload, plain};

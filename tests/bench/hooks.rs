@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use webhook_notification::ffi;
-use webhook_notification::preview::preview;
+use webhook_notification::preview;
 use webhook_notification::{Event, Hook, Notifier};
 
 use receiver::{dead_port, Receiver, Reply};

@@ -8,8 +8,7 @@ use std::sync::Mutex;
 use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
 use uuid::Uuid;
 
-use super::journal::{DeadRecord, Final, Journaled, Plan, Record, Store};
-use super::Resumed;
+use super::{Claimed, DeadRecord, Final, Plan, Record, Store};
 
 /// Pending deliveries by delivery id.
 const DELIVERIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("deliveries");
@@ -20,22 +19,13 @@ const DEAD_LETTERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dead_l
 pub const FILE_NAME: &str = "outbox.redb";
 
 /// The redb database; None once released at close, so the next engine can open it at once.
-pub struct DiskStore(Mutex<Option<Database>>);
+pub(crate) struct DiskStore(Mutex<Option<Database>>);
 
-/// The disk outbox.
-pub type DiskOutbox = Journaled<DiskStore>;
-
-/// What opening a store found.
-pub struct Opened {
-    pub outbox: DiskOutbox,
-    /// Pending deliveries to resume, in due order.
-    pub resumed: Vec<Resumed>,
-}
-
-impl DiskOutbox {
-    /// Opens (or creates) the store in directory `path` for webhooks `ids`, reading back
-    /// what a previous run left. The error is for `outbox.path` and quotes nothing secret.
-    pub fn open(path: &Path, ids: Vec<String>, dead_capacity: usize) -> Result<Opened, String> {
+impl DiskStore {
+    /// Opens (or creates) the store in directory `path`, reading back what a previous run left
+    /// (pending deliveries in due order, dead letters oldest first). The error is for
+    /// `outbox.path` and quotes nothing secret.
+    pub fn open(path: &Path) -> Result<(DiskStore, Claimed), String> {
         std::fs::create_dir_all(path).map_err(|e| format!("cannot create the directory: {e}"))?;
         let db = Database::create(path.join(FILE_NAME)).map_err(|e| match e {
             DatabaseError::DatabaseAlreadyOpen => {
@@ -43,16 +33,14 @@ impl DiskOutbox {
             }
             other => format!("cannot open the outbox store: {other}"),
         })?;
-        let (resumed, dead) = load(&db).map_err(|e| format!("cannot read the outbox store: {e}"))?;
-        let outbox = Journaled::new(DiskStore(Mutex::new(Some(db))), ids, dead_capacity);
-        outbox.keep_dead(dead);
-        Ok(Opened { outbox, resumed })
+        let found = load(&db).map_err(|e| format!("cannot read the outbox store: {e}"))?;
+        Ok((DiskStore(Mutex::new(Some(db))), found))
     }
 }
 
 /// Reads pending deliveries (in due order) and dead letters (oldest first).
 #[allow(clippy::result_large_err)] // redb's own error, turned into text by the caller
-fn load(db: &Database) -> Result<(Vec<Resumed>, Vec<DeadRecord>), redb::Error> {
+fn load(db: &Database) -> Result<Claimed, redb::Error> {
     let txn = db.begin_write()?;
     txn.open_table(DELIVERIES)?;
     txn.open_table(DEAD_LETTERS)?;
@@ -76,11 +64,13 @@ fn load(db: &Database) -> Result<(Vec<Resumed>, Vec<DeadRecord>), redb::Error> {
         }
     }
     resumed.sort_by_key(|r| r.due);
-    Ok((resumed, dead))
+    Ok(Claimed { resumed, dead })
 }
 
 impl Store for DiskStore {
-    const KIND: &'static str = "disk";
+    fn kind(&self) -> &'static str {
+        "disk"
+    }
 
     fn write(&self, plan: &Plan) -> Result<(), String> {
         let db = self.0.lock().unwrap_or_else(|e| e.into_inner());

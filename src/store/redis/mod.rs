@@ -28,8 +28,13 @@ use std::time::{Duration, Instant};
 use redis::{Connection, Value};
 use uuid::Uuid;
 
-use super::journal::{now_ms, DeadRecord, Final, Journaled, Plan, Record, Store};
-use super::Resumed;
+mod replies;
+mod scripts;
+
+use replies::{bytes, field, item, items, text};
+use scripts::{ADD, HAND_BACK, TAKE_DUE};
+
+use crate::store::{now_ms, Claimed, DeadRecord, Final, Plan, Record, Resumed, Store};
 
 /// The consumer group of every delivery stream.
 const GROUP: &str = "webhook-notification";
@@ -37,58 +42,6 @@ const GROUP: &str = "webhook-notification";
 const CLAIM_INTERVAL: Duration = Duration::from_millis(100);
 /// New deliveries per script call (a script blocks the server while it runs).
 const ADD_CHUNK: usize = 500;
-
-/// Adds records to a stream and reads them into this consumer's pending list, atomically.
-/// ARGV: group, consumer, n, n delivery ids, n records. Returns `{entry, id}` for its own
-/// records and `{entry, id, record}` for any older unread entry it had to take with them.
-const ADD: &str = r"
-local n = tonumber(ARGV[3])
-local ours = {}
-for i = 1, n do
-  ours[ARGV[3 + i]] = true
-  redis.call('XADD', KEYS[1], '*', 'id', ARGV[3 + i], 'd', ARGV[3 + n + i])
-end
-local read = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', n + 10000, 'STREAMS', KEYS[1], '>')
-local out = {}
-if read then
-  for _, entry in ipairs(read[1][2]) do
-    local f = entry[2]
-    if ours[f[2]] then out[#out + 1] = {entry[1], f[2]} else out[#out + 1] = {entry[1], f[2], f[4]} end
-  end
-end
-return out
-";
-
-/// Takes up to ARGV[3] retries whose score is at most ARGV[1] (now), leasing each for ARGV[2]
-/// ms. Returns `id, record, …`.
-const TAKE_DUE: &str = r"
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, id in ipairs(ids) do
-  local record = redis.call('HGET', KEYS[2], id)
-  if record then
-    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
-    out[#out + 1] = id
-    out[#out + 1] = record
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-return out
-";
-
-/// Hands a held stream entry back at close: its record waits in the retry set, free to take.
-/// KEYS: stream, retry, records; ARGV: group, entry, id, now.
-const HAND_BACK: &str = r"
-local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
-if entry[1] then
-  redis.call('HSET', KEYS[3], ARGV[3], entry[1][2][4])
-  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
-end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-return 1
-";
 
 /// Where a delivery this process holds is stored.
 enum Place {
@@ -99,7 +52,7 @@ enum Place {
 }
 
 /// A delivery this process holds, by webhook id (which may no longer be configured).
-struct Handle {
+struct Held {
     webhook: String,
     place: Place,
 }
@@ -112,7 +65,7 @@ struct State {
     /// No connection attempt before this (backoff).
     retry_at: Instant,
     failures: u32,
-    handles: HashMap<Uuid, Handle>,
+    handles: HashMap<Uuid, Held>,
     dead_handles: HashMap<Uuid, String>,
     /// Whether the dead letters and orphaned streams were read (once, at the first connection).
     loaded: bool,
@@ -128,8 +81,8 @@ struct State {
     released: bool,
 }
 
-/// The Redis store of a [`RedisOutbox`].
-pub struct RedisStore {
+/// The Redis store of a fleet's outbox.
+pub(crate) struct RedisStore {
     client: redis::Client,
     key: String,
     /// This process's consumer name: unique per engine.
@@ -145,11 +98,8 @@ pub struct RedisStore {
     state: Mutex<State>,
 }
 
-/// The Redis outbox.
-pub type RedisOutbox = Journaled<RedisStore>;
-
-impl RedisOutbox {
-    /// An outbox on the Redis at `url` under `key` (nothing is contacted yet: the committer
+impl RedisStore {
+    /// A store on the Redis at `url` under `key` (nothing is contacted yet: the committer
     /// connects, and reconnects, in the background). The error is for `outbox.url`.
     pub fn connect(
         url: &str,
@@ -161,11 +111,11 @@ impl RedisOutbox {
         let client = redis::Client::open(url)
             .map_err(|_| "is not a valid Redis URL (redis://, rediss:// or redis+unix://)".to_owned())?;
         let now = Instant::now();
-        let store = RedisStore {
+        Ok(RedisStore {
             client,
             key: key.to_owned(),
             consumer: format!("{}-{:08x}", std::process::id(), fastrand::u32(..)),
-            ids: ids.clone(),
+            ids,
             claim_after,
             dead_capacity,
             connected: AtomicBool::new(false),
@@ -185,8 +135,7 @@ impl RedisOutbox {
                 next_renewal: now,
                 released: false,
             }),
-        };
-        Ok(Journaled::new(store, ids, dead_capacity))
+        })
     }
 }
 
@@ -291,7 +240,7 @@ impl RedisStore {
     }
 
     /// Queues the commands that forget where `handle` is stored.
-    fn forget(&self, pipe: &mut redis::Pipeline, id: Uuid, handle: &Handle) {
+    fn forget(&self, pipe: &mut redis::Pipeline, id: Uuid, handle: &Held) {
         match &handle.place {
             Place::Stream(entry) => {
                 let stream = self.stream(&handle.webhook);
@@ -448,7 +397,7 @@ impl RedisStore {
             return;
         }
         record.webhook = webhook.to_owned();
-        let handle = Handle {
+        let handle = Held {
             webhook: webhook.to_owned(),
             place,
         };
@@ -458,7 +407,7 @@ impl RedisStore {
 }
 
 /// A reply of the pipeline that changes what this process holds.
-enum Expect {
+enum AwaitedReply {
     /// An ADD script's reply, for the webhook.
     Added(String),
     /// The dead-letter XADD of a delivery id.
@@ -468,7 +417,7 @@ enum Expect {
 impl RedisStore {
     /// Queues the commands of `plan` on `pipe` (what a delivery replaces is forgotten first);
     /// returns what the replies that are not ignored mean.
-    fn commands(&self, plan: &Plan, state: &State, pipe: &mut redis::Pipeline) -> Vec<Expect> {
+    fn commands(&self, plan: &Plan, state: &State, pipe: &mut redis::Pipeline) -> Vec<AwaitedReply> {
         let mut expect = Vec::new();
         let mut adds: HashMap<usize, Vec<(Uuid, &[u8])>> = HashMap::new();
         for (id, last) in &plan.deliveries {
@@ -519,7 +468,7 @@ impl RedisStore {
                 for (_, value) in chunk {
                     command.arg(*value);
                 }
-                expect.push(Expect::Added(webhook.clone()));
+                expect.push(AwaitedReply::Added(webhook.clone()));
             }
         }
         for (id, value) in &plan.dead {
@@ -530,7 +479,7 @@ impl RedisStore {
                         .arg("*")
                         .arg("d")
                         .arg(*value);
-                    expect.push(Expect::Dead(*id));
+                    expect.push(AwaitedReply::Dead(*id));
                 }
                 (None, Some(entry)) => {
                     pipe.cmd("XDEL").arg(self.dead_stream()).arg(entry).ignore();
@@ -542,7 +491,7 @@ impl RedisStore {
     }
 
     /// Records where what `plan` wrote now is, from the pipeline's `replies`.
-    fn written(&self, plan: &Plan, expect: Vec<Expect>, replies: Vec<Value>, state: &mut State) {
+    fn written(&self, plan: &Plan, expect: Vec<AwaitedReply>, replies: Vec<Value>, state: &mut State) {
         for (id, last) in &plan.deliveries {
             state.handles.remove(id);
             if let Final::Put {
@@ -555,7 +504,7 @@ impl RedisStore {
                 let place = Place::Retry { due_ms: *due_ms };
                 state.handles.insert(
                     *id,
-                    Handle {
+                    Held {
                         webhook: self.ids[*webhook].clone(),
                         place,
                     },
@@ -569,7 +518,7 @@ impl RedisStore {
         }
         for (expected, reply) in expect.into_iter().zip(replies) {
             match expected {
-                Expect::Added(webhook) => {
+                AwaitedReply::Added(webhook) => {
                     for entry in items(&reply) {
                         let (Some(entry_id), Some(id)) = (text(item(entry, 0)), text(item(entry, 1))) else {
                             continue;
@@ -579,7 +528,7 @@ impl RedisStore {
                         match bytes(item(entry, 2)) {
                             // Its own new delivery.
                             None => {
-                                let handle = Handle {
+                                let handle = Held {
                                     webhook: webhook.clone(),
                                     place,
                                 };
@@ -595,7 +544,7 @@ impl RedisStore {
                         }
                     }
                 }
-                Expect::Dead(id) => {
+                AwaitedReply::Dead(id) => {
                     if let Some(entry) = text(&reply) {
                         state.dead_handles.insert(id, entry);
                     }
@@ -606,7 +555,9 @@ impl RedisStore {
 }
 
 impl Store for RedisStore {
-    const KIND: &'static str = "redis";
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
 
     fn write(&self, plan: &Plan) -> Result<(), String> {
         let mut state = self.state();
@@ -682,12 +633,12 @@ impl Store for RedisStore {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn claim(&self, room: &[usize], keep_dead: &dyn Fn(Vec<DeadRecord>)) -> Vec<Resumed> {
+    fn claim(&self, room: &[usize]) -> Claimed {
         let mut state = self.state();
         let state = &mut *state;
         let now = Instant::now();
         if now < state.next_claim {
-            return Vec::new();
+            return Claimed::default();
         }
         state.next_claim = now + CLAIM_INTERVAL;
         let mut resumed = std::mem::take(&mut state.adopted);
@@ -707,7 +658,7 @@ impl Store for RedisStore {
             }
             Ok(())
         });
-        keep_dead(std::mem::take(&mut state.dead));
+        let dead = std::mem::take(&mut state.dead);
         // Connected once a claim round succeeds: the dead letters are read by then.
         self.connected.store(result.is_ok(), Relaxed);
         if result.is_ok() {
@@ -717,7 +668,7 @@ impl Store for RedisStore {
             // What was taken before the failure is held; it is handed over all the same.
             state.next_claim = state.retry_at.max(state.next_claim);
         }
-        resumed
+        Claimed { resumed, dead }
     }
 }
 
@@ -727,35 +678,4 @@ fn run(pipe: redis::Pipeline, connection: &mut Connection) -> redis::RedisResult
         true => Ok(()),
         false => pipe.query(connection),
     }
-}
-
-fn items(value: &Value) -> &[Value] {
-    match value {
-        Value::Array(items) | Value::Set(items) => items,
-        _ => &[],
-    }
-}
-
-fn item(value: &Value, index: usize) -> &Value {
-    items(value).get(index).unwrap_or(&Value::Nil)
-}
-
-fn bytes(value: &Value) -> Option<&[u8]> {
-    match value {
-        Value::BulkString(bytes) => Some(bytes),
-        Value::SimpleString(text) => Some(text.as_bytes()),
-        _ => None,
-    }
-}
-
-fn text(value: &Value) -> Option<String> {
-    bytes(value).map(|b| String::from_utf8_lossy(b).into_owned())
-}
-
-/// The value of `name` in a stream entry `[id, [field, value, …]]`.
-fn field<'a>(entry: &'a Value, name: &str) -> Option<&'a [u8]> {
-    items(item(entry, 1))
-        .chunks(2)
-        .find(|pair| bytes(&pair[0]) == Some(name.as_bytes()))
-        .and_then(|pair| bytes(pair.get(1)?))
 }

@@ -6,21 +6,11 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::config::BreakerSettings;
+use crate::stats::Circuit;
 
 /// How far a cooldown may grow, as a multiple of the configured one.
 const MAX_COOLDOWN_FACTOR: u32 = 10;
-
-/// The state shown in stats and metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Circuit {
-    Closed,
-    Open,
-    HalfOpen,
-}
 
 /// What a state change means to the rest of the world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

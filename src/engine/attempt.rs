@@ -3,20 +3,15 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Client, Response, StatusCode};
 
-use uuid::Uuid;
-
+use super::ledger::Ticket;
 use crate::config::{ProxySetting, Webhook};
-use crate::events::Event;
-use crate::ledger::Ticket;
 use crate::network::{Denied, GuardedResolver, NetworkPolicy, DENIED};
-
-/// `User-Agent` of every request.
-pub const USER_AGENT: &str = concat!("webhook-notification/", env!("CARGO_PKG_VERSION"));
+use crate::render::{request_headers, USER_AGENT};
 
 /// Response body bytes read (then discarded) so the connection can be reused.
 const MAX_DRAIN: usize = 64 * 1024;
@@ -63,8 +58,8 @@ pub(crate) fn needs_own_client(webhook: &Webhook) -> bool {
     webhook.tls.is_some() || webhook.proxy != ProxySetting::Environment
 }
 
-/// What one attempt came to.
-pub(crate) enum Outcome {
+/// What one attempt came to: the receiver's answer as the retry policy reads it.
+pub(crate) enum Answer {
     Delivered(u16),
     Retry {
         status: Option<u16>,
@@ -77,36 +72,13 @@ pub(crate) enum Outcome {
     },
 }
 
-/// The headers of one attempt (all but `User-Agent`, which the client adds): content type,
-/// event, delivery id, the webhook's static and credential headers, and its signature over
-/// `body` at the current time.
-pub(crate) fn request_headers(webhook: &Webhook, event: Event, id: &Uuid, body: &[u8]) -> HeaderMap {
-    let id = id.to_string();
-    let mut headers = webhook.headers.clone();
-    let unix_now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(
-        HeaderName::from_static("x-webhook-event"),
-        HeaderValue::from_static(event.name()),
-    );
-    headers.insert(
-        HeaderName::from_static("x-webhook-delivery"),
-        HeaderValue::from_str(&id).expect("a UUID is a header value"),
-    );
-    headers.extend(webhook.signer.headers(&id, unix_now, body));
-    headers
-}
-
 /// Sends `ticket` to `webhook` once; a destination the network policy denies fails at once.
 pub(crate) async fn attempt(
     client: &Client,
     webhook: &Webhook,
     policy: &NetworkPolicy,
     ticket: &Ticket,
-) -> Outcome {
+) -> Answer {
     let host = webhook.url.host_str().unwrap_or_default();
     let literal = host
         .trim_start_matches('[')
@@ -114,7 +86,7 @@ pub(crate) async fn attempt(
         .parse::<IpAddr>()
         .ok();
     if literal.is_some_and(|ip| !policy.permits(ip)) {
-        return Outcome::Fail {
+        return Answer::Fail {
             status: None,
             error: DENIED.to_owned(),
         };
@@ -134,17 +106,17 @@ pub(crate) async fn attempt(
             drain(response).await;
             classify(status, after)
         }
-        Err(e) if denied(&e) => Outcome::Fail {
+        Err(e) if denied(&e) => Answer::Fail {
             status: None,
             error: DENIED.to_owned(),
         },
         // A certificate the other side refuses (or that we refuse) will not heal by retrying
         // in a second: fail at once with the reason (the breaker and dead letters take over).
-        Err(e) if tls_rejected(&e) => Outcome::Fail {
+        Err(e) if tls_rejected(&e) => Answer::Fail {
             status: None,
             error: describe(&e, webhook.timeout),
         },
-        Err(e) => Outcome::Retry {
+        Err(e) => Answer::Retry {
             status: None,
             error: describe(&e, webhook.timeout),
             after: None,
@@ -159,19 +131,19 @@ pub(crate) fn jitter(delay: Duration) -> Duration {
 }
 
 /// 2xx delivers; 408, 425, 429 and 5xx are retried; anything else fails at once.
-fn classify(status: StatusCode, after: Option<Duration>) -> Outcome {
+fn classify(status: StatusCode, after: Option<Duration>) -> Answer {
     let code = status.as_u16();
     let error = format!("HTTP {code}");
     if status.is_success() {
-        Outcome::Delivered(code)
+        Answer::Delivered(code)
     } else if matches!(code, 408 | 425 | 429) || status.is_server_error() {
-        Outcome::Retry {
+        Answer::Retry {
             status: Some(code),
             error,
             after,
         }
     } else {
-        Outcome::Fail {
+        Answer::Fail {
             status: Some(code),
             error,
         }
@@ -256,6 +228,7 @@ fn describe(error: &reqwest::Error, timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::header::HeaderValue;
 
     #[test]
     fn jitter_stays_within_a_fifth_either_way() {
@@ -271,7 +244,7 @@ mod tests {
         let retried = |code| {
             matches!(
                 classify(StatusCode::from_u16(code).unwrap(), None),
-                Outcome::Retry { .. }
+                Answer::Retry { .. }
             )
         };
         for code in [408, 425, 429, 500, 502, 503, 599] {
@@ -282,7 +255,7 @@ mod tests {
         }
         assert!(matches!(
             classify(StatusCode::NO_CONTENT, None),
-            Outcome::Delivered(204)
+            Answer::Delivered(204)
         ));
     }
 

@@ -5,9 +5,8 @@ use std::io::IsTerminal;
 
 use serde_json::{json, Value};
 
-use super::check::JinjaFinding;
-use crate::outbox::DeadLetterView;
 use crate::preview::Preview;
+use crate::store::DeadLetterView;
 
 /// The chosen output style.
 pub struct Output {
@@ -24,7 +23,13 @@ impl Output {
         }
     }
 
-    fn paint(&self, text: &str, ok: bool) -> String {
+    /// Whether output is JSON documents.
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    /// `text` in green (`ok`) or red, on a terminal; as it is otherwise.
+    pub fn paint(&self, text: &str, ok: bool) -> String {
         match (self.color, ok) {
             (false, _) => text.to_owned(),
             (true, true) => format!("\x1b[32m{text}\x1b[0m"),
@@ -48,45 +53,6 @@ impl Output {
     /// An error, on stderr.
     pub fn error(&self, text: &str) {
         eprintln!("{}: {text}", self.paint("error", false));
-    }
-
-    /// `check`'s verdict.
-    pub fn checked(&self, entries: usize, problems: &[Value], findings: &[JinjaFinding]) {
-        if self.json {
-            println!(
-                "{}",
-                json!({"ok": problems.is_empty(), "checked": entries, "errors": problems, "jinja_warnings": findings})
-            );
-            return;
-        }
-        for f in findings {
-            self.warn(&format!(
-                "line {} ({}): Jinja renders `{{{{{}}}}}` before the plugin sees it (empty, or a failed load for a dotted path); put the templates inside {{% raw %}}…{{% endraw %}} or in payload_template_files",
-                f.line, f.template, f.variable
-            ));
-        }
-        for p in problems {
-            let entry = p["entry"].as_str().unwrap_or_default();
-            let field = p["field"].as_str().unwrap_or_default();
-            let at = [entry, field]
-                .iter()
-                .filter(|s| !s.is_empty())
-                .copied()
-                .collect::<Vec<_>>()
-                .join(".config.");
-            println!(
-                "{} {at}: {}",
-                self.paint("error", false),
-                p["message"].as_str().unwrap_or_default()
-            );
-        }
-        if problems.is_empty() {
-            println!(
-                "{} ({entries} config{} checked)",
-                self.paint("ok", true),
-                if entries == 1 { "" } else { "s" }
-            );
-        }
     }
 
     /// `render`'s requests.

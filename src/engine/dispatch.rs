@@ -1,0 +1,288 @@
+//! A webhook's dispatcher: takes its next due delivery from the queue when an in-flight
+//! slot is free, the breaker allows a request and the rate limit has room, and runs the
+//! attempt as a task; then settles the outcome — delivered, scheduled for a retry, or a
+//! dead letter — tells the breaker, and raises `webhook_failing`/`webhook_recovered` when
+//! its circuit moves. Waiting behind an open circuit spends no attempt.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use reqwest::Client;
+use serde_json::json;
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::sleep_until;
+
+use super::attempt::{self, jitter, Answer};
+use super::breaker::{Breaker, Permit, Transition};
+use super::intake::{Intake, Lifecycle};
+use super::ledger::Ticket;
+use super::queue::Next;
+use crate::events::{Context, Event};
+use crate::metrics::Outcome;
+use crate::render::{object, Job};
+use crate::store::DeadLetter;
+
+/// What the dispatchers of one engine share: the intake (config, queues, ledger, wakers,
+/// lifecycle; and admission, for the circuit events), each webhook's HTTP client and
+/// breaker, and the count of attempts in flight.
+pub(crate) struct Dispatch {
+    pub intake: Arc<Intake>,
+    /// One per webhook: the shared client, or the webhook's own (TLS material, proxy).
+    clients: Vec<Client>,
+    pub breakers: Vec<Breaker>,
+    in_flight: AtomicUsize,
+}
+
+impl Dispatch {
+    /// The dispatch of `intake`'s webhooks, with one HTTP client per webhook.
+    pub fn new(intake: Arc<Intake>, clients: Vec<Client>) -> Self {
+        let breakers = intake
+            .config
+            .webhooks
+            .iter()
+            .map(|w| Breaker::new(w.breaker))
+            .collect();
+        Dispatch {
+            intake,
+            clients,
+            breakers,
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits until no attempt is in flight, or `deadline` passes; false then.
+    pub fn wait_answered(&self, deadline: Option<Instant>) -> bool {
+        let ledger = &self.intake.ledger;
+        ledger.wait_for(deadline, || self.in_flight.load(SeqCst) == 0)
+    }
+
+    /// Raises `webhook_failing` or `webhook_recovered` about webhook `index`, for the other
+    /// webhooks subscribed to it.
+    fn raise_circuit_event(&self, index: usize, event: Event) {
+        let webhook = &self.intake.config.webhooks[index];
+        let (last_status, last_error) = self.intake.ledger.counters[index].last_outcome();
+        let failures = self.breakers[index].consecutive_failures();
+        match event {
+            Event::WebhookFailing => warn!(
+                "webhook {} circuit opened after {failures} failed attempts in a row; pausing it",
+                webhook.id
+            ),
+            _ => warn!("webhook {} recovered; circuit closed", webhook.id),
+        }
+        let metadata = json!({"webhook_id": webhook.id, "webhook": webhook.redacted_url,
+            "consecutive_failures": failures, "last_status": last_status, "last_error": last_error});
+        let _ = self.intake.admit(
+            Job::new(event, Context::default(), object(metadata), None),
+            Some(index),
+        );
+    }
+
+    /// Ends `ticket` as failed for good and keeps it as a dead letter.
+    fn dead_letter(&self, ticket: Ticket, status: Option<u16>, error: String) {
+        let webhook = &self.intake.config.webhooks[ticket.webhook];
+        let letter = DeadLetter {
+            webhook: Some(ticket.webhook),
+            webhook_id: webhook.id.clone(),
+            event: ticket.event,
+            delivery_id: ticket.id,
+            attempts: ticket.attempts,
+            last_status: status,
+            last_error: error.clone(),
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            body: ticket.body.clone(),
+        };
+        let message = format!(
+            "webhook {} ({}) {} delivery {} failed after {} attempts: {error}",
+            webhook.id,
+            webhook.redacted_url,
+            ticket.event.name(),
+            ticket.id,
+            ticket.attempts
+        );
+        // Kept before the ticket ends, so whoever waits for idle sees the letter.
+        self.intake.queue.dead_letter(letter);
+        ticket
+            .counters()
+            .metrics
+            .ended(ticket.event, Outcome::DeadLettered, None);
+        // A dead receiver must not flood the gateway's log: warn on the 1st, 2nd, 4th, 8th…
+        // failure in a row, the rest at DEBUG.
+        let streak = ticket.failed(status, error);
+        if streak.is_power_of_two() {
+            warn!("{message} ({streak} failed in a row)");
+        } else {
+            log::debug!("{message}");
+        }
+    }
+}
+
+/// Runs webhook `index`'s dispatcher until the engine stops.
+pub(crate) async fn run(engine: Arc<Dispatch>, index: usize) {
+    let intake = &engine.intake;
+    let webhook = &intake.config.webhooks[index];
+    let slots = Arc::new(Semaphore::new(webhook.max_concurrency));
+    let interval = webhook.max_rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
+    let mut next_send = Instant::now();
+    let mut halt = intake.lifecycle.subscribe();
+    let waker = &intake.wakers[index];
+    loop {
+        let state = *halt.borrow_and_update();
+        match state {
+            Lifecycle::Running => {}
+            Lifecycle::Abandoning => drop(intake.queue.drain(index)),
+            Lifecycle::Suspended => {
+                let _ = halt.changed().await;
+                continue;
+            }
+            Lifecycle::Stopped => return drop(intake.queue.drain(index)),
+        }
+        let slot = tokio::select! {
+            _ = halt.changed() => continue,
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("slots are never closed"),
+        };
+        let ticket = match intake.queue.next_due(index, Instant::now()) {
+            Next::Ready(ticket) => ticket,
+            Next::At(due) => {
+                pause(&mut halt, waker, Some(due)).await;
+                continue;
+            }
+            Next::Empty => {
+                pause(&mut halt, waker, None).await;
+                continue;
+            }
+        };
+        let probe = match engine.breakers[index].permit(Instant::now()) {
+            Permit::Go { probe } => probe,
+            wait => {
+                intake.queue.push_front(ticket);
+                let until = match wait {
+                    Permit::Until(until) => Some(until),
+                    _ => None,
+                };
+                pause(&mut halt, waker, until).await;
+                continue;
+            }
+        };
+        if let Some(interval) = interval {
+            if next_send > Instant::now() {
+                tokio::select! {
+                    _ = halt.changed() => {
+                        intake.queue.push_front(ticket);
+                        continue;
+                    }
+                    _ = sleep_until(next_send.into()) => {}
+                }
+            }
+            next_send = next_send.max(Instant::now()) + interval;
+        }
+        tokio::spawn(attempt(Arc::clone(&engine), ticket, slot, probe));
+    }
+}
+
+/// Waits until something may have changed for a dispatcher: the engine's halt state, a
+/// wake-up (a delivery queued, a retry scheduled, a breaker change), or `until`.
+async fn pause(halt: &mut watch::Receiver<Lifecycle>, waker: &Notify, until: Option<Instant>) {
+    let deadline = async {
+        match until {
+            Some(until) => sleep_until(until.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = halt.changed() => {}
+        _ = deadline => {}
+        _ = waker.notified() => {}
+    }
+}
+
+/// One attempt of `ticket`, holding one of its webhook's in-flight slots; abandoned (and so
+/// counted as dropped) if `close` gives up first.
+async fn attempt(engine: Arc<Dispatch>, ticket: Ticket, slot: OwnedSemaphorePermit, probe: bool) {
+    engine.in_flight.fetch_add(1, SeqCst);
+    run_attempt(&engine, ticket, slot, probe).await;
+    if engine.in_flight.fetch_sub(1, SeqCst) == 1 {
+        engine.intake.ledger.wake_waiters();
+    }
+}
+
+async fn run_attempt(engine: &Dispatch, mut ticket: Ticket, slot: OwnedSemaphorePermit, probe: bool) {
+    let intake = &engine.intake;
+    let webhook = &intake.config.webhooks[ticket.webhook];
+    ticket.first_attempt.get_or_insert_with(Instant::now);
+    let mut halt = intake.lifecycle.subscribe();
+    #[cfg(test)]
+    intake.injected_panic(2);
+    let client = &engine.clients[ticket.webhook];
+    let outcome = tokio::select! {
+        biased;
+        _ = halt.wait_for(|h| matches!(h, Lifecycle::Abandoning | Lifecycle::Stopped)) => return,
+        outcome = attempt::attempt(client, webhook, &intake.config.network, &ticket) => outcome,
+    };
+    drop(slot);
+    ticket.attempts += 1;
+    settle(engine, ticket, outcome, probe);
+}
+
+/// Records what an attempt came to and decides what happens to the delivery next.
+fn settle(engine: &Dispatch, ticket: Ticket, outcome: Answer, probe: bool) {
+    let intake = &engine.intake;
+    let index = ticket.webhook;
+    let webhook = &intake.config.webhooks[index];
+    let breaker = &engine.breakers[index];
+    let now = Instant::now();
+    let describe = |what: &str| {
+        format!(
+            "webhook {} {} delivery {} attempt {}: {what}",
+            webhook.id,
+            ticket.event.name(),
+            ticket.id,
+            ticket.attempts
+        )
+    };
+    let transition = match outcome {
+        Answer::Delivered(_) => breaker.success(),
+        _ => breaker.failure(now, probe),
+    };
+    // Raised before this delivery ends, so that nothing is ever seen idle (by flush or close)
+    // in between.
+    match transition {
+        Transition::Opened => engine.raise_circuit_event(index, Event::WebhookFailing),
+        Transition::Recovered => engine.raise_circuit_event(index, Event::WebhookRecovered),
+        Transition::None => {}
+    }
+    let rescheduled = match outcome {
+        Answer::Delivered(status) => {
+            debug!("{}", describe(&format!("HTTP {status}")));
+            intake.queue.ack(&ticket);
+            ticket.delivered(status);
+            false
+        }
+        Answer::Retry { status, error, after } => match webhook.retry.delay(ticket.attempts - 1) {
+            Some(delay) => {
+                let wait = match after {
+                    Some(after) => after.min(webhook.retry.retry_after_cap()),
+                    None => jitter(delay),
+                };
+                debug!("{}", describe(&format!("{error}; retrying in {wait:?}")));
+                ticket.counters().retried(status, error);
+                intake.queue.schedule(ticket, now + wait);
+                true
+            }
+            None => {
+                engine.dead_letter(ticket, status, error);
+                false
+            }
+        },
+        Answer::Fail { status, error } => {
+            engine.dead_letter(ticket, status, error);
+            false
+        }
+    };
+    // The dispatcher needs waking only when its next step may have changed: a retry was
+    // scheduled, or the breaker moved (a freed slot wakes it through the semaphore).
+    if rescheduled || probe || transition != Transition::None {
+        intake.wakers[index].notify_one();
+    }
+}

@@ -1,0 +1,343 @@
+//! Admission and routing. A hook call is admitted on the host's thread in microseconds: a
+//! queue slot per subscribed webhook with room (a full queue drops and counts), then the event
+//! crosses to the runtime. There the intake task assembles the event's variables once, renders
+//! its body, and queues one ticket per webhook; a template that fails raises `plugin_error`.
+//! [`Intake`] also holds what every task of the engine shares: the config, the queues, the
+//! ledger, the dispatchers' wakers and the engine's lifecycle.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use log::{error, warn};
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, watch, Notify};
+use uuid::Uuid;
+
+use super::ledger::{Ledger, Ticket};
+use super::queue::Queue;
+use super::runtime;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::events::{Context, Event};
+use crate::metrics::Outcome;
+use crate::render::{object, render_json, Job};
+use crate::template::Template;
+
+/// Where the engine is in its life; every task watches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lifecycle {
+    Running,
+    /// `close` ran out of time: every queued or running delivery ends as dropped.
+    Abandoning,
+    /// Closing with a durable outbox: no new attempts; what is queued stays stored.
+    Suspended,
+    /// Closed: tasks exit.
+    Stopped,
+}
+
+/// An admitted event and its tickets (one per webhook with room); dropping it unrouted
+/// counts its tickets as dropped.
+pub(crate) struct Admitted {
+    job: Job,
+    tickets: Vec<Ticket>,
+}
+
+/// Admission, routing, and the state all of the engine's tasks share.
+pub(crate) struct Intake {
+    pub config: Config,
+    pub plugin_name: String,
+    pub ledger: Arc<Ledger>,
+    pub queue: Queue,
+    /// Wakes a webhook's dispatcher: a new delivery, a retry scheduled, a breaker change.
+    pub wakers: Vec<Notify>,
+    pub lifecycle: watch::Sender<Lifecycle>,
+    sender: mpsc::UnboundedSender<Admitted>,
+    /// Hook calls between their closed check and their admission; `close` waits for zero.
+    admitting: AtomicUsize,
+    /// Events admitted and not yet routed into the queues.
+    unrouted: AtomicUsize,
+    closed: AtomicBool,
+    /// The process generation the engine's tasks run in (see `runtime`).
+    generation: u32,
+    host_errors: AtomicU64,
+    /// Events raised, by event (for Prometheus).
+    events: [AtomicU64; Event::ALL.len()],
+    /// Test hook: the stage (1 routing, 2 an attempt) that panics once, per engine so tests
+    /// running in parallel cannot trip each other's.
+    #[cfg(test)]
+    pub inject_panic: std::sync::atomic::AtomicU8,
+}
+
+impl Intake {
+    /// The intake of an engine for `config`, with its queues; the receiver is the intake
+    /// task's (see [`run`]).
+    pub fn new(config: Config, plugin_name: &str, queue: Queue) -> (Self, mpsc::UnboundedReceiver<Admitted>) {
+        let webhooks = config.webhooks.len();
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let intake = Intake {
+            plugin_name: plugin_name.to_owned(),
+            ledger: Arc::new(Ledger::new(webhooks)),
+            queue,
+            wakers: (0..webhooks).map(|_| Notify::new()).collect(),
+            lifecycle: watch::Sender::new(Lifecycle::Running),
+            sender,
+            admitting: AtomicUsize::new(0),
+            unrouted: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            generation: runtime::generation(),
+            host_errors: AtomicU64::new(0),
+            events: Default::default(),
+            #[cfg(test)]
+            inject_panic: Default::default(),
+            config,
+        };
+        (intake, receiver)
+    }
+
+    /// Panics if the test armed `stage` on this engine.
+    #[cfg(test)]
+    pub fn injected_panic(&self, stage: u8) {
+        if self
+            .inject_panic
+            .compare_exchange(stage, 0, SeqCst, SeqCst)
+            .is_ok()
+        {
+            panic!("injected panic at stage {stage}");
+        }
+    }
+
+    /// Whether the engine's tasks are in `state`.
+    pub fn is(&self, state: Lifecycle) -> bool {
+        *self.lifecycle.borrow() == state
+    }
+
+    /// Moves every task to `state` and wakes every dispatcher.
+    pub fn set(&self, state: Lifecycle) {
+        self.lifecycle.send_replace(state);
+        self.wakers.iter().for_each(Notify::notify_one);
+    }
+
+    /// Admits `job` for every subscribed webhook with room (except `exclude`), without
+    /// blocking; false if none took it. Linearised with `close`: once [`Intake::close`] has
+    /// begun, a call either fails with `Closed` or is waited for by it.
+    pub fn admit(&self, job: Job, exclude: Option<usize>) -> Result<bool> {
+        self.admitting.fetch_add(1, SeqCst);
+        let result = self.admit_open(job, exclude);
+        if self.admitting.fetch_sub(1, SeqCst) == 1 && self.closed.load(SeqCst) {
+            self.ledger.wake_waiters();
+        }
+        result
+    }
+
+    fn admit_open(&self, job: Job, exclude: Option<usize>) -> Result<bool> {
+        if self.closed.load(SeqCst) {
+            return Err(Error::Closed);
+        }
+        if self.is_forked() {
+            return Err(Error::Forked);
+        }
+        self.events[job.event as usize].fetch_add(1, Relaxed);
+        let mut tickets = Vec::new();
+        for (index, webhook) in self.config.webhooks.iter().enumerate() {
+            if !webhook.wants(job.event) || exclude == Some(index) {
+                continue;
+            }
+            if self.ledger.reserve(index, webhook.queue_capacity) {
+                // Durable only once a durable outbox has journaled it (`Queue::push`).
+                let ledger = Arc::clone(&self.ledger);
+                tickets.push(Ticket::new(ledger, index, job.event, Uuid::nil(), Bytes::new()));
+            } else {
+                let counters = &self.ledger.counters[index];
+                counters.metrics.ended(job.event, Outcome::Dropped, None);
+                let dropped = counters.dropped(1);
+                if dropped.is_power_of_two() {
+                    warn!(
+                        "webhook {} queue full ({} deliveries): {dropped} dropped so far",
+                        webhook.id, webhook.queue_capacity
+                    );
+                }
+            }
+        }
+        if tickets.is_empty() {
+            return Ok(false);
+        }
+        // A failed send (the intake task is gone) drops the tickets, which counts them.
+        self.unrouted.fetch_add(1, SeqCst);
+        if self.sender.send(Admitted { job, tickets }).is_err() {
+            self.routed();
+        }
+        Ok(true)
+    }
+
+    fn routed(&self) {
+        if self.unrouted.fetch_sub(1, SeqCst) == 1 {
+            self.ledger.wake_waiters();
+        }
+    }
+
+    /// Stops admitting: later calls fail with `Closed`; returns once no call is between its
+    /// closed check and its admission.
+    pub fn close(&self) {
+        self.closed.store(true, SeqCst);
+        self.ledger.wait_for(None, || self.admitting.load(SeqCst) == 0);
+    }
+
+    /// Waits until every admitted event is routed, or `deadline` passes; false then.
+    pub fn wait_routed(&self, deadline: Option<Instant>) -> bool {
+        self.ledger.wait_for(deadline, || self.unrouted.load(SeqCst) == 0)
+    }
+
+    /// Whether `close` has begun.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(SeqCst)
+    }
+
+    /// Whether this engine was created before a `fork()` (in the parent process).
+    pub fn is_forked(&self) -> bool {
+        self.generation != runtime::generation()
+    }
+
+    /// Counts a hook call whose host data could not become an event.
+    pub fn host_error(&self) -> u64 {
+        self.host_errors.fetch_add(1, Relaxed) + 1
+    }
+
+    /// Hook calls whose host data could not become an event, so far.
+    pub fn host_errors(&self) -> u64 {
+        self.host_errors.load(Relaxed)
+    }
+
+    /// Events raised so far, by event (in [`Event::ALL`] order).
+    pub fn events_raised(&self) -> Vec<u64> {
+        self.events.iter().map(|e| e.load(Relaxed)).collect()
+    }
+
+    /// Queues a ticket the store already held (resumed, taken over, or replayed).
+    pub fn requeue(&self, ticket: Ticket, due: Option<Instant>) {
+        let index = ticket.webhook;
+        match due {
+            Some(due) => self.queue.restore(ticket, due),
+            None => self.queue.push(ticket),
+        }
+        self.wakers[index].notify_one();
+    }
+
+    /// Renders an admitted event once and queues its tickets; a render failure fails the
+    /// event's deliveries and raises one plugin_error for the event.
+    fn route(&self, admitted: Admitted) {
+        // Closing with a durable outbox (Suspended) still routes: what was admitted is journaled.
+        if self.is(Lifecycle::Abandoning) || self.is(Lifecycle::Stopped) {
+            return;
+        }
+        #[cfg(test)]
+        self.injected_panic(1);
+        let Admitted { job, tickets } = admitted;
+        let (event, builtin) = (job.event, job.builtin_template);
+        let vars = job.vars(&self.plugin_name);
+        let template = match builtin {
+            true => Template::builtin(),
+            false => self.config.template(event),
+        };
+        let shared = (!template.varies_per_delivery()).then(|| render_json(template, &vars, event, None));
+        let mut failed = Vec::new();
+        for mut ticket in tickets {
+            ticket.id = Uuid::new_v4();
+            let body = match &shared {
+                Some(body) => body.clone(),
+                None => render_json(template, &vars, event, Some(&ticket.id)),
+            };
+            match body {
+                Ok(body) => {
+                    ticket.body = body;
+                    self.requeue(ticket, None);
+                }
+                Err(e) => failed.push((ticket, e)),
+            }
+        }
+        // The plugin_error is admitted before the failed deliveries end, so that nothing is
+        // ever seen idle (by flush or close) in between.
+        if let Some((_, e)) = failed.first() {
+            self.raise_plugin_error(event, &vars, e.clone());
+        }
+        for (ticket, e) in failed {
+            let webhook = &self.config.webhooks[ticket.webhook];
+            error!(
+                "webhook {} {} delivery {}: {e}",
+                webhook.id,
+                event.name(),
+                ticket.id
+            );
+            ticket.failed(None, e);
+        }
+    }
+
+    /// Raises plugin_error (built-in template, `metadata.error`) for an event that could not
+    /// be rendered; a plugin_error that fails itself is only logged, so nothing loops.
+    fn raise_plugin_error(&self, failed: Event, vars: &Map<String, Value>, error: String) {
+        if failed == Event::PluginError {
+            return;
+        }
+        let var = |name: &str| vars.get(name).cloned().unwrap_or(Value::Null);
+        let context = Context {
+            request_id: var("request_id"),
+            user: var("user"),
+            user_info: var("user_info"),
+            tenant_id: var("tenant_id"),
+            server_id: var("server_id"),
+            violation: None,
+        };
+        let metadata = json!({"error": error, "event": failed.name()});
+        let mut job = Job::new(Event::PluginError, context, object(metadata), None);
+        job.builtin_template = true;
+        let _ = self.admit(job, None);
+    }
+}
+
+/// Routes admitted events until the engine stops.
+pub(crate) async fn run(intake: Arc<Intake>, mut queue: mpsc::UnboundedReceiver<Admitted>) {
+    // While events keep coming, the intake polls for them every millisecond instead of being
+    // woken by each: a wake is a syscall on the hook's thread (measured at ~half of a Python
+    // hook's own cost here), a poll a timer tick of the runtime. After IDLE without an event it
+    // parks again, and the next event wakes it. Routing is at most POLL later.
+    const POLL: Duration = Duration::from_millis(1);
+    const IDLE: Duration = Duration::from_millis(100);
+    let mut lifecycle = intake.lifecycle.subscribe();
+    let mut last_event: Option<Instant> = None;
+    loop {
+        loop {
+            match queue.try_recv() {
+                Ok(admitted) => {
+                    route_caught(&intake, admitted);
+                    last_event = Some(Instant::now());
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            }
+        }
+        let busy = last_event.is_some_and(|at| at.elapsed() < IDLE);
+        tokio::select! {
+            biased;
+            _ = lifecycle.wait_for(|h| *h == Lifecycle::Stopped) => return,
+            _ = tokio::time::sleep(POLL), if busy => {}
+            admitted = queue.recv(), if !busy => match admitted {
+                Some(admitted) => {
+                    route_caught(&intake, admitted);
+                    last_event = Some(Instant::now());
+                }
+                None => return,
+            },
+        }
+    }
+}
+
+/// Routes one admitted event; a panic drops the event's tickets, which counts them, and
+/// intake goes on.
+fn route_caught(intake: &Intake, admitted: Admitted) {
+    let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| intake.route(admitted)));
+    intake.routed();
+    if routed.is_err() {
+        error!("a bug dropped an event while routing it (counted as dropped)");
+    }
+}

@@ -1,0 +1,344 @@
+//! What is pending and how each delivery ended. Every delivery admitted is a [`Ticket`]
+//! until it ends; whatever path ends it — delivered, failed, abandoned at close, a full
+//! queue, or a panic in the task holding it — the ticket's end is counted exactly once and
+//! the webhook's queue slot and the engine's pending count are given back. The live counters
+//! of each webhook (atomics, so hook calls never contend on a lock) live here too; stats are
+//! snapshots of them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::events::Event;
+use crate::metrics::{DeliveryMetrics, Outcome};
+use crate::stats::{Circuit, WebhookStats};
+
+/// The engine's counters and its pending count, which `flush` and `close` wait on.
+pub struct Ledger {
+    /// One per webhook, in config order.
+    pub counters: Vec<WebhookCounters>,
+    pending: AtomicU64,
+    idle_lock: Mutex<()>,
+    idle: Condvar,
+    /// Wakes async waiters (the shared-engine reaper) when nothing is pending.
+    pub idle_async: tokio::sync::Notify,
+}
+
+impl Ledger {
+    /// A ledger for `webhooks` webhooks.
+    pub fn new(webhooks: usize) -> Self {
+        Ledger {
+            counters: (0..webhooks).map(|_| WebhookCounters::default()).collect(),
+            pending: AtomicU64::new(0),
+            idle_lock: Mutex::new(()),
+            idle: Condvar::new(),
+            idle_async: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Takes a queue slot of `webhook` (capacity `capacity`) for a new delivery; false (and
+    /// nothing taken) when its queue is full.
+    pub fn reserve(&self, webhook: usize, capacity: usize) -> bool {
+        let taken = self.counters[webhook].try_reserve(capacity);
+        if taken {
+            self.pending.fetch_add(1, SeqCst);
+        }
+        taken
+    }
+
+    /// Takes a queue slot whatever the capacity: for deliveries a durable outbox already
+    /// holds, which must not be lost to a smaller capacity after a restart.
+    pub fn reserve_anyway(&self, webhook: usize) {
+        self.counters[webhook].try_reserve(usize::MAX);
+        self.pending.fetch_add(1, SeqCst);
+    }
+
+    /// Deliveries not yet ended.
+    pub fn pending(&self) -> u64 {
+        self.pending.load(SeqCst)
+    }
+
+    /// Blocks until nothing is pending or `deadline` passes (None: no deadline).
+    pub fn wait_idle(&self, deadline: Option<Instant>) -> bool {
+        self.wait_for(deadline, || self.pending() == 0)
+    }
+
+    /// Blocks until `done()` or `deadline` passes (None: no deadline); false on the deadline.
+    /// Whoever makes `done()` true calls [`Ledger::wake_waiters`] (the end of the last pending
+    /// delivery does so itself).
+    pub fn wait_for(&self, deadline: Option<Instant>, done: impl Fn() -> bool) -> bool {
+        let mut lock = self.idle_lock.lock().unwrap_or_else(|e| e.into_inner());
+        while !done() {
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                return false;
+            }
+            lock = self
+                .idle
+                .wait_timeout(lock, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Wakes every [`Ledger::wait_for`] to check its condition again.
+    pub fn wake_waiters(&self) {
+        let _lock = self.idle_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.idle.notify_all();
+    }
+
+    fn end_one(&self, webhook: usize) {
+        self.counters[webhook].release();
+        if self.pending.fetch_sub(1, SeqCst) == 1 {
+            self.wake_waiters();
+            self.idle_async.notify_waiters();
+        }
+    }
+}
+
+/// One delivery of an event to one webhook, from admission to its end. Dropping a ticket
+/// whose end was not recorded counts it as dropped.
+pub struct Ticket {
+    pub webhook: usize,
+    pub event: Event,
+    /// `X-Webhook-Delivery` / `webhook-id`: the same on every attempt and after a replay.
+    pub id: Uuid,
+    /// The rendered body; shared with the event's other deliveries when the template does
+    /// not use `{{delivery_id}}`.
+    pub body: Bytes,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the first attempt started (latency is measured from there to the outcome).
+    pub first_attempt: Option<Instant>,
+    ledger: std::sync::Arc<Ledger>,
+    ended: bool,
+    /// Kept by a durable outbox: if the process lets go of it unended (close), it waits there
+    /// for the next start instead of being lost, so it is not counted as dropped.
+    durable: bool,
+}
+
+impl Ticket {
+    /// A ticket for a delivery whose queue slot [`Ledger::reserve`] already took; a durable
+    /// outbox marks it durable once it holds its record.
+    pub fn new(ledger: std::sync::Arc<Ledger>, webhook: usize, event: Event, id: Uuid, body: Bytes) -> Self {
+        Ticket {
+            webhook,
+            event,
+            id,
+            body,
+            attempts: 0,
+            first_attempt: None,
+            ledger,
+            ended: false,
+            durable: false,
+        }
+    }
+
+    /// Marks it as held by a durable outbox (once its record is in the outbox's journal).
+    pub fn mark_durable(&mut self) {
+        self.durable = true;
+    }
+
+    /// The webhook's counters.
+    pub fn counters(&self) -> &WebhookCounters {
+        &self.ledger.counters[self.webhook]
+    }
+
+    /// Ends it as delivered with `status`.
+    pub fn delivered(mut self, status: u16) {
+        let latency = self.first_attempt.map_or(Duration::ZERO, |t| t.elapsed());
+        self.counters().delivered(status, latency);
+        self.counters()
+            .metrics
+            .ended(self.event, Outcome::Delivered, Some(latency));
+        self.ended = true;
+    }
+
+    /// Ends it as failed for good; returns how many deliveries of the webhook have now
+    /// failed in a row (for paced warnings).
+    pub fn failed(mut self, status: Option<u16>, error: String) -> u64 {
+        self.ended = true;
+        let took = self.first_attempt.map(|t| t.elapsed());
+        self.counters().metrics.ended(self.event, Outcome::Failed, took);
+        self.counters().failed(status, error)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.ended && !self.durable {
+            self.counters().dropped(1);
+            self.counters().metrics.ended(self.event, Outcome::Dropped, None);
+        }
+        self.ledger.end_one(self.webhook);
+    }
+}
+
+/// Latencies kept for the percentiles: the most recent deliveries only.
+const LATENCY_WINDOW: usize = 1024;
+
+/// Live counters of one webhook.
+#[derive(Default)]
+pub struct WebhookCounters {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    retries: AtomicU64,
+    dropped: AtomicU64,
+    /// Deliveries queued, in flight or waiting to retry (bounded by the webhook's capacity).
+    queued: AtomicU64,
+    /// Failures since the last success (reset by a delivery); paces failure logging.
+    failing_streak: AtomicU64,
+    last: Mutex<LastOutcome>,
+    /// Deliveries by event and outcome, and delivery times (for Prometheus).
+    pub metrics: DeliveryMetrics,
+}
+
+#[derive(Default)]
+struct LastOutcome {
+    status: Option<u16>,
+    error: Option<String>,
+    latencies_ms: VecDeque<f64>,
+}
+
+impl WebhookCounters {
+    /// A delivery succeeded with `status` after `latency` (first attempt to success).
+    pub fn delivered(&self, status: u16, latency: Duration) {
+        self.delivered.fetch_add(1, Relaxed);
+        self.failing_streak.store(0, Relaxed);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.status = Some(status);
+        if last.latencies_ms.len() == LATENCY_WINDOW {
+            last.latencies_ms.pop_front();
+        }
+        last.latencies_ms.push_back(latency.as_secs_f64() * 1000.0);
+    }
+
+    /// A delivery failed for good; `error` must already be free of secrets. Returns how
+    /// many deliveries in a row have now failed.
+    pub fn failed(&self, status: Option<u16>, error: String) -> u64 {
+        self.failed.fetch_add(1, Relaxed);
+        self.record_error(status, error);
+        self.failing_streak.fetch_add(1, Relaxed) + 1
+    }
+
+    /// An attempt failed and will be retried.
+    pub fn retried(&self, status: Option<u16>, error: String) {
+        self.retries.fetch_add(1, Relaxed);
+        self.record_error(status, error);
+    }
+
+    /// Deliveries were never attempted (queue full) or abandoned at close; returns the
+    /// webhook's drops so far.
+    pub fn dropped(&self, count: u64) -> u64 {
+        self.dropped.fetch_add(count, Relaxed) + count
+    }
+
+    /// The latest status and error seen.
+    pub fn last_outcome(&self) -> (Option<u16>, Option<String>) {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        (last.status, last.error.clone())
+    }
+
+    /// Takes a queue slot if fewer than `capacity` are taken.
+    pub fn try_reserve(&self, capacity: usize) -> bool {
+        let capacity = capacity as u64;
+        self.queued
+            .fetch_update(Relaxed, Relaxed, |n| (n < capacity).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Gives a queue slot back.
+    pub fn release(&self) {
+        self.queued.fetch_sub(1, Relaxed);
+    }
+
+    /// Deliveries queued, in flight or waiting to retry.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Relaxed)
+    }
+
+    fn record_error(&self, status: Option<u16>, error: String) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if status.is_some() {
+            last.status = status;
+        }
+        last.error = Some(error);
+    }
+
+    /// Attempts retried so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Relaxed)
+    }
+
+    /// A snapshot, with what the engine knows of the webhook besides its counters.
+    pub fn snapshot(&self, labels: WebhookLabels<'_>) -> WebhookStats {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sorted: Vec<f64> = last.latencies_ms.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        WebhookStats {
+            id: labels.id.to_owned(),
+            url: labels.url.to_owned(),
+            delivered: self.delivered.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            queued: self.queued(),
+            circuit: labels.circuit,
+            dead_letters: labels.dead_letters,
+            last_status: last.status,
+            last_error: last.error.clone(),
+            latency_p50_ms: percentile(&sorted, 0.50),
+            latency_p99_ms: percentile(&sorted, 0.99),
+        }
+    }
+}
+
+/// What a snapshot shows besides the counters.
+pub struct WebhookLabels<'a> {
+    pub id: &'a str,
+    /// The redacted URL.
+    pub url: &'a str,
+    pub circuit: Circuit,
+    pub dead_letters: u64,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let rank = (q * last as f64).round() as usize;
+    Some((sorted[rank] * 1000.0).round() / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_keep_percentiles_and_the_last_outcome() {
+        let c = WebhookCounters::default();
+        for ms in 1..=100 {
+            c.delivered(200, Duration::from_millis(ms));
+        }
+        c.retried(Some(503), "HTTP 503".into());
+        c.failed(None, "connection refused".into());
+        let w = c.snapshot(WebhookLabels {
+            id: "h1",
+            url: "http://h/…",
+            circuit: Circuit::Closed,
+            dead_letters: 3,
+        });
+        assert_eq!((w.delivered, w.failed, w.retries), (100, 1, 1));
+        assert_eq!((w.latency_p50_ms, w.latency_p99_ms), (Some(51.0), Some(99.0)));
+        assert_eq!(
+            (w.last_status, w.last_error.as_deref()),
+            (Some(503), Some("connection refused"))
+        );
+    }
+}

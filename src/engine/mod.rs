@@ -1,0 +1,453 @@
+//! The delivery engine behind one config: admission (on the host's thread, microseconds),
+//! then on the background runtime an intake task that renders each event once and queues
+//! one ticket per subscribed webhook (`intake`), and one dispatcher per webhook (`dispatch`).
+//! Each webhook has its own queue bound, breaker and rate, so one dead receiver never costs
+//! another a notification. Durability is the store's job (`crate::store`), scheduling the
+//! queue's, accounting the ledger's.
+
+mod attempt;
+mod breaker;
+mod dispatch;
+mod intake;
+mod ledger;
+mod queue;
+mod registry;
+mod runtime;
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use log::{error, warn};
+use reqwest::Client;
+
+use crate::config::{Config, OutboxConfig};
+use crate::error::{Error, Result};
+use crate::metrics::{exposition, Outcome, WebhookMetrics};
+use crate::render::Job;
+use crate::stats::{Circuit, Stats};
+use crate::store::disk::DiskStore;
+use crate::store::journal::{Journal, Released};
+use crate::store::redis::RedisStore;
+use crate::store::{Claimed, DeadLetter, Resumed, Store};
+use dispatch::Dispatch;
+use intake::{Intake, Lifecycle};
+use ledger::{Ticket, WebhookLabels};
+use queue::Queue;
+use registry::{Registry, Shareable};
+pub use runtime::WORKER_THREADS_ENV;
+
+/// One engine per config (Python instances share one; C and Go handles own one each).
+pub(crate) struct Engine {
+    intake: Arc<Intake>,
+    dispatch: Arc<Dispatch>,
+    /// Instances attached to a shared engine (see `registry`).
+    attached: AtomicUsize,
+}
+
+/// The process-wide engines that instances of one config share.
+static SHARED: LazyLock<Registry<Engine>> = LazyLock::new(Registry::default);
+
+impl Engine {
+    /// Opens the config's outbox (resuming what a durable one holds) and starts the engine's
+    /// tasks on the process runtime. Fails, naming `outbox.path`, when the store cannot be
+    /// opened (e.g. another engine holds it).
+    pub fn start(config: Config, plugin_name: &str) -> Result<Arc<Engine>> {
+        let webhooks = config.webhooks.len();
+        let ids: Vec<String> = config.webhooks.iter().map(|w| w.id.clone()).collect();
+        let (store, found): (Option<Box<dyn Store>>, Claimed) = match &config.outbox {
+            OutboxConfig::Memory => (None, Claimed::default()),
+            OutboxConfig::Disk { path } => {
+                let (store, found) = DiskStore::open(path).map_err(|m| Error::config("outbox.path", m))?;
+                (Some(Box::new(store)), found)
+            }
+            // Nothing to resume at start: the committer takes over what is free in Redis.
+            OutboxConfig::Redis {
+                url,
+                key,
+                claim_after,
+            } => {
+                let store = RedisStore::connect(
+                    &url.0,
+                    key,
+                    *claim_after,
+                    ids.clone(),
+                    config.dead_letter_capacity,
+                )
+                .map_err(|m| Error::config("outbox.url", m))?;
+                (Some(Box::new(store)), Claimed::default())
+            }
+        };
+        let journal = store.map(|store| Journal::new(store, ids));
+        let queue = Queue::new(webhooks, config.dead_letter_capacity, journal);
+        queue.keep_stored_dead_letters(found.dead);
+        let clients = clients(&config);
+        let (intake, receiver) = Intake::new(config, plugin_name, queue);
+        let intake = Arc::new(intake);
+        let dispatch = Arc::new(Dispatch::new(Arc::clone(&intake), clients));
+        let engine = Arc::new(Engine {
+            intake,
+            dispatch,
+            attached: AtomicUsize::new(0),
+        });
+        resume(&engine.intake, found.resumed);
+        let handle = runtime::handle();
+        handle.spawn(intake::run(Arc::clone(&engine.intake), receiver));
+        for index in 0..webhooks {
+            handle.spawn(dispatch::run(Arc::clone(&engine.dispatch), index));
+        }
+        if engine.intake.queue.durable() {
+            handle.spawn(commit_loop(Arc::clone(&engine.intake)));
+        }
+        Ok(engine)
+    }
+
+    /// The engine of `config` under `plugin_name` that every attached instance shares,
+    /// started if no live one exists; the caller is attached until [`Engine::detach`].
+    pub fn attach(config: Config, plugin_name: &str) -> Result<Arc<Engine>> {
+        SHARED.attach(config, plugin_name)
+    }
+
+    /// Detaches one instance; the last one out leaves the engine to close when idle.
+    pub fn detach(self: &Arc<Engine>) {
+        if self.attached.fetch_sub(1, SeqCst) == 1 && !self.is_forked() {
+            runtime::handle().spawn(SHARED.close_when_idle(Arc::clone(self)));
+        }
+    }
+
+    /// The config the engine runs.
+    pub fn config(&self) -> &Config {
+        &self.intake.config
+    }
+
+    /// Admits `job` for every subscribed webhook with room, without blocking; false if none
+    /// took it. Once `close` has begun, fails with `Closed`.
+    pub fn admit(&self, job: Job) -> Result<bool> {
+        self.intake.admit(job, None)
+    }
+
+    /// Dead letters of the webhook with id `webhook`, or of all.
+    pub fn dead_letters(&self, webhook: Option<&str>) -> Result<Vec<DeadLetter>> {
+        self.check_webhook(webhook)?;
+        Ok(self.intake.queue.dead_letters(webhook))
+    }
+
+    /// Queues the dead letters of `webhook` (or all) again, as new attempts with their
+    /// delivery ids; a letter whose webhook queue is full stays a dead letter. Returns how
+    /// many were queued.
+    pub fn replay_dead_letters(&self, webhook: Option<&str>) -> Result<usize> {
+        self.check_webhook(webhook)?;
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let intake = &self.intake;
+        let mut replayed = 0;
+        for letter in intake.queue.take_dead_letters(webhook) {
+            let Some(index) = letter.webhook else {
+                intake.queue.dead_letter(letter);
+                continue;
+            };
+            let capacity = intake.config.webhooks[index].queue_capacity;
+            if !intake.ledger.reserve(index, capacity) {
+                intake.queue.dead_letter(letter);
+                continue;
+            }
+            let ledger = Arc::clone(&intake.ledger);
+            let ticket = Ticket::new(ledger, index, letter.event, letter.delivery_id, letter.body);
+            intake.requeue(ticket, None);
+            replayed += 1;
+        }
+        Ok(replayed)
+    }
+
+    fn check_webhook(&self, webhook: Option<&str>) -> Result<()> {
+        match webhook {
+            Some(id) if self.config().webhook_index(id).is_none() => {
+                Err(Error::InvalidArgument(format!("no webhook has the id `{id}`")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a hook call whose host data could not become an event.
+    pub fn host_error(&self) -> u64 {
+        self.intake.host_error()
+    }
+
+    /// Blocks until nothing is pending, or `timeout` passes (a huge one means no deadline).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.intake.ledger.wait_idle(Instant::now().checked_add(timeout))
+    }
+
+    /// Stops accepting events, delivers what is pending, and at the deadline abandons the
+    /// rest (counted as dropped). Returns within `timeout` (plus scheduling noise). With a
+    /// durable outbox it only waits for what was admitted to be committed and for attempts
+    /// in flight: what is still queued stays stored for the next start.
+    pub fn close(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now().checked_add(timeout);
+        let intake = &self.intake;
+        intake.close();
+        if intake.queue.durable() {
+            return self.close_durable(deadline);
+        }
+        // Keep a little of the time for the abandoned deliveries to be counted.
+        let grace = (timeout / 10).min(Duration::from_millis(100));
+        if intake.ledger.wait_idle(deadline.map(|d| d - grace)) {
+            intake.set(Lifecycle::Stopped);
+            return Ok(());
+        }
+        let pending = intake.ledger.pending();
+        intake.set(Lifecycle::Abandoning);
+        // Queued deliveries end (as dropped) here and now; attempts in flight end in their
+        // tasks, which the lifecycle change wakes.
+        self.drain_queues();
+        intake.ledger.wait_idle(deadline);
+        intake.set(Lifecycle::Stopped);
+        Err(Error::Timeout { pending })
+    }
+
+    fn close_durable(&self, deadline: Option<Instant>) -> Result<()> {
+        let intake = &self.intake;
+        let routed = intake.wait_routed(deadline);
+        intake.set(Lifecycle::Suspended);
+        let answered = self.dispatch.wait_answered(deadline);
+        let committed = intake.queue.release();
+        if let Err(Released { message, lost }) = &committed {
+            error!("{message}: {} admitted deliveries are lost", lost.len());
+            for (webhook, event) in lost {
+                let counters = &intake.ledger.counters[*webhook];
+                counters.dropped(1);
+                counters.metrics.ended(*event, Outcome::Dropped, None);
+            }
+        }
+        let pending = intake.ledger.pending();
+        intake.set(Lifecycle::Stopped);
+        self.drain_queues();
+        match (routed && answered, committed) {
+            (true, Ok(())) => Ok(()),
+            _ => Err(Error::Timeout { pending }),
+        }
+    }
+
+    fn drain_queues(&self) {
+        for index in 0..self.config().webhooks.len() {
+            drop(self.intake.queue.drain(index));
+        }
+    }
+
+    /// Whether `close` has begun.
+    pub fn is_closed(&self) -> bool {
+        self.intake.is_closed()
+    }
+
+    /// Whether this engine was created before a `fork()` (in the parent process).
+    pub fn is_forked(&self) -> bool {
+        self.intake.is_forked()
+    }
+
+    fn circuit(&self, index: usize) -> Circuit {
+        self.dispatch.breakers[index].circuit()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        let intake = &self.intake;
+        let webhooks = intake.config.webhooks.iter().enumerate();
+        let webhooks = webhooks
+            .map(|(i, w)| {
+                intake.ledger.counters[i].snapshot(WebhookLabels {
+                    id: &w.id,
+                    url: &w.redacted_url,
+                    circuit: self.circuit(i),
+                    dead_letters: intake.queue.dead_letter_count(i),
+                })
+            })
+            .collect();
+        let mut stats = Stats::new(
+            intake.ledger.pending(),
+            intake.host_errors(),
+            webhooks,
+            intake.queue.status(),
+        );
+        stats.dead_letters_evicted = intake.queue.dead_letters_evicted();
+        stats
+    }
+
+    /// The engine's metrics in the Prometheus text format 0.0.4.
+    pub fn metrics(&self) -> String {
+        let intake = &self.intake;
+        let webhooks: Vec<WebhookMetrics<'_>> = intake
+            .config
+            .webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let counters = &intake.ledger.counters[i];
+                WebhookMetrics {
+                    id: &w.id,
+                    metrics: &counters.metrics,
+                    retries: counters.retries(),
+                    queued: counters.queued(),
+                    circuit_open: self.circuit(i) != Circuit::Closed,
+                    dead_letters: intake.queue.dead_letter_count(i),
+                }
+            })
+            .collect();
+        exposition(&intake.plugin_name, &intake.events_raised(), &webhooks)
+    }
+
+    /// Arms a panic at `stage` (1 routing, 2 an attempt), once, for this engine's tests.
+    #[cfg(test)]
+    pub fn inject_panic(&self, stage: u8) {
+        self.intake.inject_panic.store(stage, SeqCst);
+    }
+}
+
+impl Shareable for Engine {
+    fn start(config: Config, plugin_name: &str) -> Result<Arc<Self>> {
+        Engine::start(config, plugin_name)
+    }
+
+    fn identity(&self) -> (String, [u8; 32]) {
+        (self.intake.plugin_name.clone(), self.config().identity)
+    }
+
+    fn usable(&self) -> bool {
+        !self.is_closed() && !self.is_forked()
+    }
+
+    fn is_forked(&self) -> bool {
+        Engine::is_forked(self)
+    }
+
+    fn attached(&self) -> &AtomicUsize {
+        &self.attached
+    }
+
+    fn pending(&self) -> u64 {
+        self.intake.ledger.pending()
+    }
+
+    fn idle(&self) -> &tokio::sync::Notify {
+        &self.intake.ledger.idle_async
+    }
+
+    fn shutdown_timeout(&self) -> Duration {
+        self.config().shutdown_timeout
+    }
+
+    fn close(&self, timeout: Duration) -> bool {
+        Engine::close(self, timeout).is_ok()
+    }
+}
+
+/// Closes every shared engine of this process (at process exit), all within the longest
+/// `shutdown_timeout` among them, each within its own; false if some deliveries were
+/// abandoned.
+pub fn drain_shared() -> bool {
+    SHARED.drain()
+}
+
+/// One pooled HTTP client per webhook: the engine's shared one, or the webhook's own (TLS
+/// material, proxy).
+fn clients(config: &Config) -> Vec<Client> {
+    let max_idle = config
+        .webhooks
+        .iter()
+        .map(|w| w.max_concurrency)
+        .max()
+        .unwrap_or(1);
+    let shared = attempt::client(max_idle, &config.network, None);
+    config
+        .webhooks
+        .iter()
+        .map(|w| match attempt::needs_own_client(w) {
+            true => attempt::client(w.max_concurrency, &config.network, Some(w)),
+            false => shared.clone(),
+        })
+        .collect()
+}
+
+/// Queues deliveries a durable outbox held (resumed at start, or taken over from a shared
+/// one), with their ids, attempt counts and due times; those of webhooks no longer configured
+/// become dead letters.
+fn resume(intake: &Intake, resumed: Vec<Resumed>) {
+    let (mut resumed_count, mut orphans) = (0, 0);
+    for r in resumed {
+        let Some(index) = intake.config.webhook_index(&r.webhook_id) else {
+            orphans += 1;
+            let letter = DeadLetter {
+                webhook: None,
+                webhook_id: r.webhook_id,
+                event: r.event,
+                delivery_id: r.delivery_id,
+                attempts: r.attempts,
+                last_status: None,
+                last_error: "its webhook is no longer configured".into(),
+                time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                body: r.body,
+            };
+            intake.queue.dead_letter(letter);
+            continue;
+        };
+        intake.ledger.reserve_anyway(index);
+        let ledger = Arc::clone(&intake.ledger);
+        let mut ticket = Ticket::new(ledger, index, r.event, r.delivery_id, r.body);
+        // Already stored: kept for the next start if this process lets go of it.
+        ticket.mark_durable();
+        ticket.attempts = r.attempts;
+        intake.requeue(ticket, Some(r.due));
+        resumed_count += 1;
+    }
+    if resumed_count > 0 {
+        log::info!("resumed {resumed_count} pending deliveries from the outbox");
+    }
+    if orphans > 0 {
+        warn!(
+            "{orphans} pending deliveries belong to webhook ids no longer configured: moved to dead letters"
+        );
+    }
+}
+
+/// Free queue slots per webhook: how many deliveries a shared outbox may hand over.
+fn room(intake: &Intake) -> Vec<usize> {
+    let counters = &intake.ledger.counters;
+    intake
+        .config
+        .webhooks
+        .iter()
+        .zip(counters)
+        .map(|(w, c)| w.queue_capacity.saturating_sub(c.queued() as usize))
+        .collect()
+}
+
+/// Commits a durable outbox's journal every few milliseconds (group commit), off the
+/// runtime's worker thread; failures are logged with pacing and retried.
+async fn commit_loop(intake: Arc<Intake>) {
+    const INTERVAL: Duration = Duration::from_millis(5);
+    let mut lifecycle = intake.lifecycle.subscribe();
+    let mut failures = 0u64;
+    loop {
+        tokio::select! {
+            _ = lifecycle.wait_for(|h| *h == Lifecycle::Stopped) => return,
+            _ = tokio::time::sleep(INTERVAL) => {}
+        }
+        let intake = Arc::clone(&intake);
+        let done = tokio::task::spawn_blocking(move || {
+            let committed = intake.queue.commit();
+            let claimed = intake.queue.claim(&room(&intake));
+            resume(&intake, claimed);
+            committed
+        });
+        match done.await {
+            Ok(Ok(())) => failures = 0,
+            Ok(Err(e)) => {
+                failures += 1;
+                if failures.is_power_of_two() {
+                    warn!("{e} ({failures} in a row; retrying)");
+                }
+            }
+            Err(_) => error!("the outbox commit panicked; retrying"),
+        }
+    }
+}

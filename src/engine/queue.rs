@@ -1,0 +1,285 @@
+//! The engine's queues: per webhook a FIFO of new deliveries and a heap of retries by due
+//! time, and the dead letters (bounded, oldest evicted). With a durable outbox every change is
+//! also recorded in its [`Journal`], which the committer writes to the store in batches; the
+//! queue marks a ticket durable once its record is journaled. A queued delivery costs its
+//! ticket (~100 bytes) plus its share of the event's body.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::ledger::Ticket;
+use crate::stats::OutboxStatus;
+use crate::store::journal::{Journal, Pending, Released};
+use crate::store::{Claimed, DeadLetter, Resumed};
+
+/// What a webhook's dispatcher should do next.
+pub(crate) enum Next {
+    /// Attempt this delivery now.
+    Ready(Ticket),
+    /// Nothing is due before this instant.
+    At(Instant),
+    /// Nothing is queued.
+    Empty,
+}
+
+/// A retry waiting for its time; ordered by due time, then arrival.
+struct Delayed {
+    due: Instant,
+    seq: u64,
+    ticket: Ticket,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+#[derive(Default)]
+struct Lane {
+    ready: VecDeque<Ticket>,
+    delayed: BinaryHeap<Reverse<Delayed>>,
+    seq: u64,
+}
+
+/// The queues and dead letters of one engine, and its journal when the outbox is durable.
+pub(crate) struct Queue {
+    lanes: Vec<Mutex<Lane>>,
+    dead: Mutex<VecDeque<DeadLetter>>,
+    dead_capacity: usize,
+    /// Dead letters per webhook, plus one for webhooks no longer configured.
+    dead_per_webhook: Vec<AtomicU64>,
+    evicted: AtomicU64,
+    journal: Option<Journal>,
+}
+
+impl Queue {
+    /// Empty queues for `webhooks` webhooks keeping at most `dead_capacity` dead letters,
+    /// recording every change in `journal` when given (a durable outbox).
+    pub fn new(webhooks: usize, dead_capacity: usize, journal: Option<Journal>) -> Self {
+        Queue {
+            lanes: (0..webhooks).map(|_| Mutex::default()).collect(),
+            dead: Mutex::default(),
+            dead_capacity,
+            dead_per_webhook: (0..=webhooks).map(|_| AtomicU64::new(0)).collect(),
+            evicted: AtomicU64::new(0),
+            journal,
+        }
+    }
+
+    fn lane(&self, index: usize) -> MutexGuard<'_, Lane> {
+        self.lanes[index].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn dead(&self) -> MutexGuard<'_, VecDeque<DeadLetter>> {
+        self.dead.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The dead-letter counter of a webhook (None: no longer configured).
+    fn dead_count(&self, webhook: Option<usize>) -> &AtomicU64 {
+        let last = self.dead_per_webhook.len() - 1;
+        &self.dead_per_webhook[webhook.map_or(last, |w| w.min(last))]
+    }
+
+    /// Journals `ticket` as pending, due at `due` (a durable outbox), and marks it durable.
+    fn journal_pending(&self, ticket: &mut Ticket, due: Instant, new: bool) {
+        let Some(journal) = &self.journal else { return };
+        let pending = Pending {
+            id: ticket.id,
+            webhook: ticket.webhook,
+            event: ticket.event,
+            attempts: ticket.attempts,
+            due,
+            body: &ticket.body,
+            new,
+        };
+        if journal.pending(pending) {
+            ticket.mark_durable();
+        }
+    }
+
+    /// Queues a new delivery, due now.
+    pub fn push(&self, mut ticket: Ticket) {
+        self.journal_pending(&mut ticket, Instant::now(), true);
+        self.lane(ticket.webhook).ready.push_back(ticket);
+    }
+
+    /// Returns a delivery the dispatcher took but may not send yet; it goes first.
+    pub fn push_front(&self, ticket: Ticket) {
+        self.lane(ticket.webhook).ready.push_front(ticket);
+    }
+
+    /// Queues a retry, due at `due`.
+    pub fn schedule(&self, mut ticket: Ticket, due: Instant) {
+        self.journal_pending(&mut ticket, due, false);
+        self.delay(ticket, due);
+    }
+
+    /// Puts a delivery the store already holds (resumed, or taken over) back in its queue.
+    pub fn restore(&self, ticket: Ticket, due: Instant) {
+        self.delay(ticket, due);
+    }
+
+    fn delay(&self, ticket: Ticket, due: Instant) {
+        let mut lane = self.lane(ticket.webhook);
+        lane.seq += 1;
+        let seq = lane.seq;
+        lane.delayed.push(Reverse(Delayed { due, seq, ticket }));
+    }
+
+    /// The next delivery of `webhook` due at `now`, or when one will be.
+    pub fn next_due(&self, webhook: usize, now: Instant) -> Next {
+        let mut lane = self.lane(webhook);
+        let retry_due = lane.delayed.peek().map(|d| d.0.due);
+        match retry_due {
+            Some(due) if due <= now => Next::Ready(lane.delayed.pop().expect("peeked").0.ticket),
+            _ => match lane.ready.pop_front() {
+                Some(ticket) => Next::Ready(ticket),
+                None => retry_due.map_or(Next::Empty, Next::At),
+            },
+        }
+    }
+
+    /// Takes every queued delivery of `webhook` (abandoned at close).
+    pub fn drain(&self, webhook: usize) -> Vec<Ticket> {
+        let mut lane = self.lane(webhook);
+        let mut tickets: Vec<Ticket> = lane.ready.drain(..).collect();
+        tickets.extend(lane.delayed.drain().map(|d| d.0.ticket));
+        tickets
+    }
+
+    /// A delivery succeeded: the store forgets it.
+    pub fn ack(&self, ticket: &Ticket) {
+        if let Some(journal) = &self.journal {
+            journal.ended(ticket.id);
+        }
+    }
+
+    /// Keeps a delivery that failed for good.
+    pub fn dead_letter(&self, letter: DeadLetter) {
+        if let Some(journal) = &self.journal {
+            let evicted = self.keep_dead_letter(letter.clone());
+            journal.dead_letter(&letter, evicted.map(|e| e.delivery_id));
+        } else {
+            self.keep_dead_letter(letter);
+        }
+    }
+
+    /// Keeps a dead letter, evicting (and returning) the oldest when full.
+    fn keep_dead_letter(&self, letter: DeadLetter) -> Option<DeadLetter> {
+        if self.dead_capacity == 0 {
+            self.evicted.fetch_add(1, Relaxed);
+            return Some(letter);
+        }
+        let mut dead = self.dead();
+        let evicted = match dead.len() == self.dead_capacity {
+            true => dead.pop_front(),
+            false => None,
+        };
+        if let Some(old) = &evicted {
+            self.dead_count(old.webhook).fetch_sub(1, Relaxed);
+            self.evicted.fetch_add(1, Relaxed);
+        }
+        self.dead_count(letter.webhook).fetch_add(1, Relaxed);
+        dead.push_back(letter);
+        evicted
+    }
+
+    /// Copies of the dead letters of `webhook` (by id), or of all.
+    pub fn dead_letters(&self, webhook: Option<&str>) -> Vec<DeadLetter> {
+        self.dead()
+            .iter()
+            .filter(|l| matches(l, webhook))
+            .cloned()
+            .collect()
+    }
+
+    /// Removes and returns the dead letters of `webhook` (by id), or all, for a replay.
+    pub fn take_dead_letters(&self, webhook: Option<&str>) -> Vec<DeadLetter> {
+        let mut dead = self.dead();
+        let (taken, kept): (Vec<DeadLetter>, Vec<DeadLetter>) =
+            dead.drain(..).partition(|l| matches(l, webhook));
+        dead.extend(kept);
+        drop(dead);
+        for letter in &taken {
+            self.dead_count(letter.webhook).fetch_sub(1, Relaxed);
+        }
+        if let Some(journal) = &self.journal {
+            journal.dead_letters_removed(taken.iter().map(|l| l.delivery_id));
+        }
+        taken
+    }
+
+    /// Dead letters held for the webhook at `index`.
+    pub fn dead_letter_count(&self, index: usize) -> u64 {
+        self.dead_count(Some(index)).load(Relaxed)
+    }
+
+    /// Dead letters evicted because `dead_letter_capacity` was reached.
+    pub fn dead_letters_evicted(&self) -> u64 {
+        self.evicted.load(Relaxed)
+    }
+
+    /// Whether deliveries survive the process: closing then leaves what is undelivered in
+    /// the store for the next start instead of abandoning it.
+    pub fn durable(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Writes what the journal recorded so far (group commit).
+    pub fn commit(&self) -> Result<(), String> {
+        self.journal.as_ref().map_or(Ok(()), Journal::commit)
+    }
+
+    /// Deliveries to take over now (at most `room[webhook]` each) from a shared store; dead
+    /// letters it read are kept here.
+    pub fn claim(&self, room: &[usize]) -> Vec<Resumed> {
+        let Some(journal) = &self.journal else {
+            return Vec::new();
+        };
+        let Claimed { resumed, dead } = journal.claim(room);
+        self.keep_stored_dead_letters(dead);
+        resumed
+    }
+
+    /// Keeps dead letters read from the store (oldest first); evictions are journaled.
+    pub fn keep_stored_dead_letters(&self, dead: Vec<crate::store::DeadRecord>) {
+        let Some(journal) = &self.journal else { return };
+        let evicted: Vec<_> = dead
+            .into_iter()
+            .filter_map(|record| self.keep_dead_letter(record.letter(journal.ids())))
+            .map(|e| e.delivery_id)
+            .collect();
+        journal.dead_letters_removed(evicted);
+    }
+
+    /// Commits what is left and lets go of the store (at close).
+    pub fn release(&self) -> Result<(), Released> {
+        self.journal.as_ref().map_or(Ok(()), Journal::release)
+    }
+
+    /// What `stats.outbox` shows.
+    pub fn status(&self) -> OutboxStatus {
+        self.journal
+            .as_ref()
+            .map_or_else(OutboxStatus::memory, Journal::status)
+    }
+}
+
+fn matches(letter: &DeadLetter, webhook: Option<&str>) -> bool {
+    webhook.is_none_or(|id| letter.webhook_id == id)
+}

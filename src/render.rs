@@ -1,0 +1,112 @@
+//! What one delivery carries: an event's template variables (assembled once per event on the
+//! runtime thread), its rendered and checked body, and its request headers. Shared by the
+//! engine, the CLI's preview and digests.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::config::Webhook;
+use crate::events::{Context, Event};
+use crate::template::Template;
+
+/// `User-Agent` of every request.
+pub const USER_AGENT: &str = concat!("webhook-notification/", env!("CARGO_PKG_VERSION"));
+
+/// An event on its way to its webhooks, before its variables are assembled.
+pub(crate) struct Job {
+    pub event: Event,
+    /// When the hook raised it (formatted on the runtime thread, not the hook's).
+    pub raised: std::time::SystemTime,
+    pub context: Context,
+    pub metadata: Map<String, Value>,
+    /// Already limited to `max_payload_size` at admission.
+    pub payload: Option<Value>,
+    /// The library's own plugin_error: rendered with the built-in default template.
+    pub builtin_template: bool,
+}
+
+impl Job {
+    /// A job stamped with the current time.
+    pub fn new(event: Event, context: Context, metadata: Map<String, Value>, payload: Option<Value>) -> Self {
+        Job {
+            event,
+            raised: std::time::SystemTime::now(),
+            context,
+            metadata,
+            payload,
+            builtin_template: false,
+        }
+    }
+
+    /// The template variables (all but `delivery_id`, which differs per delivery).
+    pub fn vars(self, plugin_name: &str) -> Map<String, Value> {
+        let c = self.context;
+        let mut vars = Map::new();
+        vars.insert("event".into(), self.event.name().into());
+        vars.insert("plugin_name".into(), plugin_name.into());
+        let timestamp = humantime::format_rfc3339_millis(self.raised).to_string();
+        vars.insert("timestamp".into(), timestamp.into());
+        vars.insert("request_id".into(), c.request_id);
+        vars.insert("user".into(), c.user);
+        vars.insert("user_info".into(), c.user_info);
+        vars.insert("tenant_id".into(), c.tenant_id);
+        vars.insert("server_id".into(), c.server_id);
+        vars.insert("violation".into(), c.violation.unwrap_or(Value::Null));
+        vars.insert("metadata".into(), Value::Object(self.metadata));
+        vars.insert("payload".into(), self.payload.unwrap_or(Value::Null));
+        vars
+    }
+}
+
+/// Renders `template` with the event's variables (and `delivery_id`, if it uses it) and
+/// checks that the result parses as JSON.
+pub(crate) fn render_json(
+    template: &Template,
+    vars: &Map<String, Value>,
+    event: Event,
+    delivery_id: Option<&Uuid>,
+) -> Result<Bytes, String> {
+    let id = delivery_id.map(|id| Value::String(id.to_string()));
+    let body = template.render(|name| match name {
+        "delivery_id" => id.as_ref(),
+        _ => vars.get(name),
+    })?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&body)
+        .map_err(|e| format!("the {} template rendered invalid JSON: {e}", event.name()))?;
+    Ok(Bytes::from(body))
+}
+
+/// The headers of one attempt (all but `User-Agent`, which the client adds): content type,
+/// event, delivery id, the webhook's static and credential headers, and its signature over
+/// `body` at the current time.
+pub(crate) fn request_headers(webhook: &Webhook, event: Event, id: &Uuid, body: &[u8]) -> HeaderMap {
+    let id = id.to_string();
+    let mut headers = webhook.headers.clone();
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        HeaderName::from_static("x-webhook-event"),
+        HeaderValue::from_static(event.name()),
+    );
+    headers.insert(
+        HeaderName::from_static("x-webhook-delivery"),
+        HeaderValue::from_str(&id).expect("a UUID is a header value"),
+    );
+    headers.extend(webhook.signer.headers(&id, unix_now, body));
+    headers
+}
+
+/// The map of a JSON object (empty for anything else).
+pub(crate) fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}

@@ -1,0 +1,417 @@
+//! The journal of a durable outbox: deliveries are scheduled in the engine's memory queue,
+//! and every change — a new delivery, a retry with its attempt count and due time, an
+//! acknowledgement, a dead letter — is recorded here and handed to the [`Store`] every few
+//! milliseconds (group commit: one write per batch, not per event). A crash loses at most the
+//! journal not yet written; what was written is resumed later with the same delivery ids.
+//! While the store is down a failed batch is kept coalesced — one change per delivery still
+//! undelivered, nothing for one admitted and ended meanwhile — so the journal stays bounded by
+//! the webhooks' queue capacities.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::{unix_ms, Claimed, DeadLetter, DeadRecord, Final, Plan, Record, Store};
+use crate::events::Event;
+use crate::stats::OutboxStatus;
+
+/// A delivery to record as pending.
+pub(crate) struct Pending<'a> {
+    pub id: Uuid,
+    /// The webhook's index in config order.
+    pub webhook: usize,
+    pub event: Event,
+    pub attempts: u32,
+    pub due: Instant,
+    pub body: &'a Bytes,
+    /// Not yet in the store (a new delivery, not a retry).
+    pub new: bool,
+}
+
+/// The final commit at close failed: what it could not keep.
+pub(crate) struct Released {
+    pub message: String,
+    /// The webhook index and event of each admitted delivery that is lost (to be counted).
+    pub lost: Vec<(usize, Event)>,
+}
+
+/// Changes waiting for the store, and the store.
+pub(crate) struct Journal {
+    store: Box<dyn Store>,
+    /// Webhook ids in config order (records name webhooks by id, never by index).
+    ids: Vec<String>,
+    changes: Mutex<Vec<Change>>,
+    /// Held while a batch is taken and written, so batches reach the store in order.
+    commit_order: Mutex<()>,
+    /// Set (under the changes lock) when the store is released at close: no record after it.
+    released: AtomicBool,
+    committed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Journal {
+    /// A journal writing to `store`, for the webhooks `ids` in config order.
+    pub fn new(store: Box<dyn Store>, ids: Vec<String>) -> Self {
+        Journal {
+            store,
+            ids,
+            changes: Mutex::default(),
+            commit_order: Mutex::default(),
+            released: AtomicBool::new(false),
+            committed: AtomicU64::new(0),
+            last_error: Mutex::default(),
+        }
+    }
+
+    /// The webhook ids in config order.
+    pub fn ids(&self) -> &[String] {
+        &self.ids
+    }
+
+    fn changes(&self) -> MutexGuard<'_, Vec<Change>> {
+        self.changes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_error(&self, error: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    /// Records a pending delivery; false when the store was released at close (then it is not
+    /// kept). The check and the record happen under the journal lock, which the release takes
+    /// too, so a record is either in the last batch or not made at all; no write is waited for.
+    pub fn pending(&self, delivery: Pending<'_>) -> bool {
+        let due_ms = unix_ms(delivery.due);
+        let record = Record {
+            id: delivery.id,
+            webhook: self.ids[delivery.webhook].clone(),
+            event: delivery.event,
+            attempts: delivery.attempts,
+            due_ms,
+            body: String::from_utf8_lossy(delivery.body).into_owned(),
+        };
+        let value = serde_json::to_vec(&record).expect("a record serialises");
+        let mut changes = self.changes();
+        if self.released.load(Relaxed) {
+            return false;
+        }
+        changes.push(Change::Put {
+            id: delivery.id,
+            webhook: delivery.webhook,
+            event: delivery.event,
+            new: delivery.new,
+            due_ms,
+            value,
+        });
+        true
+    }
+
+    /// Records that a delivery left the outbox (delivered).
+    pub fn ended(&self, id: Uuid) {
+        self.changes().push(Change::Delete(id));
+    }
+
+    /// Records a delivery's move to the dead letters, and the eviction of the oldest letter.
+    pub fn dead_letter(&self, letter: &DeadLetter, evicted: Option<Uuid>) {
+        let value = serde_json::to_vec(&DeadRecord::of(letter)).expect("a record serialises");
+        let id = letter.delivery_id;
+        let mut changes = self.changes();
+        changes.push(Change::Delete(id));
+        changes.push(Change::PutDead(id, value));
+        changes.extend(evicted.map(Change::DeleteDead));
+    }
+
+    /// Records dead letters removed (replayed, or evicted).
+    pub fn dead_letters_removed(&self, ids: impl IntoIterator<Item = Uuid>) {
+        self.changes().extend(ids.into_iter().map(Change::DeleteDead));
+    }
+
+    /// Writes every change recorded so far in one transaction.
+    pub fn commit(&self) -> Result<(), String> {
+        let _order = self.commit_order.lock().unwrap_or_else(|e| e.into_inner());
+        let batch = std::mem::take(&mut *self.changes());
+        self.write_batch(batch).map_err(|(message, batch)| {
+            let mut changes = self.changes();
+            let newer = std::mem::replace(&mut *changes, compact(batch));
+            changes.extend(newer);
+            message
+        })
+    }
+
+    /// What the store hands over now (at most `room[webhook]` deliveries per webhook).
+    pub fn claim(&self, room: &[usize]) -> Claimed {
+        self.store.claim(room)
+    }
+
+    /// Commits what is left and lets go of the store (at close), so that a new engine can
+    /// open it at once; a delivery recorded after that is not kept.
+    pub fn release(&self) -> Result<(), Released> {
+        let _order = self.commit_order.lock().unwrap_or_else(|e| e.into_inner());
+        let batch = {
+            let mut changes = self.changes();
+            self.released.store(true, Relaxed);
+            std::mem::take(&mut *changes)
+        };
+        let written = self.write_batch(batch);
+        self.store.release();
+        written.map_err(|(message, batch)| Released {
+            message,
+            lost: unwritten_news(batch),
+        })
+    }
+
+    /// What `stats.outbox` shows.
+    pub fn status(&self) -> OutboxStatus {
+        OutboxStatus {
+            kind: self.store.kind(),
+            committed: self.committed.load(Relaxed),
+            uncommitted: self.changes().len() as u64,
+            connected: self.store.connected(),
+            last_error: (self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone())
+                .or_else(|| self.store.last_error()),
+        }
+    }
+
+    /// Writes `batch` (with `commit_order` held by the caller); on failure it is returned for
+    /// the next attempt.
+    fn write_batch(&self, batch: Vec<Change>) -> Result<(), (String, Vec<Change>)> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let written = batch
+            .iter()
+            .filter(|c| matches!(c, Change::Put { new: true, .. }))
+            .count() as u64;
+        match self.store.write(&plan_of(&batch)) {
+            Ok(()) => {
+                self.committed.fetch_add(written, Relaxed);
+                self.set_error(None);
+                Ok(())
+            }
+            Err(e) => {
+                let message = format!("outbox commit failed: {e}");
+                self.set_error(Some(message.clone()));
+                Err((message, batch))
+            }
+        }
+    }
+}
+
+/// The new deliveries of an unwritten `batch` that did not end within it (those delivered
+/// meanwhile were counted as delivered): what a failed last commit loses.
+fn unwritten_news(batch: Vec<Change>) -> Vec<(usize, Event)> {
+    let ended: HashSet<Uuid> = batch
+        .iter()
+        .filter_map(|c| match c {
+            Change::Delete(id) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    batch
+        .into_iter()
+        .filter_map(|c| match c {
+            Change::Put {
+                id,
+                webhook,
+                event,
+                new: true,
+                ..
+            } if !ended.contains(&id) => Some((webhook, event)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A batch that could not be written, reduced to what the store still needs: the last change
+/// of each delivery and dead letter (a delivery new in the batch stays new), and nothing for a
+/// delivery the batch both created and deleted. Retried batches so stay bounded by what is
+/// undelivered, however long the store is away.
+fn compact(batch: Vec<Change>) -> Vec<Change> {
+    let mut last: HashMap<(bool, Uuid), usize> = HashMap::new();
+    let mut born = HashSet::new();
+    for (index, change) in batch.iter().enumerate() {
+        let key = match change {
+            Change::Put { id, new, .. } => {
+                if *new && !last.contains_key(&(false, *id)) {
+                    born.insert(*id);
+                }
+                (false, *id)
+            }
+            Change::Delete(id) => (false, *id),
+            Change::PutDead(id, _) | Change::DeleteDead(id) => (true, *id),
+        };
+        last.insert(key, index);
+    }
+    let keep: HashSet<usize> = last.into_values().collect();
+    batch
+        .into_iter()
+        .enumerate()
+        .filter(|(index, _)| keep.contains(index))
+        .filter_map(|(_, change)| match change {
+            Change::Delete(id) if born.contains(&id) => None,
+            Change::Put {
+                id,
+                webhook,
+                event,
+                new,
+                due_ms,
+                value,
+            } => Some(Change::Put {
+                new: new || born.contains(&id),
+                id,
+                webhook,
+                event,
+                due_ms,
+                value,
+            }),
+            other => Some(other),
+        })
+        .collect()
+}
+
+/// One change waiting for the next write.
+enum Change {
+    /// A pending delivery (a [`Record`] as JSON): new (`push`) or rescheduled.
+    Put {
+        id: Uuid,
+        webhook: usize,
+        event: Event,
+        new: bool,
+        due_ms: u64,
+        value: Vec<u8>,
+    },
+    /// A delivery that left the outbox (delivered, or dead-lettered by the next change).
+    Delete(Uuid),
+    /// A dead letter (a [`DeadRecord`] as JSON).
+    PutDead(Uuid, Vec<u8>),
+    DeleteDead(Uuid),
+}
+
+/// `batch` reduced to the last change of each delivery and of each dead letter, in first-seen
+/// order, which is what a store writes: a delivery admitted and delivered within one batch
+/// (or while the store was away) costs it nothing; one retried three times is written once.
+fn plan_of(batch: &[Change]) -> Plan<'_> {
+    let mut plan = Plan {
+        deliveries: Vec::new(),
+        dead: Vec::new(),
+    };
+    let (mut delivery_at, mut dead_at) = (HashMap::new(), HashMap::new());
+    // Deliveries this batch creates: if it also deletes them, the store never sees them.
+    let mut born = HashSet::new();
+    for change in batch {
+        match change {
+            Change::Put {
+                id,
+                webhook,
+                new,
+                due_ms,
+                value,
+                ..
+            } => {
+                if *new && !delivery_at.contains_key(id) {
+                    born.insert(*id);
+                }
+                let last = Final::Put {
+                    webhook: *webhook,
+                    new: *new,
+                    due_ms: *due_ms,
+                    value,
+                };
+                upsert(&mut plan.deliveries, &mut delivery_at, *id, last);
+            }
+            Change::Delete(id) => upsert(&mut plan.deliveries, &mut delivery_at, *id, Final::Delete),
+            Change::PutDead(id, value) => upsert(&mut plan.dead, &mut dead_at, *id, Some(value.as_slice())),
+            Change::DeleteDead(id) => upsert(&mut plan.dead, &mut dead_at, *id, None),
+        }
+    }
+    plan.deliveries
+        .retain(|(id, last)| !(matches!(last, Final::Delete) && born.contains(id)));
+    plan
+}
+
+/// Sets the last change of `id` in `list` (in first-seen order).
+fn upsert<T>(list: &mut Vec<(Uuid, T)>, at: &mut HashMap<Uuid, usize>, id: Uuid, last: T) {
+    match at.get(&id) {
+        Some(&index) => list[index].1 = last,
+        None => {
+            at.insert(id, list.len());
+            list.push((id, last));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(id: Uuid, new: bool, value: &[u8]) -> Change {
+        Change::Put {
+            id,
+            webhook: 0,
+            event: Event::ToolError,
+            new,
+            due_ms: 0,
+            value: value.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_plan_keeps_the_last_change_of_each_delivery_and_skips_what_never_needed_storing() {
+        let (born, retried, stored, replayed) =
+            (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let batch = [
+            put(born, true, b"b"),
+            put(retried, true, b"r1"),
+            put(retried, false, b"r2"),
+            Change::Delete(stored),
+            put(retried, false, b"r3"),
+            Change::Delete(born),
+            Change::Delete(replayed),
+            put(replayed, true, b"p"),
+            Change::PutDead(stored, b"d".to_vec()),
+        ];
+        let plan = plan_of(&batch);
+        let deliveries: Vec<_> = plan
+            .deliveries
+            .iter()
+            .map(|(id, last)| match last {
+                Final::Put { value, .. } => (*id, Some(*value)),
+                Final::Delete => (*id, None),
+            })
+            .collect();
+        let expected: Vec<(Uuid, Option<&[u8]>)> =
+            vec![(retried, Some(b"r3")), (stored, None), (replayed, Some(b"p"))];
+        assert_eq!(deliveries, expected);
+        assert_eq!(plan.dead, vec![(stored, Some(b"d".as_slice()))]);
+    }
+
+    #[test]
+    fn a_failed_batch_is_kept_coalesced_and_forgets_what_was_created_and_ended_in_it() {
+        let (delivered, retried, dead) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let batch = vec![
+            put(delivered, true, b"d"),
+            put(retried, true, b"r1"),
+            put(dead, true, b"x"),
+            put(retried, false, b"r2"),
+            Change::Delete(delivered),
+            Change::Delete(dead),
+            Change::PutDead(dead, b"l".to_vec()),
+        ];
+        let kept = compact(batch);
+        let shape: Vec<String> = kept
+            .iter()
+            .map(|c| match c {
+                Change::Put { id, new, value, .. } => format!("{id} new={new} {value:?}"),
+                Change::PutDead(id, _) => format!("{id} dead"),
+                _ => panic!("only the retried delivery and the dead letter are left"),
+            })
+            .collect();
+        let expected = [format!("{retried} new=true {:?}", b"r2"), format!("{dead} dead")];
+        assert_eq!(shape, expected);
+        // Compacting again changes nothing: a store down for long keeps one change each.
+        assert_eq!(compact(kept).len(), 2);
+    }
+}

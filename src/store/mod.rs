@@ -1,0 +1,224 @@
+//! Where a durable outbox keeps deliveries: the [`Store`] trait and its two backends, `disk`
+//! (redb in a directory: survives restarts and crashes) and `redis` (Redis Streams: shared by
+//! a gateway fleet, survives the death of any replica). The engine schedules deliveries in
+//! memory and hands the store [`Plan`]s (group commit, see `journal`); a store only writes
+//! plans, takes over deliveries and reads back what it holds. Stores never see the engine's
+//! tickets or counters: they deal in [`Record`]s.
+
+pub(crate) mod disk;
+pub(crate) mod journal;
+pub(crate) mod redis;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::events::Event;
+
+/// A pending delivery as stored.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Record {
+    /// The delivery id (the disk store also keys records by it).
+    #[serde(default)]
+    pub id: Uuid,
+    pub webhook: String,
+    pub event: Event,
+    pub attempts: u32,
+    /// Next attempt, in milliseconds since the Unix epoch.
+    pub due_ms: u64,
+    pub body: String,
+}
+
+impl Record {
+    /// The delivery to resume from this record (found under the webhook id `webhook`).
+    pub fn resumed(self) -> Resumed {
+        Resumed {
+            webhook_id: self.webhook,
+            event: self.event,
+            delivery_id: self.id,
+            attempts: self.attempts,
+            due: instant_of(self.due_ms),
+            body: Bytes::from(self.body),
+        }
+    }
+}
+
+/// A delivery read back from a durable outbox at start (or taken over from a shared one).
+pub(crate) struct Resumed {
+    pub webhook_id: String,
+    pub event: Event,
+    pub delivery_id: Uuid,
+    pub attempts: u32,
+    /// When its next attempt is due (now, if that time has passed).
+    pub due: Instant,
+    pub body: Bytes,
+}
+
+/// A delivery that failed for good (a non-retryable answer, or retries exhausted).
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    /// Index of the webhook in config order; None when its webhook is no longer configured
+    /// (found in a durable outbox at start).
+    pub webhook: Option<usize>,
+    pub webhook_id: String,
+    pub event: Event,
+    pub delivery_id: Uuid,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: String,
+    /// RFC 3339 UTC, when it was dead-lettered.
+    pub time: String,
+    /// The body that was sent: the event's variables as the template rendered them.
+    pub body: Bytes,
+}
+
+/// A dead letter as hosts see it (stats-like JSON; the body as a JSON value).
+#[derive(Serialize)]
+pub struct DeadLetterView {
+    pub webhook_id: String,
+    pub event: &'static str,
+    pub delivery_id: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: String,
+    pub time: String,
+    pub body: Value,
+}
+
+impl DeadLetter {
+    /// Its JSON view.
+    pub fn view(&self) -> DeadLetterView {
+        DeadLetterView {
+            webhook_id: self.webhook_id.clone(),
+            event: self.event.name(),
+            delivery_id: self.delivery_id.to_string(),
+            attempts: self.attempts,
+            last_status: self.last_status,
+            last_error: self.last_error.clone(),
+            time: self.time.clone(),
+            body: serde_json::from_slice(&self.body).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// A dead letter as stored.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct DeadRecord {
+    #[serde(default)]
+    pub id: Uuid,
+    pub webhook: String,
+    pub event: Event,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: String,
+    pub time: String,
+    pub body: String,
+}
+
+impl DeadRecord {
+    /// The record of `letter`.
+    pub fn of(letter: &DeadLetter) -> Self {
+        DeadRecord {
+            id: letter.delivery_id,
+            webhook: letter.webhook_id.clone(),
+            event: letter.event,
+            attempts: letter.attempts,
+            last_status: letter.last_status,
+            last_error: letter.last_error.clone(),
+            time: letter.time.clone(),
+            body: String::from_utf8_lossy(&letter.body).into_owned(),
+        }
+    }
+
+    /// The dead letter, for the webhooks `ids` in config order.
+    pub fn letter(self, ids: &[String]) -> DeadLetter {
+        DeadLetter {
+            webhook: ids.iter().position(|id| *id == self.webhook),
+            webhook_id: self.webhook,
+            event: self.event,
+            delivery_id: self.id,
+            attempts: self.attempts,
+            last_status: self.last_status,
+            last_error: self.last_error,
+            time: self.time,
+            body: Bytes::from(self.body),
+        }
+    }
+}
+
+/// What a batch does to one delivery, after coalescing its changes.
+pub(crate) enum Final<'a> {
+    Put {
+        /// The webhook's index in config order.
+        webhook: usize,
+        /// Not yet in the store (added, not rescheduled).
+        new: bool,
+        due_ms: u64,
+        /// The [`Record`] as JSON.
+        value: &'a [u8],
+    },
+    Delete,
+}
+
+/// A batch reduced to the last change of each delivery and of each dead letter (`None`:
+/// deleted), in first-seen order: what a store writes in one go.
+pub(crate) struct Plan<'a> {
+    pub deliveries: Vec<(Uuid, Final<'a>)>,
+    /// Dead letters: a [`DeadRecord`] as JSON, or deleted.
+    pub dead: Vec<(Uuid, Option<&'a [u8]>)>,
+}
+
+/// What a store hands over: deliveries to take over, and dead letters it read (oldest first).
+#[derive(Default)]
+pub(crate) struct Claimed {
+    pub resumed: Vec<Resumed>,
+    pub dead: Vec<DeadRecord>,
+}
+
+/// Where a durable outbox writes its batches.
+pub(crate) trait Store: Send + Sync {
+    /// `stats.outbox.type`.
+    fn kind(&self) -> &'static str;
+    /// Applies `plan` in one write.
+    fn write(&self, plan: &Plan) -> Result<(), String>;
+    /// Lets go of the store after the last write (at close).
+    fn release(&self);
+    /// Whether the store is reachable now.
+    fn connected(&self) -> bool {
+        true
+    }
+    /// Why it is not, if it is not.
+    fn last_error(&self) -> Option<String> {
+        None
+    }
+    /// Deliveries to take over now, at most `room[webhook]` per webhook, and dead letters read
+    /// from the store (before the store reports itself connected).
+    fn claim(&self, _room: &[usize]) -> Claimed {
+        Claimed::default()
+    }
+}
+
+/// `due` as milliseconds since the Unix epoch.
+pub(crate) fn unix_ms(due: Instant) -> u64 {
+    let now = SystemTime::now();
+    let at = match due.checked_duration_since(Instant::now()) {
+        Some(ahead) => now + ahead,
+        None => now,
+    };
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> u64 {
+    unix_ms(Instant::now())
+}
+
+/// The instant of a Unix time in milliseconds (now, if it has passed).
+fn instant_of(ms: u64) -> Instant {
+    let at = UNIX_EPOCH + Duration::from_millis(ms);
+    let ahead = at.duration_since(SystemTime::now()).unwrap_or_default();
+    Instant::now() + ahead
+}
