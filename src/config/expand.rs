@@ -26,7 +26,7 @@ pub(super) fn expand_env(value: &mut Y, path: &mut String) -> Result<()> {
                 if !path.is_empty() {
                     path.push('.');
                 }
-                path.push_str(super::shown_key(key.as_str().unwrap_or("?")));
+                path.push_str(super::redact::shown_key(key.as_str().unwrap_or("?")));
                 expand_env(item, path)?;
                 path.truncate(len);
             }

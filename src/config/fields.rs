@@ -1,0 +1,54 @@
+//! Checks shared by the section builders: numbers and durations in range, event names,
+//! templates that compile and render JSON. Each error names its field.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::template::Template;
+
+/// Compiles a template and proves at load time that it renders JSON. Every `{{ }}` renders
+/// a value as JSON for its place, so one sample rendering proves every rendering — provided
+/// no `{{ }}` stands where a value cannot (`Template::compile` refuses those).
+pub(super) fn compile(field: &str, source: &str) -> Result<Template> {
+    let template = Template::compile(source).map_err(|e| Error::config(field, e))?;
+    let sample = json!({"event": "violation", "plugin_name": "p", "timestamp": "t",
+        "user": "u", "violation": {"reason": "r", "details": {}}, "metadata": {"tool_name": "t"}});
+    let rendered = template
+        .render(|name| sample.get(name))
+        .map_err(|e| Error::config(field, e))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&rendered)
+        .map_err(|e| Error::config(field, format!("template does not render valid JSON: {e}")))?;
+    Ok(template)
+}
+
+pub(super) fn event_key(field: &str, name: &str) -> Result<Event> {
+    Event::from_name(name).map_err(|_| {
+        let known: Vec<&str> = Event::ALL.iter().map(|e| e.name()).collect();
+        Error::config(
+            field,
+            format!("unknown event `{name}` (known: {})", known.join(", ")),
+        )
+    })
+}
+
+pub(super) fn in_range(field: &str, value: u64, min: u64, max: u64) -> Result<u64> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Error::config(field, format!("is out of range {min}..={max}")))
+    }
+}
+
+pub(super) fn seconds(field: &str, value: f64, min: f64, max: f64) -> Result<Duration> {
+    if (min..=max).contains(&value) {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(Error::config(
+            field,
+            format!("is out of range {min}..={max} seconds"),
+        ))
+    }
+}

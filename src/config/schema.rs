@@ -1,0 +1,224 @@
+//! The config document as written: serde types with the original plugin's defaults. Unknown
+//! fields are refused here; values are checked by each section's builder.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::retry::RawDuration;
+use crate::events::Event;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) webhooks: Vec<RawWebhook>,
+    #[serde(default)]
+    pub(super) payload_templates: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) payload_template_files: BTreeMap<String, String>,
+    pub(super) default_template: Option<String>,
+    #[serde(default)]
+    pub(super) include_payload_data: bool,
+    #[serde(default = "defaults::max_payload_size")]
+    pub(super) max_payload_size: u64,
+    #[serde(default = "defaults::queue_capacity")]
+    pub(super) queue_capacity: u64,
+    #[serde(default = "defaults::shutdown_timeout")]
+    pub(super) shutdown_timeout: f64,
+    #[serde(default)]
+    pub(super) outbox: RawOutbox,
+    #[serde(default)]
+    pub(super) network: RawNetwork,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNetwork {
+    #[serde(default)]
+    pub(super) deny_private: bool,
+    #[serde(default)]
+    pub(super) allow: Vec<String>,
+    #[serde(default)]
+    pub(super) deny: Vec<String>,
+    #[serde(default)]
+    pub(super) require_https: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) ca_file: Option<String>,
+    pub(super) client_cert_file: Option<String>,
+    pub(super) client_key_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWebhook {
+    pub(super) url: String,
+    pub(super) id: Option<String>,
+    #[serde(default = "defaults::events")]
+    pub(super) events: Vec<Event>,
+    #[serde(default)]
+    pub(super) authentication: RawAuth,
+    pub(super) retry_attempts: Option<u64>,
+    pub(super) retry_delay: Option<u64>,
+    pub(super) retry_schedule: Option<Vec<RawDuration>>,
+    #[serde(default = "defaults::timeout")]
+    pub(super) timeout: u64,
+    #[serde(default = "defaults::enabled")]
+    pub(super) enabled: bool,
+    #[serde(default = "defaults::max_concurrency")]
+    pub(super) max_concurrency: u64,
+    pub(super) queue_capacity: Option<u64>,
+    pub(super) max_rate: Option<f64>,
+    #[serde(default)]
+    pub(super) circuit_breaker: RawBreaker,
+    #[serde(default)]
+    pub(super) headers: BTreeMap<String, String>,
+    pub(super) tls: Option<RawTls>,
+    pub(super) proxy: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum AuthType {
+    #[default]
+    None,
+    Bearer,
+    ApiKey,
+    Hmac,
+    StandardWebhooks,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    #[serde(default, rename = "type")]
+    pub(super) kind: AuthType,
+    #[serde(default, deserialize_with = "credential")]
+    pub(super) token: Option<String>,
+    #[serde(default, deserialize_with = "credential")]
+    pub(super) api_key: Option<String>,
+    pub(super) api_key_header: Option<String>,
+    #[serde(default, deserialize_with = "credential")]
+    pub(super) hmac_secret: Option<String>,
+    pub(super) hmac_algorithm: Option<String>,
+    pub(super) hmac_header: Option<String>,
+    pub(super) secrets: Option<Vec<String>>,
+}
+
+/// `circuit_breaker`: `false` (off), `true` (defaults) or `{failures, cooldown}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawBreaker {
+    Switch(bool),
+    Settings(RawBreakerSettings),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBreakerSettings {
+    #[serde(default = "defaults::breaker_failures")]
+    pub(super) failures: u64,
+    #[serde(default = "defaults::breaker_cooldown")]
+    pub(super) cooldown: f64,
+}
+
+impl Default for RawBreaker {
+    fn default() -> Self {
+        RawBreaker::Switch(true)
+    }
+}
+
+#[derive(Deserialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum OutboxType {
+    #[default]
+    Memory,
+    Disk,
+    Redis,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOutbox {
+    #[serde(default, rename = "type")]
+    pub(super) kind: OutboxType,
+    pub(super) path: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) key: Option<String>,
+    pub(super) claim_after: Option<f64>,
+    #[serde(default = "defaults::dead_letter_capacity")]
+    pub(super) dead_letter_capacity: u64,
+}
+
+impl Default for RawOutbox {
+    fn default() -> Self {
+        RawOutbox {
+            kind: OutboxType::Memory,
+            path: None,
+            url: None,
+            key: None,
+            claim_after: None,
+            dead_letter_capacity: defaults::dead_letter_capacity(),
+        }
+    }
+}
+
+pub(super) mod defaults {
+    use crate::events::Event;
+    pub fn max_payload_size() -> u64 {
+        1000
+    }
+    pub fn queue_capacity() -> u64 {
+        10_000
+    }
+    pub fn shutdown_timeout() -> f64 {
+        5.0
+    }
+    pub fn events() -> Vec<Event> {
+        vec![Event::Violation]
+    }
+    pub fn retry_attempts() -> u64 {
+        3
+    }
+    pub fn retry_delay() -> u64 {
+        1000
+    }
+    pub fn timeout() -> u64 {
+        10
+    }
+    pub fn enabled() -> bool {
+        true
+    }
+    pub fn max_concurrency() -> u64 {
+        32
+    }
+    pub fn breaker_failures() -> u64 {
+        5
+    }
+    pub fn breaker_cooldown() -> f64 {
+        60.0
+    }
+    pub fn dead_letter_capacity() -> u64 {
+        10_000
+    }
+}
+
+/// A credential given as a string, or as a number an unquoted YAML value became.
+fn credential<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Signed(i64),
+        Unsigned(u64),
+    }
+    Ok(Option::<Scalar>::deserialize(d)?.map(|s| match s {
+        Scalar::Text(t) => t,
+        Scalar::Signed(n) => n.to_string(),
+        Scalar::Unsigned(n) => n.to_string(),
+    }))
+}

@@ -1,0 +1,284 @@
+//! Config loading end to end: defaults, bounds, and errors that name the field.
+
+use reqwest::header::AUTHORIZATION;
+use serde_json::json;
+
+use super::retry::RetryPolicy;
+use super::webhook::derived_id;
+use super::*;
+
+fn err(text: &str) -> (String, String) {
+    match Config::load(text).unwrap_err() {
+        Error::Config { field, message } => (field, message),
+        other => panic!("not a config error: {other}"),
+    }
+}
+
+#[test]
+fn defaults_match_the_original() {
+    let c = Config::load("webhooks:\n  - url: https://h.example/x\n").unwrap();
+    let w = &c.webhooks[0];
+    assert_eq!(w.events, vec![Event::Violation]);
+    let exponential = RetryPolicy::Exponential {
+        attempts: 3,
+        base: Duration::from_millis(1000),
+    };
+    assert_eq!((&w.retry, w.timeout), (&exponential, Duration::from_secs(10)));
+    assert_eq!(
+        (w.enabled, w.max_concurrency, w.queue_capacity),
+        (true, 32, 10_000)
+    );
+    assert_eq!((w.max_rate, w.id.len()), (None, 12));
+    let breaker = BreakerSettings {
+        failures: 5,
+        cooldown: Duration::from_secs(60),
+    };
+    assert_eq!(w.breaker, Some(breaker));
+    assert_eq!(
+        (c.max_payload_size, c.include_payload_data, c.dead_letter_capacity),
+        (1000, false, 10_000)
+    );
+    assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
+    assert_eq!(w.redacted_url, "https://h.example/…");
+}
+
+#[test]
+fn empty_config_has_no_webhooks() {
+    assert!(Config::load("").unwrap().webhooks.is_empty());
+    assert!(Config::load("{}").unwrap().webhooks.is_empty());
+}
+
+#[test]
+fn each_bad_input_names_its_field() {
+    let cases = [
+        ("webhooks: [{url: 'https://a/', bogus: 1}]", "webhooks[0].bogus", "unknown field `bogus`"),
+        ("webhooks: [{url: 'https://a/', retry_attempts: 11}]", "webhooks[0].retry_attempts", "out of range"),
+        ("webhooks: [{url: 'https://a/', retry_delay: 99}]", "webhooks[0].retry_delay", "out of range"),
+        ("webhooks: [{url: 'https://a/', timeout: 0}]", "webhooks[0].timeout", "out of range"),
+        ("webhooks: [{url: 'https://a/', events: [nope]}]", "webhooks[0].events[0]", "unknown value, expected one of `violation`"),
+        ("webhooks: [{url: 'https://a/', authentication: {type: oauth}}]", "webhooks[0].authentication.type", "unknown value"),
+        ("webhooks: [{url: 'https://a/', authentication: {type: bearer}}]", "webhooks[0].authentication.token", "required"),
+        ("webhooks: [{url: 'https://a/', authentication: {type: api_key}}]", "webhooks[0].authentication.api_key", "required"),
+        ("webhooks: [{url: 'https://a/', authentication: {type: hmac}}]", "webhooks[0].authentication.hmac_secret", "required"),
+        ("webhooks: [{url: 'https://a/', authentication: {type: hmac, hmac_secret: s, hmac_algorithm: md5}}]", "webhooks[0].authentication.hmac_algorithm", "unknown algorithm"),
+        ("webhooks: [{url: 'https://a/', authentication: {type: standard_webhooks, secrets: [whsec_QUJD, 'whsec_!!']}}]", "webhooks[0].authentication.secrets[1]", "whsec_"),
+        ("webhooks: [{url: 'ftp://a/'}]", "webhooks[0].url", "http"),
+        ("webhooks: [{url: 'https://a/', retry_attempts: 2, retry_schedule: [1s]}]", "webhooks[0].retry_schedule", "not both"),
+        ("webhooks: [{url: 'https://a/', retry_schedule: [1s, 2s, 3s, 4s, 5s, 6s, 7s, 8s, 9s, 10s, 11s, 12s, 13s, 14s, 15s, 16s, 17s, 18s, 19s, 20s, 21s]}]", "webhooks[0].retry_schedule", "at most 20"),
+        ("webhooks: [{url: 'https://a/', retry_schedule: [1s, soon]}]", "webhooks[0].retry_schedule[1]", "not a duration"),
+        ("webhooks: [{url: 'https://a/', retry_schedule: [25h]}]", "webhooks[0].retry_schedule[0]", "24h"),
+        ("webhooks: [{url: 'https://a/', id: x}, {url: 'https://b/', id: x}]", "webhooks[1].id", "already"),
+        ("webhooks: [{url: 'https://a/'}, {url: 'https://a/'}]", "webhooks[1].id", "explicit ids"),
+        ("webhooks: [{url: 'https://a/', id: 'a b'}]", "webhooks[0].id", "A-Z"),
+        ("webhooks: [{url: 'https://a/', max_rate: 0}]", "webhooks[0].max_rate", "more than 0"),
+        ("webhooks: [{url: 'https://a/', queue_capacity: 0}]", "webhooks[0].queue_capacity", "out of range"),
+        ("webhooks: [{url: 'https://a/', circuit_breaker: {failures: 0}}]", "webhooks[0].circuit_breaker.failures", "out of range"),
+        ("outbox: {type: floppy}", "outbox.type", "expected one of `memory`, `disk`, `redis`"),
+        ("outbox: {type: disk, url: 'redis://x'}", "outbox.url", "only for `type: redis`"),
+        ("outbox: {type: redis, url: 'http://x'}", "outbox.url", "must start with"),
+        ("outbox: {type: redis}", "outbox.url", "required for `type: redis` (or set REDIS_URL)"),
+        ("outbox: {type: redis, url: 'redis://x', key: ''}", "outbox.key", "non-empty"),
+        ("outbox: {type: redis, url: 'redis://x', claim_after: 0}", "outbox.claim_after", ""),
+        ("outbox: {type: disk}", "outbox.path", "required"),
+        ("outbox: {type: memory, path: /tmp/x}", "outbox.path", "only for"),
+        ("outbox: {dead_letter_capacity: -1}", "outbox.dead_letter_capacity", "invalid value"),
+        ("webhooks: [{url: 'not a url'}]", "webhooks[0].url", "not a valid URL"),
+        ("webhooks: [{url: 'https://a/', headers: {X-A: \"v\\r\\nX-B: 1\"}}]", "webhooks[0].headers.X-A", "CR/LF"),
+        ("payload_templates: {violation: '{\"a\": {{user}'}", "payload_templates.violation", "line 1"),
+        ("payload_templates: {violation: '{\"a\": \"{{user}}\"} x'}", "payload_templates.violation", "valid JSON"),
+        ("payload_templates: {nope: '{}'}", "payload_templates.nope", "unknown event `nope`"),
+        ("queue_capacity: 0", "queue_capacity", "out of range"),
+        ("webhooks: [{url: 'https://a/${env.WEBHOOK_TEST_SURELY_UNSET}'}]", "webhooks[0].url", "WEBHOOK_TEST_SURELY_UNSET"),
+        ("payload_template_files: {violation: /nonexistent/t.json}", "payload_template_files.violation", "cannot read"),
+        ("payload_template_files: {violation: /dev/zero}", "payload_template_files.violation", "not a regular file"),
+        ("webhooks: [{url: 'https://a/', authentication: {type: bearer, token: '${file:/dev/zero}'}}]", "webhooks[0].authentication.token", "not a regular file"),
+    ];
+    let wrong: Vec<String> = cases
+        .iter()
+        .filter_map(|(text, field, message)| {
+            let (f, m) = err(text);
+            (f != *field || !m.contains(message)).then(|| format!("{text}\n  got `{f}`: {m}"))
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// No error quotes a value from the config, whatever was typed where: numbers, booleans,
+/// strings for structs, lists for strings, secrets in the wrong field, `${env}` values.
+#[test]
+fn no_error_quotes_a_config_value() {
+    std::env::set_var("WEBHOOK_CFG_SECRET_ENV", "ENVSECRET77");
+    let cases = [
+        "webhooks: [{url: 'https://a/', authentication: {type: api_key, api_key: [SECRETLIST1]}}]",
+        "webhooks: [{url: 'https://a/', authentication: 'Bearer SECRET_TOKEN_123'}]",
+        "webhooks: [{url: 'https://a/', authentication: {type: standard_webhooks, secrets: whsec_SECRETWHSEC}}]",
+        "webhooks: 'https://hooks.example/SECRETPATH?token=SECRETQ'",
+        "webhooks: ['https://hooks.example/SECRETPATH?token=SECRETQ']",
+        "webhooks: [{url: 987654321012}]",
+        "webhooks: [{url: 'https://a/', retry_attempts: 987654321012}]",
+        "webhooks: [{url: 'https://a/', retry_attempts: SECRETWORD}]",
+        "webhooks: [{url: 'https://a/', enabled: SECRETBOOL}]",
+        "webhooks: [{url: 'https://a/', headers: SECRETHEADERS}]",
+        "webhooks: [{url: 'https://a/', headers: {X-K: [SECRETH]}}]",
+        "webhooks: [{url: 'https://a/', events: SECRETEVENTS}]",
+        "webhooks: [{url: 'https://a/', authentication: {type: SECRETTYPE}}]",
+        "webhooks: [{url: 'https://a/', authentication: {type: hmac, hmac_secret: s, hmac_algorithm: SECRETALG}}]",
+        "webhooks: [{url: 'https://a/', timeout: '${env.WEBHOOK_CFG_SECRET_ENV}'}]",
+        "webhooks: [{url: 'https://a/', max_rate: -987654321012}]",
+        "webhooks: [{url: 'https://a/', circuit_breaker: SECRETCB}]",
+        "queue_capacity: 987654321012",
+        "shutdown_timeout: 987654321012",
+        "{\"webhooks\": [{\"url\": \"https://a/SECRETJSON\"}], SECRETTRAIL",
+    ];
+    let secrets = ["SECRET", "987654321012", "ENVSECRET77", "hooks.example"];
+    for text in cases {
+        let e = Config::load(text).unwrap_err().to_string();
+        assert!(!secrets.iter().any(|s| e.contains(s)), "{text}\n  leaks: {e}");
+    }
+    let (field, message) = err("webhooks: [{url: 'https://a/', authentication: 'Bearer SECRET_TOKEN_123'}]");
+    assert_eq!(field, "webhooks[0].authentication");
+    assert!(
+        message.contains("found string") && message.contains("expected struct"),
+        "{message}"
+    );
+}
+
+/// Found by fuzzing: a URL typed where a key goes was echoed as an unknown field and in
+/// the field path. Keys that do not look like names are not shown.
+#[test]
+fn keys_that_might_be_secrets_are_not_shown() {
+    let text = r#"{"webhooks": [{"us://h.example/FUZZ/SECRET", "authentication": {"type": "bearer", "tokenr", "token": 12345}}],ue q"ue_capacity": 5}"#;
+    let e = Config::load(text).unwrap_err().to_string();
+    assert!(!e.contains("SECRET"), "{e}");
+    let (field, message) = err("webhooks: [{url: 'https://a/', 'https://hooks.example/T0/SECRET': 1}]");
+    assert!(
+        !field.contains("SECRET") && !message.contains("SECRET"),
+        "{field}: {message}"
+    );
+    assert_eq!(field, "webhooks[0].?");
+    // Also found by fuzzing: an `${env.` reference, a duplicate key (also inside a key
+    // path of YAML's own error) and a template path whose text was a secret.
+    for text in [
+        "{\"webh/FUZZ/SECRETks\": [{authentication: 1, authentication: 2}], 1: 2}",
+        "{\"x/FUZZ/SECRET\", \"x/FUZZ/SECRET\", \"a\": 1}",
+        "webhooks: [{url: '${env.X: FUZZ/SECRET}'}]",
+        "{webhooks: [{authentication: 1, 'authentication': 2, \"x/FUZZ/SECRET\": 3, \"x/FUZZ/SECRET\": 4}]}",
+        "payload_templates: {violation: '{\"a\": {{violation.x/FUZZ/SECRET}}}'}",
+    ] {
+        let e = Config::load(text).unwrap_err().to_string();
+        assert!(!e.contains("SECRET"), "{text}: {e}");
+    }
+    let (field, message) = err("webhooks: [{url: 'https://a/', bogus_field: 1}]");
+    assert_eq!(
+        (field.as_str(), message.contains("unknown field `bogus_field`")),
+        ("webhooks[0].bogus_field", true)
+    );
+}
+
+#[test]
+fn numeric_credentials_are_taken_as_text() {
+    let c = Config::load(
+        "webhooks: [{url: 'https://a/', authentication: {type: api_key, api_key: 987654321012}}]",
+    )
+    .unwrap();
+    assert_eq!(c.webhooks[0].headers["x-api-key"], "987654321012");
+}
+
+#[test]
+fn yaml_flow_mappings_load_and_json_errors_stay_readable() {
+    let c = Config::load("{webhooks: [{url: 'https://a/'}]}").unwrap();
+    assert_eq!(c.webhooks.len(), 1);
+    let c = Config::load(r#"{"webhooks": [{"url": "https://a/"}], "queue_capacity": 5}"#).unwrap();
+    assert_eq!(c.webhooks[0].queue_capacity, 5);
+    let (_, m) = err(r#"{"webhooks": [{"url": "https://a/"}]"#);
+    assert!(m.contains("neither valid JSON") && m.contains("line 1"), "{m}");
+}
+
+#[test]
+fn urls_need_a_host_and_no_userinfo_or_fragment() {
+    for (url, why) in [
+        ("http:///SECRET_PATH?token=SECRETQ", "has no host"),
+        ("https://?SECRETQ", "host"),
+        ("https://user:SECRETPW@h.example/x", "user:password"),
+        ("https://h.example/x#SECRETFRAG", "fragment"),
+    ] {
+        let (field, m) = err(&format!("webhooks: [{{url: '{url}'}}]"));
+        assert_eq!(field, "webhooks[0].url");
+        assert!(m.contains(why) && !m.contains("SECRET"), "{url}: {m}");
+    }
+}
+
+#[test]
+fn v2_fields_load() {
+    let c = Config::load("webhooks: [{url: 'https://a/', id: slack-ops, queue_capacity: 7, retry_schedule: [500ms, 5s, 5m, 2h, 250], max_rate: 0.5, circuit_breaker: {failures: 2, cooldown: 1.5}}, {url: 'https://b/', circuit_breaker: false}]").unwrap();
+    let w = &c.webhooks[0];
+    assert_eq!(
+        (w.id.as_str(), w.queue_capacity, w.max_rate),
+        ("slack-ops", 7, Some(0.5))
+    );
+    let ms = |n| Duration::from_millis(n);
+    let schedule = RetryPolicy::Schedule(vec![ms(500), ms(5000), ms(300_000), ms(7_200_000), ms(250)]);
+    assert_eq!(w.retry, schedule);
+    assert_eq!(
+        w.breaker,
+        Some(BreakerSettings {
+            failures: 2,
+            cooldown: ms(1500)
+        })
+    );
+    assert_eq!(c.webhooks[1].breaker, None);
+    assert_eq!(c.webhooks[1].id, derived_id("https://b/"));
+    let again = Config::load("webhooks: [{url: 'https://b/', circuit_breaker: false}]").unwrap();
+    assert_ne!(again.identity, c.identity);
+    assert_eq!(
+        Config::load("webhooks: [{url: 'https://b/', circuit_breaker: false}]")
+            .unwrap()
+            .identity,
+        again.identity
+    );
+}
+
+#[test]
+fn credentials_never_appear_in_errors_or_debug() {
+    let (_, m) = err("webhooks: [{url: 'https://a/', authentication: {type: bearer, token: \"sec\\nret\"}}]");
+    assert!(!m.contains("sec"), "{m}");
+    let c = Config::load("webhooks: [{url: 'https://a/T0/B1?k=topsecret', authentication: {type: hmac, hmac_secret: topsecret}}, {url: 'https://b/', authentication: {type: bearer, token: topsecret}}]").unwrap();
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("topsecret"), "{debug}");
+}
+
+/// The original plugin's two documented configs load unchanged (URLs aside), and each
+/// seed template renders JSON even with hostile values.
+#[test]
+fn the_seed_configs_load_and_their_templates_render_json() {
+    let basic = "webhooks:\n  - url: \"https://hooks.slack.com/services/YOUR/SLACK/WEBHOOK\"\n    events: [\"violation\", \"rate_limit_exceeded\"]\n    authentication:\n      type: \"none\"\n    retry_attempts: 3\n    retry_delay: 1000\n    timeout: 10\n    enabled: true\n";
+    let c = Config::load(basic).unwrap();
+    assert_eq!(
+        c.webhooks[0].events,
+        vec![Event::Violation, Event::RateLimitExceeded]
+    );
+    for (var, value) in [
+        ("DEMO_RECEIVER", "https://h"),
+        ("SLACK_WEBHOOK_TOKEN", "t"),
+        ("WEBHOOK_HMAC_SECRET", "s"),
+        ("MONITORING_API_KEY", "k"),
+    ] {
+        std::env::set_var(var, value);
+    }
+    let advanced = Config::load(include_str!("../../examples/advanced.yaml")).unwrap();
+    assert_eq!(advanced.webhooks.len(), 3);
+    let vars = json!({"user": "a\"b\\c\n}", "violation": {"reason": "r\"", "description": "{{x}}", "details": {"q": "\""}}});
+    for event in [Event::Violation, Event::RateLimitExceeded] {
+        let body = advanced.template(event).render(|name| vars.get(name)).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{body}: {e}"));
+        assert!(parsed.to_string().contains("a\\\"b"), "{parsed}");
+    }
+}
+
+#[test]
+fn env_variables_expand_everywhere() {
+    std::env::set_var("WEBHOOK_CFG_TEST_TOKEN", "t0k");
+    let c = Config::load("webhooks: [{url: 'https://a/${env.WEBHOOK_CFG_TEST_TOKEN}/x', authentication: {type: bearer, token: '${env.WEBHOOK_CFG_TEST_TOKEN}'}}]").unwrap();
+    assert_eq!(c.webhooks[0].url.path(), "/t0k/x");
+    assert_eq!(c.webhooks[0].headers[AUTHORIZATION], "Bearer t0k");
+}

@@ -1,0 +1,326 @@
+//! `webhooks[]`: one target each — URL and id, events, retries, limits, breaker, headers,
+//! TLS material and proxy — built from the document and checked field by field.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use reqwest::Url;
+use sha2::{Digest, Sha256};
+
+use super::auth::{header_name, header_value};
+use super::expand;
+use super::fields::{in_range, seconds};
+use super::redact::redact;
+use super::retry::{RawDuration, RetryPolicy, MAX_SCHEDULE_LEN};
+use super::schema::{defaults, RawBreaker, RawTls, RawWebhook};
+use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::network::NetworkPolicy;
+use crate::signing::Signer;
+
+/// One webhook target. Its `Debug` shows only the id and the redacted URL.
+pub struct Webhook {
+    /// Names the webhook in stats, logs and dead letters (never the URL).
+    pub id: String,
+    /// The full URL (may hold credentials in its path or query: never log it).
+    pub url: Url,
+    /// `scheme://host[:port]/…`, safe for logs and stats.
+    pub redacted_url: String,
+    /// Events this webhook receives.
+    pub events: Vec<Event>,
+    /// Extra headers: the `headers` map plus bearer/api-key credentials (marked sensitive).
+    pub headers: HeaderMap,
+    /// How each request body is signed.
+    pub signer: Signer,
+    /// When failed attempts are tried again.
+    pub retry: RetryPolicy,
+    /// Bound on each attempt.
+    pub timeout: Duration,
+    /// A disabled webhook receives nothing.
+    pub enabled: bool,
+    /// Requests in flight at most for this webhook.
+    pub max_concurrency: usize,
+    /// Deliveries queued, in flight or waiting to retry at most for this webhook.
+    pub queue_capacity: usize,
+    /// Requests per second at most (None: unlimited).
+    pub max_rate: Option<f64>,
+    /// The circuit breaker, if on.
+    pub breaker: Option<BreakerSettings>,
+    /// A private CA and a client certificate, if configured.
+    pub tls: Option<TlsSettings>,
+    /// How requests reach the webhook.
+    pub proxy: ProxySetting,
+}
+
+/// A webhook's TLS material, read at load.
+#[derive(Clone)]
+pub struct TlsSettings {
+    /// Trusted in addition to the bundled roots (every certificate of `ca_file`).
+    pub ca: Vec<reqwest::Certificate>,
+    /// Presented for mTLS.
+    pub identity: Option<reqwest::Identity>,
+}
+
+/// `proxy`: the environment's (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`), none, or this URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProxySetting {
+    Environment,
+    None,
+    Url(Url),
+}
+
+/// When a webhook's circuit opens and how long it stays open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// Failed attempts in a row that open the circuit.
+    pub failures: u32,
+    /// First wait before a probe; doubles on each failed probe, up to 10×.
+    pub cooldown: Duration,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("id", &self.id)
+            .field("url", &self.redacted_url)
+            .field("events", &self.events)
+            .field("signer", &self.signer)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Webhook {
+    /// Whether this webhook receives `event`.
+    pub fn wants(&self, event: Event) -> bool {
+        self.enabled && self.events.contains(&event)
+    }
+}
+
+/// Ids name webhooks in stats, dead letters and outboxes, so they must be unique; two
+/// webhooks with the same URL derive the same id and need explicit ones.
+pub(super) fn check_unique_ids(webhooks: &[Webhook]) -> Result<()> {
+    let mut seen = HashSet::new();
+    for (i, w) in webhooks.iter().enumerate() {
+        if !seen.insert(w.id.as_str()) {
+            return Err(Error::config(
+                format!("webhooks[{i}].id"),
+                format!("`{}` is already the id of an earlier webhook (webhooks with the same URL need explicit ids)", w.id),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `[A-Za-z0-9_.-]{1,64}`
+pub(super) fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// The first 12 hex digits of SHA-256 of the full URL: stable, and reveals nothing of it.
+pub(super) fn derived_id(url: &str) -> String {
+    Sha256::digest(url.as_bytes())[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An absolute http(s) URL with a host, and without userinfo or a fragment. The text is
+/// checked as well as the parse: `http:///x` would otherwise parse with host `x`.
+pub(super) fn check_url(field: &str, text: &str) -> Result<Url> {
+    let bad = |why: &str| Error::config(field, why.to_owned());
+    let url = Url::parse(text).map_err(|e| bad(&format!("not a valid URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("must be an http:// or https:// URL"));
+    }
+    let authority = text.split_once("://").map_or("", |(_, rest)| rest);
+    if authority.starts_with(['/', '?', '#']) || authority.is_empty() || url.host_str().is_none() {
+        return Err(bad("has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            "must not carry user:password@ (use authentication or headers)",
+        ));
+    }
+    if url.fragment().is_some() {
+        return Err(bad("must not have a #fragment"));
+    }
+    Ok(url)
+}
+
+impl RawTls {
+    /// Reads the PEM files; a missing or invalid file names its field.
+    pub(super) fn build(self, at: &str) -> Result<TlsSettings> {
+        let field = |name: &str| format!("{at}.{name}");
+        let read = |name: &str, path: &str| {
+            expand::read_config_file(path)
+                .map_err(|e| Error::config(field(name), format!("cannot read `{path}`: {e}")))
+        };
+        let ca = match &self.ca_file {
+            Some(path) => reqwest::Certificate::from_pem_bundle(&read("ca_file", path)?)
+                .ok()
+                .filter(|certificates| !certificates.is_empty())
+                .ok_or_else(|| {
+                    Error::config(field("ca_file"), format!("`{path}` holds no PEM certificate"))
+                })?,
+            None => Vec::new(),
+        };
+        let identity = match (&self.client_cert_file, &self.client_key_file) {
+            (Some(cert), Some(key)) => {
+                let pem = [
+                    read("client_cert_file", cert)?,
+                    b"\n".to_vec(),
+                    read("client_key_file", key)?,
+                ]
+                .concat();
+                let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
+                    Error::config(
+                        field("client_cert_file"),
+                        "with client_key_file is not a PEM certificate and private key",
+                    )
+                })?;
+                // rustls checks that the key fits the certificate when a client is built.
+                reqwest::Client::builder()
+                    .identity(identity.clone())
+                    .build()
+                    .map_err(|_| {
+                        Error::config(field("client_key_file"), "does not match client_cert_file")
+                    })?;
+                Some(identity)
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::config(
+                    field("client_key_file"),
+                    "is required with client_cert_file",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::config(
+                    field("client_cert_file"),
+                    "is required with client_key_file",
+                ))
+            }
+        };
+        Ok(TlsSettings { ca, identity })
+    }
+}
+
+/// `proxy`: `none`, or an http(s) proxy URL.
+pub(super) fn proxy_of(field: &str, proxy: Option<String>) -> Result<ProxySetting> {
+    let Some(text) = proxy else {
+        return Ok(ProxySetting::Environment);
+    };
+    if text.trim() == "none" {
+        return Ok(ProxySetting::None);
+    }
+    let url =
+        Url::parse(text.trim()).map_err(|e| Error::config(field, format!("not a valid proxy URL ({e})")))?;
+    match url.scheme() {
+        "http" | "https" if url.host_str().is_some() => Ok(ProxySetting::Url(url)),
+        _ => Err(Error::config(
+            field,
+            "must be `none` or an http:// or https:// proxy URL",
+        )),
+    }
+}
+
+impl RawWebhook {
+    pub(super) fn build(self, at: &str, default_capacity: u64, network: &NetworkPolicy) -> Result<Webhook> {
+        let field = |name: &str| format!("{at}.{name}");
+        let url = check_url(&field("url"), &self.url)?;
+        if network.require_https && url.scheme() != "https" {
+            return Err(Error::config(
+                field("url"),
+                "must be https:// (network.require_https)",
+            ));
+        }
+        let id = match self.id {
+            Some(id) if valid_id(&id) => id,
+            Some(_) => return Err(Error::config(field("id"), "must be 1 to 64 of A-Z a-z 0-9 _ . -")),
+            None => derived_id(url.as_str()),
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in &self.headers {
+            let at = field(&format!("headers.{name}"));
+            headers.insert(header_name(&at, name)?, header_value(&at, value, false)?);
+        }
+        let signer = self
+            .authentication
+            .apply(&field("authentication"), &mut headers)?;
+        let retry = match (self.retry_schedule, self.retry_attempts, self.retry_delay) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                return Err(Error::config(
+                    field("retry_schedule"),
+                    "replaces retry_attempts and retry_delay: give one form, not both",
+                ))
+            }
+            (Some(schedule), None, None) => schedule_of(&field("retry_schedule"), &schedule)?,
+            (None, attempts, delay) => {
+                let attempts = attempts.unwrap_or_else(defaults::retry_attempts);
+                let delay = delay.unwrap_or_else(defaults::retry_delay);
+                RetryPolicy::Exponential {
+                    attempts: in_range(&field("retry_attempts"), attempts, 0, 10)? as u32,
+                    base: Duration::from_millis(in_range(&field("retry_delay"), delay, 100, 60_000)?),
+                }
+            }
+        };
+        let max_rate = match self.max_rate {
+            Some(rate) if !(rate > 0.0 && rate <= 1e6) => {
+                return Err(Error::config(
+                    field("max_rate"),
+                    "must be more than 0 (requests per second; fractions allowed)",
+                ))
+            }
+            rate => rate,
+        };
+        let breaker = match self.circuit_breaker {
+            RawBreaker::Switch(false) => None,
+            RawBreaker::Switch(true) => Some(BreakerSettings {
+                failures: defaults::breaker_failures() as u32,
+                cooldown: Duration::from_secs_f64(defaults::breaker_cooldown()),
+            }),
+            RawBreaker::Settings(s) => Some(BreakerSettings {
+                failures: in_range(&field("circuit_breaker.failures"), s.failures, 1, 1000)? as u32,
+                cooldown: seconds(&field("circuit_breaker.cooldown"), s.cooldown, 0.01, 86_400.0)?,
+            }),
+        };
+        let capacity = self.queue_capacity.unwrap_or(default_capacity);
+        Ok(Webhook {
+            id,
+            redacted_url: redact(&url),
+            url,
+            events: self.events,
+            headers,
+            signer,
+            retry,
+            timeout: Duration::from_secs(in_range(&field("timeout"), self.timeout, 1, 120)?),
+            enabled: self.enabled,
+            max_concurrency: in_range(&field("max_concurrency"), self.max_concurrency, 1, 1024)? as usize,
+            queue_capacity: in_range(&field("queue_capacity"), capacity, 1, 10_000_000)? as usize,
+            max_rate,
+            breaker,
+            tls: self.tls.map(|t| t.build(&field("tls"))).transpose()?,
+            proxy: proxy_of(&field("proxy"), self.proxy)?,
+        })
+    }
+}
+
+pub(super) fn schedule_of(field: &str, schedule: &[RawDuration]) -> Result<RetryPolicy> {
+    if schedule.len() > MAX_SCHEDULE_LEN {
+        return Err(Error::config(
+            field,
+            format!("lists {} delays; at most {MAX_SCHEDULE_LEN}", schedule.len()),
+        ));
+    }
+    let delays = schedule
+        .iter()
+        .enumerate()
+        .map(|(i, d)| d.parse().map_err(|m| Error::config(format!("{field}[{i}]"), m)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RetryPolicy::Schedule(delays))
+}
