@@ -81,6 +81,22 @@ int32_t webhook_plugin_new(const char *config,
                            char **error);
 
 /**
+ * Like `webhook_plugin_new`, but the handle attaches to the process-wide engine of this
+ * config and plugin name (started if none runs), as Python plugin instances do: every handle
+ * attached with the same config shares its queues, counters and breakers. Freeing (or
+ * closing) an attached handle detaches it at once and never blocks; the engine closes once
+ * idle with no handle attached, or drains for at most `shutdown_timeout` at process exit.
+ * For hosts that make a handle per thread or per interpreter (Envoy's Lua states).
+ *
+ * # Safety
+ * As for `webhook_plugin_new`.
+ */
+int32_t webhook_plugin_attach(const char *config,
+                              const char *plugin_name,
+                              WebhookPlugin **out,
+                              char **error);
+
+/**
  * Handles one hook call: `hook` is a cpex hook name (`tool_post_invoke`, …),
  * `payload_json` that hook's cpex payload, `context_json` (nullable) a cpex PluginContext
  * or bare global context, optionally with a top-level `violation`. Returns at once: the
@@ -163,11 +179,13 @@ int32_t webhook_plugin_close(WebhookPlugin *p, uint32_t timeout_ms, char **error
 int32_t webhook_plugin_shutdown(WebhookPlugin *p, char **error);
 
 /**
- * Closes the plugin (waiting at most its `shutdown_timeout`) and releases it. NULL is a
- * no-op. The handle must not be used afterwards, nor freed twice.
+ * Closes the plugin (waiting at most its `shutdown_timeout`) and releases it; an attached
+ * handle (`webhook_plugin_attach`) only detaches, at once. NULL is a no-op. The handle must
+ * not be used afterwards, nor freed twice.
  *
  * # Safety
- * `p` is NULL or a live handle from `webhook_plugin_new` that no other thread is using.
+ * `p` is NULL or a live handle from `webhook_plugin_new` or `webhook_plugin_attach` that no
+ * other thread is using.
  */
 void webhook_plugin_free(WebhookPlugin *p);
 

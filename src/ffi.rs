@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::config::Config;
 use crate::error::Error;
 use crate::events::{parse_document, plugin_result, Event, Hook};
 use crate::logging;
@@ -72,13 +73,56 @@ pub unsafe extern "C" fn webhook_plugin_new(
     out: *mut *mut WebhookPlugin,
     error: *mut *mut c_char,
 ) -> i32 {
+    // SAFETY: the caller's contract (above) is what `new_handle` requires.
+    unsafe { new_handle(config, plugin_name, out, error, Notifier::new) }
+}
+
+/// Like `webhook_plugin_new`, but the handle attaches to the process-wide engine of this
+/// config and plugin name (started if none runs), as Python plugin instances do: every handle
+/// attached with the same config shares its queues, counters and breakers. Freeing (or
+/// closing) an attached handle detaches it at once and never blocks; the engine closes once
+/// idle with no handle attached, or drains for at most `shutdown_timeout` at process exit.
+/// For hosts that make a handle per thread or per interpreter (Envoy's Lua states).
+///
+/// # Safety
+/// As for `webhook_plugin_new`.
+#[no_mangle]
+pub unsafe extern "C" fn webhook_plugin_attach(
+    config: *const c_char,
+    plugin_name: *const c_char,
+    out: *mut *mut WebhookPlugin,
+    error: *mut *mut c_char,
+) -> i32 {
+    // SAFETY: the caller's contract (above) is what `new_handle` requires.
+    unsafe { new_handle(config, plugin_name, out, error, Notifier::shared) }
+}
+
+/// Makes a handle around the notifier `start` makes of the loaded config.
+///
+/// # Safety
+/// `config` and `plugin_name` are NULL or NUL-terminated strings; `out` and `error` are NULL
+/// or writable.
+unsafe fn new_handle(
+    config: *const c_char,
+    plugin_name: *const c_char,
+    out: *mut *mut WebhookPlugin,
+    error: *mut *mut c_char,
+    start: fn(Config, Option<&str>) -> Result<Notifier, Error>,
+) -> i32 {
     boundary(error, || {
-        let out = out_param(out, "out")?;
-        *out = ptr::null_mut();
-        let config = required_str(config, "config")?;
-        let name = optional_str(plugin_name, "plugin_name")?;
+        // SAFETY: `out` is NULL or writable; the strings are NULL or NUL-terminated and
+        // outlive this call (the caller's contract).
+        let (out, config, name) = unsafe {
+            let out = out_param(out, "out")?;
+            *out = ptr::null_mut();
+            (
+                out,
+                required_str(config, "config")?,
+                optional_str(plugin_name, "plugin_name")?,
+            )
+        };
         logging::init_stderr();
-        let notifier = Notifier::from_config_text(config, name)?;
+        let notifier = start(Config::load(config)?, name)?;
         *out = Box::into_raw(Box::new(WebhookPlugin { notifier }));
         Ok(())
     })
@@ -104,16 +148,26 @@ pub unsafe extern "C" fn webhook_plugin_invoke(
     error: *mut *mut c_char,
 ) -> i32 {
     boundary(error, || {
-        if !result_json.is_null() {
-            *result_json = ptr::null_mut();
-        }
-        let plugin = plugin(p)?;
-        let hook = Hook::from_name(required_str(hook, "hook")?)?;
-        let payload = parse_document(Some(required_str(payload_json, "payload_json")?), "payload_json")?;
-        let context = optional_json(context_json, "context_json")?;
+        // SAFETY: `result_json` is NULL or writable, `p` a live handle, and the strings NULL
+        // or NUL-terminated for the duration of the call (the caller's contract).
+        let (plugin, hook, payload, context) = unsafe {
+            if !result_json.is_null() {
+                *result_json = ptr::null_mut();
+            }
+            (
+                plugin(p)?,
+                required_str(hook, "hook")?,
+                required_str(payload_json, "payload_json")?,
+                optional_json(context_json, "context_json")?,
+            )
+        };
+        let hook = Hook::from_name(hook)?;
+        let payload = parse_document(Some(payload), "payload_json")?;
         let submission = plugin.notifier.invoke(hook, payload, &context)?;
         if !result_json.is_null() {
-            *result_json = c_string(plugin_result(submission.event, submission.queued).to_string());
+            let result = c_string(plugin_result(submission.event, submission.queued).to_string());
+            // SAFETY: checked non-NULL above; writable by the caller's contract.
+            unsafe { *result_json = result };
         }
         Ok(())
     })
@@ -135,11 +189,18 @@ pub unsafe extern "C" fn webhook_plugin_notify(
     error: *mut *mut c_char,
 ) -> i32 {
     boundary(error, || {
-        let plugin = plugin(p)?;
-        let event = Event::from_name(required_str(event, "event")?)?;
-        let context = optional_json(context_json, "context_json")?;
-        let violation = optional_json(violation_json, "violation_json")?;
-        let metadata = optional_json(metadata_json, "metadata_json")?;
+        // SAFETY: `p` is a live handle and the strings NULL or NUL-terminated (the caller's
+        // contract).
+        let (plugin, event, context, violation, metadata) = unsafe {
+            (
+                plugin(p)?,
+                required_str(event, "event")?,
+                optional_json(context_json, "context_json")?,
+                optional_json(violation_json, "violation_json")?,
+                optional_json(metadata_json, "metadata_json")?,
+            )
+        };
+        let event = Event::from_name(event)?;
         plugin
             .notifier
             .notify(event, &context, Some(violation), Some(metadata))?;
@@ -158,7 +219,8 @@ pub unsafe extern "C" fn webhook_plugin_flush(
     error: *mut *mut c_char,
 ) -> i32 {
     boundary(error, || {
-        let notifier = &plugin(p)?.notifier;
+        // SAFETY: `p` is a live handle (the caller's contract).
+        let notifier = &unsafe { plugin(p) }?.notifier;
         if notifier.flush(Duration::from_millis(timeout_ms.into())) {
             Ok(())
         } else {
@@ -181,9 +243,12 @@ pub unsafe extern "C" fn webhook_plugin_stats(
     error: *mut *mut c_char,
 ) -> i32 {
     boundary(error, || {
-        set_string(stats_json, "stats_json", || {
-            Ok(plugin(p)?.notifier.stats().to_json())
-        })
+        // SAFETY: `stats_json` is writable and `p` a live handle (the caller's contract).
+        unsafe {
+            set_string(stats_json, "stats_json", || {
+                Ok(plugin(p)?.notifier.stats().to_json())
+            })
+        }
     })
 }
 
@@ -200,7 +265,8 @@ pub unsafe extern "C" fn webhook_plugin_metrics(
     error: *mut *mut c_char,
 ) -> i32 {
     boundary(error, || {
-        set_string(text, "text", || Ok(plugin(p)?.notifier.metrics()))
+        // SAFETY: `text` is writable and `p` a live handle (the caller's contract).
+        unsafe { set_string(text, "text", || Ok(plugin(p)?.notifier.metrics())) }
     })
 }
 
@@ -217,9 +283,9 @@ pub unsafe extern "C" fn webhook_plugin_close(
     error: *mut *mut c_char,
 ) -> i32 {
     boundary(error, || {
-        plugin(p)?
-            .notifier
-            .close(Duration::from_millis(timeout_ms.into()))
+        // SAFETY: `p` is a live handle (the caller's contract).
+        let notifier = &unsafe { plugin(p) }?.notifier;
+        notifier.close(Duration::from_millis(timeout_ms.into()))
     })
 }
 
@@ -233,20 +299,25 @@ pub unsafe extern "C" fn webhook_plugin_close(
 #[no_mangle]
 pub unsafe extern "C" fn webhook_plugin_shutdown(p: *mut WebhookPlugin, error: *mut *mut c_char) -> i32 {
     boundary(error, || {
-        let notifier = &plugin(p)?.notifier;
+        // SAFETY: `p` is a live handle (the caller's contract).
+        let notifier = &unsafe { plugin(p) }?.notifier;
         notifier.close(notifier.shutdown_timeout())
     })
 }
 
-/// Closes the plugin (waiting at most its `shutdown_timeout`) and releases it. NULL is a
-/// no-op. The handle must not be used afterwards, nor freed twice.
+/// Closes the plugin (waiting at most its `shutdown_timeout`) and releases it; an attached
+/// handle (`webhook_plugin_attach`) only detaches, at once. NULL is a no-op. The handle must
+/// not be used afterwards, nor freed twice.
 ///
 /// # Safety
-/// `p` is NULL or a live handle from `webhook_plugin_new` that no other thread is using.
+/// `p` is NULL or a live handle from `webhook_plugin_new` or `webhook_plugin_attach` that no
+/// other thread is using.
 #[no_mangle]
 pub unsafe extern "C" fn webhook_plugin_free(p: *mut WebhookPlugin) {
     if !p.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(p))));
+        // SAFETY: `p` came from `Box::into_raw` in `new_handle` and is freed once (the
+        // caller's contract).
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(p) })));
     }
 }
 
@@ -257,18 +328,24 @@ pub unsafe extern "C" fn webhook_plugin_free(p: *mut WebhookPlugin) {
 #[no_mangle]
 pub unsafe extern "C" fn webhook_string_free(s: *mut c_char) {
     if !s.is_null() {
-        drop(CString::from_raw(s));
+        // SAFETY: `s` came from `CString::into_raw` in `c_string` and is freed once (the
+        // caller's contract).
+        drop(unsafe { CString::from_raw(s) });
     }
 }
 
 /// Sets the string out-parameter `out` (named `name` in errors) to what `make` returns, or
 /// to NULL when it fails.
+///
+/// # Safety
+/// `out` is NULL or writable.
 unsafe fn set_string(
     out: *mut *mut c_char,
     name: &str,
     make: impl FnOnce() -> Result<String, Error>,
 ) -> Result<(), Error> {
-    let out = out_param(out, name)?;
+    // SAFETY: NULL or writable (this function's contract).
+    let out = unsafe { out_param(out, name) }?;
     *out = ptr::null_mut();
     *out = c_string(make()?);
     Ok(())
@@ -317,33 +394,55 @@ fn c_string(s: String) -> *mut c_char {
     CString::new(s).expect("NUL bytes were replaced").into_raw()
 }
 
+/// The handle behind `p`; NULL is an invalid argument.
+///
+/// # Safety
+/// `p` is NULL or a live handle, valid for `'a`.
 unsafe fn plugin<'a>(p: *mut WebhookPlugin) -> Result<&'a WebhookPlugin, Error> {
-    p.as_ref()
-        .ok_or_else(|| Error::InvalidArgument("the plugin handle is NULL".into()))
+    // SAFETY: NULL or a live handle (this function's contract).
+    unsafe { p.as_ref() }.ok_or_else(|| Error::InvalidArgument("the plugin handle is NULL".into()))
 }
 
+/// An out-parameter; NULL is an invalid argument naming it.
+///
+/// # Safety
+/// `out` is NULL or valid for writes for `'a`, and nothing else refers to it meanwhile.
 unsafe fn out_param<'a, T>(out: *mut T, name: &str) -> Result<&'a mut T, Error> {
-    out.as_mut()
-        .ok_or_else(|| Error::InvalidArgument(format!("`{name}` is NULL")))
+    // SAFETY: NULL or writable and unaliased (this function's contract).
+    unsafe { out.as_mut() }.ok_or_else(|| Error::InvalidArgument(format!("`{name}` is NULL")))
 }
 
+/// A required string argument.
+///
+/// # Safety
+/// As for [`optional_str`].
 unsafe fn required_str<'a>(s: *const c_char, name: &str) -> Result<&'a str, Error> {
-    optional_str(s, name)?.ok_or_else(|| Error::InvalidArgument(format!("`{name}` is NULL")))
+    // SAFETY: this function's contract is `optional_str`'s.
+    unsafe { optional_str(s, name) }?.ok_or_else(|| Error::InvalidArgument(format!("`{name}` is NULL")))
 }
 
+/// A nullable string argument, which must be UTF-8.
+///
+/// # Safety
+/// `s` is NULL or a NUL-terminated string that stays valid and unchanged for `'a`.
 unsafe fn optional_str<'a>(s: *const c_char, name: &str) -> Result<Option<&'a str>, Error> {
     if s.is_null() {
         return Ok(None);
     }
-    CStr::from_ptr(s)
-        .to_str()
+    // SAFETY: non-NULL and NUL-terminated, valid for `'a` (this function's contract).
+    let text = unsafe { CStr::from_ptr(s) };
+    text.to_str()
         .map(Some)
         .map_err(|_| Error::InvalidArgument(format!("`{name}` is not valid UTF-8")))
 }
 
 /// A nullable JSON argument; NULL is `null`.
+///
+/// # Safety
+/// As for [`optional_str`].
 unsafe fn optional_json(s: *const c_char, name: &str) -> Result<Value, Error> {
-    parse_document(optional_str(s, name)?, name)
+    // SAFETY: this function's contract is `optional_str`'s.
+    parse_document(unsafe { optional_str(s, name) }?, name)
 }
 
 #[cfg(test)]
@@ -457,6 +556,73 @@ mod tests {
                 WEBHOOK_INVALID_ARGUMENT
             );
             assert!(take(error).contains("NULL"));
+        }
+    }
+
+    fn stats_of(plugin: *mut WebhookPlugin) -> Value {
+        let mut stats = ptr::null_mut();
+        assert_eq!(
+            unsafe { webhook_plugin_stats(plugin, &mut stats, ptr::null_mut()) },
+            WEBHOOK_OK
+        );
+        serde_json::from_str(&take(stats)).unwrap()
+    }
+
+    #[test]
+    fn attached_handles_share_one_engine_and_freeing_one_only_detaches() {
+        // A refused port and a long retry delay: the delivery waits to retry, pending.
+        let config = c"webhooks: [{url: 'http://127.0.0.1:9/x', events: [tool_error], retry_delay: 60000}]";
+        let name = c"attach-test";
+        let (mut first, mut second) = (ptr::null_mut(), ptr::null_mut());
+        unsafe {
+            assert_eq!(
+                webhook_plugin_attach(config.as_ptr(), name.as_ptr(), &mut first, ptr::null_mut()),
+                WEBHOOK_OK
+            );
+            assert_eq!(
+                webhook_plugin_attach(config.as_ptr(), name.as_ptr(), &mut second, ptr::null_mut()),
+                WEBHOOK_OK
+            );
+            let event = c"tool_error".as_ptr();
+            let code = webhook_plugin_notify(
+                first,
+                event,
+                ptr::null(),
+                ptr::null(),
+                ptr::null(),
+                ptr::null_mut(),
+            );
+            assert_eq!(code, WEBHOOK_OK);
+            assert_eq!(
+                stats_of(second)["pending"],
+                1,
+                "the second handle sees the first's event"
+            );
+            webhook_plugin_free(first);
+            // Detached, not closed: the engine keeps the delivery and takes new events.
+            assert_eq!(stats_of(second)["pending"], 1);
+            let code = webhook_plugin_notify(
+                second,
+                event,
+                ptr::null(),
+                ptr::null(),
+                ptr::null(),
+                ptr::null_mut(),
+            );
+            assert_eq!(code, WEBHOOK_OK);
+            assert_eq!(stats_of(second)["pending"], 2);
+            // Closing an attached handle detaches it: later events are refused on it alone.
+            assert_eq!(webhook_plugin_close(second, 0, ptr::null_mut()), WEBHOOK_OK);
+            let code = webhook_plugin_notify(
+                second,
+                event,
+                ptr::null(),
+                ptr::null(),
+                ptr::null(),
+                ptr::null_mut(),
+            );
+            assert_eq!(code, WEBHOOK_CLOSED);
+            webhook_plugin_free(second);
         }
     }
 

@@ -17,8 +17,14 @@
 //! notifier.invoke(Hook::ToolPostInvoke, payload, &json!({"request_id": "r1"})).unwrap();
 //! notifier.flush(std::time::Duration::from_secs(5));
 //! ```
+//!
+//! Layers, bottom up (each imports only layers below it; `python3 ../shared/tools/import-cycles.py
+//! src` finds any loop): `error`, `logging`; `events`, `template`, `signing`, `network`;
+//! `config`; `render`, `stats`, `metrics`; `store`; `engine`; `notifier`, `preview`; and the
+//! host surfaces `cli`, `ffi`, `python`.
 
-// Core, bottom up: each module imports only those above it in this list.
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub(crate) mod config;
 pub(crate) mod engine;
 pub(crate) mod error;
