@@ -142,6 +142,14 @@ pub(crate) async fn run(engine: Arc<Dispatch>, index: usize) {
             _ = halt.changed() => continue,
             slot = Arc::clone(&slots).acquire_owned() => slot.expect("slots are never closed"),
         };
+        // Counted before the delivery is taken, then the state checked again: a close that
+        // saw nothing in flight has already moved the state on, and this dispatcher leaves
+        // the delivery queued (a durable store keeps it; an attempt after the store's release
+        // would be acknowledged nowhere and sent again at the next start).
+        let counted = InFlight::new(&engine);
+        if !intake.is(Lifecycle::Running) {
+            continue;
+        }
         let ticket = match intake.queue.next_due(index, Instant::now()) {
             Next::Ready(ticket) => ticket,
             Next::At(due) => {
@@ -177,7 +185,7 @@ pub(crate) async fn run(engine: Arc<Dispatch>, index: usize) {
             }
             next_send = next_send.max(Instant::now()) + interval;
         }
-        tokio::spawn(attempt(Arc::clone(&engine), ticket, slot, probe));
+        tokio::spawn(attempt(counted, ticket, slot, probe));
     }
 }
 
@@ -197,14 +205,29 @@ async fn pause(halt: &mut watch::Receiver<Lifecycle>, waker: &Notify, until: Opt
     }
 }
 
+/// An attempt in flight, counted from the moment its dispatcher takes the delivery until the
+/// attempt has settled it; `close` waits for none to be left.
+struct InFlight(Arc<Dispatch>);
+
+impl InFlight {
+    fn new(engine: &Arc<Dispatch>) -> Self {
+        engine.in_flight.fetch_add(1, SeqCst);
+        InFlight(Arc::clone(engine))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, SeqCst) == 1 {
+            self.0.intake.ledger.wake_waiters();
+        }
+    }
+}
+
 /// One attempt of `ticket`, holding one of its webhook's in-flight slots; abandoned (and so
 /// counted as dropped) if `close` gives up first.
-async fn attempt(engine: Arc<Dispatch>, ticket: Ticket, slot: OwnedSemaphorePermit, probe: bool) {
-    engine.in_flight.fetch_add(1, SeqCst);
-    run_attempt(&engine, ticket, slot, probe).await;
-    if engine.in_flight.fetch_sub(1, SeqCst) == 1 {
-        engine.intake.ledger.wake_waiters();
-    }
+async fn attempt(counted: InFlight, ticket: Ticket, slot: OwnedSemaphorePermit, probe: bool) {
+    run_attempt(&counted.0, ticket, slot, probe).await;
 }
 
 async fn run_attempt(engine: &Dispatch, mut ticket: Ticket, slot: OwnedSemaphorePermit, probe: bool) {

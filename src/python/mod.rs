@@ -88,11 +88,11 @@ struct NativeNotifier {
 }
 
 /// What a hook call returns to the shell: `(event name or None, queued)`.
-type Outcome<'py> = (Option<Bound<'py, PyString>>, bool);
+type HookResult<'py> = (Option<Bound<'py, PyString>>, bool);
 
 /// The hook call's outcome for Python; event names are made once (a hook call allocates no
 /// string for them).
-fn outcome(py: Python<'_>, submission: Submission) -> Outcome<'_> {
+fn outcome(py: Python<'_>, submission: Submission) -> HookResult<'_> {
     static NAMES: PyOnceLock<Vec<Py<PyString>>> = PyOnceLock::new();
     let names = NAMES.get_or_init(py, || {
         Event::ALL
@@ -125,7 +125,7 @@ impl NativeNotifier {
         hook: &str,
         payload: &str,
         context: Option<&str>,
-    ) -> PyResult<Outcome<'py>> {
+    ) -> PyResult<HookResult<'py>> {
         let hook = Hook::from_name(hook).map_err(to_py)?;
         let run = || -> Result<_, Error> {
             let payload = parse_document(Some(payload), "payload")?;
@@ -151,7 +151,7 @@ impl NativeNotifier {
         hook: &str,
         payload: &Bound<'py, PyAny>,
         context: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Option<Outcome<'py>>> {
+    ) -> PyResult<Option<HookResult<'py>>> {
         let hook = Hook::from_name(hook).map_err(to_py)?;
         let context = match context {
             Some(context) => plain(context, 0),
@@ -173,7 +173,7 @@ impl NativeNotifier {
         hook: &str,
         payload: &Bound<'py, PyAny>,
         context: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Outcome<'py>>> {
+    ) -> PyResult<Option<HookResult<'py>>> {
         let hook = Hook::from_name(hook).map_err(to_py)?;
         if self.notifier.includes_payload_data() {
             return Ok(None);

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
 use uuid::Uuid;
 
-use super::{Claimed, DeadRecord, Final, Plan, Record, Store};
+use super::{Claimed, DeadRecord, LastChange, Plan, Record, Store};
 
 /// Pending deliveries by delivery id.
 const DELIVERIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("deliveries");
@@ -93,8 +93,8 @@ fn write(db: &Database, plan: &Plan) -> Result<(), redb::Error> {
         let mut deliveries = txn.open_table(DELIVERIES)?;
         for (id, last) in &plan.deliveries {
             match last {
-                Final::Put { value, .. } => drop(deliveries.insert(id.as_bytes().as_slice(), *value)?),
-                Final::Delete => drop(deliveries.remove(id.as_bytes().as_slice())?),
+                LastChange::Put { value, .. } => drop(deliveries.insert(id.as_bytes().as_slice(), *value)?),
+                LastChange::Delete => drop(deliveries.remove(id.as_bytes().as_slice())?),
             }
         }
         let mut dead = txn.open_table(DEAD_LETTERS)?;

@@ -15,7 +15,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use super::{unix_ms, Claimed, DeadLetter, DeadRecord, Final, Plan, Record, Store};
+use super::{unix_ms, Claimed, DeadLetter, DeadRecord, LastChange, Plan, Record, Store};
 use crate::events::Event;
 use crate::stats::OutboxStatus;
 
@@ -314,7 +314,7 @@ fn plan_of(batch: &[Change]) -> Plan<'_> {
                 if *new && !delivery_at.contains_key(id) {
                     born.insert(*id);
                 }
-                let last = Final::Put {
+                let last = LastChange::Put {
                     webhook: *webhook,
                     new: *new,
                     due_ms: *due_ms,
@@ -322,13 +322,13 @@ fn plan_of(batch: &[Change]) -> Plan<'_> {
                 };
                 upsert(&mut plan.deliveries, &mut delivery_at, *id, last);
             }
-            Change::Delete(id) => upsert(&mut plan.deliveries, &mut delivery_at, *id, Final::Delete),
+            Change::Delete(id) => upsert(&mut plan.deliveries, &mut delivery_at, *id, LastChange::Delete),
             Change::PutDead(id, value) => upsert(&mut plan.dead, &mut dead_at, *id, Some(value.as_slice())),
             Change::DeleteDead(id) => upsert(&mut plan.dead, &mut dead_at, *id, None),
         }
     }
     plan.deliveries
-        .retain(|(id, last)| !(matches!(last, Final::Delete) && born.contains(id)));
+        .retain(|(id, last)| !(matches!(last, LastChange::Delete) && born.contains(id)));
     plan
 }
 
@@ -378,8 +378,8 @@ mod tests {
             .deliveries
             .iter()
             .map(|(id, last)| match last {
-                Final::Put { value, .. } => (*id, Some(*value)),
-                Final::Delete => (*id, None),
+                LastChange::Put { value, .. } => (*id, Some(*value)),
+                LastChange::Delete => (*id, None),
             })
             .collect();
         let expected: Vec<(Uuid, Option<&[u8]>)> =

@@ -150,7 +150,7 @@ impl DeadRecord {
 }
 
 /// What a batch does to one delivery, after coalescing its changes.
-pub(crate) enum Final<'a> {
+pub(crate) enum LastChange<'a> {
     Put {
         /// The webhook's index in config order.
         webhook: usize,
@@ -166,7 +166,7 @@ pub(crate) enum Final<'a> {
 /// A batch reduced to the last change of each delivery and of each dead letter (`None`:
 /// deleted), in first-seen order: what a store writes in one go.
 pub(crate) struct Plan<'a> {
-    pub deliveries: Vec<(Uuid, Final<'a>)>,
+    pub deliveries: Vec<(Uuid, LastChange<'a>)>,
     /// Dead letters: a [`DeadRecord`] as JSON, or deleted.
     pub dead: Vec<(Uuid, Option<&'a [u8]>)>,
 }

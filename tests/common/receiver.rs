@@ -66,7 +66,8 @@ impl Reply {
     }
 }
 
-type Plan = dyn Fn(usize) -> Reply + Send + Sync;
+/// How a receiver answers request n (0-based, in arrival order), which it is shown.
+type Plan = dyn Fn(usize, &Received) -> Reply + Send + Sync;
 
 struct Log {
     requests: Mutex<Vec<Received>>,
@@ -91,8 +92,17 @@ impl Receiver {
         Self::start_on(0, plan)
     }
 
+    /// Answers each request as `plan` says of it.
+    pub fn start_with(plan: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> Self {
+        Self::serve(0, Arc::new(move |_, request: &Received| plan(request)))
+    }
+
     /// Like `start`, on a given port (0: any free one).
     pub fn start_on(port: u16, plan: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Self {
+        Self::serve(port, Arc::new(move |n, _: &Received| plan(n)))
+    }
+
+    fn serve(port: u16, plan: Arc<Plan>) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -102,7 +112,6 @@ impl Receiver {
             requests: Mutex::new(Vec::new()),
             arrived: Condvar::new(),
         });
-        let plan: Arc<Plan> = Arc::new(plan);
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
             .expect("bind 127.0.0.1");
@@ -202,19 +211,20 @@ async fn answer(
         .await
         .map(|b| b.to_bytes().to_vec())
         .unwrap_or_default();
+    let received = Received {
+        path,
+        uri,
+        headers,
+        body,
+        at: Instant::now(),
+    };
     let n = {
         let mut requests = log.requests.lock().unwrap();
-        requests.push(Received {
-            path,
-            uri,
-            headers,
-            body,
-            at: Instant::now(),
-        });
+        requests.push(received.clone());
         log.arrived.notify_all();
         requests.len() - 1
     };
-    let reply = plan(n);
+    let reply = plan(n, &received);
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }

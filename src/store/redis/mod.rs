@@ -34,7 +34,7 @@ mod scripts;
 use replies::{bytes, field, item, items, text};
 use scripts::{ADD, HAND_BACK, TAKE_DUE};
 
-use crate::store::{now_ms, Claimed, DeadRecord, Final, Plan, Record, Resumed, Store};
+use crate::store::{now_ms, Claimed, DeadRecord, LastChange, Plan, Record, Resumed, Store};
 
 /// The consumer group of every delivery stream.
 const GROUP: &str = "webhook-notification";
@@ -425,13 +425,13 @@ impl RedisStore {
                 self.forget(pipe, *id, handle);
             }
             match last {
-                Final::Put {
+                LastChange::Put {
                     webhook,
                     new: true,
                     value,
                     ..
                 } => adds.entry(*webhook).or_default().push((*id, value)),
-                Final::Put {
+                LastChange::Put {
                     webhook,
                     due_ms,
                     value,
@@ -450,7 +450,7 @@ impl RedisStore {
                         .arg(id.to_string())
                         .ignore();
                 }
-                Final::Delete => {}
+                LastChange::Delete => {}
             }
         }
         for (webhook, records) in &adds {
@@ -494,7 +494,7 @@ impl RedisStore {
     fn written(&self, plan: &Plan, expect: Vec<AwaitedReply>, replies: Vec<Value>, state: &mut State) {
         for (id, last) in &plan.deliveries {
             state.handles.remove(id);
-            if let Final::Put {
+            if let LastChange::Put {
                 webhook,
                 new: false,
                 due_ms,
