@@ -79,7 +79,7 @@ pub struct Stats {
     pub dropped: u64,
     /// Deliveries queued or in flight now.
     pub pending: u64,
-    /// Dead letters held now.
+    /// Dead letters held now (those of webhooks no longer configured included).
     pub dead_letters: u64,
     /// Dead letters evicted (oldest first) because `dead_letter_capacity` was reached.
     pub dead_letters_evicted: u64,

@@ -100,7 +100,7 @@ fn render_shows_masked_headers_and_the_body_a_real_delivery_sends() {
     let rx = Receiver::ok();
     let config = write(
         "render.yaml",
-        &format!("webhooks: [{{url: '{}', id: ops, events: [rate_limit_exceeded], authentication: {{type: bearer, token: SECRET-TOKEN}}}}]\n", rx.url("/")),
+        &format!("webhooks: [{{url: '{}', id: ops, events: [rate_limit_exceeded], authentication: {{type: bearer, token: SECRET-TOKEN}},\n  headers: {{Cookie: SECRET-COOKIE, X-API-Key: SECRET-KEY, X-Service-Token: SECRET-HEADER, X-Trace: shown}}}}]\n", rx.url("/")),
     );
     let args = [
         "--event",
@@ -115,7 +115,10 @@ fn render_shows_masked_headers_and_the_body_a_real_delivery_sends() {
     assert!(!text(&out).contains("SECRET"), "{}", text(&out));
     let rendered: Value = serde_json::from_slice(&out.stdout).unwrap();
     let headers = rendered[0]["headers"].as_array().unwrap();
-    assert!(headers.contains(&json!(["authorization", "***"])), "{headers:?}");
+    for name in ["authorization", "cookie", "x-api-key", "x-service-token"] {
+        assert!(headers.contains(&json!([name, "***"])), "{name}: {headers:?}");
+    }
+    assert!(headers.contains(&json!(["x-trace", "shown"])), "{headers:?}");
     let out = run(&[&["send", config.to_str().unwrap()][..], &args[..]].concat());
     assert!(out.status.success(), "{}", text(&out));
     let mut sent = rx.received()[0].json();

@@ -246,3 +246,29 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn a_truncated_store_file_is_a_config_error_naming_outbox_path_not_a_panic() {
+    let dir = tempdir("truncated");
+    let rx = Receiver::start(|_| Reply::status(503));
+    let n = Notifier::from_config_text(&config(&rx.url("/"), &dir), None).unwrap();
+    submit(&n, 50);
+    n.close(Duration::from_secs(5)).unwrap();
+    drop(n);
+    let file = dir.join("outbox.redb");
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    match Notifier::from_config_text(&config(&rx.url("/"), &dir), None) {
+        Err(Error::Config { field, message }) => {
+            assert_eq!(field, "outbox.path");
+            assert!(message.contains("outbox.redb"), "{message}");
+        }
+        Err(other) => panic!("not a config error: {other}"),
+        Ok(_) => panic!("a truncated store opened"),
+    }
+}

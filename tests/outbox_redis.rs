@@ -256,3 +256,51 @@ fn an_unreachable_redis_keeps_delivering_from_memory() {
     let _ = n.close(Duration::from_secs(1));
     assert_eq!(n.stats().dropped, 0);
 }
+
+#[test]
+fn fleets_whose_keys_are_prefixes_of_each_other_never_take_each_others_deliveries() {
+    let (redis, _own) = server();
+    let outbox = |key: &str| format!("{{type: redis, url: '{redis}', key: '{key}', claim_after: 0.2}}");
+    let (short, long) = (key("fleet"), format!("{}:staging", key("fleet")));
+    let staging_config = |url: &str, rate: &str| {
+        format!(
+            "outbox: {}\nwebhooks: [{{url: '{url}', id: w1, events: [tool_success]{rate}}}]",
+            outbox(&long)
+        )
+    };
+    // Staging's deliveries wait in Redis (one a quarter hour goes out), free to take once its
+    // replica closed.
+    let rx = Receiver::ok();
+    let staging =
+        Notifier::from_config_text(&staging_config(&rx.url("/"), ", max_rate: 0.001"), None).unwrap();
+    submit(&staging, 20);
+    wait_until("staging committed its deliveries", WAIT, || {
+        staging.stats().outbox.committed == 20
+    });
+    staging.close(Duration::from_secs(5)).unwrap();
+    drop(staging);
+    let other_rx = Receiver::ok();
+    let other = Notifier::from_config_text(
+        &format!(
+            "outbox: {}\nwebhooks: [{{url: '{}', id: w2, events: [tool_success]}}]",
+            outbox(&short),
+            other_rx.url("/")
+        ),
+        None,
+    )
+    .unwrap();
+    wait_until("the other fleet connected", WAIT, || {
+        other.stats().outbox.connected
+    });
+    // Claim rounds run every 100 ms, past `claim_after`: staging's must stay staging's.
+    let since = Instant::now();
+    wait_until("a few claim rounds passed", WAIT, || {
+        since.elapsed() > Duration::from_millis(600)
+    });
+    let stats = other.stats();
+    assert_eq!((stats.dead_letters, stats.pending), (0, 0), "{stats:?}");
+    other.close(Duration::from_secs(5)).unwrap();
+    let staging = Notifier::from_config_text(&staging_config(&rx.url("/"), ""), None).unwrap();
+    rx.wait_for(20, WAIT);
+    staging.close(Duration::from_secs(5)).unwrap();
+}

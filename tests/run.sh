@@ -10,6 +10,23 @@ LIB_DIR="$CARGO_TARGET_DIR/release"
 
 step() { printf '\n== %s\n' "$*"; }
 
+# What ran and what was skipped, printed at the end. A suite is skipped only when its tool is
+# missing; under CI (CI=true) that fails the run unless SKIP_<NAME>=1 says to skip it.
+RAN=() SKIPPED=()
+summary() {
+    printf '\n== summary\nran: %s\nskipped: %s\n' "${RAN[*]:-nothing}" "${SKIPPED[*]:-nothing}"
+}
+trap summary EXIT
+skip() { # skip NAME WHY
+    local var="SKIP_$1"
+    if [[ "${CI:-}" == "true" && "${!var:-}" != "1" ]]; then
+        echo "CI: $2, so the $1 suite cannot run (set $var=1 to skip it on purpose)" >&2
+        exit 1
+    fi
+    echo "$2: skipping the $1 suite"
+    SKIPPED+=("$1")
+}
+
 # Debian packages the C suite needs (present on this machine kind; installed if missing).
 need_apt() {
     local missing=()
@@ -33,17 +50,20 @@ REDIS_PID_FILE="$CARGO_TARGET_DIR/redis-test.pid"
 mkdir -p "$CARGO_TARGET_DIR"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
     --daemonize yes --pidfile "$REDIS_PID_FILE" --logfile "$CARGO_TARGET_DIR/redis-test.log"
-trap 'kill "$(cat "$REDIS_PID_FILE" 2>/dev/null)" 2>/dev/null || true' EXIT
+trap 'kill "$(cat "$REDIS_PID_FILE" 2>/dev/null)" 2>/dev/null || true; summary' EXIT
 until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
 export WEBHOOK_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
 
-step "rust: unit and integration tests"
+step "rust: unit and integration tests (the model test against memory, disk and redis included)"
 cargo test
+RAN+=(rust)
 
 step "C header: committed include/ matches what build.rs generates"
 cargo build --release
 if git rev-parse --git-dir >/dev/null 2>&1; then
     git diff --exit-code -- include/ || { echo "include/webhook_notification.h is stale: commit the regenerated header"; exit 1; }
+else
+    skip HEADER_CHECK "not a git checkout"
 fi
 
 step "C: tests/c against the built library, then under valgrind"
@@ -67,12 +87,13 @@ step "go: bindings/go with -race against the built library, and its example host
 if command -v go >/dev/null 2>&1; then
     export CGO_LDFLAGS="-L$LIB_DIR -Wl,-rpath,$LIB_DIR"
     (cd bindings/go && test -z "$(gofmt -l .)" && go vet ./... \
-        && LOG_LEVEL=error go test -race -count=1 ./... \
+        && LOG_LEVEL=error go test -race -count=1 -timeout 10m ./... \
         && LOG_LEVEL=error go test -run '^$' -bench Invoke -benchtime 20000x . \
         && go run ./example "$CARGO_TARGET_DIR/example.yaml" 2>/dev/null | tee "$CARGO_TARGET_DIR/go-example.out")
     grep -q "failed 2" "$CARGO_TARGET_DIR/go-example.out"
+    RAN+=(go)
 else
-    echo "go is not installed: skipping the Go suite"
+    skip GO "go is not installed"
 fi
 
 step "python: build the wheel, install it into a fresh venv, pytest against it"
@@ -80,13 +101,24 @@ VENV="$CARGO_TARGET_DIR/test-venv"
 rm -rf "$VENV" "$CARGO_TARGET_DIR/wheels"
 python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
-"$VENV/bin/pip" install -q "maturin>=1.7,<2" "cpex>=0.1.4,<0.2" pytest pytest-asyncio standardwebhooks mypy prometheus_client
+"$VENV/bin/pip" install -q "maturin>=1.7,<2" "cpex>=0.1.4,<0.2" pytest pytest-asyncio pytest-timeout standardwebhooks mypy prometheus_client
 "$VENV/bin/maturin" build --quiet -i "$VENV/bin/python" -o "$CARGO_TARGET_DIR/wheels"
 "$VENV/bin/pip" install -q --no-index --find-links "$CARGO_TARGET_DIR/wheels" --force-reinstall --no-deps cpex-webhook-notification
 # The stubs must match the native module, not merely exist.
 (cd "$CARGO_TARGET_DIR" && "$VENV/bin/python" -m mypy.stubtest cpex_webhook_notification._native)
 # Run from tests/python so the source tree's python/ is not importable: the wheel is tested.
-(cd tests/python && "$VENV/bin/python" -m pytest -q)
+(cd tests/python && "$VENV/bin/python" -m pytest -q --timeout 300 --ignore test_fastmcp.py)
+RAN+=(python)
+
+step "python without cpex: Notifier and the FastMCP middleware, from the wheel in a venv without cpex"
+PLAIN_VENV="$CARGO_TARGET_DIR/plain-venv"
+rm -rf "$PLAIN_VENV"
+python3 -m venv "$PLAIN_VENV"
+"$PLAIN_VENV/bin/pip" install -q --upgrade pip
+"$PLAIN_VENV/bin/pip" install -q pytest pytest-asyncio pytest-timeout "fastmcp>=2.14,<3"
+"$PLAIN_VENV/bin/pip" install -q --no-index --find-links "$CARGO_TARGET_DIR/wheels" --no-deps cpex-webhook-notification
+(cd tests/python && WEBHOOK_TEST_WITHOUT_CPEX=1 "$PLAIN_VENV/bin/python" -m pytest -q --timeout 300 test_notifier.py test_fastmcp.py)
+RAN+=(python-without-cpex)
 
 step "gateway: the real ContextForge gateway end to end, across its 30 s plugin rebuild"
 # mcp-contextforge-gateway 1.1.0 needs Python >= 3.12; our abi3 wheel installs there unchanged.
@@ -100,8 +132,9 @@ if [[ -n "$GATEWAY_PYTHON" ]]; then
     "$GATEWAY_VENV/bin/pip" install -q "mcp-contextforge-gateway==1.1.0"
     "$GATEWAY_VENV/bin/pip" install -q --no-index --find-links "$CARGO_TARGET_DIR/wheels" --no-deps cpex-webhook-notification
     "$GATEWAY_VENV/bin/python" tests/gateway/e2e.py "$GATEWAY_WORK"
+    RAN+=(gateway)
 else
-    echo "no Python >= 3.12 found: skipping the gateway end-to-end test (mcp-contextforge-gateway needs it)"
+    skip GATEWAY "no Python >= 3.12 found (mcp-contextforge-gateway needs it)"
 fi
 
 step "fuzz: config loading, templates and the C entry points, each for a bounded time"
@@ -110,6 +143,7 @@ step "fuzz: config loading, templates and the C entry points, each for a bounded
 # exploratory runs: FUZZ_RUNS=0 FUZZ_SECONDS=600). A crash fails the run and leaves its input
 # in fuzz/artifacts/.
 FUZZ_SECONDS="${FUZZ_SECONDS:-120}"
+cargo +nightly --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal >/dev/null 2>&1 || true
 if cargo +nightly --version >/dev/null 2>&1; then
     command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked -q
     for spec in config_load:150000 template:500000 c_api:500000; do
@@ -120,6 +154,7 @@ if cargo +nightly --version >/dev/null 2>&1; then
             "$scratch" "corpus/$target" -- -seed=1 -runs="$runs" -max_total_time="$FUZZ_SECONDS" \
             -rss_limit_mb=4096 2>&1 | tail -4)
     done
+    RAN+=(fuzz)
 else
-    echo "no nightly toolchain: skipping fuzzing (cargo-fuzz needs one)"
+    skip FUZZ "no nightly toolchain (cargo-fuzz needs one)"
 fi

@@ -1,4 +1,4 @@
-"""Type stubs of the native module built from src/python.rs (checked by mypy.stubtest)."""
+"""Type stubs of the native module built from src/python/ (checked by mypy.stubtest)."""
 
 from typing import final
 
@@ -30,9 +30,8 @@ class NativeNotifier:
 
     def __new__(cls, config: str, plugin_name: str | None = None) -> NativeNotifier: ...
     def invoke(self, hook: str, payload: str, context: str | None = None) -> tuple[str | None, bool]: ...
-    def hook(self, hook: str, payload: object, context: object) -> tuple[str | None, bool] | None: ...
-    def invoke_data(
-        self, hook: str, payload: object, context: object | None = None
+    def hook(
+        self, hook: str, payload: object, context: object, whole_payload: bool = True
     ) -> tuple[str | None, bool] | None: ...
     def notify(
         self,

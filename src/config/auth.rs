@@ -85,6 +85,19 @@ pub(super) fn header_name(field: &str, name: &str) -> Result<HeaderName> {
 
 /// A header value; CR/LF (header injection) and other control bytes are refused. The value
 /// itself is never quoted in the error, since it may be a credential.
+/// Whether a `headers` entry holds a credential, to be masked wherever it is shown:
+/// Authorization, Proxy-Authorization, Cookie, X-API-Key, the webhook's `api_key_header`, and
+/// any name containing `token`, `secret`, `key` or `auth` (case-insensitive).
+pub(super) fn sensitive_header(name: &str, api_key_header: Option<&str>) -> bool {
+    let name = name.to_ascii_lowercase();
+    let named = ["authorization", "proxy-authorization", "cookie", "x-api-key"].contains(&name.as_str())
+        || api_key_header.is_some_and(|h| h.eq_ignore_ascii_case(&name));
+    named
+        || ["token", "secret", "key", "auth"]
+            .iter()
+            .any(|word| name.contains(word))
+}
+
 pub(super) fn header_value(field: &str, value: &str, sensitive: bool) -> Result<HeaderValue> {
     if value.contains(['\r', '\n']) {
         return Err(Error::config(field, "contains CR/LF, which would inject headers"));

@@ -88,7 +88,13 @@ const MAX_FILE: u64 = 1 << 20;
 /// hang the load) of at most 1 MiB. The error says why, never what the file holds.
 pub(crate) fn read_config_file(path: &str) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind, Read};
-    let file = std::fs::File::open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking, so that opening a FIFO (which would wait for a writer) returns at once
+    // and is refused below; reads of a regular file are unaffected.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
     let metadata = file.metadata()?;
     if !metadata.is_file() {
         return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));

@@ -29,6 +29,7 @@ pub use outbox::OutboxConfig;
 use redact::{shown_path, without_values, yaml_error};
 use schema::RawConfig;
 use webhook::check_unique_ids;
+pub(crate) use webhook::valid_id;
 pub use webhook::{BreakerSettings, ProxySetting, Webhook};
 
 /// A loaded, validated configuration.
@@ -151,9 +152,43 @@ impl Config {
     }
 }
 
+/// How deep a config document may nest.
+const MAX_NESTING: usize = 128;
+
+/// The deepest nesting of `[` and `{` outside quoted strings (JSON, and YAML flow style; block
+/// style nests by indentation, which the 1 MiB size limit bounds).
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut quote, mut escaped) = (0usize, 0, None, false);
+    for c in text.chars() {
+        match quote {
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '[' | '{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    deepest
+}
+
 /// JSON when the text looks like JSON and is, else YAML; the error of the format the text
 /// was meant to be in.
 fn parse_document(text: &str) -> Result<serde_yaml::Value> {
+    if flow_depth(text) > MAX_NESTING {
+        // Parsers take time quadratic in the depth; no config needs more than a few levels.
+        return Err(Error::config(
+            "",
+            format!("nests deeper than {MAX_NESTING} levels"),
+        ));
+    }
     let json_error = match text.trim_start().starts_with('{') {
         true => match serde_json::from_str(text) {
             Ok(doc) => return Ok(doc),

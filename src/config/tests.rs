@@ -282,3 +282,73 @@ fn env_variables_expand_everywhere() {
     assert_eq!(c.webhooks[0].url.path(), "/t0k/x");
     assert_eq!(c.webhooks[0].headers[AUTHORIZATION], "Bearer t0k");
 }
+
+#[test]
+fn hostile_inputs_fail_at_load_naming_the_field_never_panicking_or_hanging() {
+    // More headers than any receiver needs (the HTTP stack panics past 32,768).
+    let headers: Vec<String> = (0..101).map(|i| format!("X-H{i}: v")).collect();
+    let text = format!(
+        "webhooks: [{{url: 'https://a/', headers: {{{}}}}}]",
+        headers.join(", ")
+    );
+    assert_eq!(err(&text).0, "webhooks[0].headers");
+    // Nesting that would take the parsers quadratic time.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let (field, message) = err(&format!("webhooks: {deep}"));
+    assert_eq!(
+        (field.as_str(), message.as_str()),
+        ("", "nests deeper than 128 levels")
+    );
+    assert!(
+        Config::load(&format!("default_template: '{}'", "[".repeat(300)))
+            .is_err_and(|e| !e.to_string().contains("nests deeper")),
+        "brackets inside a quoted string are text, not nesting"
+    );
+    // A FIFO would block the load forever at open().
+    let dir = std::env::temp_dir().join(format!("wn-fifo-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("secret");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let text = format!(
+        "webhooks: [{{url: 'https://a/', authentication: {{type: bearer, token: '${{file:{}}}'}}}}]",
+        fifo.display()
+    );
+    let (field, message) = err(&text);
+    assert_eq!(field, "webhooks[0].authentication.token");
+    assert!(message.contains("not a regular file"), "{message}");
+    let text = format!("payload_template_files: {{violation: '{}'}}", fifo.display());
+    assert!(err(&text).1.contains("not a regular file"));
+    // A CA file whose PEM envelope holds no valid certificate.
+    let ca = dir.join("ca.pem");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let text = format!(
+        "webhooks: [{{url: 'https://a/', tls: {{ca_file: '{}'}}}}]",
+        ca.display()
+    );
+    assert_eq!(err(&text).0, "webhooks[0].tls.ca_file");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn credential_headers_are_marked_sensitive_by_name() {
+    let text = "webhooks: [{url: 'https://a/', authentication: {type: api_key, api_key: k, api_key_header: X-Tenant-Pass},
+      headers: {Authorization: a, Cookie: c, X-Api-Key: x, X-Auth-User: u, X-My-Token: t, X-Tenant-Pass: p, X-Trace: plain}}]";
+    let c = Config::load(text).unwrap();
+    let headers = &c.webhooks[0].headers;
+    for name in [
+        "authorization",
+        "cookie",
+        "x-api-key",
+        "x-auth-user",
+        "x-my-token",
+        "x-tenant-pass",
+    ] {
+        assert!(headers[name].is_sensitive(), "{name}");
+    }
+    assert!(!headers["x-trace"].is_sensitive());
+}

@@ -8,7 +8,7 @@ use reqwest::header::HeaderMap;
 use reqwest::Url;
 use sha2::{Digest, Sha256};
 
-use super::auth::{header_name, header_value};
+use super::auth::{header_name, header_value, sensitive_header};
 use super::expand;
 use super::fields::{in_range, seconds};
 use super::redact::redact;
@@ -114,7 +114,7 @@ pub(super) fn check_unique_ids(webhooks: &[Webhook]) -> Result<()> {
 }
 
 /// `[A-Za-z0-9_.-]{1,64}`
-pub(super) fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
@@ -152,6 +152,9 @@ pub(super) fn check_url(field: &str, text: &str) -> Result<Url> {
     Ok(url)
 }
 
+/// Static `headers` a webhook may have at most.
+const MAX_HEADERS: usize = 100;
+
 impl RawTls {
     /// Reads the PEM files; a missing or invalid file names its field.
     pub(super) fn build(self, at: &str) -> Result<TlsSettings> {
@@ -169,6 +172,17 @@ impl RawTls {
                 })?,
             None => Vec::new(),
         };
+        // The PEM envelope parsed; whether the certificates inside do is known once a client
+        // is built with them (as the engine will), so build one now.
+        let with_ca = ca.iter().fold(reqwest::Client::builder(), |b, c| {
+            b.add_root_certificate(c.clone())
+        });
+        if let (Some(path), Err(_)) = (&self.ca_file, with_ca.build()) {
+            return Err(Error::config(
+                field("ca_file"),
+                format!("`{path}` holds a certificate that cannot be used"),
+            ));
+        }
         let identity = match (&self.client_cert_file, &self.client_key_file) {
             (Some(cert), Some(key)) => {
                 let pem = [
@@ -244,10 +258,16 @@ impl RawWebhook {
             Some(_) => return Err(Error::config(field("id"), "must be 1 to 64 of A-Z a-z 0-9 _ . -")),
             None => derived_id(url.as_str()),
         };
+        if self.headers.len() > MAX_HEADERS {
+            let message = format!("has {} entries; at most {MAX_HEADERS}", self.headers.len());
+            return Err(Error::config(field("headers"), message));
+        }
         let mut headers = HeaderMap::new();
+        let api_key_header = self.authentication.api_key_header.as_deref();
         for (name, value) in &self.headers {
             let at = field(&format!("headers.{name}"));
-            headers.insert(header_name(&at, name)?, header_value(&at, value, false)?);
+            let sensitive = sensitive_header(name, api_key_header);
+            headers.insert(header_name(&at, name)?, header_value(&at, value, sensitive)?);
         }
         let signer = self
             .authentication

@@ -269,6 +269,7 @@ impl Engine {
             webhooks,
             intake.queue.status(),
         );
+        stats.dead_letters = intake.queue.dead_letters_held();
         stats.dead_letters_evicted = intake.queue.dead_letters_evicted();
         stats
     }

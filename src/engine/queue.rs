@@ -229,6 +229,11 @@ impl Queue {
         self.dead_count(Some(index)).load(Relaxed)
     }
 
+    /// Dead letters held, those of webhooks no longer configured included.
+    pub fn dead_letters_held(&self) -> u64 {
+        self.dead().len() as u64
+    }
+
     /// Dead letters evicted because `dead_letter_capacity` was reached.
     pub fn dead_letters_evicted(&self) -> u64 {
         self.evicted.load(Relaxed)

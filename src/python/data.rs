@@ -1,8 +1,9 @@
-//! Host data from Python without JSON text: plain values (dict, list, tuple, str, int,
-//! float, bool, None) converted directly, and the few fields of the cpex payload and context
-//! objects that classification needs, read by attribute. Anything else — a model where plain
-//! data was expected, NaN, bytes, a huge int, deep nesting — makes these return None, and the
-//! Python shell takes its JSON path (which degrades what strict JSON cannot hold).
+//! Host data from Python without JSON text: the few fields of a hook's payload and context
+//! that classification needs, read by attribute (cpex objects) or by key (dicts of their JSON
+//! shape), their values converted directly when they are plain data (dict, list, tuple, str,
+//! int, float, bool, None). Anything else — a model where plain data was expected, NaN, bytes,
+//! a huge int, deep nesting — makes these return None, and the Python side takes its one other
+//! path: the whole documents as JSON (degraded where strict JSON cannot hold them).
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -15,7 +16,7 @@ use crate::events::{Context, Hook};
 /// How deep plain data is followed (the JSON parser's limit); deeper goes the JSON way.
 const MAX_DEPTH: usize = 64;
 
-/// Plain Python data as JSON, or None for anything else (see `invoke_data`).
+/// Plain Python data as JSON, or None for anything else.
 pub fn plain(object: &Bound<'_, PyAny>, depth: usize) -> Option<Value> {
     if object.is_none() {
         return Some(Value::Null);
@@ -61,10 +62,29 @@ pub fn plain(object: &Bound<'_, PyAny>, depth: usize) -> Option<Value> {
     None
 }
 
+/// Whether `object` is an instance of `module.name`, a class that need not be installed
+/// (pydantic and cpex are not, for a plain Python host).
+fn instance_of(
+    object: &Bound<'_, PyAny>,
+    class: &'static PyOnceLock<Option<Py<PyType>>>,
+    module: &str,
+    name: &str,
+) -> PyResult<bool> {
+    let py = object.py();
+    let class = class.get_or_init(py, || {
+        let class = py.import(module).ok()?.getattr(name).ok()?;
+        Some(class.cast_into::<PyType>().ok()?.unbind())
+    });
+    match class {
+        Some(class) => object.is_instance(class.bind(py)),
+        None => Ok(false),
+    }
+}
+
 /// Whether `object` is a pydantic model.
 fn is_model(object: &Bound<'_, PyAny>) -> PyResult<bool> {
-    static BASE_MODEL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-    object.is_instance(BASE_MODEL.import(object.py(), "pydantic", "BaseModel")?)
+    static BASE_MODEL: PyOnceLock<Option<Py<PyType>>> = PyOnceLock::new();
+    instance_of(object, &BASE_MODEL, "pydantic", "BaseModel")
 }
 
 /// What classification needs of a hook's payload: its subject, and for `tool_post_invoke`
@@ -76,13 +96,14 @@ pub fn hook_payload(hook: Hook, payload: &Bound<'_, PyAny>) -> PyResult<Option<V
         Hook::PromptPreFetch | Hook::PromptPostFetch => intern!(py, "prompt_id"),
         Hook::ResourcePreFetch | Hook::ResourcePostFetch => intern!(py, "uri"),
     };
-    let Some(subject) = plain(&payload.getattr(field)?, 0) else {
+    let Some(subject) = member(payload, field)?.and_then(|v| plain(&v, 0)) else {
         return Ok(None);
     };
     let mut doc = Map::new();
     doc.insert(hook.subject_field().to_owned(), subject);
     if hook == Hook::ToolPostInvoke {
-        let Some(fields) = error_fields(&payload.getattr(intern!(py, "result"))?)? else {
+        let result = member(payload, intern!(py, "result"))?;
+        let Some(fields) = error_fields(result.as_ref())? else {
             return Ok(None);
         };
         doc.insert("result".to_owned(), fields);
@@ -90,10 +111,24 @@ pub fn hook_payload(hook: Hook, payload: &Bound<'_, PyAny>) -> PyResult<Option<V
     Ok(Some(Value::Object(doc)))
 }
 
+/// `object[name]` of a dict, else `object.name`; None when it has no such member.
+fn member<'py>(
+    object: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match object.cast::<PyDict>() {
+        Ok(dict) => dict.get_item(name),
+        Err(_) => Ok(object.getattr(name).ok()),
+    }
+}
+
 /// A tool result's `isError`, `is_error` and `error` (those not None), and its `content`
-/// when it failed (the shell's `_error_fields`); null for a result that is neither a dict
-/// nor a model.
-fn error_fields<'py>(result: &Bound<'py, PyAny>) -> PyResult<Option<Value>> {
+/// when it failed (what `events::tool_error` reads); null for a result that is neither a
+/// dict nor a model.
+fn error_fields<'py>(result: Option<&Bound<'py, PyAny>>) -> PyResult<Option<Value>> {
+    let Some(result) = result else {
+        return Ok(Some(Value::Null));
+    };
     let py = result.py();
     let dict = result.cast::<PyDict>().ok();
     if dict.is_none() && !is_model(result)? {
@@ -134,11 +169,10 @@ fn error_fields<'py>(result: &Bound<'py, PyAny>) -> PyResult<Option<Value>> {
 }
 
 /// The request identity and any violation (from the plugin context's state, else the global
-/// context's), as the shell's `_context`, from a `PluginContext`, a `GlobalContext` or a
-/// dict of either's JSON shape. `Ok(None)`: not plain data (a `PluginViolation` model among
+/// context's; see `Context::from_json`), from a `PluginContext`, a `GlobalContext` or a dict
+/// of either's JSON shape. `Ok(None)`: not plain data (a `PluginViolation` model among
 /// them: the shell dumps it).
 pub fn hook_context(context: &Bound<'_, PyAny>) -> PyResult<Option<Context>> {
-    static PLUGIN_CONTEXT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     let py = context.py();
     if context.is_none() {
         return Ok(Some(Context::default()));
@@ -149,14 +183,14 @@ pub fn hook_context(context: &Bound<'_, PyAny>) -> PyResult<Option<Context>> {
     }
     let mut violation = None;
     let mut global = context.clone();
-    if context.is_instance(PLUGIN_CONTEXT.import(py, "cpex.framework", "PluginContext")?)? {
+    if is_plugin_context(context)? {
         violation = state_violation(context)?;
         global = context.getattr(intern!(py, "global_context"))?;
     }
     if violation.is_none() {
         violation = state_violation(&global)?;
     }
-    let field = |name| -> PyResult<Option<Value>> { Ok(plain(&global.getattr(name)?, 0)) };
+    let field = |name| -> PyResult<Option<Value>> { Ok(member(&global, name)?.and_then(|v| plain(&v, 0))) };
     let (Some(request_id), Some(user), Some(tenant_id), Some(server_id)) = (
         field(intern!(py, "request_id"))?,
         field(intern!(py, "user"))?,
@@ -175,10 +209,18 @@ pub fn hook_context(context: &Bound<'_, PyAny>) -> PyResult<Option<Context>> {
     )))
 }
 
+/// Whether `context` is a cpex `PluginContext`.
+fn is_plugin_context(context: &Bound<'_, PyAny>) -> PyResult<bool> {
+    static PLUGIN_CONTEXT: PyOnceLock<Option<Py<PyType>>> = PyOnceLock::new();
+    instance_of(context, &PLUGIN_CONTEXT, "cpex.framework", "PluginContext")
+}
+
 /// `context.state.get("violation")`, unless None.
 fn state_violation<'py>(context: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = context.py();
-    let state = context.getattr(intern!(py, "state"))?;
+    let Some(state) = member(context, intern!(py, "state"))?.filter(|s| !s.is_none()) else {
+        return Ok(None);
+    };
     let key = intern!(py, "violation");
     let violation = match state.cast::<PyDict>() {
         Ok(state) => state.get_item(key)?,

@@ -24,7 +24,7 @@ use crate::logging::level_from_env;
 use crate::notifier::{Notifier, Submission};
 
 mod data;
-use data::{hook_context, hook_payload, plain};
+use data::{hook_context, hook_payload};
 
 create_exception!(
     _native,
@@ -140,42 +140,22 @@ impl NativeNotifier {
         Ok(outcome(py, submission))
     }
 
-    /// Handles one hook call whose payload and context are plain Python data (dict, list,
-    /// tuple, str, int, float, bool, None): no JSON text in between. Returns None, having done
-    /// nothing, when they are not (a model, a non-finite float, a huge int, deep nesting):
-    /// the caller then sends them through `invoke` as JSON.
-    #[pyo3(signature = (hook, payload, context=None))]
-    fn invoke_data<'py>(
-        &self,
-        py: Python<'py>,
-        hook: &str,
-        payload: &Bound<'py, PyAny>,
-        context: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Option<HookResult<'py>>> {
-        let hook = Hook::from_name(hook).map_err(to_py)?;
-        let context = match context {
-            Some(context) => plain(context, 0),
-            None => Some(Value::Null),
-        };
-        let (Some(payload), Some(context)) = (plain(payload, 0), context) else {
-            return Ok(None);
-        };
-        let submission = self.notifier.invoke(hook, payload, &context).map_err(to_py)?;
-        Ok(Some(outcome(py, submission)))
-    }
-
-    /// Handles a cpex hook call straight from its payload and context objects, reading only
-    /// what classification needs (see `data`). Returns None, having done nothing, when
-    /// something there is not plain data, or when templates may use the whole payload
-    /// (`include_payload_data`): the caller then extracts it in Python.
+    /// Handles a hook call straight from its payload and context (cpex objects, or dicts of
+    /// their JSON shape), reading only what classification needs (see `data`). Returns None,
+    /// having done nothing, when something there is not plain data, or when the templates
+    /// will use the whole payload (`include_payload_data`, unless `whole_payload` is False:
+    /// the caller knows it is over `max_payload_size`): the caller then sends the whole
+    /// documents through `invoke` as JSON.
+    #[pyo3(signature = (hook, payload, context, whole_payload=true))]
     fn hook<'py>(
         &self,
         hook: &str,
         payload: &Bound<'py, PyAny>,
         context: &Bound<'py, PyAny>,
+        whole_payload: bool,
     ) -> PyResult<Option<HookResult<'py>>> {
         let hook = Hook::from_name(hook).map_err(to_py)?;
-        if self.notifier.includes_payload_data() {
+        if whole_payload && self.notifier.includes_payload_data() {
             return Ok(None);
         }
         let (Some(doc), Some(context)) = (hook_payload(hook, payload)?, hook_context(context)?) else {

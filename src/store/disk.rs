@@ -27,15 +27,25 @@ impl DiskStore {
     /// `outbox.path` and quotes nothing secret.
     pub fn open(path: &Path) -> Result<(DiskStore, Claimed), String> {
         std::fs::create_dir_all(path).map_err(|e| format!("cannot create the directory: {e}"))?;
-        let db = Database::create(path.join(FILE_NAME)).map_err(|e| match e {
-            DatabaseError::DatabaseAlreadyOpen => {
-                "is already used by another webhook engine (in this process or another); give each config its own directory".to_owned()
-            }
-            other => format!("cannot open the outbox store: {other}"),
-        })?;
-        let found = load(&db).map_err(|e| format!("cannot read the outbox store: {e}"))?;
+        // redb asserts on some damaged files (a truncated one) instead of returning an error.
+        let opened = std::panic::catch_unwind(|| open_and_load(&path.join(FILE_NAME)));
+        let (db, found) = opened.map_err(|_| {
+            format!("{FILE_NAME} is damaged (truncated?) and cannot be opened; move it aside to start afresh")
+        })??;
         Ok((DiskStore(Mutex::new(Some(db))), found))
     }
+}
+
+/// Opens (or creates) the database file and reads what it holds.
+fn open_and_load(file: &Path) -> Result<(Database, Claimed), String> {
+    let db = Database::create(file).map_err(|e| match e {
+        DatabaseError::DatabaseAlreadyOpen => {
+            "is already used by another webhook engine (in this process or another); give each config its own directory".to_owned()
+        }
+        other => format!("cannot open the outbox store: {other}"),
+    })?;
+    let found = load(&db).map_err(|e| format!("cannot read the outbox store: {e}"))?;
+    Ok((db, found))
 }
 
 /// Reads pending deliveries (in due order) and dead letters (oldest first).

@@ -350,29 +350,14 @@ async def test_unrepresentable_host_data_still_raises_its_event(receiver):
     await plugin.shutdown()
 
 
-async def test_plain_data_goes_natively_and_the_rest_through_json(receiver):
-    from cpex_webhook_notification._native import NativeNotifier
-
-    native = NativeNotifier(json.dumps({"webhooks": [{"url": receiver.url(), "events": ["tool_error"]}]}), "p")
-    deep: dict = {"error": "x"}
-    for _ in range(100):
-        deep = {"nested": deep}
-    context = {"request_id": "r", "user": {"email": "a@example.com", "is_admin": False}, "n": 2**63}
-    plain = {"name": "t", "result": {"error": "boom", "codes": [1, 2.5, None, True], "pair": ("a", "b")}}
-    assert native.invoke_data("tool_post_invoke", plain, context) == ("tool_error", True)
-    for not_plain in ({"error": float("nan")}, {"error": b"raw"}, {1: "int key"}, {"error": 2**64}, deep, {"error": object()}):
-        assert native.invoke_data("tool_post_invoke", {"name": "t", "result": not_plain}, context) is None, not_plain
-    assert native.flush(10)
-    assert [r.json()["request_id"] for r in receiver.requests] == ["r"], "nothing sent for what was refused"
-    native.detach()
-
-
 @pytest.mark.parametrize("case", ["failed", "failed_model", "error_text", "success", "not_a_result", "dict_violation",
                                   "model_violation", "user_object", "prompt", "resource", "global_context"])
-async def test_the_native_hook_reads_what_the_python_extraction_does(receiver, case):
+async def test_the_native_hook_reads_what_the_whole_documents_say(receiver, case):
+    """The two paths of a hook call — the native read of what classification needs, and the
+    whole payload and context as JSON — raise the same event with the same body."""
     from pydantic import BaseModel
 
-    from cpex_webhook_notification.plugin import _context, _json
+    from cpex_webhook_notification.notifier import _document
 
     class ToolResult(BaseModel):  # a result given as a model, as MCP SDK results are
         content: list = []
@@ -404,9 +389,9 @@ async def test_the_native_hook_reads_what_the_python_extraction_does(receiver, c
     payload = payload or ToolPostInvokePayload(name="t", result=result)
     native = plugin._native
     by_attributes = native.hook(hook, payload, context)
-    by_json = native.invoke(hook, _json(plugin._payload(hook, payload)), _json(_context(context)))
+    by_json = native.invoke(hook, _document(payload), _document(context))
     if case == "model_violation":
-        assert by_attributes is None, "a PluginViolation model is left to the Python extraction"
+        assert by_attributes is None, "a PluginViolation model is left to the JSON path"
     else:
         assert by_attributes == by_json and by_json[1], (by_attributes, by_json)
         assert await plugin.flush(10)
@@ -474,6 +459,27 @@ def test_a_plugin_created_before_fork_works_in_the_child(receiver):
     assert os.waitstatus_to_exitcode(status) == 0
     reasons = [r.json()["violation"]["reason"] for r in receiver.wait_for(2)]
     assert reasons == ["parent", "child"]
+    asyncio.run(plugin.shutdown())
+
+
+def test_a_disk_outbox_plugin_forked_without_its_store_never_fails_a_request_in_the_child(receiver, tmp_path):
+    """The parent holds the disk outbox's file lock, so the child cannot start an engine on
+    it: its hooks return their default results (fail-open) and count host errors."""
+    import os
+
+    outbox = {"type": "disk", "path": str(tmp_path / "outbox")}
+    plugin = direct({"outbox": outbox, "webhooks": [{"url": receiver.url(), "events": ["violation"]}]})
+    pid = os.fork()
+    if pid == 0:
+        try:
+            context = PluginContext(global_context=ctx(violation={"reason": "child"}))
+            result = asyncio.run(plugin.tool_pre_invoke(ToolPreInvokePayload(name="t"), context))
+            ok = result.continue_processing and plugin.stats()["host_errors"] == 1
+            os._exit(0 if ok else 3)
+        except BaseException:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
     asyncio.run(plugin.shutdown())
 
 

@@ -34,6 +34,7 @@ mod scripts;
 use replies::{bytes, field, item, items, text};
 use scripts::{ADD, HAND_BACK, TAKE_DUE};
 
+use crate::config::valid_id;
 use crate::store::{now_ms, Claimed, DeadRecord, LastChange, Plan, Record, Resumed, Store};
 
 /// The consumer group of every delivery stream.
@@ -295,7 +296,9 @@ impl RedisStore {
         state.orphans = streams
             .iter()
             .filter_map(|s| s.strip_prefix(&prefix)?.strip_suffix(":stream"))
-            .filter(|id| !self.ids.iter().any(|known| known == id))
+            // Only this fleet's exact layout: `K:staging:w1:stream` is fleet `K:staging`'s, and
+            // no webhook id holds a `:`.
+            .filter(|id| valid_id(id) && !self.ids.iter().any(|known| known == id))
             .map(str::to_owned)
             .collect();
         for id in state.orphans.clone() {
