@@ -178,14 +178,14 @@ impl Context {
         server_id: Value,
         violation: Option<Value>,
     ) -> Self {
-        let (user, user_info) = identity(user);
+        let (user, user_info) = identity(capped(user));
         Context {
-            request_id,
+            request_id: capped(request_id),
             user,
             user_info,
-            tenant_id,
-            server_id,
-            violation: violation.and_then(violation_of),
+            tenant_id: capped(tenant_id),
+            server_id: capped(server_id),
+            violation: violation.and_then(violation_of).map(capped),
         }
     }
 }
@@ -199,14 +199,49 @@ pub fn notification(
 ) -> Result<(Context, Map<String, Value>)> {
     let mut context = Context::from_json(context)?;
     if let Some(v) = violation.and_then(violation_of) {
-        context.violation = Some(v);
+        context.violation = Some(capped(v));
     }
-    let metadata = match metadata {
+    let metadata = match metadata.map(capped) {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m,
         Some(_) => return Err(Error::Parse("metadata must be a JSON object".into())),
     };
     Ok((context, metadata))
+}
+
+/// Bytes of one host string copied into an event at most (an error text, a user, a tool
+/// name, …): a 5 MB tool error must not become a 5 MB body on every webhook.
+pub const MAX_HOST_STRING: usize = 16 * 1024;
+
+/// `value` with every string longer than [`MAX_HOST_STRING`] bytes cut (on a character
+/// boundary) and marked with a trailing "…"; the rest as it is.
+pub fn capped(value: Value) -> Value {
+    if !too_long(&value) {
+        return value;
+    }
+    match value {
+        Value::String(text) if text.len() > MAX_HOST_STRING => {
+            let mut end = MAX_HOST_STRING - '…'.len_utf8();
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            Value::String(format!("{}…", &text[..end]))
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(capped).collect()),
+        Value::Object(fields) => Value::Object(fields.into_iter().map(|(k, v)| (k, capped(v))).collect()),
+        other => other,
+    }
+}
+
+/// Whether `value` holds a string longer than [`MAX_HOST_STRING`] (a walk without copying,
+/// so the usual short values cost no allocation).
+fn too_long(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.len() > MAX_HOST_STRING,
+        Value::Array(items) => items.iter().any(too_long),
+        Value::Object(fields) => fields.values().any(too_long),
+        _ => false,
+    }
 }
 
 /// The one rule for what counts as a violation, wherever a host puts it: any non-null value
@@ -272,13 +307,13 @@ pub fn classify_violation(violation: &Value) -> Event {
 pub fn classify(hook: Hook, payload: &Value, context: &Context) -> Option<(Event, Map<String, Value>)> {
     let mut metadata = Map::new();
     let (key, subject) = hook.subject(payload);
-    metadata.insert(key.into(), subject);
+    metadata.insert(key.into(), capped(subject));
     let tool_error = match hook {
         Hook::ToolPostInvoke => tool_error(payload.get("result").unwrap_or(&Value::Null)),
         _ => None,
     };
     if let Some(error) = &tool_error {
-        metadata.insert("error".into(), Value::String(error.clone()));
+        metadata.insert("error".into(), capped(Value::String(error.clone())));
     }
     let event = match (&context.violation, hook) {
         (Some(v), _) => classify_violation(v),
@@ -473,5 +508,30 @@ mod tests {
         let coerced = Context::from_json(&json!({"violation": "too many calls"})).unwrap();
         assert_eq!(coerced.violation, Some(json!({"reason": "too many calls"})));
         assert_eq!(Context::from_json(&Value::Null).unwrap(), Context::default());
+    }
+
+    #[test]
+    fn host_strings_are_cut_at_16_kib_and_marked() {
+        let huge = "é".repeat(3 * 1024 * 1024); // 6 MB of two-byte characters
+        let payload = json!({"name": huge, "result": {"error": huge}});
+        let context =
+            Context::from_json(&json!({"user": {"email": huge}, "violation": {"reason": huge}})).unwrap();
+        let (_, metadata) = classify(Hook::ToolPostInvoke, &payload, &context).unwrap();
+        let texts = [
+            metadata["tool_name"].as_str().unwrap(),
+            metadata["error"].as_str().unwrap(),
+            context.user.as_str().unwrap(),
+            context.violation.as_ref().unwrap()["reason"].as_str().unwrap(),
+        ];
+        for text in texts {
+            assert!(
+                text.len() <= MAX_HOST_STRING && text.len() > MAX_HOST_STRING - 8,
+                "{}",
+                text.len()
+            );
+            assert!(text.ends_with('…'));
+        }
+        let short = json!({"a": ["b", {"c": "d"}]});
+        assert_eq!(capped(short.clone()), short);
     }
 }

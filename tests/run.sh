@@ -42,6 +42,16 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo clippy --lib --features python -- -D warnings
 
+step "rust: the minimum supported version (rust-version in Cargo.toml) still builds the library"
+MSRV=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+cargo "+$MSRV" --version >/dev/null 2>&1 || rustup toolchain install "$MSRV" --profile minimal >/dev/null 2>&1 || true
+if cargo "+$MSRV" --version >/dev/null 2>&1; then
+    cargo "+$MSRV" check --lib --bins
+    RAN+=(msrv)
+else
+    skip MSRV "no Rust $MSRV toolchain"
+fi
+
 step "redis: a real redis-server for the Redis outbox tests (Debian's; persistence off)"
 need_apt redis-server
 # A free port on 127.0.0.1, the server's own pid file; stopped by pid when this script ends.
