@@ -272,3 +272,69 @@ fn a_truncated_store_file_is_a_config_error_naming_outbox_path_not_a_panic() {
         Ok(_) => panic!("a truncated store opened"),
     }
 }
+
+/// A tmpfs mounted for one test (root only, as CI runs), unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: std::path::PathBuf, size: &str) -> Self {
+        std::fs::create_dir_all(&at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs needs root (CI runs as root)");
+        Tmpfs(at)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_commits_visibly_and_they_resume_when_space_returns() {
+    let tmpfs = Tmpfs::mount(tempdir("full-disk").join("tmpfs"), "6m");
+    let rx = Receiver::start(|_| Reply::status(503));
+    let config = format!(
+        "outbox: {{type: disk, path: '{}'}}\nwebhooks: [{{url: '{}', id: sink, events: [tool_success], retry_schedule: ['1h'], circuit_breaker: false}}]",
+        tmpfs.0.join("outbox").display(),
+        rx.url("/")
+    );
+    let n = Notifier::from_config_text(&config, None).unwrap();
+    // Fill what is left of the 6 MB.
+    let filler = tmpfs.0.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+    }
+    submit(&n, 500);
+    wait_until("a commit failed for lack of space", WAIT, || {
+        let outbox = n.stats().outbox;
+        !outbox.connected && outbox.last_error.is_some()
+    });
+    let failing = n.stats().outbox;
+    assert!(
+        failing.uncommitted <= 1000,
+        "the journal stays bounded: {failing:?}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    wait_until("commits resumed once space returned", WAIT, || {
+        let outbox = n.stats().outbox;
+        outbox.connected && outbox.last_error.is_none() && outbox.committed == 500 && outbox.uncommitted == 0
+    });
+    n.close(Duration::from_secs(5)).unwrap();
+    drop(n);
+    let again = Notifier::from_config_text(&config, None).unwrap();
+    assert_eq!(again.stats().pending, 500, "every delivery was kept");
+    again.close(Duration::ZERO).ok();
+}

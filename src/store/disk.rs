@@ -2,8 +2,10 @@
 //! transaction per batch of the journal (see `journal`). redb's file lock makes a second
 //! engine on the same directory fail to open.
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
 use uuid::Uuid;
@@ -18,8 +20,25 @@ const DEAD_LETTERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dead_l
 /// The database file inside `outbox.path`.
 pub const FILE_NAME: &str = "outbox.redb";
 
-/// The redb database; None once released at close, so the next engine can open it at once.
-pub(crate) struct DiskStore(Mutex<Option<Database>>);
+/// How long after a failed write the database is opened again (a full disk, an I/O error).
+const REOPEN_AFTER: Duration = Duration::from_secs(1);
+
+/// The redb database in one of its states.
+enum Handle {
+    Open(Database),
+    /// A write failed: redb refuses every later one ("Previous I/O error occurred. Please close
+    /// and re-open the database"), so it was closed, and is opened again from this instant.
+    Failed(Instant),
+    /// Released at close, so the next engine can open it at once.
+    Released,
+}
+
+/// The redb store of a disk outbox.
+pub(crate) struct DiskStore {
+    file: PathBuf,
+    handle: Mutex<Handle>,
+    failing: AtomicBool,
+}
 
 impl DiskStore {
     /// Opens (or creates) the store in directory `path`, reading back what a previous run left
@@ -32,20 +51,34 @@ impl DiskStore {
         let (db, found) = opened.map_err(|_| {
             format!("{FILE_NAME} is damaged (truncated?) and cannot be opened; move it aside to start afresh")
         })??;
-        Ok((DiskStore(Mutex::new(Some(db))), found))
+        let store = DiskStore {
+            file: path.join(FILE_NAME),
+            handle: Mutex::new(Handle::Open(db)),
+            failing: AtomicBool::new(false),
+        };
+        Ok((store, found))
+    }
+
+    fn handle(&self) -> MutexGuard<'_, Handle> {
+        self.handle.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// Opens (or creates) the database file and reads what it holds.
 fn open_and_load(file: &Path) -> Result<(Database, Claimed), String> {
-    let db = Database::create(file).map_err(|e| match e {
+    let db = open(file)?;
+    let found = load(&db).map_err(|e| format!("cannot read the outbox store: {e}"))?;
+    Ok((db, found))
+}
+
+/// Opens (or creates) the database file.
+fn open(file: &Path) -> Result<Database, String> {
+    Database::create(file).map_err(|e| match e {
         DatabaseError::DatabaseAlreadyOpen => {
             "is already used by another webhook engine (in this process or another); give each config its own directory".to_owned()
         }
         other => format!("cannot open the outbox store: {other}"),
-    })?;
-    let found = load(&db).map_err(|e| format!("cannot read the outbox store: {e}"))?;
-    Ok((db, found))
+    })
 }
 
 /// Reads pending deliveries (in due order) and dead letters (oldest first).
@@ -83,15 +116,43 @@ impl Store for DiskStore {
     }
 
     fn write(&self, plan: &Plan) -> Result<(), String> {
-        let db = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(db) = db.as_ref() else {
+        let mut handle = self.handle();
+        if let Handle::Failed(_) = *handle {
+            let reopened = std::panic::catch_unwind(|| open(&self.file))
+                .unwrap_or_else(|_| Err(format!("{FILE_NAME} is damaged and cannot be opened")));
+            *handle = match reopened {
+                Ok(db) => Handle::Open(db),
+                Err(e) => {
+                    *handle = Handle::Failed(Instant::now() + REOPEN_AFTER);
+                    return Err(e);
+                }
+            };
+        }
+        let Handle::Open(db) = &*handle else {
             return Err("outbox commit after close".into());
         };
-        write(db, plan).map_err(|e| e.to_string())
+        let written = write(db, plan).map_err(|e| e.to_string());
+        if written.is_err() {
+            // Closed now (which also lets go of its file lock), opened again after a while.
+            *handle = Handle::Failed(Instant::now() + REOPEN_AFTER);
+        }
+        self.failing.store(written.is_err(), Relaxed);
+        written
+    }
+
+    fn ready(&self) -> bool {
+        match *self.handle() {
+            Handle::Failed(retry_at) => Instant::now() >= retry_at,
+            _ => true,
+        }
     }
 
     fn release(&self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        *self.handle() = Handle::Released;
+    }
+
+    fn connected(&self) -> bool {
+        !self.failing.load(Relaxed)
     }
 }
 

@@ -131,6 +131,10 @@ impl Journal {
 
     /// Writes every change recorded so far in one transaction.
     pub fn commit(&self) -> Result<(), String> {
+        if !self.store.ready() {
+            let error = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            return Err(error.unwrap_or_else(|| "outbox store unavailable".into()));
+        }
         let _order = self.commit_order.lock().unwrap_or_else(|e| e.into_inner());
         let batch = std::mem::take(&mut *self.changes());
         self.write_batch(batch).map_err(|(message, batch)| {

@@ -186,6 +186,11 @@ pub(crate) trait Store: Send + Sync {
     fn write(&self, plan: &Plan) -> Result<(), String>;
     /// Lets go of the store after the last write (at close).
     fn release(&self);
+    /// Whether a write may be tried now: false while the store waits to reconnect or reopen
+    /// after a failure, so that nothing is planned or sent meanwhile.
+    fn ready(&self) -> bool {
+        true
+    }
     /// Whether the store is reachable now.
     fn connected(&self) -> bool {
         true

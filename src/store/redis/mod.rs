@@ -628,6 +628,13 @@ impl Store for RedisStore {
         self.connected.store(false, Relaxed);
     }
 
+    fn ready(&self) -> bool {
+        // A slow Redis may hold the state: then a write is under way, and one more may queue.
+        self.state.try_lock().map_or(true, |state| {
+            state.connection.is_some() || Instant::now() >= state.retry_at
+        })
+    }
+
     fn connected(&self) -> bool {
         self.connected.load(Relaxed)
     }
