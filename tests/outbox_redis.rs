@@ -304,3 +304,31 @@ fn fleets_whose_keys_are_prefixes_of_each_other_never_take_each_others_deliverie
     rx.wait_for(20, WAIT);
     staging.close(Duration::from_secs(5)).unwrap();
 }
+
+#[test]
+fn close_keeps_its_deadline_when_redis_is_frozen() {
+    let redis = RedisServer::start();
+    let rx = Receiver::start(|_| Reply::status(503));
+    let config = format!(
+        "outbox: {{type: redis, url: '{}', key: {}}}\nwebhooks: [{{url: '{}', id: sink, events: [tool_success], retry_schedule: ['1h']}}]",
+        redis.url(),
+        key("frozen"),
+        rx.url("/")
+    );
+    let n = Notifier::from_config_text(&config, None).unwrap();
+    submit(&n, 20);
+    wait_until("committed", WAIT, || n.stats().outbox.committed == 20);
+    redis.signal(libc::SIGSTOP);
+    submit(&n, 20); // not yet written: the committer now hangs on the frozen server
+    let (done, closed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(n.close(Duration::from_millis(500))).unwrap());
+    // A hang guard, not a measurement: a frozen Redis used to hold close for 30 s (its socket
+    // timeouts, several calls in a row); it now returns at its deadline.
+    let result = closed.recv_timeout(Duration::from_secs(10));
+    redis.signal(libc::SIGCONT);
+    let result = result.expect("close returned");
+    assert!(
+        result.is_err(),
+        "what could not be written is reported: {result:?}"
+    );
+}

@@ -272,9 +272,9 @@ impl Queue {
         journal.dead_letters_removed(evicted);
     }
 
-    /// Commits what is left and lets go of the store (at close).
-    pub fn release(&self) -> Result<(), Released> {
-        self.journal.as_ref().map_or(Ok(()), Journal::release)
+    /// Commits what is left and lets go of the store (at close), by `deadline`.
+    pub fn release(&self, deadline: Option<Instant>) -> Result<(), Released> {
+        self.journal.as_ref().map_or(Ok(()), |j| j.release(deadline))
     }
 
     /// What `stats.outbox` shows.

@@ -15,7 +15,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use super::{unix_ms, Claimed, DeadLetter, DeadRecord, LastChange, Plan, Record, Store};
+use super::{lock_until, unix_ms, Claimed, DeadLetter, DeadRecord, LastChange, Plan, Record, Store};
 use crate::events::Event;
 use crate::stats::OutboxStatus;
 
@@ -151,15 +151,26 @@ impl Journal {
     }
 
     /// Commits what is left and lets go of the store (at close), so that a new engine can
-    /// open it at once; a delivery recorded after that is not kept.
-    pub fn release(&self) -> Result<(), Released> {
-        let _order = self.commit_order.lock().unwrap_or_else(|e| e.into_inner());
+    /// open it at once; a delivery recorded after that is not kept. Returns by `deadline`
+    /// (None: no deadline): a store call still in flight then, or one that would end later,
+    /// leaves the rest unwritten (reported as lost).
+    pub fn release(&self, deadline: Option<Instant>) -> Result<(), Released> {
+        if let Some(deadline) = deadline {
+            self.store.close_by(deadline);
+        }
+        let order = lock_until(&self.commit_order, deadline);
         let batch = {
             let mut changes = self.changes();
             self.released.store(true, Relaxed);
             std::mem::take(&mut *changes)
         };
-        let written = self.write_batch(batch);
+        let written = match order {
+            Some(_) => self.write_batch(batch),
+            None => Err((
+                "the outbox store was busy past the close deadline".to_owned(),
+                batch,
+            )),
+        };
         self.store.release();
         written.map_err(|(message, batch)| Released {
             message,

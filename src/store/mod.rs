@@ -9,6 +9,7 @@ pub(crate) mod disk;
 pub(crate) mod journal;
 pub(crate) mod redis;
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -191,6 +192,8 @@ pub(crate) trait Store: Send + Sync {
     fn ready(&self) -> bool {
         true
     }
+    /// From now on every call to the store returns by `deadline` (close is under way).
+    fn close_by(&self, _deadline: Instant) {}
     /// Whether the store is reachable now.
     fn connected(&self) -> bool {
         true
@@ -203,6 +206,22 @@ pub(crate) trait Store: Send + Sync {
     /// from the store (before the store reports itself connected).
     fn claim(&self, _room: &[usize]) -> Claimed {
         Claimed::default()
+    }
+}
+
+/// Locks `mutex`, waiting at most until `deadline` (None: as long as it takes); None when the
+/// deadline passed first. For the close path, which must not wait on a store call in flight.
+pub(crate) fn lock_until<T>(mutex: &Mutex<T>, deadline: Option<Instant>) -> Option<MutexGuard<'_, T>> {
+    let Some(deadline) = deadline else {
+        return Some(mutex.lock().unwrap_or_else(|e| e.into_inner()));
+    };
+    loop {
+        match mutex.try_lock() {
+            Ok(guard) => return Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => return Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if Instant::now() >= deadline => return None,
+            Err(std::sync::TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(1)),
+        }
     }
 }
 

@@ -50,6 +50,12 @@ impl RedisServer {
         server
     }
 
+    /// Sends it `signal` (SIGSTOP freezes it: connections are accepted, nothing answered).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
     /// Its URL.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)

@@ -35,12 +35,15 @@ use replies::{bytes, field, item, items, text};
 use scripts::{ADD, HAND_BACK, TAKE_DUE};
 
 use crate::config::valid_id;
-use crate::store::{now_ms, Claimed, DeadRecord, LastChange, Plan, Record, Resumed, Store};
+use crate::store::{lock_until, now_ms, Claimed, DeadRecord, LastChange, Plan, Record, Resumed, Store};
 
 /// The consumer group of every delivery stream.
 const GROUP: &str = "webhook-notification";
 /// How often this process looks for deliveries to take over.
 const CLAIM_INTERVAL: Duration = Duration::from_millis(100);
+/// How long connecting may take, and each call (less once close has a deadline).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// New deliveries per script call (a script blocks the server while it runs).
 const ADD_CHUNK: usize = 500;
 
@@ -93,6 +96,8 @@ pub(crate) struct RedisStore {
     claim_after: Duration,
     dead_capacity: usize,
     connected: AtomicBool,
+    /// Set at close: every Redis call returns by then.
+    deadline: Mutex<Option<Instant>>,
     /// The latest connection error, until a claim round succeeds (kept apart from `state`,
     /// which a slow Redis may hold, so that stats never wait).
     error: Mutex<Option<String>>,
@@ -120,6 +125,7 @@ impl RedisStore {
             claim_after,
             dead_capacity,
             connected: AtomicBool::new(false),
+            deadline: Mutex::default(),
             error: Mutex::default(),
             state: Mutex::new(State {
                 connection: None,
@@ -143,6 +149,33 @@ impl RedisStore {
 impl RedisStore {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The close deadline, once close has begun.
+    fn deadline(&self) -> Option<Instant> {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the socket timeouts for a call that reads `replies` replies: 5 s each, or an equal
+    /// share of what is left before the close deadline — the client waits for every reply of a
+    /// pipeline in turn, timed out or not, so a frozen server would otherwise hold a pipeline of
+    /// n commands for n timeouts.
+    fn time_calls(&self, connection: &mut Connection, replies: usize) -> redis::RedisResult<()> {
+        let share = self.call_timeout(IO_TIMEOUT)? / (replies.max(1) as u32);
+        let share = share.max(Duration::from_millis(1));
+        connection.set_read_timeout(Some(share))?;
+        connection.set_write_timeout(Some(share))
+    }
+
+    /// How long one Redis call may take: `normal`, or what is left before the close deadline.
+    fn call_timeout(&self, normal: Duration) -> redis::RedisResult<Duration> {
+        match self.deadline() {
+            None => Ok(normal),
+            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Ok(left.min(normal)),
+                _ => Err((redis::ErrorKind::Io, "the close deadline passed").into()),
+            },
+        }
     }
 
     fn stream(&self, webhook: &str) -> String {
@@ -183,7 +216,10 @@ impl RedisStore {
                 Err(e) => return Err(self.went_down(state, e)),
             },
         };
-        match work(self, &mut connection, state) {
+        match self
+            .time_calls(&mut connection, 1)
+            .and_then(|()| work(self, &mut connection, state))
+        {
             Ok(value) => {
                 state.connection = Some(connection);
                 state.failures = 0;
@@ -206,9 +242,9 @@ impl RedisStore {
 
     /// Connects, creates the consumer groups and loads the scripts.
     fn open(&self, state: &mut State) -> redis::RedisResult<Connection> {
-        let mut connection = self.client.get_connection_with_timeout(Duration::from_secs(2))?;
-        connection.set_read_timeout(Some(Duration::from_secs(5)))?;
-        connection.set_write_timeout(Some(Duration::from_secs(5)))?;
+        let timeout = self.call_timeout(CONNECT_TIMEOUT)?;
+        let mut connection = self.client.get_connection_with_timeout(timeout)?;
+        self.time_calls(&mut connection, 1)?;
         for id in &self.ids {
             self.create_group(&mut connection, id)?;
         }
@@ -563,7 +599,9 @@ impl Store for RedisStore {
     }
 
     fn write(&self, plan: &Plan) -> Result<(), String> {
-        let mut state = self.state();
+        let Some(mut state) = lock_until(&self.state, self.deadline()) else {
+            return Err("Redis: busy past the close deadline".into());
+        };
         let state = &mut *state;
         self.with_connection(state, |store, connection, state| {
             let mut pipe = redis::pipe();
@@ -571,7 +609,11 @@ impl Store for RedisStore {
             let expect = store.commands(plan, state, &mut pipe);
             let replies: Vec<Value> = match pipe.is_empty() {
                 true => Vec::new(),
-                false => pipe.query(connection)?,
+                false => {
+                    // MULTI and EXEC are read too.
+                    store.time_calls(connection, pipe.len() + 2)?;
+                    pipe.query(connection)?
+                }
             };
             store.written(plan, expect, replies, state);
             Ok(())
@@ -579,7 +621,10 @@ impl Store for RedisStore {
     }
 
     fn release(&self) {
-        let mut state = self.state();
+        let Some(mut state) = lock_until(&self.state, self.deadline()) else {
+            log::warn!("Redis was busy past the close deadline: what this process holds is taken over by another after claim_after");
+            return;
+        };
         let state = &mut *state;
         let now = now_ms();
         let handed_back = self.with_connection(state, |store, connection, state| {
@@ -618,6 +663,7 @@ impl Store for RedisStore {
                     .arg(&store.consumer)
                     .ignore();
             }
+            store.time_calls(connection, pipe.len())?;
             run(pipe, connection)
         });
         if let Err(e) = handed_back {
@@ -626,6 +672,10 @@ impl Store for RedisStore {
         state.connection = None;
         state.released = true;
         self.connected.store(false, Relaxed);
+    }
+
+    fn close_by(&self, deadline: Instant) {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(deadline);
     }
 
     fn ready(&self) -> bool {
