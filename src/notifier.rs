@@ -187,6 +187,12 @@ impl Notifier {
         self.engine.config().max_payload_size
     }
 
+    /// Identifies the engine (shared notifiers of one config have the same): stable while the
+    /// engine lives, never the same as another live engine's.
+    pub fn engine_id(&self) -> usize {
+        Arc::as_ptr(&self.engine) as usize
+    }
+
     /// The configured `shutdown_timeout`.
     pub fn shutdown_timeout(&self) -> Duration {
         self.engine.config().shutdown_timeout

@@ -28,6 +28,9 @@ pub struct OutboxStatus {
     pub uncommitted: u64,
     /// Whether the store is reachable (always true for memory).
     pub connected: bool,
+    /// Records found in a disk store that could not be read at start: kept aside in its
+    /// `unreadable` table for inspection, not resumed.
+    pub unreadable: u64,
     /// The latest store error, if any.
     pub last_error: Option<String>,
 }
@@ -40,6 +43,7 @@ impl OutboxStatus {
             committed: 0,
             uncommitted: 0,
             connected: true,
+            unreadable: 0,
             last_error: None,
         }
     }

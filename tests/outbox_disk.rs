@@ -338,3 +338,53 @@ fn a_full_disk_fails_commits_visibly_and_they_resume_when_space_returns() {
     assert_eq!(again.stats().pending, 500, "every delivery was kept");
     again.close(Duration::ZERO).ok();
 }
+
+#[test]
+fn unreadable_records_are_counted_logged_and_kept_aside_not_dropped() {
+    let dir = tempdir("unreadable");
+    let rx = Receiver::start(|_| Reply::status(503));
+    let config = format!(
+        "outbox: {{type: disk, path: '{}'}}\nwebhooks: [{{url: '{}', id: sink, events: [tool_success], retry_schedule: ['1h']}}]",
+        dir.display(),
+        rx.url("/")
+    );
+    let n = Notifier::from_config_text(&config, None).unwrap();
+    submit(&n, 30);
+    wait_until("committed", WAIT, || n.stats().outbox.committed == 30);
+    n.close(Duration::from_secs(5)).unwrap();
+    drop(n);
+    // Damage two records the way a flipped byte would: their JSON no longer parses.
+    let table = redb::TableDefinition::<&[u8], &[u8]>::new("deliveries");
+    let db = redb::Database::create(dir.join("outbox.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        use redb::ReadableTable;
+        let mut deliveries = txn.open_table(table).unwrap();
+        let keys: Vec<Vec<u8>> = deliveries
+            .iter()
+            .unwrap()
+            .take(2)
+            .map(|e| e.unwrap().0.value().to_vec())
+            .collect();
+        for key in keys {
+            deliveries
+                .insert(key.as_slice(), b"{\"id\": broken".as_slice())
+                .unwrap();
+        }
+    }
+    txn.commit().unwrap();
+    drop(db);
+    let again = Notifier::from_config_text(&config, None).unwrap();
+    let stats = again.stats();
+    assert_eq!((stats.pending, stats.outbox.unreadable), (28, 2), "{stats:?}");
+    again.close(Duration::ZERO).ok();
+    drop(again);
+    let db = redb::Database::create(dir.join("outbox.redb")).unwrap();
+    let aside = redb::TableDefinition::<&[u8], &[u8]>::new("unreadable");
+    use redb::ReadableTableMetadata;
+    assert_eq!(
+        db.begin_read().unwrap().open_table(aside).unwrap().len().unwrap(),
+        2,
+        "kept for inspection"
+    );
+}

@@ -22,7 +22,7 @@ REFRESH_SECONDS = 2.0
 _lock = threading.Lock()
 _natives: weakref.WeakSet[Any] = weakref.WeakSet()
 _metrics: dict[str, Any] = {}
-_last: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+_last: dict[tuple[int, str, tuple[tuple[str, str], ...]], float] = {}
 _thread: threading.Thread | None = None
 
 
@@ -61,14 +61,19 @@ def _loop() -> None:
 
 
 def refresh() -> None:
-    """Brings the prometheus_client metrics up to date with every watched engine now."""
+    """Brings the prometheus_client metrics up to date with every watched engine now. Two live
+    engines may show the same labels (one plugin name and webhook id, two configs): counters
+    move by what each engine's own count grew, gauges show their sum."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with _lock:
-        texts = {native.metrics_text() for native in list(_natives)}
-        for text in texts:
-            for family in text_string_to_metric_families(text):
-                _mirror(family)
+        engines = {native.engine_id: native for native in list(_natives)}
+        gauges: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[Any, float]] = {}
+        for engine, native in engines.items():
+            for family in text_string_to_metric_families(native.metrics_text()):
+                _mirror(engine, family, gauges)
+        for (_, labels), (family, value) in gauges.items():
+            _metric(family, [k for k, _ in labels]).labels(**dict(labels)).set(value)
 
 
 def _metric(family: Any, labelnames: list[str]) -> Any:
@@ -87,30 +92,32 @@ def _metric(family: Any, labelnames: list[str]) -> Any:
     return metric
 
 
-def _delta(name: str, labels: dict[str, str], value: float) -> float:
-    """What a counter-like sample grew by since the last refresh (all of it after a reset)."""
-    key = (name, tuple(sorted(labels.items())))
+def _delta(engine: int, name: str, labels: dict[str, str], value: float) -> float:
+    """What a counter-like sample of one engine grew by since the last refresh (all of it
+    after a reset)."""
+    key = (engine, name, tuple(sorted(labels.items())))
     last = _last.get(key, 0.0)
     _last[key] = value
     return value - last if value >= last else value
 
 
-def _mirror(family: Any) -> None:
+def _mirror(engine: int, family: Any, gauges: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[Any, float]]) -> None:
+    """Moves one engine's counters and histograms; adds its gauges to ``gauges``."""
     if family.type == "histogram":
-        _mirror_histogram(family)
+        _mirror_histogram(engine, family)
         return
     for sample in family.samples:
         labels = dict(sample.labels)
-        metric = _metric(family, list(labels)).labels(**labels)
         if family.type == "counter":
-            grown = _delta(sample.name, labels, sample.value)
+            grown = _delta(engine, sample.name, labels, sample.value)
             if grown:
-                metric.inc(grown)
+                _metric(family, list(labels)).labels(**labels).inc(grown)
         else:
-            metric.set(sample.value)
+            key = (sample.name, tuple(labels.items()))
+            gauges[key] = (family, gauges.get(key, (family, 0.0))[1] + sample.value)
 
 
-def _mirror_histogram(family: Any) -> None:
+def _mirror_histogram(engine: int, family: Any) -> None:
     series: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
     for sample in family.samples:
         labels = {k: v for k, v in sample.labels.items() if k != "le"}
@@ -125,10 +132,10 @@ def _mirror_histogram(family: Any) -> None:
         cumulative = [value for _, value in sorted(entry["buckets"])]
         counts = [b - a for a, b in zip([0.0, *cumulative], cumulative)]
         for i, count in enumerate(counts):
-            grown = _delta(f"{family.name}_bucket_{i}", labels, count)
+            grown = _delta(engine, f"{family.name}_bucket_{i}", labels, count)
             if grown:
                 child._buckets[i].inc(grown)  # prometheus_client keeps per-bucket (not cumulative) values
-        grown_sum = _delta(f"{family.name}_sum", labels, entry["sum"])
+        grown_sum = _delta(engine, f"{family.name}_sum", labels, entry["sum"])
         if grown_sum:
             child._sum.inc(grown_sum)
 

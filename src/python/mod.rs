@@ -231,6 +231,13 @@ impl NativeNotifier {
         self.notifier.is_forked()
     }
 
+    /// Identifies the engine this instance is attached to (instances of one config share it),
+    /// so that metrics of two live engines are told apart.
+    #[getter]
+    fn engine_id(&self) -> usize {
+        self.notifier.engine_id()
+    }
+
     /// Whether `{{payload}}` is used, so the Python side can skip serialising payloads.
     #[getter]
     fn include_payload_data(&self) -> bool {

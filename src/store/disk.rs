@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
+use redb::{Database, DatabaseError, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use uuid::Uuid;
 
 use super::{Claimed, DeadRecord, LastChange, Plan, Record, Store};
@@ -16,6 +16,10 @@ use super::{Claimed, DeadRecord, LastChange, Plan, Record, Store};
 const DELIVERIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("deliveries");
 /// Dead letters by delivery id.
 const DEAD_LETTERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dead_letters");
+/// Records that did not parse, kept for inspection by `<table>:<delivery id>`.
+const UNREADABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("unreadable");
+
+type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 /// The database file inside `outbox.path`.
 pub const FILE_NAME: &str = "outbox.redb";
@@ -38,6 +42,8 @@ pub(crate) struct DiskStore {
     file: PathBuf,
     handle: Mutex<Handle>,
     failing: AtomicBool,
+    /// Records kept aside because they did not parse (`stats.outbox.unreadable`).
+    unreadable: u64,
 }
 
 impl DiskStore {
@@ -48,13 +54,14 @@ impl DiskStore {
         std::fs::create_dir_all(path).map_err(|e| format!("cannot create the directory: {e}"))?;
         // redb asserts on some damaged files (a truncated one) instead of returning an error.
         let opened = std::panic::catch_unwind(|| open_and_load(&path.join(FILE_NAME)));
-        let (db, found) = opened.map_err(|_| {
+        let (db, (found, unreadable)) = opened.map_err(|_| {
             format!("{FILE_NAME} is damaged (truncated?) and cannot be opened; move it aside to start afresh")
         })??;
         let store = DiskStore {
             file: path.join(FILE_NAME),
             handle: Mutex::new(Handle::Open(db)),
             failing: AtomicBool::new(false),
+            unreadable,
         };
         Ok((store, found))
     }
@@ -65,7 +72,12 @@ impl DiskStore {
 }
 
 /// Opens (or creates) the database file and reads what it holds.
-fn open_and_load(file: &Path) -> Result<(Database, Claimed), String> {
+fn open_and_load(file: &Path) -> Result<(Database, (Claimed, u64)), String> {
+    if std::fs::metadata(file).is_ok_and(|m| m.len() == 0) {
+        log::warn!(
+            "{FILE_NAME} is empty: no delivery to resume (a store file emptied outside this library?)"
+        );
+    }
     let db = open(file)?;
     let found = load(&db).map_err(|e| format!("cannot read the outbox store: {e}"))?;
     Ok((db, found))
@@ -83,31 +95,65 @@ fn open(file: &Path) -> Result<Database, String> {
 
 /// Reads pending deliveries (in due order) and dead letters (oldest first).
 #[allow(clippy::result_large_err)] // redb's own error, turned into text by the caller
-fn load(db: &Database) -> Result<Claimed, redb::Error> {
+fn load(db: &Database) -> Result<(Claimed, u64), redb::Error> {
     let txn = db.begin_write()?;
     txn.open_table(DELIVERIES)?;
     txn.open_table(DEAD_LETTERS)?;
+    txn.open_table(UNREADABLE)?;
     txn.commit()?;
     let read = db.begin_read()?;
+    let mut unreadable = Vec::new();
     let mut dead = Vec::new();
     for entry in read.open_table(DEAD_LETTERS)?.iter()? {
         let (key, value) = entry?;
-        if let Ok(mut record) = serde_json::from_slice::<DeadRecord>(value.value()) {
-            record.id = uuid_of(key.value());
-            dead.push(record);
+        match serde_json::from_slice::<DeadRecord>(value.value()) {
+            Ok(mut record) => {
+                record.id = uuid_of(key.value());
+                dead.push(record);
+            }
+            Err(_) => unreadable.push((DEAD_LETTERS, key.value().to_vec(), value.value().to_vec())),
         }
     }
     dead.sort_by(|a, b| a.time.cmp(&b.time));
     let mut resumed = Vec::new();
     for entry in read.open_table(DELIVERIES)?.iter()? {
         let (key, value) = entry?;
-        if let Ok(mut record) = serde_json::from_slice::<Record>(value.value()) {
-            record.id = uuid_of(key.value());
-            resumed.push(record.resumed());
+        match serde_json::from_slice::<Record>(value.value()) {
+            Ok(mut record) => {
+                record.id = uuid_of(key.value());
+                resumed.push(record.resumed());
+            }
+            Err(_) => unreadable.push((DELIVERIES, key.value().to_vec(), value.value().to_vec())),
         }
     }
+    drop(read);
     resumed.sort_by_key(|r| r.due);
-    Ok(Claimed { resumed, dead })
+    let moved = set_aside(db, unreadable)?;
+    let kept = db.begin_read()?.open_table(UNREADABLE)?.len()?;
+    if moved > 0 {
+        log::warn!("{moved} outbox records could not be read: kept aside in the `unreadable` table of {FILE_NAME} ({kept} there in all)");
+    }
+    Ok((Claimed { resumed, dead }, kept))
+}
+
+/// Moves records that do not parse out of their table into `unreadable` (keyed by table name
+/// and delivery id), so they are neither resumed nor lost; returns how many.
+#[allow(clippy::result_large_err)] // redb's own error, turned into text by the caller
+fn set_aside(db: &Database, records: Vec<(Table, Vec<u8>, Vec<u8>)>) -> Result<u64, redb::Error> {
+    if records.is_empty() {
+        return Ok(0);
+    }
+    let txn = db.begin_write()?;
+    {
+        let mut aside = txn.open_table(UNREADABLE)?;
+        for (table, key, value) in &records {
+            txn.open_table(*table)?.remove(key.as_slice())?;
+            let aside_key = [table.name().as_bytes(), b":", key].concat();
+            aside.insert(aside_key.as_slice(), value.as_slice())?;
+        }
+    }
+    txn.commit()?;
+    Ok(records.len() as u64)
 }
 
 impl Store for DiskStore {
@@ -153,6 +199,10 @@ impl Store for DiskStore {
 
     fn connected(&self) -> bool {
         !self.failing.load(Relaxed)
+    }
+
+    fn unreadable(&self) -> u64 {
+        self.unreadable
     }
 }
 

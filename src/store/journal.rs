@@ -185,6 +185,7 @@ impl Journal {
             committed: self.committed.load(Relaxed),
             uncommitted: self.changes().len() as u64,
             connected: self.store.connected(),
+            unreadable: self.store.unreadable(),
             last_error: (self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone())
                 .or_else(|| self.store.last_error()),
         }

@@ -198,6 +198,10 @@ pub(crate) trait Store: Send + Sync {
     fn connected(&self) -> bool {
         true
     }
+    /// Records found in the store that could not be read (kept aside, not resumed).
+    fn unreadable(&self) -> u64 {
+        0
+    }
     /// Why it is not, if it is not.
     fn last_error(&self) -> Option<String> {
         None

@@ -103,6 +103,29 @@ def test_metrics_parse_and_match_stats_without_secrets(receiver):
     assert "SECRET" not in exposed
 
 
+def test_two_live_engines_with_the_same_labels_are_mirrored_without_inflating(receiver):
+    """Same plugin name and webhook id, two configs (two engines): each engine's counters
+    move the mirror by what they grew, however often it refreshes."""
+    from cpex_webhook_notification import Notifier
+
+    config = {"webhooks": [{"url": receiver.url(), "id": "twin", "events": ["violation"]}]}
+    first = Notifier(config, "TwinEngines")
+    second = Notifier({**config, "shutdown_timeout": 4}, "TwinEngines")
+    assert first._native.engine_id != second._native.engine_id
+    first.notify("violation", {}, "r")
+    for _ in range(3):
+        second.notify("violation", {}, "r")
+    assert first.flush(10) and second.flush(10)
+    for _ in range(4):
+        metrics.refresh()
+    exposed = generate_latest(REGISTRY).decode()
+    labels = {"plugin": "TwinEngines", "webhook": "twin", "outcome": "delivered"}
+    assert sample(exposed, "webhook_notification_deliveries_total", **labels) == 4
+    assert sample(exposed, "webhook_notification_delivery_seconds_count", plugin="TwinEngines") == 4
+    first.close()
+    second.close()
+
+
 def test_metrics_survive_in_a_multiprocess_directory(receiver, tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(textwrap.dedent(f"""
