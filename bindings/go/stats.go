@@ -18,13 +18,15 @@ type Stats struct {
 	Outbox      OutboxStats    `json:"outbox"`
 }
 
-// OutboxStats say where deliveries wait ("memory" or "disk") and, for a durable outbox,
-// how many new deliveries were committed and how many changes wait for the next commit.
+// OutboxStats say where deliveries wait ("memory", "disk" or "redis") and, for a durable
+// outbox, how many new deliveries were committed, how many changes wait for the next commit,
+// whether the store is reachable, and how many records it held that could not be read.
 type OutboxStats struct {
 	Type        string  `json:"type"`
 	Committed   uint64  `json:"committed"`
 	Uncommitted uint64  `json:"uncommitted"`
 	Connected   bool    `json:"connected"`
+	Unreadable  uint64  `json:"unreadable"`
 	LastError   *string `json:"last_error"`
 }
 
