@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
+use crate::config::yaml::{self, Value as Yaml};
 use serde::{Deserialize, Serialize};
-use serde_yaml::Value as Yaml;
 
 use serde_json::{json, Value};
 
@@ -56,7 +56,7 @@ fn check(path: &Path, rendered: Option<Vec<JinjaFinding>>, out: &Output) -> Resu
         Some(findings) => (text, findings),
         None => strip_jinja(&text),
     };
-    let doc: Option<Yaml> = serde_yaml::from_str(&text).ok();
+    let doc: Option<Yaml> = yaml::parse(&text).ok();
     let plugins = doc
         .as_ref()
         .and_then(|d| d.get("plugins"))
@@ -71,7 +71,7 @@ fn check(path: &Path, rendered: Option<Vec<JinjaFinding>>, out: &Output) -> Resu
                 }
                 checked += 1;
                 let config = entry.get("config").cloned().unwrap_or(Yaml::Null);
-                let config = serde_yaml::to_string(&config).unwrap_or_default();
+                let config = yaml::to_text(&config);
                 if let Err(e) = Config::load(&config) {
                     problems.push(problem(format!("plugins[{i}]"), e));
                 }

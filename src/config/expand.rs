@@ -3,7 +3,7 @@
 //! the engine's identity is computed from. `${file:…}` reads the file's content (Kubernetes
 //! and Docker secrets) with one trailing newline removed.
 
-use serde_yaml::Value as Y;
+use super::yaml::Value as Y;
 
 use crate::error::{Error, Result};
 

@@ -6,6 +6,7 @@
 //! (secret-free errors), `expand` (`${env.…}`, `${file:…}`), `retry`, `fields` (shared checks).
 
 mod auth;
+mod document;
 mod expand;
 mod fields;
 mod network;
@@ -14,6 +15,7 @@ mod redact;
 mod retry;
 mod schema;
 mod webhook;
+pub(crate) mod yaml;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,7 +28,6 @@ use crate::network::NetworkPolicy;
 use crate::template::Template;
 use fields::{compile, event_key, in_range, seconds};
 pub use outbox::OutboxConfig;
-use redact::{shown_path, without_values, yaml_error};
 use schema::RawConfig;
 use webhook::check_unique_ids;
 pub(crate) use webhook::valid_id;
@@ -65,20 +66,18 @@ impl Config {
     pub fn load(text: &str) -> Result<Self> {
         let mut doc = parse_document(text)?;
         if doc.is_null() {
-            doc = serde_yaml::Value::Mapping(Default::default());
+            doc = yaml::Value::Mapping(Default::default());
         }
         expand::expand_env(&mut doc, &mut String::new())?;
         Self::from_value(doc)
     }
 
     /// Validates an already-parsed document (after `${env.…}` expansion).
-    fn from_value(doc: serde_yaml::Value) -> Result<Self> {
+    fn from_value(doc: yaml::Value) -> Result<Self> {
         let mut identity = Sha256::new();
-        identity.update(serde_yaml::to_string(&doc).unwrap_or_default());
-        let raw: RawConfig = serde_path_to_error::deserialize(doc).map_err(|e| {
-            let field = shown_path(e.path());
-            Error::config(field, without_values(&e.into_inner().to_string()))
-        })?;
+        identity.update(yaml::to_text(&doc));
+        let raw: RawConfig =
+            document::read(doc).map_err(|(field, why)| Error::config(field, why.to_string()))?;
         let default_capacity = in_range("queue_capacity", raw.queue_capacity, 1, 10_000_000)?;
         let network = raw.network.build()?;
         let webhooks = raw
@@ -181,7 +180,7 @@ fn flow_depth(text: &str) -> usize {
 
 /// JSON when the text looks like JSON and is, else YAML; the error of the format the text
 /// was meant to be in.
-fn parse_document(text: &str) -> Result<serde_yaml::Value> {
+fn parse_document(text: &str) -> Result<yaml::Value> {
     if flow_depth(text) > MAX_NESTING {
         // Parsers take time quadratic in the depth; no config needs more than a few levels.
         return Err(Error::config(
@@ -196,8 +195,7 @@ fn parse_document(text: &str) -> Result<serde_yaml::Value> {
         },
         false => None,
     };
-    serde_yaml::from_str(text).map_err(|e| {
-        let yaml = yaml_error(&e);
+    yaml::parse(text).map_err(|yaml| {
         let message = match json_error {
             Some(json) => format!("neither valid JSON ({json}) nor valid YAML ({yaml})"),
             None => format!("invalid YAML: {yaml}"),

@@ -30,9 +30,11 @@ use uuid::Uuid;
 
 mod replies;
 mod scripts;
+mod state;
 
 use replies::{bytes, field, item, items, text};
 use scripts::{ADD, HAND_BACK, TAKE_DUE};
+use state::{Held, Place, State};
 
 use crate::config::valid_id;
 use crate::store::{lock_until, now_ms, Claimed, DeadRecord, LastChange, Plan, Record, Resumed, Store};
@@ -46,44 +48,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// New deliveries per script call (a script blocks the server while it runs).
 const ADD_CHUNK: usize = 500;
-
-/// Where a delivery this process holds is stored.
-enum Place {
-    /// An entry of the webhook's stream, in this consumer's pending list.
-    Stream(String),
-    /// A member of the webhook's retry set, leased until its due time plus `claim_after`.
-    Retry { due_ms: u64 },
-}
-
-/// A delivery this process holds, by webhook id (which may no longer be configured).
-struct Held {
-    webhook: String,
-    place: Place,
-}
-
-/// The connection and what this process holds; one lock, taken by the committer only.
-struct State {
-    connection: Option<Connection>,
-    /// SHA1s of ADD, TAKE_DUE and HAND_BACK on the current server.
-    scripts: [String; 3],
-    /// No connection attempt before this (backoff).
-    retry_at: Instant,
-    failures: u32,
-    handles: HashMap<Uuid, Held>,
-    dead_handles: HashMap<Uuid, String>,
-    /// Whether the dead letters and orphaned streams were read (once, at the first connection).
-    loaded: bool,
-    /// Dead letters read at the first connection: handed over by the next claim.
-    dead: Vec<DeadRecord>,
-    /// Webhook ids with a stream in Redis that this config does not have.
-    orphans: Vec<String>,
-    /// Entries an ADD took that were not its own: handed over by the next claim.
-    adopted: Vec<Resumed>,
-    next_claim: Instant,
-    next_renewal: Instant,
-    /// Set at close: this process takes nothing more.
-    released: bool,
-}
 
 /// The Redis store of a fleet's outbox.
 pub(crate) struct RedisStore {

@@ -1,0 +1,48 @@
+//! What a Redis store holds in this process: its connection, the deliveries it owns and where
+//! each is stored, and the bookkeeping of its claim rounds.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use redis::Connection;
+use uuid::Uuid;
+
+use crate::store::{DeadRecord, Resumed};
+
+/// Where a delivery this process holds is stored.
+pub(super) enum Place {
+    /// An entry of the webhook's stream, in this consumer's pending list.
+    Stream(String),
+    /// A member of the webhook's retry set, leased until its due time plus `claim_after`.
+    Retry { due_ms: u64 },
+}
+
+/// A delivery this process holds, by webhook id (which may no longer be configured).
+pub(super) struct Held {
+    pub(super) webhook: String,
+    pub(super) place: Place,
+}
+
+/// The connection and what this process holds; one lock, taken by the committer only.
+pub(super) struct State {
+    pub(super) connection: Option<Connection>,
+    /// SHA1s of ADD, TAKE_DUE and HAND_BACK on the current server.
+    pub(super) scripts: [String; 3],
+    /// No connection attempt before this (backoff).
+    pub(super) retry_at: Instant,
+    pub(super) failures: u32,
+    pub(super) handles: HashMap<Uuid, Held>,
+    pub(super) dead_handles: HashMap<Uuid, String>,
+    /// Whether the dead letters and orphaned streams were read (once, at the first connection).
+    pub(super) loaded: bool,
+    /// Dead letters read at the first connection: handed over by the next claim.
+    pub(super) dead: Vec<DeadRecord>,
+    /// Webhook ids with a stream in Redis that this config does not have.
+    pub(super) orphans: Vec<String>,
+    /// Entries an ADD took that were not its own: handed over by the next claim.
+    pub(super) adopted: Vec<Resumed>,
+    pub(super) next_claim: Instant,
+    pub(super) next_renewal: Instant,
+    /// Set at close: this process takes nothing more.
+    pub(super) released: bool,
+}
