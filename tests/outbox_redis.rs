@@ -332,3 +332,43 @@ fn close_keeps_its_deadline_when_redis_is_frozen() {
         "what could not be written is reported: {result:?}"
     );
 }
+
+#[test]
+fn a_clean_close_writes_back_what_a_redis_restarted_empty_forgot() {
+    let redis = RedisServer::start();
+    let port = redis.port;
+    let healed = Arc::new(AtomicBool::new(false));
+    let delivered = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let (is_healed, answered) = (Arc::clone(&healed), Arc::clone(&delivered));
+    let rx = Receiver::start_with(move |request| match is_healed.load(SeqCst) {
+        true => {
+            answered
+                .lock()
+                .unwrap()
+                .insert(request.json()["request_id"].to_string());
+            Reply::status(200)
+        }
+        false => Reply::status(503),
+    });
+    let config = format!(
+        "outbox: {{type: redis, url: 'redis://127.0.0.1:{port}/', key: {}, claim_after: 1}}\nwebhooks: [{{url: '{}', id: sink, events: [tool_success], retry_schedule: ['2s'], circuit_breaker: false}}]",
+        key("restarted-empty"),
+        rx.url("/")
+    );
+    let n = Notifier::from_config_text(&config, None).unwrap();
+    submit(&n, 50);
+    wait_until("all 50 waiting to retry", WAIT, || {
+        let s = n.stats();
+        s.outbox.committed == 50 && s.retries == 50 && s.outbox.uncommitted == 0
+    });
+    redis.stop(); // SIGKILL: persistence is off, so it comes back empty
+    let _restarted = RedisServer::start_on(port);
+    n.close(Duration::from_secs(5)).unwrap();
+    drop(n);
+    healed.store(true, SeqCst);
+    let next = Notifier::from_config_text(&config, None).unwrap();
+    wait_until("every delivery reached the next replica", WAIT, || {
+        delivered.lock().unwrap().len() == 50
+    });
+    next.close(Duration::from_secs(5)).unwrap();
+}

@@ -211,6 +211,7 @@ impl Engine {
         let routed = intake.wait_routed(deadline);
         intake.set(Lifecycle::Suspended);
         let answered = self.dispatch.wait_answered(deadline);
+        intake.queue.journal_queued_again();
         let committed = intake.queue.release(deadline);
         if let Err(Released { message, lost }) = &committed {
             error!("{message}: {} admitted deliveries are lost", lost.len());

@@ -272,6 +272,30 @@ impl Queue {
         journal.dead_letters_removed(evicted);
     }
 
+    /// Journals every queued delivery once more (at close, before the last commit): a store
+    /// that lost what it held — a Redis restarted empty, or flushed — gets it back from
+    /// memory, which still has it; for one that did not, the record is rewritten as it was.
+    pub fn journal_queued_again(&self) {
+        let Some(journal) = &self.journal else { return };
+        let now = Instant::now();
+        for lane in &self.lanes {
+            let lane = lane.lock().unwrap_or_else(|e| e.into_inner());
+            let ready = lane.ready.iter().map(|ticket| (ticket, now));
+            let delayed = lane.delayed.iter().map(|d| (&d.0.ticket, d.0.due));
+            for (ticket, due) in ready.chain(delayed) {
+                journal.pending(Pending {
+                    id: ticket.id,
+                    webhook: ticket.webhook,
+                    event: ticket.event,
+                    attempts: ticket.attempts,
+                    due,
+                    body: &ticket.body,
+                    new: false,
+                });
+            }
+        }
+    }
+
     /// Commits what is left and lets go of the store (at close), by `deadline`.
     pub fn release(&self, deadline: Option<Instant>) -> Result<(), Released> {
         self.journal.as_ref().map_or(Ok(()), |j| j.release(deadline))

@@ -165,7 +165,11 @@ impl Journal {
             std::mem::take(&mut *changes)
         };
         let written = match order {
-            Some(_) => self.write_batch(batch),
+            // A second try reconnects (or reopens) at once: the connection a store kept may
+            // have died without its knowing (a restarted Redis).
+            Some(_) => self
+                .write_batch(batch)
+                .or_else(|(_, batch)| self.write_batch(batch)),
             None => Err((
                 "the outbox store was busy past the close deadline".to_owned(),
                 batch,

@@ -172,7 +172,8 @@ impl RedisStore {
         let mut connection = match state.connection.take() {
             _ if state.released => return Err("the outbox is closed".into()),
             Some(connection) => connection,
-            None if Instant::now() < state.retry_at => {
+            // At close (a deadline is set) one more try is worth it whatever the backoff.
+            None if Instant::now() < state.retry_at && self.deadline().is_none() => {
                 return Err(self.last_error().unwrap_or_else(|| "Redis: not connected".into()))
             }
             None => match self.open(state) {
