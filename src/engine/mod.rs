@@ -186,6 +186,9 @@ impl Engine {
     pub fn close(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now().checked_add(timeout);
         let intake = &self.intake;
+        if intake.is(Lifecycle::Stopped) {
+            return Ok(()); // closed already: at exit, say, and then by its last user
+        }
         intake.close();
         if intake.queue.durable() {
             return self.close_durable(deadline);

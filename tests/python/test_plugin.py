@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import logging
 import textwrap
 import time
@@ -482,6 +483,31 @@ def test_a_disk_outbox_plugin_forked_without_its_store_never_fails_a_request_in_
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     asyncio.run(plugin.shutdown())
+
+
+def test_exit_with_a_redis_outbox_hands_back_without_a_false_warning(receiver, tmp_path):
+    """At exit the engine is closed by the atexit drain and then by its last instance: the
+    second close must not warn that the first one's hand-back failed."""
+    import subprocess
+    import sys
+    import uuid
+
+    redis_url = os.environ["WEBHOOK_TEST_REDIS_URL"]  # tests/run.sh starts a redis-server
+    script = tmp_path / "redis_exit.py"
+    script.write_text(textwrap.dedent(f"""
+        import logging
+        logging.basicConfig(level=logging.WARNING)
+        from cpex_webhook_notification import Notifier
+        outbox = {{"type": "redis", "url": "{redis_url}", "key": "exit-{uuid.uuid4().hex}"}}
+        n = Notifier({{"outbox": outbox, "webhooks": [{{"url": "{receiver.url()}", "events": ["violation"]}}]}})
+        n.notify("violation", {{}}, "r")
+        assert n.flush(10)
+        kept_alive = n  # collected during interpreter finalisation, after the atexit drain
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "could not hand" not in done.stderr, done.stderr
+    assert len(receiver.requests) == 1
 
 
 def test_interpreter_exit_with_pending_deliveries_neither_stalls_nor_crashes(tmp_path):

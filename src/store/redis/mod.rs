@@ -590,6 +590,9 @@ impl Store for RedisStore {
             log::warn!("Redis was busy past the close deadline: what this process holds is taken over by another after claim_after");
             return;
         };
+        if state.released {
+            return; // released already (an engine closed twice: at exit, then by its last user)
+        }
         let state = &mut *state;
         let now = now_ms();
         let handed_back = self.with_connection(state, |store, connection, state| {
