@@ -269,3 +269,37 @@ fn dead_letters_of_a_memory_outbox_live_in_the_gateway() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("in memory"), "{}", text(&out));
 }
+
+#[test]
+fn listen_answers_413_to_a_body_over_1_mib_instead_of_buffering_it() {
+    use std::io::{Read, Write};
+    let mut child = Command::new(BIN)
+        .args(["listen", "--port", "0", "--exit-after", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let port: u16 = first
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let body = vec![b'x'; 2 << 20];
+    let head = format!(
+        "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let _ = stream.write_all(&body); // the server may stop reading once over the limit
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 413");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -98,7 +98,11 @@ pub fn run(args: ListenArgs, out: &Output) -> Result<i32> {
     })
 }
 
-/// Serves one connection: every request is passed on and answered with `status`.
+/// Body bytes `listen` reads of one request at most; a larger one is answered 413.
+const MAX_BODY: usize = 1 << 20;
+
+/// Serves one connection: every request is passed on and answered with `status` (413 for a
+/// body over [`MAX_BODY`]).
 async fn serve(stream: tokio::net::TcpStream, sender: mpsc::UnboundedSender<Received>, status: StatusCode) {
     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
         let sender = sender.clone();
@@ -116,12 +120,16 @@ async fn serve(stream: tokio::net::TcpStream, sender: mpsc::UnboundedSender<Rece
                     (name.as_str().to_owned(), value)
                 })
                 .collect();
-            let body = request
-                .into_body()
+            // Bounded: a receiver for people need not hold a hostile sender's gigabytes.
+            let body = http_body_util::Limited::new(request.into_body(), MAX_BODY)
                 .collect()
                 .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+                .map(|b| b.to_bytes());
+            let Ok(body) = body else {
+                let mut response = Response::new(Full::new(Bytes::from_static(b"body too large")));
+                *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+                return Ok::<_, Infallible>(response);
+            };
             let _ = sender.send(Received {
                 method,
                 path,

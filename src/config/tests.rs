@@ -352,3 +352,18 @@ fn credential_headers_are_marked_sensitive_by_name() {
     }
     assert!(!headers["x-trace"].is_sensitive());
 }
+
+#[test]
+fn a_proxy_named_by_a_denied_address_is_a_config_error() {
+    let text = "network: {deny_private: true}\nwebhooks: [{url: 'https://a.example/', proxy: 'http://127.0.0.1:3128'}]";
+    let (field, message) = err(text);
+    assert_eq!(
+        (field.as_str(), message.as_str()),
+        ("webhooks[0].proxy", crate::network::DENIED)
+    );
+    let allowed = "webhooks: [{url: 'https://a.example/', proxy: 'http://127.0.0.1:3128'}]";
+    assert!(
+        Config::load(allowed).is_ok(),
+        "without deny_private loopback is allowed"
+    );
+}

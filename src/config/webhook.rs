@@ -225,7 +225,7 @@ impl RawTls {
 }
 
 /// `proxy`: `none`, or an http(s) proxy URL.
-pub(super) fn proxy_of(field: &str, proxy: Option<String>) -> Result<ProxySetting> {
+pub(super) fn proxy_of(field: &str, proxy: Option<String>, network: &NetworkPolicy) -> Result<ProxySetting> {
     let Some(text) = proxy else {
         return Ok(ProxySetting::Environment);
     };
@@ -234,6 +234,17 @@ pub(super) fn proxy_of(field: &str, proxy: Option<String>) -> Result<ProxySettin
     }
     let url =
         Url::parse(text.trim()).map_err(|e| Error::config(field, format!("not a valid proxy URL ({e})")))?;
+    // A proxy named by address bypasses the resolver's guard: check it here, as a name is
+    // checked at connect time.
+    let literal = url
+        .host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'));
+    if literal
+        .and_then(|h| h.parse().ok())
+        .is_some_and(|ip| !network.permits(ip))
+    {
+        return Err(Error::config(field, crate::network::DENIED));
+    }
     match url.scheme() {
         "http" | "https" if url.host_str().is_some() => Ok(ProxySetting::Url(url)),
         _ => Err(Error::config(
@@ -325,7 +336,7 @@ impl RawWebhook {
             max_rate,
             breaker,
             tls: self.tls.map(|t| t.build(&field("tls"))).transpose()?,
-            proxy: proxy_of(&field("proxy"), self.proxy)?,
+            proxy: proxy_of(&field("proxy"), self.proxy, network)?,
         })
     }
 }

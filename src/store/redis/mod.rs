@@ -478,8 +478,13 @@ impl RedisStore {
         for (id, value) in &plan.dead {
             match (value, state.dead_handles.get(id)) {
                 (Some(value), _) => {
+                    // Trimmed to about one replica's capacity: every replica adds to the fleet's
+                    // stream, which would otherwise hold replicas × dead_letter_capacity.
                     pipe.cmd("XADD")
                         .arg(self.dead_stream())
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(self.dead_capacity.max(1))
                         .arg("*")
                         .arg("d")
                         .arg(*value);
