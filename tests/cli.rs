@@ -149,16 +149,22 @@ fn send_exits_1_when_a_webhook_fails() {
     );
 }
 
-/// `listen` prints each request and whether its signature verifies.
-fn listen_to(secret_args: &[&str], config: impl Fn(u16) -> String) -> String {
+/// Starts `listen` with `args` on a free port: the process, its further output, its port.
+fn listen(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+    u16,
+) {
     let mut child = Command::new(BIN)
-        .args([&["listen", "--port", "0", "--exit-after", "2"][..], secret_args].concat())
+        .args([&["listen", "--port", "0"][..], args].concat())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    let port: u16 = first
+    let port = first
         .split(':')
         .nth(2)
         .unwrap()
@@ -167,6 +173,12 @@ fn listen_to(secret_args: &[&str], config: impl Fn(u16) -> String) -> String {
         .unwrap()
         .parse()
         .unwrap();
+    (child, lines, port)
+}
+
+/// `listen` prints each request and whether its signature verifies.
+fn listen_to(secret_args: &[&str], config: impl Fn(u16) -> String) -> String {
+    let (mut child, lines, port) = listen(&[&["--exit-after", "2"][..], secret_args].concat());
     let n = Notifier::from_config_text(&config(port), None).unwrap();
     n.notify(Event::Violation, &json!({}), Some(json!({"reason": "r"})), None)
         .unwrap();

@@ -98,16 +98,7 @@ impl Queue {
     /// Journals `ticket` as pending, due at `due` (a durable outbox), and marks it durable.
     fn journal_pending(&self, ticket: &mut Ticket, due: Instant, new: bool) {
         let Some(journal) = &self.journal else { return };
-        let pending = Pending {
-            id: ticket.id,
-            webhook: ticket.webhook,
-            event: ticket.event,
-            attempts: ticket.attempts,
-            due,
-            body: &ticket.body,
-            new,
-        };
-        if journal.pending(pending) {
+        if journal.pending(pending(ticket, due, new)) {
             ticket.mark_durable();
         }
     }
@@ -283,15 +274,7 @@ impl Queue {
             let ready = lane.ready.iter().map(|ticket| (ticket, now));
             let delayed = lane.delayed.iter().map(|d| (&d.0.ticket, d.0.due));
             for (ticket, due) in ready.chain(delayed) {
-                journal.pending(Pending {
-                    id: ticket.id,
-                    webhook: ticket.webhook,
-                    event: ticket.event,
-                    attempts: ticket.attempts,
-                    due,
-                    body: &ticket.body,
-                    new: false,
-                });
+                journal.pending(pending(ticket, due, false));
             }
         }
     }
@@ -306,6 +289,19 @@ impl Queue {
         self.journal
             .as_ref()
             .map_or_else(OutboxStatus::memory, Journal::status)
+    }
+}
+
+/// What the journal records of `ticket`, due at `due`.
+fn pending(ticket: &Ticket, due: Instant, new: bool) -> Pending<'_> {
+    Pending {
+        id: ticket.id,
+        webhook: ticket.webhook,
+        event: ticket.event,
+        attempts: ticket.attempts,
+        due,
+        body: &ticket.body,
+        new,
     }
 }
 
