@@ -55,6 +55,19 @@ type Plugin struct {
 // {{plugin_name}}; "" means "WebhookNotification". Config mistakes are *Error with
 // CodeConfig and a message naming the field.
 func New(config, pluginName string) (*Plugin, error) {
+	return open(config, pluginName, false)
+}
+
+// Attach is like New, but the plugin attaches to the process-wide engine of this config and
+// plugin name (started if none runs): every plugin attached with the same config shares its
+// queues, counters and breakers. Close (or the finalizer) only detaches it, at once; the
+// engine closes once idle with nothing attached, or drains at process exit.
+func Attach(config, pluginName string) (*Plugin, error) {
+	return open(config, pluginName, true)
+}
+
+// open makes a plugin with an engine of its own, or attached to the shared one.
+func open(config, pluginName string, attach bool) (*Plugin, error) {
 	cConfig, err := cString("config", []byte(config))
 	if err != nil {
 		return nil, err
@@ -69,7 +82,13 @@ func New(config, pluginName string) (*Plugin, error) {
 	}
 	p := &Plugin{}
 	var cErr *C.char
-	if err := check(C.webhook_plugin_new(cConfig, cName, &p.handle, &cErr), cErr); err != nil {
+	var rc C.int32_t
+	if attach {
+		rc = C.webhook_plugin_attach(cConfig, cName, &p.handle, &cErr)
+	} else {
+		rc = C.webhook_plugin_new(cConfig, cName, &p.handle, &cErr)
+	}
+	if err := check(rc, cErr); err != nil {
 		return nil, err
 	}
 	runtime.SetFinalizer(p, finalize)

@@ -264,6 +264,38 @@ func TestCloseAfterEverythingWasDeliveredReturnsNil(t *testing.T) {
 	}
 }
 
+func TestAttachedPluginsShareOneEngineAndCloseOnlyDetaches(t *testing.T) {
+	rx := newReceiver(t, 2*time.Second) // slow: deliveries are pending while we look
+	config := fmt.Sprintf("webhooks: [{url: \"%s\", events: [tool_success]}]", rx.URL)
+	first, err := Attach(config, "go-attach")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := Attach(config, "go-attach")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Invoke("tool_post_invoke", []byte(`{}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatalf("closing an attached plugin detaches, got %v", err)
+	}
+	stats, err := second.Stats()
+	if err != nil || stats.Pending != 1 {
+		t.Fatalf("the other attached plugin sees the same engine, still delivering: %+v %v", stats, err)
+	}
+	if err := second.Flush(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if stats, _ := second.Stats(); stats.Delivered != 1 {
+		t.Fatalf("delivered after the first detached: %+v", stats)
+	}
+	if err := second.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // The finalizer must not run the blocking close on Go's single finalizer goroutine: a
 // collected plugin with deliveries stuck in a dead receiver must not delay other finalizers.
 func TestTheFinalizerDoesNotBlockOtherFinalizers(t *testing.T) {
