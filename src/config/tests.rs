@@ -367,3 +367,41 @@ fn a_proxy_named_by_a_denied_address_is_a_config_error() {
         "without deny_private loopback is allowed"
     );
 }
+
+#[test]
+fn an_x509_v1_client_certificate_is_named_as_such_not_as_a_key_mismatch() {
+    let dir = std::env::temp_dir().join(format!("wn-v1-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    openssl(&["genrsa", "-out", "key.pem", "2048"]);
+    openssl(&[
+        "req",
+        "-new",
+        "-key",
+        "key.pem",
+        "-subj",
+        "/CN=client",
+        "-out",
+        "c.csr",
+    ]);
+    // `x509 -req` without extensions issues a version 1 certificate.
+    openssl(&[
+        "x509", "-req", "-in", "c.csr", "-signkey", "key.pem", "-days", "2", "-out", "cert.pem",
+    ]);
+    let text = format!(
+        "webhooks: [{{url: 'https://a/', tls: {{client_cert_file: '{}', client_key_file: '{}'}}}}]",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    );
+    let (field, message) = err(&text);
+    assert_eq!(field, "webhooks[0].tls.client_cert_file");
+    assert!(message.contains("X.509 v1"), "{message}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -201,8 +201,12 @@ impl RawTls {
                 reqwest::Client::builder()
                     .identity(identity.clone())
                     .build()
-                    .map_err(|_| {
-                        Error::config(field("client_key_file"), "does not match client_cert_file")
+                    .map_err(|e| match error_chain(&e).contains("UnsupportedCertVersion") {
+                        true => Error::config(
+                            field("client_cert_file"),
+                            "is an X.509 v1 certificate, which TLS refuses; issue it as v3 (e.g. openssl x509 -req … -extfile with basicConstraints)",
+                        ),
+                        false => Error::config(field("client_key_file"), "does not match client_cert_file"),
                     })?;
                 Some(identity)
             }
@@ -354,4 +358,17 @@ pub(super) fn schedule_of(field: &str, schedule: &[RawDuration]) -> Result<Retry
         .map(|(i, d)| d.parse().map_err(|m| Error::config(format!("{field}[{i}]"), m)))
         .collect::<Result<Vec<_>>>()?;
     Ok(RetryPolicy::Schedule(delays))
+}
+
+/// An error's message and its causes' (for telling failures apart, never shown: a cause may
+/// quote what it read).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
