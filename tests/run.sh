@@ -92,6 +92,7 @@ printf 'webhooks:\n  - {url: "http://127.0.0.1:9/x", events: [tool_error, rate_l
     > "$CARGO_TARGET_DIR/example.yaml"
 "$CARGO_TARGET_DIR/example" "$CARGO_TARGET_DIR/example.yaml" 2>/dev/null | tee "$CARGO_TARGET_DIR/example.out"
 grep -q '"failed":2' "$CARGO_TARGET_DIR/example.out"
+RAN+=(c)
 
 step "go: bindings/go with -race against the built library, and its example host"
 if command -v go >/dev/null 2>&1; then
