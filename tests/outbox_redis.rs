@@ -372,3 +372,32 @@ fn a_clean_close_writes_back_what_a_redis_restarted_empty_forgot() {
     });
     next.close(Duration::from_secs(5)).unwrap();
 }
+
+#[test]
+fn a_dead_letter_replayed_by_one_replica_is_not_replayed_again_by_another() {
+    let (redis, _own) = server();
+    let rx = Receiver::start(|n| Reply::status(if n == 0 { 400 } else { 200 }));
+    let config = format!(
+        "outbox: {{type: redis, url: '{redis}', key: {}}}\nwebhooks: [{{url: '{}', id: sink, events: [tool_success]}}]",
+        key("replayed-once"),
+        rx.url("/")
+    );
+    let first = Notifier::from_config_text(&config, None).unwrap();
+    submit(&first, 1);
+    wait_until("a dead letter, written to Redis", WAIT, || {
+        let s = first.stats();
+        s.dead_letters == 1 && s.outbox.uncommitted == 0
+    });
+    let second = Notifier::from_config_text(&config, None).unwrap();
+    wait_until("the other replica lists the fleet's dead letter", WAIT, || {
+        second.stats().dead_letters == 1
+    });
+    assert_eq!(first.replay_dead_letters(None).unwrap(), 1);
+    assert!(first.flush(WAIT));
+    assert_eq!(second.replay_dead_letters(None).unwrap(), 0, "replayed already");
+    assert_eq!(second.stats().dead_letters, 0);
+    assert!(second.flush(WAIT));
+    assert_eq!(rx.received().len(), 2, "the failed attempt and one replay");
+    first.close(Duration::from_secs(5)).unwrap();
+    second.close(Duration::from_secs(5)).unwrap();
+}

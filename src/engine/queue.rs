@@ -199,7 +199,8 @@ impl Queue {
             .collect()
     }
 
-    /// Removes and returns the dead letters of `webhook` (by id), or all, for a replay.
+    /// Removes and returns the dead letters of `webhook` (by id), or all, for a replay: those
+    /// a shared store no longer has (replayed by another process) are removed but not returned.
     pub fn take_dead_letters(&self, webhook: Option<&str>) -> Vec<DeadLetter> {
         let mut dead = self.dead();
         let (taken, kept): (Vec<DeadLetter>, Vec<DeadLetter>) =
@@ -209,10 +210,17 @@ impl Queue {
         for letter in &taken {
             self.dead_count(letter.webhook).fetch_sub(1, Relaxed);
         }
-        if let Some(journal) = &self.journal {
-            journal.dead_letters_removed(taken.iter().map(|l| l.delivery_id));
-        }
+        let Some(journal) = &self.journal else {
+            return taken;
+        };
+        let ids: Vec<_> = taken.iter().map(|l| l.delivery_id).collect();
+        let still_there = journal.take_dead(&ids);
+        journal.dead_letters_removed(ids);
         taken
+            .into_iter()
+            .zip(still_there)
+            .filter_map(|(letter, there)| there.then_some(letter))
+            .collect()
     }
 
     /// Dead letters held for the webhook at `index`.

@@ -124,6 +124,11 @@ impl Journal {
         changes.extend(evicted.map(Change::DeleteDead));
     }
 
+    /// Takes the dead letters `ids` out of the store for a replay (see [`Store::take_dead`]).
+    pub fn take_dead(&self, ids: &[Uuid]) -> Vec<bool> {
+        self.store.take_dead(ids)
+    }
+
     /// Records dead letters removed (replayed, or evicted).
     pub fn dead_letters_removed(&self, ids: impl IntoIterator<Item = Uuid>) {
         self.changes().extend(ids.into_iter().map(Change::DeleteDead));

@@ -206,6 +206,12 @@ pub(crate) trait Store: Send + Sync {
     fn last_error(&self) -> Option<String> {
         None
     }
+    /// Removes the dead letters `ids` from the store for a replay, now; for each, whether it was
+    /// still there (false: another process replayed it meanwhile, so this one must not). A
+    /// store it cannot reach answers true for all (a replay is at-least-once).
+    fn take_dead(&self, ids: &[Uuid]) -> Vec<bool> {
+        vec![true; ids.len()]
+    }
     /// Deliveries to take over now, at most `room[webhook]` per webhook, and dead letters read
     /// from the store (before the store reports itself connected).
     fn claim(&self, _room: &[usize]) -> Claimed {

@@ -666,6 +666,34 @@ impl Store for RedisStore {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    fn take_dead(&self, ids: &[Uuid]) -> Vec<bool> {
+        let mut state = self.state();
+        let state = &mut *state;
+        let entries: Vec<Option<String>> = ids.iter().map(|id| state.dead_handles.get(id).cloned()).collect();
+        let taken = self.with_connection(state, |store, connection, _| {
+            let mut pipe = redis::pipe();
+            for entry in entries.iter().flatten() {
+                pipe.cmd("XDEL").arg(store.dead_stream()).arg(entry);
+            }
+            let deleted: Vec<u64> = match pipe.is_empty() {
+                true => Vec::new(),
+                false => pipe.query(connection)?,
+            };
+            Ok(deleted)
+        });
+        let Ok(deleted) = taken else {
+            return vec![true; ids.len()];
+        };
+        let mut deleted = deleted.into_iter();
+        let mut still_there = Vec::with_capacity(ids.len());
+        for (id, entry) in ids.iter().zip(&entries) {
+            // A letter not in the stream yet is this process's own, not yet written.
+            still_there.push(entry.is_none() || deleted.next() == Some(1));
+            state.dead_handles.remove(id);
+        }
+        still_there
+    }
+
     fn claim(&self, room: &[usize]) -> Claimed {
         let mut state = self.state();
         let state = &mut *state;
