@@ -285,22 +285,7 @@ fn dead_letters_of_a_memory_outbox_live_in_the_gateway() {
 #[test]
 fn listen_answers_413_to_a_body_over_1_mib_instead_of_buffering_it() {
     use std::io::{Read, Write};
-    let mut child = Command::new(BIN)
-        .args(["listen", "--port", "0", "--exit-after", "1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let port: u16 = first
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (mut child, _lines, port) = listen(&["--exit-after", "1"]);
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let body = vec![b'x'; 2 << 20];
     let head = format!(
