@@ -19,8 +19,8 @@
 //! ```
 //!
 //! Layers, bottom up (each imports only layers below it; `python3 ../shared/tools/import-cycles.py
-//! src` finds any loop): `error`, `logging`; `events`, `template`, `signing`, `network`;
-//! `config`; `render`, `stats`, `metrics`; `store`; `engine`; `notifier`, `preview`; and the
+//! src` finds any loop): `error`, `logging`; `events`, `severity`, `matching`, `template`,
+//! `signing`, `network`; `formats`; `config`; `render`, `stats`, `metrics`; `store`; `engine`; `notifier`, `preview`; and the
 //! host surfaces `cli`, `ffi`, `python`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -29,10 +29,13 @@ pub(crate) mod config;
 pub(crate) mod engine;
 pub(crate) mod error;
 pub(crate) mod events;
+pub(crate) mod formats;
 pub(crate) mod logging;
+pub(crate) mod matching;
 pub(crate) mod metrics;
 pub(crate) mod network;
 pub(crate) mod render;
+pub(crate) mod severity;
 pub(crate) mod signing;
 pub(crate) mod stats;
 pub(crate) mod store;

@@ -77,6 +77,10 @@ pub struct WebhookMetrics<'a> {
     pub queued: u64,
     pub circuit_open: bool,
     pub dead_letters: u64,
+    /// Events `match`, `exclude` or `min_severity` turned away.
+    pub filtered: u64,
+    /// Digest groups open.
+    pub groups: u64,
 }
 
 /// A per-webhook family: name, type, help, and its value for a webhook.
@@ -124,7 +128,7 @@ pub fn exposition(plugin: &str, events: &[u64], webhooks: &[WebhookMetrics<'_>])
             }
         }
     }
-    let gauges: [PerWebhook; 4] = [
+    let gauges: [PerWebhook; 6] = [
         (
             "webhook_notification_retries_total",
             "counter",
@@ -148,6 +152,18 @@ pub fn exposition(plugin: &str, events: &[u64], webhooks: &[WebhookMetrics<'_>])
             "gauge",
             "Dead letters held for the webhook.",
             |w| w.dead_letters as f64,
+        ),
+        (
+            "webhook_notification_filtered_total",
+            "counter",
+            "Events of the webhook's events that match, exclude or min_severity turned away.",
+            |w| w.filtered as f64,
+        ),
+        (
+            "webhook_notification_digest_groups",
+            "gauge",
+            "Digest groups open.",
+            |w| w.groups as f64,
         ),
     ];
     for (name, kind, help, value) in gauges {
@@ -236,10 +252,14 @@ mod tests {
             queued: 1,
             circuit_open: true,
             dead_letters: 0,
+            filtered: 7,
+            groups: 3,
         }];
         let text = exposition("P\"x\\y\nz", &[0; 11], &webhooks);
         assert!(text.contains(r#"plugin="P\"x\\y\nz""#), "{text}");
         assert!(text.contains(r#"webhook_notification_deliveries_total{plugin="P\"x\\y\nz",webhook="w1",event="tool_error",outcome="delivered"} 2"#));
+        assert!(text.contains(r#"webhook_notification_filtered_total{plugin="P\"x\\y\nz",webhook="w1"} 7"#));
+        assert!(text.contains(r#"webhook_notification_digest_groups{plugin="P\"x\\y\nz",webhook="w1"} 3"#));
         assert!(
             text.contains(r#"le="0.005"} 1"#)
                 && text.contains(r#"le="1"} 2"#)

@@ -9,8 +9,11 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::config::Webhook;
+use crate::config::{Config, Webhook};
 use crate::events::{Context, Event};
+use crate::formats::{self, Format};
+use crate::matching::{group_key, group_of, Field};
+use crate::severity::Severities;
 use crate::template::Template;
 
 /// `User-Agent` of every request.
@@ -42,11 +45,13 @@ impl Job {
         }
     }
 
-    /// The template variables (all but `delivery_id`, which differs per delivery).
-    pub fn vars(self, plugin_name: &str) -> Map<String, Value> {
+    /// The template variables (all but `delivery_id`, which differs per delivery, and
+    /// `digest`, which only digest messages have).
+    pub fn vars(self, plugin_name: &str, severities: &Severities) -> Map<String, Value> {
         let c = self.context;
         let mut vars = Map::new();
         vars.insert("event".into(), self.event.name().into());
+        vars.insert("severity".into(), severities.of(self.event).name().into());
         vars.insert("plugin_name".into(), plugin_name.into());
         let timestamp = humantime::format_rfc3339_millis(self.raised).to_string();
         vars.insert("timestamp".into(), timestamp.into());
@@ -78,6 +83,61 @@ pub(crate) fn render_json(
     serde_json::from_str::<serde::de::IgnoredAny>(&body)
         .map_err(|e| format!("the {} template rendered invalid JSON: {e}", event.name()))?;
     Ok(Bytes::from(body))
+}
+
+/// What a webhook's body for an event is made from: the event's configured template wins
+/// (its own, else `default_template`), else the webhook's channel format, else the built-in
+/// template. The library's own plugin_error always uses the built-in template.
+pub(crate) enum Source<'a> {
+    Template(&'a Template),
+    Format(Format),
+}
+
+impl<'a> Source<'a> {
+    /// The source of `webhook`'s body for `event` under `config`.
+    pub fn of(config: &'a Config, webhook: &Webhook, event: Event, builtin: bool) -> Self {
+        match (builtin, config.configured_template(event), webhook.alerting.format) {
+            (true, _, _) => Source::Template(Template::builtin()),
+            (false, Some(template), _) => Source::Template(template),
+            (false, None, Format::Default) => Source::Template(Template::builtin()),
+            (false, None, format) => Source::Format(format),
+        }
+    }
+
+    /// The body for `vars` (with `digest` for a digest message) and delivery `id`. Without
+    /// a template of its own a digest message is the built-in body plus `"digest": {...}`.
+    pub fn render(&self, webhook: &Webhook, vars: &Map<String, Value>, event: Event, id: &Uuid) -> Result<Bytes, String> {
+        match self {
+            Source::Template(template) => {
+                let body = render_json(template, vars, event, Some(id))?;
+                match vars.get("digest") {
+                    Some(digest) if std::ptr::eq(*template, Template::builtin()) => {
+                        let mut object: Map<String, Value> =
+                            serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+                        object.insert("digest".into(), digest.clone());
+                        Ok(Bytes::from(Value::Object(object).to_string()))
+                    }
+                    _ => Ok(body),
+                }
+            }
+            Source::Format(format) => {
+                let routing_key = webhook.alerting.routing_key.as_deref().unwrap_or_default();
+                let body = formats::body(*format, vars, routing_key, &dedup_key(webhook, vars))
+                    .expect("a channel format has a body");
+                Ok(Bytes::from(body.to_string()))
+            }
+        }
+    }
+}
+
+/// An alert's stable key: its digest group's, else one of the event and its subject (so
+/// PagerDuty folds repeats of one event on one tool into one incident).
+fn dedup_key(webhook: &Webhook, vars: &Map<String, Value>) -> String {
+    if let Some(key) = vars.get("digest").and_then(|d| d.get("key")).and_then(Value::as_str) {
+        return key.to_owned();
+    }
+    let fields = [Field::named("event"), Field::named("subject")].map(Option::unwrap);
+    group_key(&webhook.id, &group_of(&fields, vars))
 }
 
 /// The headers of one attempt (all but `User-Agent`, which the client adds): content type,

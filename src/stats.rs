@@ -65,6 +65,15 @@ pub struct WebhookStats {
     pub circuit: Circuit,
     /// Dead letters held for this webhook.
     pub dead_letters: u64,
+    /// Events of its `events` that `match`, `exclude` or `min_severity` turned away (not
+    /// deliveries: they cost the webhook nothing).
+    pub filtered: u64,
+    /// Digest events that left their threshold's window before their group fired.
+    pub below_threshold: u64,
+    /// Digest groups open now.
+    pub groups: u64,
+    /// Digest messages queued so far (each is also one delivery).
+    pub digest_messages: u64,
     /// Status of the latest response, if any came back.
     pub last_status: Option<u16>,
     /// The latest failure, secret-free.
@@ -133,6 +142,10 @@ mod tests {
             queued: 0,
             circuit: Circuit::Closed,
             dead_letters,
+            filtered: 0,
+            below_threshold: 0,
+            groups: 0,
+            digest_messages: 0,
             last_status: None,
             last_error: None,
             latency_p50_ms: None,

@@ -17,7 +17,7 @@ use upon::{Engine, Syntax, ValueAccess, ValueMember};
 
 /// Variables a template may name; anything else is a load-time error (a typo'd variable
 /// would otherwise silently render as null in production).
-pub const VARIABLES: [&str; 12] = [
+pub const VARIABLES: [&str; 14] = [
     "event",
     "plugin_name",
     "timestamp",
@@ -30,6 +30,9 @@ pub const VARIABLES: [&str; 12] = [
     "metadata",
     "payload",
     "delivery_id",
+    // v3 alerting: every event's level; a digest message's counts (null otherwise).
+    "severity",
+    "digest",
 ];
 
 /// The original plugin's default template.

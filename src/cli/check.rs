@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 use super::output::Output;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::notifier::DEFAULT_PLUGIN_NAME;
+use crate::preview::channel_warnings;
 use crate::template::VARIABLES;
 
 /// The cpex `kind` of this plugin.
@@ -62,6 +64,7 @@ fn check(path: &Path, rendered: Option<Vec<JinjaFinding>>, out: &Output) -> Resu
         .and_then(|d| d.get("plugins"))
         .and_then(Yaml::as_sequence);
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     let mut checked = 0;
     match plugins {
         Some(entries) => {
@@ -72,8 +75,13 @@ fn check(path: &Path, rendered: Option<Vec<JinjaFinding>>, out: &Output) -> Resu
                 checked += 1;
                 let config = entry.get("config").cloned().unwrap_or(Yaml::Null);
                 let config = yaml::to_text(&config);
-                if let Err(e) = Config::load(&config) {
-                    problems.push(problem(format!("plugins[{i}]"), e));
+                match Config::load(&config) {
+                    Ok(config) => warnings.extend(
+                        channel_warnings(&config, DEFAULT_PLUGIN_NAME)
+                            .into_iter()
+                            .map(|w| format!("plugins[{i}]: {w}")),
+                    ),
+                    Err(e) => problems.push(problem(format!("plugins[{i}]"), e)),
                 }
             }
             if checked == 0 {
@@ -82,12 +90,13 @@ fn check(path: &Path, rendered: Option<Vec<JinjaFinding>>, out: &Output) -> Resu
         }
         None => {
             checked = 1;
-            if let Err(e) = Config::load(&text) {
-                problems.push(problem(String::new(), e));
+            match Config::load(&text) {
+                Ok(config) => warnings.extend(channel_warnings(&config, DEFAULT_PLUGIN_NAME)),
+                Err(e) => problems.push(problem(String::new(), e)),
             }
         }
     }
-    print_verdict(out, checked, &problems_json(&problems), &findings);
+    print_verdict(out, checked, &problems_json(&problems), &findings, &warnings);
     Ok(if problems.is_empty() { 0 } else { 1 })
 }
 
@@ -185,13 +194,17 @@ fn key_of(line: &str) -> String {
 }
 
 /// Prints `check`'s verdict.
-fn print_verdict(out: &Output, entries: usize, problems: &[Value], findings: &[JinjaFinding]) {
+fn print_verdict(out: &Output, entries: usize, problems: &[Value], findings: &[JinjaFinding], warnings: &[String]) {
     if out.is_json() {
         println!(
             "{}",
-            json!({"ok": problems.is_empty(), "checked": entries, "errors": problems, "jinja_warnings": findings})
+            json!({"ok": problems.is_empty(), "checked": entries, "errors": problems,
+                   "jinja_warnings": findings, "format_warnings": warnings})
         );
         return;
+    }
+    for warning in warnings {
+        out.warn(warning);
     }
     for f in findings {
         out.warn(&format!(

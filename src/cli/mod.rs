@@ -94,6 +94,10 @@ struct EventArgs {
     /// `{{plugin_name}}`.
     #[arg(long, default_value = DEFAULT_PLUGIN_NAME)]
     plugin_name: String,
+    /// How many such events: a digest webhook shows (or sends) the one message of a group
+    /// of N; `send` raises the event N times for the others.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    count: u64,
 }
 
 /// Runs the CLI with `args` (the program name first); returns the exit status.
@@ -158,7 +162,7 @@ fn event_of(args: &EventArgs) -> Result<(Event, Value, Option<Value>, Option<Val
 fn render(args: &EventArgs, out: &Output) -> Result<i32> {
     let config = load(&args.config)?;
     let (event, context, violation, metadata) = event_of(args)?;
-    let previews = preview(&config, &args.plugin_name, event, &context, violation, metadata)?;
+    let previews = preview(&config, &args.plugin_name, event, &context, violation, metadata, args.count)?;
     if previews.is_empty() {
         out.warn(&format!("no enabled webhook subscribes to {}", event.name()));
     }
@@ -170,15 +174,24 @@ fn send(args: &EventArgs, timeout: f64, out: &Output) -> Result<i32> {
     let mut config = load(&args.config)?;
     // A one-off delivery must not touch (or wait for the lock of) a gateway's durable outbox.
     config.outbox = OutboxConfig::Memory;
+    // Each digest group sends its one message of all `count` events when the notifier closes.
+    for webhook in &mut config.webhooks {
+        if let Some(digest) = webhook.alerting.digest.as_mut() {
+            digest.group_wait = Duration::from_secs(3600);
+            digest.threshold = None;
+        }
+    }
     let (event, context, violation, metadata) = event_of(args)?;
     let notifier = Notifier::new(config, Some(&args.plugin_name))?;
-    if !notifier.notify(event, &context, violation, metadata)? {
-        out.warn(&format!("no enabled webhook subscribes to {}", event.name()));
-        return Ok(1);
+    for _ in 0..args.count {
+        if !notifier.notify(event, &context, violation.clone(), metadata.clone())? {
+            out.warn(&format!("no enabled webhook subscribes to {}", event.name()));
+            return Ok(1);
+        }
     }
-    let finished = notifier.flush(Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::MAX));
+    let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::MAX);
+    let finished = notifier.flush(timeout) && notifier.close(timeout).is_ok();
     let stats = notifier.stats();
-    let _ = notifier.close(Duration::ZERO);
     let results: Vec<Value> = stats
         .webhooks
         .iter()

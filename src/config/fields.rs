@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::retry::RawDuration;
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::template::Template;
@@ -38,6 +39,17 @@ pub(super) fn in_range(field: &str, value: u64, min: u64, max: u64) -> Result<u6
     if (min..=max).contains(&value) {
         Ok(value)
     } else {
+        Err(Error::config(field, format!("is out of range {min}..={max}")))
+    }
+}
+
+/// A duration given as milliseconds or text (`500ms`, `60s`, `5m`, `2h`), within `min..=max`.
+pub(super) fn duration(field: &str, value: &RawDuration, min: Duration, max: Duration) -> Result<Duration> {
+    let value = value.value().map_err(|m| Error::config(field, m))?;
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        let (min, max) = (humantime::format_duration(min), humantime::format_duration(max));
         Err(Error::config(field, format!("is out of range {min}..={max}")))
     }
 }

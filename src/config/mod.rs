@@ -2,9 +2,10 @@
 //! new optional fields of DESIGN.md. [`Config::load`] does every check up front, so a
 //! notifier never starts half-configured, and every error names the field path. No error
 //! quotes a value from the config: any of them may be a credential. One file per section:
-//! `schema` (the document's serde types), `webhook`, `auth`, `network`, `outbox`; `redact`
+//! `schema` (the document's serde types), `webhook`, `auth`, `alerting`, `network`, `outbox`; `redact`
 //! (secret-free errors), `expand` (`${env.…}`, `${file:…}`), `retry`, `fields` (shared checks).
 
+mod alerting;
 mod auth;
 mod document;
 mod expand;
@@ -25,8 +26,12 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::network::NetworkPolicy;
+use crate::severity::Severities;
 use crate::template::Template;
 use fields::{compile, event_key, in_range, seconds};
+pub use alerting::{Alerting, DigestSettings};
+#[cfg(test)]
+pub use alerting::Threshold;
 pub use outbox::OutboxConfig;
 use schema::RawConfig;
 use webhook::check_unique_ids;
@@ -53,6 +58,8 @@ pub struct Config {
     pub outbox: OutboxConfig,
     /// Which destinations deliveries may reach.
     pub network: std::sync::Arc<NetworkPolicy>,
+    /// The level of every event (defaults with the top-level `severity:` overrides).
+    pub severities: Severities,
     /// SHA-256 of the expanded document and template files: instances whose configs have
     /// the same identity (and the same plugin name) share one engine.
     pub identity: [u8; 32],
@@ -128,6 +135,7 @@ impl Config {
             )? as usize,
             outbox: raw.outbox.build()?,
             network: std::sync::Arc::new(network),
+            severities: alerting::severities(raw.severity)?,
             identity: identity.finalize().into(),
         })
     }
@@ -141,8 +149,13 @@ impl Config {
 
     /// The template for `event`: its own, else `default_template`, else the built-in one.
     pub fn template(&self, event: Event) -> &Template {
-        let configured = self.templates.get(&event).or(self.default_template.as_ref());
-        configured.unwrap_or_else(|| Template::builtin())
+        self.configured_template(event)
+            .unwrap_or_else(|| Template::builtin())
+    }
+
+    /// The template the config gives `event`: its own, else `default_template`.
+    pub fn configured_template(&self, event: Event) -> Option<&Template> {
+        self.templates.get(&event).or(self.default_template.as_ref())
     }
 
     /// The index of the webhook with `id`.

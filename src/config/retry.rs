@@ -59,15 +59,22 @@ pub(super) enum RawDuration {
 impl RawDuration {
     /// The duration, or an error message that quotes nothing from the config.
     pub(super) fn parse(&self) -> Result<Duration, String> {
-        let delay = match self {
-            RawDuration::Millis(ms) => Duration::from_millis(*ms),
-            RawDuration::Text(text) => parse_text(text.trim())
-                .ok_or("is not a duration (a number of milliseconds, or e.g. `500ms`, `5s`, `5m`, `2h`)")?,
-        };
+        let delay = self.value()?;
         if delay > MAX_SCHEDULED_DELAY {
             return Err("is longer than 24h".into());
         }
         Ok(delay)
+    }
+}
+
+impl RawDuration {
+    /// The duration, unbounded; the error quotes nothing from the config.
+    pub(super) fn value(&self) -> Result<Duration, String> {
+        Ok(match self {
+            RawDuration::Millis(ms) => Duration::from_millis(*ms),
+            RawDuration::Text(text) => parse_text(text.trim())
+                .ok_or("is not a duration (a number of milliseconds, or e.g. `500ms`, `5s`, `5m`, `2h`)")?,
+        })
     }
 }
 

@@ -7,6 +7,8 @@ use serde::Deserialize;
 
 use super::retry::RawDuration;
 use crate::events::Event;
+use crate::formats::Format;
+use crate::severity::Severity;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +32,8 @@ pub(super) struct RawConfig {
     pub(super) outbox: RawOutbox,
     #[serde(default)]
     pub(super) network: RawNetwork,
+    #[serde(default)]
+    pub(super) severity: BTreeMap<String, Severity>,
 }
 
 #[derive(Deserialize, Default)]
@@ -79,6 +83,66 @@ pub(super) struct RawWebhook {
     pub(super) headers: BTreeMap<String, String>,
     pub(super) tls: Option<RawTls>,
     pub(super) proxy: Option<String>,
+    #[serde(default)]
+    pub(super) format: Format,
+    #[serde(default, deserialize_with = "credential")]
+    pub(super) routing_key: Option<String>,
+    #[serde(rename = "match")]
+    pub(super) matching: Option<BTreeMap<String, RawGlobs>>,
+    pub(super) exclude: Option<BTreeMap<String, RawGlobs>>,
+    pub(super) min_severity: Option<Severity>,
+    pub(super) digest: Option<RawDigest>,
+}
+
+impl RawWebhook {
+    /// Moves the alerting fields out (see `alerting::build`).
+    pub(super) fn take_alerting(&mut self) -> RawAlerting {
+        RawAlerting {
+            format: self.format,
+            routing_key: self.routing_key.take(),
+            matching: self.matching.take(),
+            exclude: self.exclude.take(),
+            min_severity: self.min_severity,
+            digest: self.digest.take(),
+        }
+    }
+}
+
+/// A webhook's alerting fields as written.
+pub(super) struct RawAlerting {
+    pub(super) format: Format,
+    pub(super) routing_key: Option<String>,
+    pub(super) matching: Option<BTreeMap<String, RawGlobs>>,
+    pub(super) exclude: Option<BTreeMap<String, RawGlobs>>,
+    pub(super) min_severity: Option<Severity>,
+    pub(super) digest: Option<RawDigest>,
+}
+
+/// A `match`/`exclude` value: one glob or a list (any may match).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawGlobs {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDigest {
+    pub(super) group_by: Option<Vec<String>>,
+    pub(super) group_wait: Option<RawDuration>,
+    pub(super) group_interval: Option<RawDuration>,
+    pub(super) threshold: Option<RawThreshold>,
+    pub(super) resolve_after: Option<RawDuration>,
+    pub(super) max_groups: Option<u64>,
+    pub(super) samples: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawThreshold {
+    pub(super) count: u64,
+    pub(super) window: RawDuration,
 }
 
 #[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,7 @@ use reqwest::header::HeaderMap;
 use reqwest::Url;
 use sha2::{Digest, Sha256};
 
+use super::alerting::{self, Alerting};
 use super::auth::{header_name, header_value, sensitive_header};
 use super::expand;
 use super::fields::{in_range, seconds};
@@ -16,6 +17,7 @@ use super::retry::{RawDuration, RetryPolicy, MAX_SCHEDULE_LEN};
 use super::schema::{defaults, RawBreaker, RawTls, RawWebhook};
 use crate::error::{Error, Result};
 use crate::events::Event;
+use crate::formats::Format;
 use crate::network::NetworkPolicy;
 use crate::signing::Signer;
 
@@ -51,6 +53,8 @@ pub struct Webhook {
     pub tls: Option<TlsSettings>,
     /// How requests reach the webhook.
     pub proxy: ProxySetting,
+    /// Match, severity, digest and channel format (all optional).
+    pub alerting: Alerting,
 }
 
 /// A webhook's TLS material, read at load.
@@ -259,8 +263,9 @@ pub(super) fn proxy_of(field: &str, proxy: Option<String>, network: &NetworkPoli
 }
 
 impl RawWebhook {
-    pub(super) fn build(self, at: &str, default_capacity: u64, network: &NetworkPolicy) -> Result<Webhook> {
+    pub(super) fn build(mut self, at: &str, default_capacity: u64, network: &NetworkPolicy) -> Result<Webhook> {
         let field = |name: &str| format!("{at}.{name}");
+        let alerting = alerting::build(at, self.take_alerting())?;
         let url = check_url(&field("url"), &self.url)?;
         if network.require_https && url.scheme() != "https" {
             return Err(Error::config(
@@ -311,6 +316,8 @@ impl RawWebhook {
                     "must be more than 0 (requests per second; fractions allowed)",
                 ))
             }
+            // Slack accepts about one message a second per webhook.
+            None if alerting.format == Format::Slack => Some(1.0),
             rate => rate,
         };
         let breaker = match self.circuit_breaker {
@@ -341,6 +348,7 @@ impl RawWebhook {
             breaker,
             tls: self.tls.map(|t| t.build(&field("tls"))).transpose()?,
             proxy: proxy_of(&field("proxy"), self.proxy, network)?,
+            alerting,
         })
     }
 }

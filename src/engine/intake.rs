@@ -6,7 +6,7 @@
 //! ledger, the dispatchers' wakers and the engine's lifecycle.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,14 +15,16 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, watch, Notify};
 use uuid::Uuid;
 
+use super::digest::{Digest, Message};
 use super::ledger::{Ledger, Ticket};
 use super::queue::Queue;
 use super::runtime;
-use crate::config::Config;
+use crate::config::{Alerting, Config};
 use crate::error::{Error, Result};
 use crate::events::{Context, Event};
 use crate::metrics::Outcome;
-use crate::render::{object, render_json, Job};
+use crate::render::{object, render_json, Job, Source};
+use crate::severity::Severity;
 use crate::template::Template;
 
 /// Where the engine is in its life; every task watches it.
@@ -38,10 +40,12 @@ pub(crate) enum Lifecycle {
 }
 
 /// An admitted event and its tickets (one per webhook with room); dropping it unrouted
-/// counts its tickets as dropped.
+/// counts its tickets as dropped. Webhooks that filter or digest take no ticket at
+/// admission: the alerting stage decides on the runtime whether the event costs them one.
 pub(crate) struct Admitted {
     job: Job,
     tickets: Vec<Ticket>,
+    alerting: Vec<usize>,
 }
 
 /// Admission, routing, and the state all of the engine's tasks share.
@@ -53,6 +57,8 @@ pub(crate) struct Intake {
     /// Wakes a webhook's dispatcher: a new delivery, a retry scheduled, a breaker change.
     pub wakers: Vec<Notify>,
     pub lifecycle: watch::Sender<Lifecycle>,
+    /// Per webhook, its digest state if it has `digest`.
+    digests: Vec<Option<Mutex<Digest>>>,
     sender: mpsc::UnboundedSender<Admitted>,
     /// Hook calls between their closed check and their admission; `close` waits for zero.
     admitting: AtomicUsize,
@@ -82,6 +88,11 @@ impl Intake {
             queue,
             wakers: (0..webhooks).map(|_| Notify::new()).collect(),
             lifecycle: watch::Sender::new(Lifecycle::Running),
+            digests: config
+                .webhooks
+                .iter()
+                .map(|w| w.alerting.digest.clone().map(|d| Mutex::new(Digest::new(d, &w.id))))
+                .collect(),
             sender,
             admitting: AtomicUsize::new(0),
             unrouted: AtomicUsize::new(0),
@@ -139,36 +150,48 @@ impl Intake {
             return Err(Error::Forked);
         }
         self.events[job.event as usize].fetch_add(1, Relaxed);
-        let mut tickets = Vec::new();
+        let (mut tickets, mut alerting) = (Vec::new(), Vec::new());
         for (index, webhook) in self.config.webhooks.iter().enumerate() {
             if !webhook.wants(job.event) || exclude == Some(index) {
                 continue;
             }
-            if self.ledger.reserve(index, webhook.queue_capacity) {
-                // Durable only once a durable outbox has journaled it (`Queue::push`).
-                let ledger = Arc::clone(&self.ledger);
-                tickets.push(Ticket::new(ledger, index, job.event, Uuid::nil(), Bytes::new()));
-            } else {
-                let counters = &self.ledger.counters[index];
-                counters.metrics.ended(job.event, Outcome::Dropped, None);
-                let dropped = counters.dropped(1);
-                if dropped.is_power_of_two() {
-                    warn!(
-                        "webhook {} queue full ({} deliveries): {dropped} dropped so far",
-                        webhook.id, webhook.queue_capacity
-                    );
-                }
+            if webhook.alerting.routes() {
+                alerting.push(index);
+            } else if let Some(ticket) = self.ticket(index, job.event) {
+                tickets.push(ticket);
             }
         }
-        if tickets.is_empty() {
+        if tickets.is_empty() && alerting.is_empty() {
             return Ok(false);
         }
         // A failed send (the intake task is gone) drops the tickets, which counts them.
         self.unrouted.fetch_add(1, SeqCst);
-        if self.sender.send(Admitted { job, tickets }).is_err() {
+        let admitted = Admitted { job, tickets, alerting };
+        if self.sender.send(admitted).is_err() {
             self.routed();
         }
         Ok(true)
+    }
+
+    /// A ticket for a new delivery of `event` to webhook `index`, if its queue has room;
+    /// a full queue drops it (counted, warned about at powers of two).
+    fn ticket(&self, index: usize, event: Event) -> Option<Ticket> {
+        let webhook = &self.config.webhooks[index];
+        if self.ledger.reserve(index, webhook.queue_capacity) {
+            // Durable only once a durable outbox has journaled it (`Queue::push`).
+            let ledger = Arc::clone(&self.ledger);
+            return Some(Ticket::new(ledger, index, event, Uuid::nil(), Bytes::new()));
+        }
+        let counters = &self.ledger.counters[index];
+        counters.metrics.ended(event, Outcome::Dropped, None);
+        let dropped = counters.dropped(1);
+        if dropped.is_power_of_two() {
+            warn!(
+                "webhook {} queue full ({} deliveries): {dropped} dropped so far",
+                webhook.id, webhook.queue_capacity
+            );
+        }
+        None
     }
 
     fn routed(&self) {
@@ -224,8 +247,9 @@ impl Intake {
         self.wakers[index].notify_one();
     }
 
-    /// Renders an admitted event once and queues its tickets; a render failure fails the
-    /// event's deliveries and raises one plugin_error for the event.
+    /// Renders an admitted event once per body source and queues its tickets, then passes
+    /// it through the alerting stage of the webhooks that filter or digest; a render failure
+    /// fails the event's deliveries and raises one plugin_error for the event.
     fn route(&self, admitted: Admitted) {
         // Closing with a durable outbox (Suspended) still routes: what was admitted is journaled.
         if self.is(Lifecycle::Abandoning) || self.is(Lifecycle::Stopped) {
@@ -233,20 +257,43 @@ impl Intake {
         }
         #[cfg(test)]
         self.injected_panic(1);
-        let Admitted { job, tickets } = admitted;
+        let Admitted { job, mut tickets, alerting } = admitted;
         let (event, builtin) = (job.event, job.builtin_template);
-        let vars = job.vars(&self.plugin_name);
-        let template = match builtin {
-            true => Template::builtin(),
-            false => self.config.template(event),
-        };
-        let shared = (!template.varies_per_delivery()).then(|| render_json(template, &vars, event, None));
+        let vars = job.vars(&self.plugin_name, &self.config.severities);
+        for index in alerting {
+            let webhook = &self.config.webhooks[index];
+            let counters = &self.ledger.counters[index];
+            if !admits(&webhook.alerting, &vars, self.config.severities.of(event)) {
+                counters.filtered();
+                continue;
+            }
+            match &self.digests[index] {
+                Some(digest) => {
+                    let mut digest = digest.lock().unwrap_or_else(|e| e.into_inner());
+                    let sample = |vars: &Map<String, Value>| default_body(vars, event);
+                    let (message, aged) = digest.add(event, vars.clone(), sample, Instant::now());
+                    counters.below_threshold(aged.below_threshold);
+                    counters.set_groups(digest.groups());
+                    drop(digest);
+                    if let Some(message) = message {
+                        self.send_message(index, message);
+                    }
+                }
+                None => tickets.extend(self.ticket(index, event)),
+            }
+        }
+        // Webhooks whose body comes from the same template share one rendering, unless it
+        // uses `{{delivery_id}}`.
+        let mut shared: Option<std::result::Result<Bytes, String>> = None;
         let mut failed = Vec::new();
         for mut ticket in tickets {
             ticket.id = Uuid::new_v4();
-            let body = match &shared {
-                Some(body) => body.clone(),
-                None => render_json(template, &vars, event, Some(&ticket.id)),
+            let webhook = &self.config.webhooks[ticket.webhook];
+            let body = match Source::of(&self.config, webhook, event, builtin) {
+                Source::Template(t) if !t.varies_per_delivery() => shared
+                    .get_or_insert_with(|| render_json(t, &vars, event, None))
+                    .clone(),
+                source => source.render(webhook, &vars, event, &ticket.id),
             };
             match body {
                 Ok(body) => {
@@ -256,10 +303,15 @@ impl Intake {
                 Err(e) => failed.push((ticket, e)),
             }
         }
-        // The plugin_error is admitted before the failed deliveries end, so that nothing is
-        // ever seen idle (by flush or close) in between.
+        self.fail_unrendered(event, &vars, failed);
+    }
+
+    /// Fails deliveries whose body could not be rendered. The plugin_error is admitted before
+    /// the failed deliveries end, so that nothing is ever seen idle (by flush or close) in
+    /// between.
+    fn fail_unrendered(&self, event: Event, vars: &Map<String, Value>, failed: Vec<(Ticket, String)>) {
         if let Some((_, e)) = failed.first() {
-            self.raise_plugin_error(event, &vars, e.clone());
+            self.raise_plugin_error(event, vars, e.clone());
         }
         for (ticket, e) in failed {
             let webhook = &self.config.webhooks[ticket.webhook];
@@ -271,6 +323,55 @@ impl Intake {
             );
             ticket.failed(None, e);
         }
+    }
+
+    /// Renders and queues a digest message (a full queue drops it, counted; its group's
+    /// counts are then lost with it, as any dropped delivery's event is).
+    fn send_message(&self, index: usize, message: Message) {
+        let event = message.event;
+        let Some(ticket) = self.ticket(index, event) else {
+            message.undelivered.store(false, SeqCst);
+            return;
+        };
+        let mut ticket = ticket.for_group(message.undelivered);
+        ticket.id = Uuid::new_v4();
+        self.ledger.counters[index].digest_message();
+        let webhook = &self.config.webhooks[index];
+        let source = Source::of(&self.config, webhook, event, false);
+        match source.render(webhook, &message.vars, event, &ticket.id) {
+            Ok(body) => {
+                ticket.body = body;
+                self.requeue(ticket, None);
+            }
+            Err(e) => self.fail_unrendered(event, &message.vars, vec![(ticket, e)]),
+        }
+    }
+
+    /// Queues every digest message due now (all uncounted events when `closing`), and
+    /// closes groups quiet for `resolve_after`.
+    pub fn tick_digests(&self, closing: bool) {
+        if self.is(Lifecycle::Abandoning) || self.is(Lifecycle::Stopped) {
+            return;
+        }
+        let now = Instant::now();
+        for (index, digest) in self.digests.iter().enumerate() {
+            let Some(digest) = digest else { continue };
+            let resolves = self.config.webhooks[index].alerting.format.resolves();
+            let mut digest = digest.lock().unwrap_or_else(|e| e.into_inner());
+            let (messages, aged) = digest.due(now, closing, resolves);
+            let counters = &self.ledger.counters[index];
+            counters.below_threshold(aged.below_threshold);
+            counters.set_groups(digest.groups());
+            drop(digest);
+            for message in messages {
+                self.send_message(index, message);
+            }
+        }
+    }
+
+    /// Whether some webhook digests.
+    pub fn digests(&self) -> bool {
+        self.digests.iter().any(Option::is_some)
     }
 
     /// Raises plugin_error (built-in template, `metadata.error`) for an event that could not
@@ -292,6 +393,33 @@ impl Intake {
         let mut job = Job::new(Event::PluginError, context, object(metadata), None);
         job.builtin_template = true;
         let _ = self.admit(job, None);
+    }
+}
+
+/// Whether `match`, `exclude` and `min_severity` let an event with `vars` through.
+fn admits(alerting: &Alerting, vars: &Map<String, Value>, severity: Severity) -> bool {
+    alerting.min_severity.is_none_or(|min| severity >= min)
+        && alerting.matcher.as_ref().is_none_or(|m| m.all(vars))
+        && !alerting.exclude.as_ref().is_some_and(|m| m.any(vars))
+}
+
+/// An event's built-in body as a value (a digest's samples).
+fn default_body(vars: &Map<String, Value>, event: Event) -> Value {
+    render_json(Template::builtin(), vars, event, None)
+        .ok()
+        .and_then(|body| serde_json::from_slice(&body).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Sends digest messages as they come due (every 100 ms at most late) until the engine stops.
+pub(crate) async fn run_digests(intake: Arc<Intake>) {
+    const TICK: Duration = Duration::from_millis(50);
+    let mut lifecycle = intake.lifecycle.subscribe();
+    loop {
+        tokio::select! {
+            _ = lifecycle.wait_for(|h| *h == Lifecycle::Stopped) => return,
+            _ = tokio::time::sleep(TICK) => intake.tick_digests(false),
+        }
     }
 }
 

@@ -123,6 +123,8 @@ pub struct Ticket {
     /// Kept by a durable outbox: if the process lets go of it unended (close), it waits there
     /// for the next start instead of being lost, so it is not counted as dropped.
     durable: bool,
+    /// A digest group's "message undelivered" flag, cleared when this ticket ends.
+    group: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Ticket {
@@ -139,7 +141,14 @@ impl Ticket {
             ledger,
             ended: false,
             durable: false,
+            group: None,
         }
+    }
+
+    /// Makes it a digest message: `undelivered` is cleared when it ends, however it ends.
+    pub fn for_group(mut self, undelivered: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.group = Some(undelivered);
+        self
     }
 
     /// Marks it as held by a durable outbox (once its record is in the outbox's journal).
@@ -178,6 +187,9 @@ impl Drop for Ticket {
             self.counters().dropped(1);
             self.counters().metrics.ended(self.event, Outcome::Dropped, None);
         }
+        if let Some(undelivered) = &self.group {
+            undelivered.store(false, SeqCst);
+        }
         self.ledger.end_one(self.webhook);
     }
 }
@@ -194,6 +206,14 @@ pub struct WebhookCounters {
     dropped: AtomicU64,
     /// Deliveries queued, in flight or waiting to retry (bounded by the webhook's capacity).
     queued: AtomicU64,
+    /// Events `match`, `exclude` or `min_severity` turned away.
+    filtered: AtomicU64,
+    /// Events that left a threshold's window before their group fired.
+    below_threshold: AtomicU64,
+    /// Digest groups open now.
+    groups: AtomicU64,
+    /// Digest messages queued so far.
+    digest_messages: AtomicU64,
     /// Failures since the last success (reset by a delivery); paces failure logging.
     failing_streak: AtomicU64,
     last: Mutex<LastOutcome>,
@@ -239,6 +259,36 @@ impl WebhookCounters {
     /// webhook's drops so far.
     pub fn dropped(&self, count: u64) -> u64 {
         self.dropped.fetch_add(count, Relaxed) + count
+    }
+
+    /// An event was filtered (match, exclude, min_severity).
+    pub fn filtered(&self) {
+        self.filtered.fetch_add(1, Relaxed);
+    }
+
+    /// Events filtered so far.
+    pub fn filtered_count(&self) -> u64 {
+        self.filtered.load(Relaxed)
+    }
+
+    /// Events aged out of a threshold's window unfired.
+    pub fn below_threshold(&self, count: u64) {
+        self.below_threshold.fetch_add(count, Relaxed);
+    }
+
+    /// A digest message was queued.
+    pub fn digest_message(&self) {
+        self.digest_messages.fetch_add(1, Relaxed);
+    }
+
+    /// Sets how many digest groups are open.
+    pub fn set_groups(&self, groups: usize) {
+        self.groups.store(groups as u64, Relaxed);
+    }
+
+    /// Digest groups open.
+    pub fn groups(&self) -> u64 {
+        self.groups.load(Relaxed)
     }
 
     /// The latest status and error seen.
@@ -293,6 +343,10 @@ impl WebhookCounters {
             queued: self.queued(),
             circuit: labels.circuit,
             dead_letters: labels.dead_letters,
+            filtered: self.filtered_count(),
+            below_threshold: self.below_threshold.load(Relaxed),
+            groups: self.groups(),
+            digest_messages: self.digest_messages.load(Relaxed),
             last_status: last.status,
             last_error: last.error.clone(),
             latency_p50_ms: percentile(&sorted, 0.50),

@@ -7,6 +7,7 @@
 
 mod attempt;
 mod breaker;
+mod digest;
 mod dispatch;
 mod intake;
 mod ledger;
@@ -35,6 +36,7 @@ use intake::{Intake, Lifecycle};
 use ledger::{Ticket, WebhookLabels};
 use queue::Queue;
 use registry::{Registry, Shareable};
+pub(crate) use digest::Digest;
 pub use runtime::WORKER_THREADS_ENV;
 
 /// One engine per config (Python instances share one; C and Go handles own one each).
@@ -95,6 +97,9 @@ impl Engine {
         handle.spawn(intake::run(Arc::clone(&engine.intake), receiver));
         for index in 0..webhooks {
             handle.spawn(dispatch::run(Arc::clone(&engine.dispatch), index));
+        }
+        if engine.intake.digests() {
+            handle.spawn(intake::run_digests(Arc::clone(&engine.intake)));
         }
         if engine.intake.queue.durable() {
             handle.spawn(commit_loop(Arc::clone(&engine.intake)));
@@ -174,9 +179,18 @@ impl Engine {
         self.intake.host_error()
     }
 
-    /// Blocks until nothing is pending, or `timeout` passes (a huge one means no deadline).
+    /// Blocks until every event admitted so far is routed (so filters and digest groups
+    /// have counted it), the digest messages due now are queued, and nothing is pending —
+    /// or `timeout` passes (a huge one means no deadline). Digest windows not yet due are
+    /// not waited for.
     pub fn flush(&self, timeout: Duration) -> bool {
-        self.intake.ledger.wait_idle(Instant::now().checked_add(timeout))
+        let deadline = Instant::now().checked_add(timeout);
+        let intake = &self.intake;
+        if !intake.wait_routed(deadline) {
+            return false;
+        }
+        intake.tick_digests(false);
+        intake.ledger.wait_idle(deadline)
     }
 
     /// Stops accepting events, delivers what is pending, and at the deadline abandons the
@@ -190,6 +204,9 @@ impl Engine {
             return Ok(()); // closed already: at exit, say, and then by its last user
         }
         intake.close();
+        // Digest groups send what they still count (no resolve), then close as any delivery.
+        intake.wait_routed(deadline);
+        intake.tick_digests(true);
         if intake.queue.durable() {
             return self.close_durable(deadline);
         }
@@ -295,6 +312,8 @@ impl Engine {
                     queued: counters.queued(),
                     circuit_open: self.circuit(i) != Circuit::Closed,
                     dead_letters: intake.queue.dead_letter_count(i),
+                    filtered: counters.filtered_count(),
+                    groups: counters.groups(),
                 }
             })
             .collect();

@@ -264,6 +264,7 @@ fn memory(n: usize, capacity: usize) {
             &context,
             None,
             Some(metadata),
+            1,
         )
         .unwrap()[0]
             .body

@@ -1,0 +1,374 @@
+//! Digests: a webhook's events grouped by their `group_by` values into messages. A group's
+//! first message goes out `group_wait` after its first event (with a `threshold`, once it
+//! saw `count` events within the sliding `window`); then at most one per `group_interval`,
+//! only if events came meanwhile. A group never has more than one message undelivered: the
+//! message's ticket clears the group's flag when it ends, however it ends, and until then
+//! new events only add to the next message's counts. Memory is O(groups): counts, the
+//! threshold's timestamps and `samples` events per group, whatever the receiver does.
+//!
+//! Runs on the delivery runtime only (the intake task, the digest timer, and `flush` and
+//! `close`), behind the webhook's lock; it returns messages for the caller to render and
+//! queue, and knows nothing of bodies or queues.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Map, Value};
+
+use crate::config::DigestSettings;
+use crate::events::Event;
+use crate::matching::{group_key, group_of};
+
+/// A digest message for the caller to render and queue.
+pub(crate) struct Message {
+    pub event: Event,
+    /// The group's latest event's variables, plus `digest`.
+    pub vars: Map<String, Value>,
+    /// Set while the message is undelivered; its ticket clears it when it ends.
+    pub undelivered: Arc<AtomicBool>,
+}
+
+/// What happened to events that could not be counted in a message.
+#[derive(Default, Debug, PartialEq, Eq)]
+pub(crate) struct Aged {
+    /// Events that left a threshold's window before their group fired.
+    pub below_threshold: u64,
+}
+
+/// The digest state of one webhook.
+pub(crate) struct Digest {
+    settings: DigestSettings,
+    webhook_id: String,
+    groups: HashMap<String, Group>,
+}
+
+struct Group {
+    values: Map<String, Value>,
+    key: String,
+    overflow: bool,
+    latest: Map<String, Value>,
+    latest_event: Event,
+    last_event: Instant,
+    /// Uncounted events (the next message's count) and the total since the group opened.
+    pending: u64,
+    total: u64,
+    first_seen: Option<SystemTime>,
+    last_seen: SystemTime,
+    /// The first events of the next message, with when they came (threshold aging).
+    samples: Vec<(Instant, Value)>,
+    /// Before firing, with a threshold: the events within the window.
+    window: VecDeque<(Instant, SystemTime)>,
+    firing: bool,
+    /// When the next message may go.
+    next_at: Instant,
+    undelivered: Arc<AtomicBool>,
+}
+
+impl Digest {
+    /// The digest state of the webhook `webhook_id`.
+    pub fn new(settings: DigestSettings, webhook_id: &str) -> Self {
+        Digest {
+            settings,
+            webhook_id: webhook_id.to_owned(),
+            groups: HashMap::new(),
+        }
+    }
+
+    /// The message a group of `count` events like `vars` would send (the CLI's `--count`).
+    pub fn preview(
+        settings: &DigestSettings,
+        webhook_id: &str,
+        event: Event,
+        vars: Map<String, Value>,
+        sample: Value,
+        count: u64,
+    ) -> Message {
+        let values = group_of(&settings.group_by, &vars);
+        let now = Instant::now();
+        let key = group_key(webhook_id, &values);
+        let mut group = Group::new(values, key, false, event, now);
+        group.latest = vars;
+        group.pending = count;
+        group.first_seen = Some(group.last_seen);
+        group.samples = vec![(now, sample); settings.samples.min(count as usize)];
+        group.message(settings, now, "firing")
+    }
+
+    /// Groups open now.
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Counts an event (`vars`, `sample` its default body, made only if kept); returns the
+    /// group's message when one is due now.
+    pub fn add(
+        &mut self,
+        event: Event,
+        vars: Map<String, Value>,
+        sample: impl FnOnce(&Map<String, Value>) -> Value,
+        now: Instant,
+    ) -> (Option<Message>, Aged) {
+        let wall = SystemTime::now();
+        let settings = &self.settings;
+        let mut values = group_of(&settings.group_by, &vars);
+        let mut key = group_key(&self.webhook_id, &values);
+        let overflow = !self.groups.contains_key(&key) && self.groups.len() >= settings.max_groups;
+        if overflow {
+            values = Map::new();
+            key = group_key(&self.webhook_id, &values);
+        }
+        let next_at = now + settings.group_wait;
+        let group = self
+            .groups
+            .entry(key.clone())
+            .or_insert_with(|| Group::new(values, key, overflow, event, next_at));
+        if group.samples.len() < settings.samples {
+            group.samples.push((now, sample(&vars)));
+        }
+        group.latest = vars;
+        group.latest_event = event;
+        group.last_event = now;
+        group.last_seen = wall;
+        let mut aged = Aged::default();
+        match settings.threshold {
+            Some(threshold) if !group.firing => {
+                group.window.push_back((now, wall));
+                aged.below_threshold = group.age(now, threshold.window);
+                if group.window.len() < threshold.count {
+                    return (None, aged);
+                }
+                group.firing = true;
+                group.pending = group.window.len() as u64;
+                group.first_seen = group.window.front().map(|(_, at)| *at);
+                group.window = VecDeque::new();
+                group.next_at = now + settings.group_wait;
+            }
+            _ => {
+                group.firing = true;
+                group.pending += 1;
+                group.first_seen.get_or_insert(wall);
+            }
+        }
+        let due = group.next_at <= now && !group.undelivered.load(SeqCst);
+        let message = due.then(|| group.message(settings, now, "firing"));
+        (message, aged)
+    }
+
+    /// The messages due at `now`: firing groups with uncounted events whose interval has
+    /// passed and whose last message ended (all of them when `closing`), and — unless
+    /// closing — the resolve messages of groups quiet for `resolve_after` (when `resolves`).
+    /// Quiet groups close.
+    pub fn due(&mut self, now: Instant, closing: bool, resolves: bool) -> (Vec<Message>, Aged) {
+        let settings = &self.settings;
+        let mut messages = Vec::new();
+        let mut aged = Aged::default();
+        self.groups.retain(|_, group| {
+            if let (Some(threshold), false) = (settings.threshold, group.firing) {
+                aged.below_threshold += group.age(now, threshold.window);
+            }
+            let idle = !group.undelivered.load(SeqCst);
+            if group.pending > 0 && (closing || (idle && group.next_at <= now)) {
+                messages.push(group.message(settings, now, "firing"));
+                return true;
+            }
+            let quiet = now.saturating_duration_since(group.last_event) >= settings.resolve_after;
+            if !quiet || !idle || group.pending > 0 || closing {
+                return true;
+            }
+            aged.below_threshold += group.window.len() as u64;
+            if group.firing && resolves {
+                messages.push(group.message(settings, now, "resolved"));
+            }
+            false
+        });
+        (messages, aged)
+    }
+}
+
+impl Group {
+    /// A group with no event counted yet, whose first message may go at `next_at`.
+    fn new(values: Map<String, Value>, key: String, overflow: bool, event: Event, next_at: Instant) -> Self {
+        Group {
+            values,
+            key,
+            overflow,
+            latest: Map::new(),
+            latest_event: event,
+            last_event: next_at,
+            pending: 0,
+            total: 0,
+            first_seen: None,
+            last_seen: SystemTime::now(),
+            samples: Vec::new(),
+            window: VecDeque::new(),
+            firing: false,
+            next_at,
+            undelivered: Arc::default(),
+        }
+    }
+    /// Drops the window's events older than `window`; returns how many.
+    fn age(&mut self, now: Instant, window: Duration) -> u64 {
+        let fresh = |at: &Instant| now.saturating_duration_since(*at) <= window;
+        let before = self.window.len();
+        while self.window.front().is_some_and(|(at, _)| !fresh(at)) {
+            self.window.pop_front();
+        }
+        self.samples.retain(|(at, _)| fresh(at));
+        (before - self.window.len()) as u64
+    }
+
+    /// The next message: counts what is uncounted and starts the next interval.
+    fn message(&mut self, settings: &DigestSettings, now: Instant, status: &str) -> Message {
+        let count = std::mem::take(&mut self.pending);
+        self.total += count;
+        let rfc3339 = |at: SystemTime| humantime::format_rfc3339_millis(at).to_string();
+        let samples: Vec<Value> = std::mem::take(&mut self.samples).into_iter().map(|(_, s)| s).collect();
+        let digest = json!({
+            "count": count,
+            "total": self.total,
+            "first_seen": rfc3339(self.first_seen.take().unwrap_or(self.last_seen)),
+            "last_seen": rfc3339(self.last_seen),
+            "group": self.values,
+            "key": self.key,
+            "status": status,
+            "samples": samples,
+            "overflow": self.overflow,
+            "window": window_text(settings.group_interval),
+        });
+        let mut vars = self.latest.clone();
+        vars.insert("digest".into(), digest);
+        self.next_at = now + settings.group_interval;
+        self.undelivered.store(true, SeqCst);
+        Message {
+            event: self.latest_event,
+            vars,
+            undelivered: Arc::clone(&self.undelivered),
+        }
+    }
+}
+
+/// `60 s`, `5 min`, `2 h`, `0.5 s`: how summaries name a group's interval.
+fn window_text(interval: Duration) -> String {
+    let seconds = interval.as_secs_f64();
+    match seconds {
+        s if s < 120.0 => format!("{} s", (s * 10.0).round() / 10.0),
+        s if s < 7200.0 => format!("{} min", (s / 60.0 * 10.0).round() / 10.0),
+        s => format!("{} h", (s / 3600.0 * 10.0).round() / 10.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Threshold;
+    use crate::matching::Field;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn settings(threshold: Option<Threshold>) -> DigestSettings {
+        DigestSettings {
+            group_by: vec![Field::named("user").unwrap()],
+            group_wait: Duration::ZERO,
+            group_interval: 1000 * MS,
+            threshold,
+            resolve_after: 5000 * MS,
+            max_groups: 2,
+            samples: 2,
+        }
+    }
+
+    fn vars(user: &str) -> Map<String, Value> {
+        let mut vars = Map::new();
+        vars.insert("user".into(), user.into());
+        vars
+    }
+
+    fn add(d: &mut Digest, user: &str, at: Instant) -> Option<Message> {
+        d.add(Event::Violation, vars(user), |v| Value::Object(v.clone()), at).0
+    }
+
+    fn count(m: &Message) -> u64 {
+        m.vars["digest"]["count"].as_u64().unwrap()
+    }
+
+    #[test]
+    fn a_storm_is_one_message_then_one_per_interval_each_counted_once() {
+        let t0 = Instant::now();
+        let mut d = Digest::new(settings(None), "w");
+        let first = add(&mut d, "a", t0).expect("group_wait 0: the first event goes at once");
+        assert_eq!(count(&first), 1);
+        let mut counted = 1;
+        for i in 1..=100u32 {
+            assert!(add(&mut d, "a", t0 + i * 5 * MS).is_none(), "the first message is undelivered");
+        }
+        let (due, _) = d.due(t0 + 2000 * MS, false, false);
+        assert!(due.is_empty(), "nothing more while a message is undelivered");
+        first.undelivered.store(false, SeqCst);
+        let (due, _) = d.due(t0 + 2000 * MS, false, false);
+        counted += due.iter().map(count).sum::<u64>();
+        assert_eq!((due.len(), counted), (1, 101));
+        assert_eq!(due[0].vars["digest"]["total"], 101);
+        assert_eq!(due[0].vars["digest"]["samples"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn groups_beyond_max_groups_share_the_overflow_group() {
+        let t0 = Instant::now();
+        let mut d = Digest::new(settings(None), "w");
+        let keys: Vec<String> = ["a", "b", "c", "d"]
+            .iter()
+            .filter_map(|u| add(&mut d, u, t0))
+            .map(|m| {
+                let overflow = m.vars["digest"]["overflow"].as_bool().unwrap();
+                format!("{}{}", m.vars["digest"]["key"].as_str().unwrap(), overflow)
+            })
+            .collect();
+        assert_eq!(keys.len(), 3, "a, b, and the overflow group's first (c); d waits behind it");
+        assert!(keys[2].ends_with("true") && !keys[0].ends_with("true"));
+        assert_eq!(d.groups(), 3);
+    }
+
+    #[test]
+    fn threshold_below_at_and_above() {
+        let t0 = Instant::now();
+        let threshold = Threshold { count: 3, window: 1000 * MS };
+        let mut d = Digest::new(settings(Some(threshold)), "w");
+        // Below: two events, then they age out.
+        assert!(add(&mut d, "a", t0).is_none() && add(&mut d, "a", t0 + 100 * MS).is_none());
+        let (due, aged) = d.due(t0 + 1500 * MS, false, true);
+        assert!(due.is_empty());
+        assert_eq!(aged.below_threshold, 2);
+        // At: three within the window fire, counting all three.
+        let t1 = t0 + 2000 * MS;
+        assert!(add(&mut d, "a", t1).is_none() && add(&mut d, "a", t1 + 10 * MS).is_none());
+        let fired = add(&mut d, "a", t1 + 20 * MS).expect("the third event crosses the threshold");
+        assert_eq!(count(&fired), 3);
+        fired.undelivered.store(false, SeqCst);
+        // Above: while firing, events count without a threshold test.
+        assert!(add(&mut d, "a", t1 + 30 * MS).is_none());
+        let (due, _) = d.due(t1 + 1100 * MS, false, true);
+        assert_eq!(due.iter().map(count).collect::<Vec<_>>(), [1]);
+        due[0].undelivered.store(false, SeqCst);
+        // Quiet for resolve_after: a resolve message, and the group is gone.
+        let (due, _) = d.due(t1 + 6000 * MS, false, true);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].vars["digest"]["status"], "resolved");
+        assert_eq!(due[0].vars["digest"]["key"], fired.vars["digest"]["key"]);
+        assert_eq!(d.groups(), 0);
+    }
+
+    #[test]
+    fn closing_sends_what_is_uncounted_even_behind_an_undelivered_message() {
+        let t0 = Instant::now();
+        let mut d = Digest::new(settings(None), "w");
+        let _first = add(&mut d, "a", t0).unwrap();
+        add(&mut d, "a", t0 + MS);
+        let (due, _) = d.due(t0 + 2 * MS, true, true);
+        assert_eq!(due.iter().map(count).collect::<Vec<_>>(), [1]);
+        assert_eq!(window_text(Duration::from_secs(60)), "60 s");
+        assert_eq!(window_text(Duration::from_secs(300)), "5 min");
+        assert_eq!(window_text(Duration::from_millis(500)), "0.5 s");
+    }
+}
