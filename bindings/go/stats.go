@@ -34,17 +34,24 @@ type OutboxStats struct {
 // redacted to scheme://host[:port]/… since URL paths are often credentials. Circuit is
 // "closed", "open" or "half_open".
 type WebhookStats struct {
-	ID           string   `json:"id"`
-	URL          string   `json:"url"`
-	Delivered    uint64   `json:"delivered"`
-	Failed       uint64   `json:"failed"`
-	Retries      uint64   `json:"retries"`
-	Dropped      uint64   `json:"dropped"`
-	Queued       uint64   `json:"queued"`
-	Circuit      string   `json:"circuit"`
-	DeadLetters  uint64   `json:"dead_letters"`
-	LastStatus   *int     `json:"last_status"`
-	LastError    *string  `json:"last_error"`
-	LatencyP50Ms *float64 `json:"latency_p50_ms"`
-	LatencyP99Ms *float64 `json:"latency_p99_ms"`
+	ID          string `json:"id"`
+	URL         string `json:"url"`
+	Delivered   uint64 `json:"delivered"`
+	Failed      uint64 `json:"failed"`
+	Retries     uint64 `json:"retries"`
+	Dropped     uint64 `json:"dropped"`
+	Queued      uint64 `json:"queued"`
+	Circuit     string `json:"circuit"`
+	DeadLetters uint64 `json:"dead_letters"`
+	// Filtered counts events of the webhook's events that match, exclude or min_severity
+	// turned away; BelowThreshold digest events that aged out before their group fired;
+	// Groups the digest groups open; DigestMessages the digest messages queued so far.
+	Filtered       uint64   `json:"filtered"`
+	BelowThreshold uint64   `json:"below_threshold"`
+	Groups         uint64   `json:"groups"`
+	DigestMessages uint64   `json:"digest_messages"`
+	LastStatus     *int     `json:"last_status"`
+	LastError      *string  `json:"last_error"`
+	LatencyP50Ms   *float64 `json:"latency_p50_ms"`
+	LatencyP99Ms   *float64 `json:"latency_p99_ms"`
 }

@@ -431,3 +431,47 @@ func TestMetricsCountDeliveriesByWebhookIdAndOutcome(t *testing.T) {
 		t.Fatalf("metrics lack %q or leak the URL:\n%s", want, text)
 	}
 }
+
+func TestDigestsAndFiltersCountThroughTheCAPI(t *testing.T) {
+	rx := newReceiver(t, 0)
+	p := mustNew(t, fmt.Sprintf(`webhooks: [{url: "%s/alerts", events: [tool_success], match: {tool: "t*"},
+	  digest: {group_by: [tool], group_interval: 1h}}]`, rx.URL))
+	for i := 0; i < 50; i++ {
+		tool := "tool"
+		if i == 0 {
+			tool = "other"
+		}
+		if _, err := p.Invoke("tool_post_invoke", []byte(fmt.Sprintf(`{"name": %q}`, tool)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Flush(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := stats.Webhooks[0]
+	if w.Filtered != 1 || w.Groups != 1 || w.DigestMessages != 1 {
+		t.Fatalf("filtered %d, groups %d, digest messages %d; want 1, 1, 1", w.Filtered, w.Groups, w.DigestMessages)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, r := range rx.waitFor(t, 2) {
+		var body struct {
+			Digest struct {
+				Count int `json:"count"`
+			} `json:"digest"`
+		}
+		if err := json.Unmarshal(r.body, &body); err != nil {
+			t.Fatal(err)
+		}
+		total += body.Digest.Count
+	}
+	if total != 49 {
+		t.Fatalf("the digest messages counted %d events; want 49", total)
+	}
+}

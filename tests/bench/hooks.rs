@@ -4,6 +4,8 @@
 //! - `hooks`: the cost of one tool_post_invoke through the Rust API and through the C API
 //!   (the `extern "C"` functions, JSON text in and out), against receivers that answer 200
 //!   at once, sleep 200 ms, answer 500, or do not exist.
+//! - `alerting`: hook cost with `match` + `digest` + `format` vs a plain webhook, RSS per
+//!   open digest group, and the messages a 100,000-event storm becomes.
 //! - `throughput URL N`: deliveries per second of N events to URL (a fast local receiver).
 //! - `bare-reqwest URL N`: the same N POSTs through reqwest alone, the HTTP stack's ceiling.
 //! - `memory N CAPACITY`: peak RSS while N events flood a dead receiver with a queue of
@@ -89,53 +91,130 @@ fn time_calls(n: usize, mut call: impl FnMut()) -> Vec<f64> {
         .collect()
 }
 
+/// The cost of `n` tool_post_invoke calls through the Rust API of a notifier for `text`.
+fn rust_hook_costs(text: &str, n: usize) -> Vec<f64> {
+    let notifier = Notifier::from_config_text(text, None).unwrap();
+    let payload: Value = serde_json::from_str(PAYLOAD).unwrap();
+    let context: Value = serde_json::from_str(CONTEXT).unwrap();
+    let micros = time_calls(n, || {
+        notifier
+            .invoke(Hook::ToolPostInvoke, payload.clone(), &context)
+            .unwrap();
+    });
+    let _ = notifier.close(Duration::ZERO);
+    micros
+}
+
+/// The cost of `n` `webhook_plugin_invoke` calls (JSON text in and out) for `text`.
+fn c_hook_costs(text: &str, n: usize) -> Vec<f64> {
+    let (config, hook) = (
+        CString::new(text).unwrap(),
+        CString::new("tool_post_invoke").unwrap(),
+    );
+    let (payload, context) = (CString::new(PAYLOAD).unwrap(), CString::new(CONTEXT).unwrap());
+    let mut plugin = ptr::null_mut();
+    unsafe { ffi::webhook_plugin_new(config.as_ptr(), ptr::null(), &mut plugin, ptr::null_mut()) };
+    let micros = time_calls(n, || unsafe {
+        let mut result = ptr::null_mut();
+        let status = ffi::webhook_plugin_invoke(
+            plugin,
+            hook.as_ptr(),
+            payload.as_ptr(),
+            context.as_ptr(),
+            &mut result,
+            ptr::null_mut(),
+        );
+        assert_eq!(status, ffi::WEBHOOK_OK);
+        ffi::webhook_string_free(result);
+    });
+    unsafe {
+        ffi::webhook_plugin_close(plugin, 0, ptr::null_mut());
+        ffi::webhook_plugin_free(plugin);
+    }
+    micros
+}
+
 fn hooks() {
     let (_keep, urls) = receivers();
     let n = 20_000;
     for (mode, url) in &urls {
-        let notifier = Notifier::from_config_text(&config(url), None).unwrap();
-        let payload: Value = serde_json::from_str(PAYLOAD).unwrap();
-        let context: Value = serde_json::from_str(CONTEXT).unwrap();
-        let micros = time_calls(n, || {
-            notifier
-                .invoke(Hook::ToolPostInvoke, payload.clone(), &context)
-                .unwrap();
-        });
+        let micros = rust_hook_costs(&config(url), n);
         println!(
             "{}",
             json!({"bench": "hook", "impl": "rust", "receiver": mode, "stats": summary(micros)})
         );
-        let _ = notifier.close(Duration::ZERO);
-
-        let (config, hook) = (
-            CString::new(config(url)).unwrap(),
-            CString::new("tool_post_invoke").unwrap(),
-        );
-        let (payload, context) = (CString::new(PAYLOAD).unwrap(), CString::new(CONTEXT).unwrap());
-        let mut plugin = ptr::null_mut();
-        unsafe { ffi::webhook_plugin_new(config.as_ptr(), ptr::null(), &mut plugin, ptr::null_mut()) };
-        let micros = time_calls(n, || unsafe {
-            let mut result = ptr::null_mut();
-            let status = ffi::webhook_plugin_invoke(
-                plugin,
-                hook.as_ptr(),
-                payload.as_ptr(),
-                context.as_ptr(),
-                &mut result,
-                ptr::null_mut(),
-            );
-            assert_eq!(status, ffi::WEBHOOK_OK);
-            ffi::webhook_string_free(result);
-        });
+        let micros = c_hook_costs(&config(url), n);
         println!(
             "{}",
             json!({"bench": "hook", "impl": "c", "receiver": mode, "stats": summary(micros)})
         );
-        unsafe {
-            ffi::webhook_plugin_close(plugin, 0, ptr::null_mut());
-            ffi::webhook_plugin_free(plugin);
+    }
+}
+
+/// A webhook with `match`, `digest` and `format: slack` (limits raised so the 200 receiver
+/// is never the bottleneck), for the alerting rows.
+fn alerting_config(url: &str, digest: &str) -> String {
+    format!(
+        r#"{{"queue_capacity": 100000, "webhooks": [{{"url": "{url}", "events": ["tool_success", "tool_error"],
+            "format": "slack", "max_rate": 100000, "match": {{"tool": "search*", "tenant": "t*"}},
+            "digest": {digest}}}]}}"#
+    )
+}
+
+/// `alerting`: hook cost with match + digest + format vs a plain webhook (Rust and C APIs,
+/// 200 receiver, interleaved rounds); RSS per open digest group; a 100,000-event storm.
+fn alerting() {
+    let fast = Receiver::start(|_| Reply::status(200));
+    let url = fast.url("/");
+    let digest = r#"{"group_by": ["tool", "user"], "group_interval": "1s"}"#;
+    for round in 1..=3 {
+        for (label, text) in [("plain", config(&url)), ("alerting", alerting_config(&url, digest))] {
+            let rust = summary(rust_hook_costs(&text, 20_000));
+            let c = summary(c_hook_costs(&text, 20_000));
+            println!("{}", json!({"bench": "alerting-hook", "impl": "rust", "config": label, "round": round, "stats": rust}));
+            println!("{}", json!({"bench": "alerting-hook", "impl": "c", "config": label, "round": round, "stats": c}));
         }
     }
+    for groups in [1_000, 10_000] {
+        let digest = r#"{"group_by": ["user"], "group_interval": "1h", "samples": 0, "max_groups": 1000000}"#;
+        let notifier = Notifier::from_config_text(&alerting_config(&url, digest), None).unwrap();
+        let raise = |user: String| {
+            let context = json!({"user": user, "tenant_id": "t"});
+            let metadata = json!({"tool_name": "search"});
+            notifier.notify(Event::ToolSuccess, &context, None, Some(metadata)).unwrap();
+        };
+        raise("warm-up".into());
+        assert!(notifier.flush(Duration::from_secs(60)));
+        give_back_free_heap();
+        let before = rss_kib("VmRSS:");
+        (0..groups).for_each(|i| raise(format!("user-{i}@example.com")));
+        assert!(notifier.flush(Duration::from_secs(600)));
+        give_back_free_heap();
+        let after = rss_kib("VmRSS:");
+        assert_eq!(notifier.stats().webhooks[0].groups, groups + 1);
+        println!(
+            "{}",
+            json!({"bench": "digest-memory", "groups": groups, "before_kib": before, "after_kib": after,
+                   "bytes_per_group": (after.saturating_sub(before) * 1024) as f64 / groups as f64})
+        );
+        let _ = notifier.close(Duration::ZERO);
+    }
+    let digest = r#"{"group_by": ["user"], "group_interval": "100ms"}"#;
+    let notifier = Notifier::from_config_text(&alerting_config(&url, digest), None).unwrap();
+    let start = Instant::now();
+    for i in 0..100_000 {
+        let context = json!({"user": format!("user-{}", i % 4), "tenant_id": "t"});
+        notifier.notify(Event::ToolSuccess, &context, None, Some(json!({"tool_name": "search"}))).unwrap();
+    }
+    let storm = start.elapsed();
+    notifier.close(Duration::from_secs(60)).unwrap();
+    let webhook = &notifier.stats().webhooks[0];
+    let bound = 4 * (2 + storm.as_millis().div_ceil(100) as u64);
+    println!(
+        "{}",
+        json!({"bench": "digest-storm", "events": 100_000, "groups": 4, "storm_seconds": storm.as_secs_f64(),
+               "group_interval_ms": 100, "messages": webhook.digest_messages, "delivered": webhook.delivered, "bound": bound})
+    );
 }
 
 fn throughput(url: &str, n: usize) {
@@ -292,6 +371,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["hooks"] => hooks(),
+        ["alerting"] => alerting(),
         ["throughput", url, n] => throughput(url, n.parse().unwrap()),
         ["bare-reqwest", url, n] => bare_reqwest(url, n.parse().unwrap()),
         ["memory", n, capacity] => memory(n.parse().unwrap(), capacity.parse().unwrap()),
