@@ -1,5 +1,7 @@
-//! Generates `include/webhook_notification.h` from `src/ffi.rs` with cbindgen. The header is
-//! committed; it is rewritten only when it changes, and `tests/run.sh` fails when the
+//! Generates `include/webhook_notification.h` from `src/ffi.rs` with cbindgen, and from the
+//! header the `ffi.cdef` block of `bindings/lua/webhook_notification.lua` (LuaJIT's cdef takes
+//! declarations only: no comments, no preprocessor lines, constants as an enum). Both are
+//! committed; each is rewritten only when it changes, and `tests/run.sh` fails when a
 //! committed copy differs from what this generates.
 
 use std::path::Path;
@@ -7,6 +9,7 @@ use std::path::Path;
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi.rs");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed={LUA_MODULE}");
     let version = env!("CARGO_PKG_VERSION");
     let config = cbindgen::Config {
         language: cbindgen::Language::C,
@@ -31,6 +34,62 @@ fn main() {
     let path = Path::new("include/webhook_notification.h");
     if std::fs::read(path).ok().as_deref() != Some(&text[..]) {
         std::fs::create_dir_all("include").expect("create include/");
-        std::fs::write(path, text).expect("write the header");
+        std::fs::write(path, &text).expect("write the header");
     }
+    write_lua_cdef(&String::from_utf8(text).expect("the header is UTF-8"));
+}
+
+const LUA_MODULE: &str = "bindings/lua/webhook_notification.lua";
+const BEGIN: &str = "-- BEGIN GENERATED CDEF";
+const END: &str = "-- END GENERATED CDEF";
+
+/// Replaces the text between the module's cdef markers with the header's declarations.
+fn write_lua_cdef(header: &str) {
+    let Ok(module) = std::fs::read_to_string(LUA_MODULE) else {
+        return; // a crate built without the bindings (e.g. from a package)
+    };
+    let (Some(begin), Some(end)) = (module.find(BEGIN), module.find(END)) else {
+        panic!("{LUA_MODULE} lacks its `{BEGIN}` and `{END}` markers");
+    };
+    let generated = format!(
+        "{BEGIN} by build.rs from include/webhook_notification.h; do not edit.\nffi.cdef[[\n{}]]\n",
+        cdef(header)
+    );
+    let updated = format!("{}{generated}{}", &module[..begin], &module[end..]);
+    if updated != module {
+        std::fs::write(LUA_MODULE, updated).expect("write the Lua module");
+    }
+}
+
+/// The header's declarations as LuaJIT's `ffi.cdef` takes them.
+fn cdef(header: &str) -> String {
+    let mut constants = Vec::new();
+    let mut out = String::new();
+    let mut in_comment = false;
+    for line in header.lines() {
+        let trimmed = line.trim();
+        if in_comment {
+            in_comment = !trimmed.ends_with("*/");
+            continue;
+        }
+        if trimmed.starts_with("/*") {
+            in_comment = !trimmed.ends_with("*/");
+            continue;
+        }
+        if let Some(define) = trimmed.strip_prefix("#define ") {
+            if let Some((name, value)) = define.split_once(' ') {
+                constants.push(format!("  {name} = {value},"));
+            }
+            continue;
+        }
+        let skipped = trimmed.is_empty()
+            || trimmed.starts_with('#')
+            || trimmed.starts_with("extern \"C\"")
+            || trimmed.starts_with('}');
+        if !skipped {
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+    format!("enum {{\n{}\n}};\n{out}", constants.join("\n"))
 }

@@ -245,3 +245,21 @@ fn close_sends_the_uncounted_events_of_every_firing_group() {
         assert!(field["text"].as_str().unwrap().chars().count() <= 2000, "fields are cut to Slack's limit");
     }
 }
+
+#[test]
+fn the_last_detach_from_a_shared_engine_sends_its_digest_counts_before_it_closes() {
+    let rx = Receiver::ok();
+    let text = format!(
+        "webhooks: [{{url: '{}', events: [rate_limit_exceeded], digest: {{group_interval: 1h}}}}]",
+        rx.url("/shared")
+    );
+    let config = webhook_notification::Config::load(&text).unwrap();
+    let n = Notifier::shared(config, Some("SharedAlerts")).unwrap();
+    for _ in 0..7 {
+        rate_limited(&n, "alice", "search");
+    }
+    assert!(n.flush(WAIT));
+    n.close(WAIT).unwrap(); // detaches; the engine closes once idle
+    let counts: Vec<u64> = rx.wait_for(2, WAIT).iter().map(|r| r.json()["digest"]["count"].as_u64().unwrap()).collect();
+    assert_eq!(counts, [1, 6], "the idle engine's uncounted events were sent, not dropped");
+}

@@ -300,3 +300,48 @@ fn listen_answers_413_to_a_body_over_1_mib_instead_of_buffering_it() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn render_and_send_count_show_and_deliver_one_digest_message_with_the_routing_key_masked() {
+    let rx = Receiver::start(|_| Reply::status(202));
+    let config = write(
+        "digest.yaml",
+        &format!(
+            "webhooks: [{{url: '{}', id: pd, format: pagerduty, routing_key: SECRET-ROUTING, events: [tool_error], digest: {{group_by: [tool]}}}}]\n",
+            rx.url("/v2/enqueue")
+        ),
+    );
+    let args = ["--event", "tool_error", "--metadata", r#"{"tool_name": "search", "error": "boom"}"#, "--count", "250"];
+    let out = run(&[&["--json", "render", config.to_str().unwrap()][..], &args[..]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("SECRET"), "{}", text(&out));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let body = &shown[0]["body"];
+    assert_eq!((body["routing_key"].as_str(), body["event_action"].as_str()), (Some("***"), Some("trigger")));
+    assert_eq!(body["payload"]["custom_details"]["count"], "250");
+    assert!(body["payload"]["summary"].as_str().unwrap().starts_with("error tool_error ×250 — search"));
+    let out = run(&[&["send", config.to_str().unwrap()][..], &args[..]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let sent = rx.received();
+    assert_eq!(sent.len(), 1, "one message for the group of 250");
+    let sent = sent[0].json();
+    assert_eq!(sent["routing_key"], "SECRET-ROUTING");
+    assert_eq!(sent["dedup_key"], body["dedup_key"], "the group key is stable");
+    assert_eq!(sent["payload"]["custom_details"]["count"], "250");
+}
+
+#[test]
+fn check_warns_when_a_template_gives_a_format_webhook_a_body_its_channel_refuses() {
+    let config = write(
+        "teams.yaml",
+        "payload_templates: {tool_error: '{\"text\": {{metadata.error}}}'}\nwebhooks: [{url: 'https://flow.example/x', format: teams, events: [tool_error, tool_success]}]\n",
+    );
+    let out = run(&["--json", "check", config.to_str().unwrap()]);
+    assert!(out.status.success(), "a warning, not an error: {}", text(&out));
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = verdict["format_warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "tool_success uses the card: {warnings:?}");
+    let warning = warnings[0].as_str().unwrap();
+    assert!(warning.contains("webhooks[0] (format: teams)") && warning.contains("tool_error"), "{warning}");
+    assert!(warning.contains("Adaptive Card 1.4"), "{warning}");
+}

@@ -348,12 +348,13 @@ impl Intake {
     }
 
     /// Queues every digest message due now (all uncounted events when `closing`), and
-    /// closes groups quiet for `resolve_after`.
-    pub fn tick_digests(&self, closing: bool) {
+    /// closes groups quiet for `resolve_after`; returns how many messages it queued.
+    pub fn tick_digests(&self, closing: bool) -> usize {
         if self.is(Lifecycle::Abandoning) || self.is(Lifecycle::Stopped) {
-            return;
+            return 0;
         }
         let now = Instant::now();
+        let mut queued = 0;
         for (index, digest) in self.digests.iter().enumerate() {
             let Some(digest) = digest else { continue };
             let resolves = self.config.webhooks[index].alerting.format.resolves();
@@ -363,10 +364,12 @@ impl Intake {
             counters.below_threshold(aged.below_threshold);
             counters.set_groups(digest.groups());
             drop(digest);
+            queued += messages.len();
             for message in messages {
                 self.send_message(index, message);
             }
         }
+        queued
     }
 
     /// Whether some webhook digests.
@@ -418,7 +421,9 @@ pub(crate) async fn run_digests(intake: Arc<Intake>) {
     loop {
         tokio::select! {
             _ = lifecycle.wait_for(|h| *h == Lifecycle::Stopped) => return,
-            _ = tokio::time::sleep(TICK) => intake.tick_digests(false),
+            _ = tokio::time::sleep(TICK) => {
+                intake.tick_digests(false);
+            }
         }
     }
 }

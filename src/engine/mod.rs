@@ -363,6 +363,10 @@ impl Shareable for Engine {
     fn close(&self, timeout: Duration) -> bool {
         Engine::close(self, timeout).is_ok()
     }
+
+    fn send_digests(&self) -> usize {
+        self.intake.tick_digests(true)
+    }
 }
 
 /// Closes every shared engine of this process (at process exit), all within the longest

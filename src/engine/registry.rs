@@ -38,6 +38,8 @@ pub(crate) trait Shareable: Send + Sync + Sized + 'static {
     fn shutdown_timeout(&self) -> Duration;
     /// Closes it within `timeout`; false if deliveries were abandoned.
     fn close(&self, timeout: Duration) -> bool;
+    /// Queues what its digest groups still count (close's last messages); how many.
+    fn send_digests(&self) -> usize;
 }
 
 /// An engine's key: plugin name and the SHA-256 identity of its expanded config.
@@ -93,6 +95,10 @@ impl<E: Shareable> Registry<E> {
             idle.as_mut().enable();
             if engine.attached().load(SeqCst) > 0 {
                 return;
+            }
+            // Idle but for digest counts: send them first, then wait for idle again.
+            if engine.pending() == 0 && engine.send_digests() > 0 {
+                continue;
             }
             if engine.pending() == 0 {
                 let Some(slot) = lock(&self.slots).get(&engine.identity()).cloned() else {

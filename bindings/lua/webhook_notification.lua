@@ -1,0 +1,342 @@
+--- webhook_notification: the webhook-notification engine for Lua gateways through LuaJIT's
+--- FFI (nginx/OpenResty with lua-nginx-module, Kong, APISIX, Envoy's Lua filter).
+---
+---   local wn = require("webhook_notification")
+---   local n, err = wn.attach(config_text, "MyGateway")  -- or wn.new: an engine of its own
+---   local event, err = n:invoke("tool_post_invoke", payload, context)
+---
+--- Payloads, contexts, violations and metadata are Lua tables (encoded with cjson when it is
+--- available) or JSON strings (passed as they are). Every function returns its value (or
+--- `true`) on success and `nil, message` on failure: nothing raises into the gateway, and
+--- no call waits on the network except `flush` and `close`, which are bounded by their
+--- `seconds`. Create handles per worker process (`init_worker_by_lua*`, a plugin's
+--- `init_worker`), never in nginx's master before fork: the library refuses a handle created
+--- before fork. In Envoy (one Lua state per worker thread, one process) use `attach`, so
+--- `--concurrency N` shares one engine.
+---
+--- The library is found through WEBHOOK_NOTIFICATION_LIB (a path), else package.cpath
+--- (`libwebhook_notification.so` or `webhook_notification.so` in one of its directories),
+--- else the system loader.
+
+local ffi = require("ffi")
+
+-- BEGIN GENERATED CDEF by build.rs from include/webhook_notification.h; do not edit.
+ffi.cdef[[
+enum {
+  WEBHOOK_ABI_VERSION = 1,
+  WEBHOOK_OK = 0,
+  WEBHOOK_INVALID_ARGUMENT = 1,
+  WEBHOOK_CONFIG_ERROR = 2,
+  WEBHOOK_PARSE_ERROR = 3,
+  WEBHOOK_TIMEOUT = 4,
+  WEBHOOK_CLOSED = 5,
+  WEBHOOK_PANIC = 6,
+};
+typedef struct WebhookPlugin WebhookPlugin;
+uint32_t webhook_abi_version(void);
+const char *webhook_version(void);
+int32_t webhook_plugin_new(const char *config,
+                           const char *plugin_name,
+                           WebhookPlugin **out,
+                           char **error);
+int32_t webhook_plugin_attach(const char *config,
+                              const char *plugin_name,
+                              WebhookPlugin **out,
+                              char **error);
+int32_t webhook_plugin_invoke(WebhookPlugin *p,
+                              const char *hook,
+                              const char *payload_json,
+                              const char *context_json,
+                              char **result_json,
+                              char **error);
+int32_t webhook_plugin_notify(WebhookPlugin *p,
+                              const char *event,
+                              const char *context_json,
+                              const char *violation_json,
+                              const char *metadata_json,
+                              char **error);
+int32_t webhook_plugin_flush(WebhookPlugin *p, uint32_t timeout_ms, char **error);
+int32_t webhook_plugin_stats(WebhookPlugin *p, char **stats_json, char **error);
+int32_t webhook_plugin_metrics(WebhookPlugin *p, char **text, char **error);
+int32_t webhook_plugin_close(WebhookPlugin *p, uint32_t timeout_ms, char **error);
+int32_t webhook_plugin_shutdown(WebhookPlugin *p, char **error);
+void webhook_plugin_free(WebhookPlugin *p);
+void webhook_string_free(char *s);
+]]
+-- END GENERATED CDEF
+
+local M = {}
+
+local lib, load_error
+
+--- The shared library, loaded on first use (so `require` never fails for want of it).
+local function library()
+    if lib or load_error then
+        return lib, load_error
+    end
+    local candidates = {}
+    local path = os.getenv("WEBHOOK_NOTIFICATION_LIB")
+    if path and path ~= "" then
+        candidates[1] = path
+    else
+        for template in package.cpath:gmatch("[^;]+") do
+            for _, name in ipairs({ "libwebhook_notification", "webhook_notification" }) do
+                local candidate = template:gsub("%?", name)
+                local file = io.open(candidate, "rb")
+                if file then
+                    file:close()
+                    candidates[#candidates + 1] = candidate
+                end
+            end
+        end
+        candidates[#candidates + 1] = "webhook_notification"
+    end
+    local reasons = {}
+    for _, candidate in ipairs(candidates) do
+        local ok, loaded = pcall(ffi.load, candidate)
+        if ok then
+            lib = loaded
+            return lib
+        end
+        reasons[#reasons + 1] = tostring(loaded)
+    end
+    load_error = "cannot load libwebhook_notification (set WEBHOOK_NOTIFICATION_LIB): "
+        .. table.concat(reasons, "; ")
+    return nil, load_error
+end
+
+local has_cjson, cjson = pcall(require, "cjson.safe")
+
+--- JSON text for a host value: nil stays NULL, strings pass through, tables need cjson.
+local function json(value, name)
+    if value == nil then
+        return nil
+    end
+    local kind = type(value)
+    if kind == "string" then
+        return value
+    end
+    if kind ~= "table" then
+        return nil, name .. " must be a table or a JSON string"
+    end
+    if not has_cjson then
+        return nil, name .. " is a table but lua-cjson is not available: pass a JSON string"
+    end
+    local text, err = cjson.encode(value)
+    if not text then
+        return nil, name .. ": " .. tostring(err)
+    end
+    return text
+end
+
+--- A C string the library allocated, as a Lua string (nil for NULL); freed.
+local function take_string(pointer)
+    if pointer == nil then
+        return nil
+    end
+    local text = ffi.string(pointer)
+    lib.webhook_string_free(pointer)
+    return text
+end
+
+--- `nil, message` for a failed status (the library's message, freed), or nothing.
+local function failure(status, err)
+    if status == lib.WEBHOOK_OK then
+        return nil
+    end
+    return take_string(err[0]) or ("webhook-notification status " .. tonumber(status))
+end
+
+local Notifier = {}
+Notifier.__index = Notifier
+
+--- A handle from `webhook_plugin_new` or `webhook_plugin_attach`. A handle collected without
+--- `close` never blocks the worker: an attached one detaches; an own one is closed at once
+--- (what is still queued is abandoned and counted as dropped, unless a durable outbox keeps
+--- it), so call `close(seconds)` when the worker exits.
+local function open(constructor, config, plugin_name)
+    local loaded, why = library()
+    if not loaded then
+        return nil, why
+    end
+    if type(config) == "table" then
+        local text, err = json(config, "config")
+        if not text then
+            return nil, err
+        end
+        config = text
+    end
+    if type(config) ~= "string" then
+        return nil, "config must be YAML or JSON text, or a table"
+    end
+    local out = ffi.new("WebhookPlugin *[1]")
+    local err = ffi.new("char *[1]")
+    local message = failure(lib[constructor](config, plugin_name, out, err), err)
+    if message then
+        return nil, message
+    end
+    local attached = constructor == "webhook_plugin_attach"
+    local handle = ffi.gc(out[0], function(p)
+        if not attached then
+            lib.webhook_plugin_close(p, 0, nil)
+        end
+        lib.webhook_plugin_free(p)
+    end)
+    return setmetatable({ handle = handle, attached = attached }, Notifier)
+end
+
+--- A notifier with an engine of its own (nginx workers, Kong/APISIX `init_worker`).
+function M.new(config, plugin_name)
+    return open("webhook_plugin_new", config, plugin_name)
+end
+
+--- A notifier attached to the process-wide engine of this config (Envoy's worker threads).
+function M.attach(config, plugin_name)
+    return open("webhook_plugin_attach", config, plugin_name)
+end
+
+--- The library's version, or nil and why it cannot be loaded.
+function M.version()
+    local loaded, why = library()
+    if not loaded then
+        return nil, why
+    end
+    return ffi.string(lib.webhook_version())
+end
+
+local function usable(self)
+    if self.handle == nil then
+        return nil, "the notifier is closed"
+    end
+    return self.handle
+end
+
+--- Classifies a hook call (`tool_post_invoke`, `prompt_post_fetch`, …) and queues its
+--- event; returns the event's name, or false when the call raised none.
+function Notifier:invoke(hook, payload, context)
+    local handle, closed = usable(self)
+    if not handle then
+        return nil, closed
+    end
+    local payload_text, perr = json(payload, "payload")
+    if perr then
+        return nil, perr
+    end
+    local context_text, cerr = json(context, "context")
+    if cerr then
+        return nil, cerr
+    end
+    local result, err = ffi.new("char *[1]"), ffi.new("char *[1]")
+    local message = failure(lib.webhook_plugin_invoke(handle, hook, payload_text, context_text, result, err), err)
+    if message then
+        return nil, message
+    end
+    local text = take_string(result[0]) or ""
+    return text:match('"event"%s*:%s*"([%w_]+)"') or false
+end
+
+--- Raises `event` directly; `context`, `violation` and `metadata` are tables or JSON text
+--- (a violation's reason alone: `{reason = "…"}`).
+function Notifier:notify(event, context, violation, metadata)
+    local handle, closed = usable(self)
+    if not handle then
+        return nil, closed
+    end
+    local texts = {}
+    for i, pair in ipairs({ { context, "context" }, { violation, "violation" }, { metadata, "metadata" } }) do
+        local text, err = json(pair[1], pair[2])
+        if err then
+            return nil, err
+        end
+        texts[i] = text
+    end
+    local err = ffi.new("char *[1]")
+    local message = failure(lib.webhook_plugin_notify(handle, event, texts[1], texts[2], texts[3], err), err)
+    if message then
+        return nil, message
+    end
+    return true
+end
+
+local function milliseconds(seconds)
+    return math.max(0, math.min(math.floor((seconds or 5) * 1000), 4294967295))
+end
+
+--- Waits at most `seconds` (default 5) until nothing is queued or in flight.
+function Notifier:flush(seconds)
+    local handle, closed = usable(self)
+    if not handle then
+        return nil, closed
+    end
+    local err = ffi.new("char *[1]")
+    local message = failure(lib.webhook_plugin_flush(handle, milliseconds(seconds), err), err)
+    if message then
+        return nil, message
+    end
+    return true
+end
+
+--- Stats as JSON text.
+local function stats_text(self)
+    local handle, closed = usable(self)
+    if not handle then
+        return nil, closed
+    end
+    local out, err = ffi.new("char *[1]"), ffi.new("char *[1]")
+    local message = failure(lib.webhook_plugin_stats(handle, out, err), err)
+    if message then
+        return nil, message
+    end
+    return take_string(out[0])
+end
+
+--- The stats: a table when cjson is available, else the JSON text.
+function Notifier:stats()
+    local text, err = stats_text(self)
+    if not text then
+        return nil, err
+    end
+    if has_cjson then
+        return cjson.decode(text)
+    end
+    return text
+end
+
+--- The Prometheus text exposition of the engine.
+function Notifier:metrics()
+    local handle, closed = usable(self)
+    if not handle then
+        return nil, closed
+    end
+    local out, err = ffi.new("char *[1]"), ffi.new("char *[1]")
+    local message = failure(lib.webhook_plugin_metrics(handle, out, err), err)
+    if message then
+        return nil, message
+    end
+    return take_string(out[0])
+end
+
+--- Closes an own engine, delivering what is pending for at most `seconds` (default 5; what
+--- is left is counted as dropped, or kept by a durable outbox), or detaches an attached
+--- handle at once. Idempotent; the handle is unusable afterwards.
+function Notifier:close(seconds)
+    local handle = self.handle
+    if handle == nil then
+        return true
+    end
+    self.handle = nil
+    local message
+    if not self.attached then
+        local err = ffi.new("char *[1]")
+        message = failure(lib.webhook_plugin_close(handle, milliseconds(seconds), err), err)
+    end
+    ffi.gc(handle, nil)
+    lib.webhook_plugin_free(handle)
+    if message then
+        return nil, message
+    end
+    return true
+end
+
+M.Notifier = Notifier
+return M
