@@ -93,8 +93,23 @@ pub unsafe extern "C" fn webhook_plugin_attach(
     out: *mut *mut WebhookPlugin,
     error: *mut *mut c_char,
 ) -> i32 {
+    static DRAIN_AT_EXIT: std::sync::Once = std::sync::Once::new();
+    DRAIN_AT_EXIT.call_once(|| {
+        // SAFETY: `drain_at_exit` is a plain `extern "C" fn()` that never unwinds.
+        if unsafe { libc::atexit(drain_at_exit) } != 0 {
+            log::warn!(
+                "cannot register the exit-time drain: attached engines may lose what is pending at exit"
+            );
+        }
+    });
     // SAFETY: the caller's contract (above) is what `new_handle` requires.
     unsafe { new_handle(config, plugin_name, out, error, Notifier::shared) }
+}
+
+/// At process exit (`atexit`), drains every attached engine for at most its
+/// `shutdown_timeout`, as the Python module does at interpreter exit.
+extern "C" fn drain_at_exit() {
+    let _ = std::panic::catch_unwind(crate::engine::drain_shared);
 }
 
 /// Makes a handle around the notifier `start` makes of the loaded config.

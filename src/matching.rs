@@ -201,7 +201,10 @@ mod tests {
         let v = vars(json!({"event": "violation", "user": "a", "metadata": {"tool_name": "t"}}));
         let fields = [Field::named("event").unwrap(), Field::named("tenant").unwrap()];
         let group = group_of(&fields, &v);
-        assert_eq!(Value::Object(group.clone()), json!({"event": "violation", "tenant": null}));
+        assert_eq!(
+            Value::Object(group.clone()),
+            json!({"event": "violation", "tenant": null})
+        );
         let key = group_key("hook", &group);
         assert_eq!(key.len(), 16);
         assert_eq!(key, group_key("hook", &group_of(&fields, &v)));

@@ -81,7 +81,8 @@ pub fn preview(
 /// does not fit the channel: one line per webhook and event, for `check` to warn about.
 pub fn channel_warnings(config: &Config, plugin_name: &str) -> Vec<String> {
     let context = json!({"request_id": "req-1", "user": "alice@example.com", "tenant_id": "acme", "server_id": "srv-1"});
-    let violation = json!({"code": "RATE_LIMIT", "reason": "Rate limit exceeded", "description": "too many calls"});
+    let violation =
+        json!({"code": "RATE_LIMIT", "reason": "Rate limit exceeded", "description": "too many calls"});
     let metadata = json!({"tool_name": "search", "error": "upstream timed out"});
     let mut warnings = Vec::new();
     for (index, webhook) in config.webhooks.iter().enumerate() {
@@ -93,10 +94,20 @@ pub fn channel_warnings(config: &Config, plugin_name: &str) -> Vec<String> {
             if config.configured_template(event).is_none() {
                 continue; // the format's own body, which fits by construction
             }
-            let Ok(previews) = preview(config, plugin_name, event, &context, Some(violation.clone()), Some(metadata.clone()), 2) else {
+            let Ok(previews) = preview(
+                config,
+                plugin_name,
+                event,
+                &context,
+                Some(violation.clone()),
+                Some(metadata.clone()),
+                2,
+            ) else {
                 continue;
             };
-            let Some(shown) = previews.iter().find(|p| p.webhook_id == webhook.id) else { continue };
+            let Some(shown) = previews.iter().find(|p| p.webhook_id == webhook.id) else {
+                continue;
+            };
             let body = serde_json::from_str(&shown.body).unwrap_or(Value::Null);
             let found = violations(format, &body);
             if !found.is_empty() {

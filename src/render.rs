@@ -96,7 +96,11 @@ pub(crate) enum Source<'a> {
 impl<'a> Source<'a> {
     /// The source of `webhook`'s body for `event` under `config`.
     pub fn of(config: &'a Config, webhook: &Webhook, event: Event, builtin: bool) -> Self {
-        match (builtin, config.configured_template(event), webhook.alerting.format) {
+        match (
+            builtin,
+            config.configured_template(event),
+            webhook.alerting.format,
+        ) {
             (true, _, _) => Source::Template(Template::builtin()),
             (false, Some(template), _) => Source::Template(template),
             (false, None, Format::Default) => Source::Template(Template::builtin()),
@@ -106,7 +110,13 @@ impl<'a> Source<'a> {
 
     /// The body for `vars` (with `digest` for a digest message) and delivery `id`. Without
     /// a template of its own a digest message is the built-in body plus `"digest": {...}`.
-    pub fn render(&self, webhook: &Webhook, vars: &Map<String, Value>, event: Event, id: &Uuid) -> Result<Bytes, String> {
+    pub fn render(
+        &self,
+        webhook: &Webhook,
+        vars: &Map<String, Value>,
+        event: Event,
+        id: &Uuid,
+    ) -> Result<Bytes, String> {
         match self {
             Source::Template(template) => {
                 let body = render_json(template, vars, event, Some(id))?;
@@ -133,7 +143,11 @@ impl<'a> Source<'a> {
 /// An alert's stable key: its digest group's, else one of the event and its subject (so
 /// PagerDuty folds repeats of one event on one tool into one incident).
 fn dedup_key(webhook: &Webhook, vars: &Map<String, Value>) -> String {
-    if let Some(key) = vars.get("digest").and_then(|d| d.get("key")).and_then(Value::as_str) {
+    if let Some(key) = vars
+        .get("digest")
+        .and_then(|d| d.get("key"))
+        .and_then(Value::as_str)
+    {
         return key.to_owned();
     }
     let fields = [Field::named("event"), Field::named("subject")].map(Option::unwrap);

@@ -23,8 +23,13 @@ fn rate_limited(n: &Notifier, user: &str, tool: &str) {
     let context = json!({"user": user, "tenant_id": "acme", "request_id": "r"});
     let violation = json!({"code": "RATE_LIMIT", "reason": "Rate limit exceeded"});
     let metadata = json!({"tool_name": tool});
-    n.notify(Event::RateLimitExceeded, &context, Some(violation), Some(metadata))
-        .expect("admitted");
+    n.notify(
+        Event::RateLimitExceeded,
+        &context,
+        Some(violation),
+        Some(metadata),
+    )
+    .expect("admitted");
 }
 
 /// Each distinct delivery (by delivery id) once: retried attempts carry the same message.
@@ -76,19 +81,35 @@ fn a_storm_becomes_a_few_messages_per_group_counting_every_event_once() {
     for user in users {
         let (count, sent, group_keys) = &groups[user];
         assert_eq!(*count, 1000, "{user}: every event counted exactly once");
-        assert!(*sent <= bound, "{user}: {sent} messages > {bound} for a {storm:?} storm");
+        assert!(
+            *sent <= bound,
+            "{user}: {sent} messages > {bound} for a {storm:?} storm"
+        );
         assert_eq!(group_keys.len(), 1, "{user}: one stable key");
         keys.extend(group_keys.iter().cloned());
     }
     assert_eq!(keys.len(), 3, "distinct keys across groups");
-    let first = messages.iter().find(|m| m["digest"]["total"] == m["digest"]["count"]).unwrap();
-    assert_eq!(first["event"], "rate_limit_exceeded", "the default body plus digest");
+    let first = messages
+        .iter()
+        .find(|m| m["digest"]["total"] == m["digest"]["count"])
+        .unwrap();
+    assert_eq!(
+        first["event"], "rate_limit_exceeded",
+        "the default body plus digest"
+    );
     assert_eq!(first["digest"]["status"], "firing");
     assert!(first["digest"]["samples"].as_array().unwrap().len() <= 2);
     let stats = n.stats();
     let w = &stats.webhooks[0];
-    assert_eq!((w.digest_messages, w.delivered), (messages.len() as u64, messages.len() as u64));
-    assert!(messages.len() < 3000 / 10, "{} messages for 3000 events", messages.len());
+    assert_eq!(
+        (w.digest_messages, w.delivered),
+        (messages.len() as u64, messages.len() as u64)
+    );
+    assert!(
+        messages.len() < 3000 / 10,
+        "{} messages for 3000 events",
+        messages.len()
+    );
 }
 
 #[test]
@@ -108,9 +129,14 @@ fn while_the_receiver_is_down_a_group_holds_one_message_and_nothing_is_lost() {
             deepest = deepest.max(n.stats().webhooks[0].queued);
         }
     }
-    wait_until("both groups' first messages are retrying", WAIT, || rx.received().len() >= 4);
+    wait_until("both groups' first messages are retrying", WAIT, || {
+        rx.received().len() >= 4
+    });
     deepest = deepest.max(n.stats().webhooks[0].queued);
-    assert!(deepest <= 2, "queue depth {deepest}: at most one message per group");
+    assert!(
+        deepest <= 2,
+        "queue depth {deepest}: at most one message per group"
+    );
     assert_eq!(n.stats().webhooks[0].groups, 2);
     healed.store(true, std::sync::atomic::Ordering::SeqCst);
     n.close(WAIT).expect("closes once delivered");
@@ -136,23 +162,44 @@ fn match_exclude_and_min_severity_filter_and_count() {
     rate_limited(&n, "alice", "delete"); // tool does not match
     rate_limited(&n, "bot@test.example.com", "search"); // excluded
     let harmful = json!({"code": "HARMFUL", "reason": "harmful content"});
-    n.notify(Event::HarmfulContent, &json!({}), Some(harmful), None).unwrap();
-    n.notify(Event::PiiDetected, &json!({}), Some(json!({"code": "PII"})), None).unwrap(); // nobody's
+    n.notify(Event::HarmfulContent, &json!({}), Some(harmful), None)
+        .unwrap();
+    n.notify(Event::PiiDetected, &json!({}), Some(json!({"code": "PII"})), None)
+        .unwrap(); // nobody's
     assert!(n.flush(WAIT));
     let received = rx.received();
-    let at = |path: &str| received.iter().filter(|r| r.path == path).map(Received::json).collect::<Vec<_>>();
+    let at = |path: &str| {
+        received
+            .iter()
+            .filter(|r| r.path == path)
+            .map(Received::json)
+            .collect::<Vec<_>>()
+    };
     let matched = at("/matched");
-    let tools: Vec<&str> = matched.iter().map(|m| m["metadata"]["tool_name"].as_str().unwrap()).collect();
+    let tools: Vec<&str> = matched
+        .iter()
+        .map(|m| m["metadata"]["tool_name"].as_str().unwrap())
+        .collect();
     assert_eq!(tools.len(), 2);
     assert!(tools.contains(&"search_web") && tools.contains(&"fetch"));
     let serious = at("/serious");
     assert_eq!(serious.len(), 1);
-    assert_eq!((serious[0]["event"].as_str(), serious[0]["severity"].as_str()), (Some("harmful_content"), Some("critical")));
+    assert_eq!(
+        (serious[0]["event"].as_str(), serious[0]["severity"].as_str()),
+        (Some("harmful_content"), Some("critical"))
+    );
     let stats = n.stats();
     assert_eq!((stats.webhooks[0].filtered, stats.webhooks[0].delivered), (2, 2));
-    assert_eq!((stats.webhooks[1].filtered, stats.webhooks[1].delivered), (4, 1), "warning < error; pii was never its business");
+    assert_eq!(
+        (stats.webhooks[1].filtered, stats.webhooks[1].delivered),
+        (4, 1),
+        "warning < error; pii was never its business"
+    );
     let metrics = n.metrics();
-    assert!(metrics.contains(r#"webhook_notification_filtered_total{plugin="Alerts",webhook="serious"} 4"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"webhook_notification_filtered_total{plugin="Alerts",webhook="serious"} 4"#),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -174,13 +221,25 @@ fn a_threshold_speaks_only_once_crossed_and_counts_its_window() {
     rate_limited(&n, "alice", "search"); // the fifth
     assert!(n.flush(WAIT));
     let sent = rx.wait_for(1, WAIT);
-    let slow: Vec<Value> = sent.iter().filter(|r| r.path == "/slow").map(Received::json).collect();
+    let slow: Vec<Value> = sent
+        .iter()
+        .filter(|r| r.path == "/slow")
+        .map(Received::json)
+        .collect();
     assert_eq!(slow.len(), 1);
-    assert_eq!(slow[0]["digest"]["count"], 5, "the first message counts every event in the window");
+    assert_eq!(
+        slow[0]["digest"]["count"], 5,
+        "the first message counts every event in the window"
+    );
     // The fleeting webhook's 5 events leave their 100 ms window unfired.
-    wait_until("the events age out of the window", WAIT, || n.stats().webhooks[1].below_threshold == 5);
+    wait_until("the events age out of the window", WAIT, || {
+        n.stats().webhooks[1].below_threshold == 5
+    });
     n.close(WAIT).unwrap();
-    assert!(rx.received().iter().all(|r| r.path == "/slow"), "a group that never fired sends nothing, at close included");
+    assert!(
+        rx.received().iter().all(|r| r.path == "/slow"),
+        "a group that never fired sends nothing, at close included"
+    );
 }
 
 #[test]
@@ -193,7 +252,13 @@ fn pagerduty_triggers_once_per_group_then_resolves_on_the_same_key() {
     ));
     for _ in 0..5 {
         let metadata = json!({"tool_name": "search", "error": "upstream timed out"});
-        n.notify(Event::ToolError, &json!({"server_id": "gw-1"}), None, Some(metadata)).unwrap();
+        n.notify(
+            Event::ToolError,
+            &json!({"server_id": "gw-1"}),
+            None,
+            Some(metadata),
+        )
+        .unwrap();
     }
     let sent = rx.wait_for(2, WAIT);
     let bodies: Vec<Value> = sent.iter().map(Received::json).collect();
@@ -206,14 +271,22 @@ fn pagerduty_triggers_once_per_group_then_resolves_on_the_same_key() {
     assert_eq!(first["dedup_key"].as_str().unwrap().len(), 16);
     // Two triggers (1, then 4) may come before the resolve, all on one key.
     wait_until("the group resolves", WAIT, || {
-        rx.received().last().is_some_and(|r| r.json()["event_action"] == "resolve")
+        rx.received()
+            .last()
+            .is_some_and(|r| r.json()["event_action"] == "resolve")
     });
     let all: Vec<Value> = rx.received().iter().map(Received::json).collect();
     assert!(all.iter().all(|b| b["dedup_key"] == first["dedup_key"]));
     let counted: u64 = all
         .iter()
         .filter(|b| b["event_action"] == "trigger")
-        .map(|b| b["payload"]["custom_details"]["count"].as_str().unwrap().parse::<u64>().unwrap())
+        .map(|b| {
+            b["payload"]["custom_details"]["count"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
         .sum();
     assert_eq!(counted, 5);
     assert_eq!(n.stats().webhooks[0].groups, 0, "the resolved group is closed");
@@ -233,16 +306,26 @@ fn close_sends_the_uncounted_events_of_every_firing_group() {
         rate_limited(&n, &long_user, "search");
     }
     assert!(n.flush(WAIT));
-    assert_eq!(rx.received().len(), 1, "the first message; the rest waits for the interval");
+    assert_eq!(
+        rx.received().len(),
+        1,
+        "the first message; the rest waits for the interval"
+    );
     n.close(WAIT).unwrap();
     let bodies: Vec<Value> = rx.received().iter().map(Received::json).collect();
     assert_eq!(bodies.len(), 2);
     let text = bodies[1]["text"].as_str().unwrap();
-    assert!(text.starts_with("warning rate_limit_exceeded ×9 — search "), "{text}");
+    assert!(
+        text.starts_with("warning rate_limit_exceeded ×9 — search "),
+        "{text}"
+    );
     let header = bodies[1]["blocks"][0]["text"]["text"].as_str().unwrap();
     assert!(header.chars().count() <= 150);
     for field in bodies[1]["blocks"][1]["fields"].as_array().unwrap() {
-        assert!(field["text"].as_str().unwrap().chars().count() <= 2000, "fields are cut to Slack's limit");
+        assert!(
+            field["text"].as_str().unwrap().chars().count() <= 2000,
+            "fields are cut to Slack's limit"
+        );
     }
 }
 
@@ -260,6 +343,14 @@ fn the_last_detach_from_a_shared_engine_sends_its_digest_counts_before_it_closes
     }
     assert!(n.flush(WAIT));
     n.close(WAIT).unwrap(); // detaches; the engine closes once idle
-    let counts: Vec<u64> = rx.wait_for(2, WAIT).iter().map(|r| r.json()["digest"]["count"].as_u64().unwrap()).collect();
-    assert_eq!(counts, [1, 6], "the idle engine's uncounted events were sent, not dropped");
+    let counts: Vec<u64> = rx
+        .wait_for(2, WAIT)
+        .iter()
+        .map(|r| r.json()["digest"]["count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        counts,
+        [1, 6],
+        "the idle engine's uncounted events were sent, not dropped"
+    );
 }

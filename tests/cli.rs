@@ -311,15 +311,28 @@ fn render_and_send_count_show_and_deliver_one_digest_message_with_the_routing_ke
             rx.url("/v2/enqueue")
         ),
     );
-    let args = ["--event", "tool_error", "--metadata", r#"{"tool_name": "search", "error": "boom"}"#, "--count", "250"];
+    let args = [
+        "--event",
+        "tool_error",
+        "--metadata",
+        r#"{"tool_name": "search", "error": "boom"}"#,
+        "--count",
+        "250",
+    ];
     let out = run(&[&["--json", "render", config.to_str().unwrap()][..], &args[..]].concat());
     assert!(out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains("SECRET"), "{}", text(&out));
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     let body = &shown[0]["body"];
-    assert_eq!((body["routing_key"].as_str(), body["event_action"].as_str()), (Some("***"), Some("trigger")));
+    assert_eq!(
+        (body["routing_key"].as_str(), body["event_action"].as_str()),
+        (Some("***"), Some("trigger"))
+    );
     assert_eq!(body["payload"]["custom_details"]["count"], "250");
-    assert!(body["payload"]["summary"].as_str().unwrap().starts_with("error tool_error ×250 — search"));
+    assert!(body["payload"]["summary"]
+        .as_str()
+        .unwrap()
+        .starts_with("error tool_error ×250 — search"));
     let out = run(&[&["send", config.to_str().unwrap()][..], &args[..]].concat());
     assert!(out.status.success(), "{}", text(&out));
     let sent = rx.received();
@@ -342,6 +355,9 @@ fn check_warns_when_a_template_gives_a_format_webhook_a_body_its_channel_refuses
     let warnings = verdict["format_warnings"].as_array().unwrap();
     assert_eq!(warnings.len(), 1, "tool_success uses the card: {warnings:?}");
     let warning = warnings[0].as_str().unwrap();
-    assert!(warning.contains("webhooks[0] (format: teams)") && warning.contains("tool_error"), "{warning}");
+    assert!(
+        warning.contains("webhooks[0] (format: teams)") && warning.contains("tool_error"),
+        "{warning}"
+    );
     assert!(warning.contains("Adaptive Card 1.4"), "{warning}");
 }

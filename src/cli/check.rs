@@ -194,7 +194,13 @@ fn key_of(line: &str) -> String {
 }
 
 /// Prints `check`'s verdict.
-fn print_verdict(out: &Output, entries: usize, problems: &[Value], findings: &[JinjaFinding], warnings: &[String]) {
+fn print_verdict(
+    out: &Output,
+    entries: usize,
+    problems: &[Value],
+    findings: &[JinjaFinding],
+    warnings: &[String],
+) {
     if out.is_json() {
         println!(
             "{}",

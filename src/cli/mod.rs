@@ -162,7 +162,15 @@ fn event_of(args: &EventArgs) -> Result<(Event, Value, Option<Value>, Option<Val
 fn render(args: &EventArgs, out: &Output) -> Result<i32> {
     let config = load(&args.config)?;
     let (event, context, violation, metadata) = event_of(args)?;
-    let previews = preview(&config, &args.plugin_name, event, &context, violation, metadata, args.count)?;
+    let previews = preview(
+        &config,
+        &args.plugin_name,
+        event,
+        &context,
+        violation,
+        metadata,
+        args.count,
+    )?;
     if previews.is_empty() {
         out.warn(&format!("no enabled webhook subscribes to {}", event.name()));
     }

@@ -33,7 +33,10 @@ impl Alerting {
     /// Whether events are routed through the alerting stage (a filter or a digest), which
     /// runs on the delivery runtime; otherwise a webhook takes its events as in v2.
     pub fn routes(&self) -> bool {
-        self.matcher.is_some() || self.exclude.is_some() || self.min_severity.is_some() || self.digest.is_some()
+        self.matcher.is_some()
+            || self.exclude.is_some()
+            || self.min_severity.is_some()
+            || self.digest.is_some()
     }
 }
 
@@ -79,7 +82,12 @@ pub(super) fn build(at: &str, raw: RawAlerting) -> Result<Alerting> {
                 "is required with format: pagerduty (the integration's key; e.g. ${env.PD_ROUTING_KEY})",
             ))
         }
-        (_, Some(_)) => return Err(Error::config(field("routing_key"), "is only for format: pagerduty")),
+        (_, Some(_)) => {
+            return Err(Error::config(
+                field("routing_key"),
+                "is only for format: pagerduty",
+            ))
+        }
         (_, None) => None,
     };
     Ok(Alerting {
@@ -98,7 +106,10 @@ fn matcher(at: &str, raw: Option<BTreeMap<String, RawGlobs>>) -> Result<Option<M
     for (name, globs) in raw {
         let field = format!("{at}.{}", super::redact::shown_key(&name));
         let key = Field::named(&name).ok_or_else(|| {
-            Error::config(&field, format!("is not a field to match (known: {})", FIELD_NAMES.join(", ")))
+            Error::config(
+                &field,
+                format!("is not a field to match (known: {})", FIELD_NAMES.join(", ")),
+            )
         })?;
         let globs = match globs {
             RawGlobs::One(glob) => vec![glob],
@@ -119,15 +130,19 @@ fn digest(at: &str, raw: RawDigest) -> Result<DigestSettings> {
         .enumerate()
         .map(|(i, name)| {
             Field::named_or_path(name).ok_or_else(|| {
-                let why = format!("is not a field ({}) or a dotted path such as metadata.region", FIELD_NAMES.join(", "));
+                let why = format!(
+                    "is not a field ({}) or a dotted path such as metadata.region",
+                    FIELD_NAMES.join(", ")
+                );
                 Error::config(format!("{at}.group_by[{i}]"), why)
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let within = |name: &str, value: Option<super::retry::RawDuration>, default: Duration, min, max| match value {
-        Some(value) => duration(&field(name), &value, min, max),
-        None => Ok(default),
-    };
+    let within =
+        |name: &str, value: Option<super::retry::RawDuration>, default: Duration, min, max| match value {
+            Some(value) => duration(&field(name), &value, min, max),
+            None => Ok(default),
+        };
     let threshold = match raw.threshold {
         Some(t) => Some(Threshold {
             count: in_range(&field("threshold.count"), t.count, 1, 1_000_000)? as usize,
@@ -141,7 +156,12 @@ fn digest(at: &str, raw: RawDigest) -> Result<DigestSettings> {
         group_interval: within("group_interval", raw.group_interval, 60 * SECOND, 100 * MS, DAY)?,
         threshold,
         resolve_after: within("resolve_after", raw.resolve_after, 300 * SECOND, SECOND, 7 * DAY)?,
-        max_groups: in_range(&field("max_groups"), raw.max_groups.unwrap_or(10_000), 1, 1_000_000)? as usize,
+        max_groups: in_range(
+            &field("max_groups"),
+            raw.max_groups.unwrap_or(10_000),
+            1,
+            1_000_000,
+        )? as usize,
         samples: in_range(&field("samples"), raw.samples.unwrap_or(3), 0, 20)? as usize,
     })
 }

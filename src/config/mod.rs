@@ -28,10 +28,10 @@ use crate::events::Event;
 use crate::network::NetworkPolicy;
 use crate::severity::Severities;
 use crate::template::Template;
-use fields::{compile, event_key, in_range, seconds};
-pub use alerting::{Alerting, DigestSettings};
 #[cfg(test)]
 pub use alerting::Threshold;
+pub use alerting::{Alerting, DigestSettings};
+use fields::{compile, event_key, in_range, seconds};
 pub use outbox::OutboxConfig;
 use schema::RawConfig;
 use webhook::check_unique_ids;

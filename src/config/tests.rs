@@ -423,43 +423,137 @@ webhooks:
     digest: {}",
     )
     .unwrap();
-    assert_eq!(c.severities.of(Event::RateLimitExceeded), crate::severity::Severity::Critical);
+    assert_eq!(
+        c.severities.of(Event::RateLimitExceeded),
+        crate::severity::Severity::Critical
+    );
     let slack = &c.webhooks[0];
-    assert_eq!(slack.max_rate, Some(1.0), "Slack takes about one message a second");
+    assert_eq!(
+        slack.max_rate,
+        Some(1.0),
+        "Slack takes about one message a second"
+    );
     assert!(slack.alerting.routes());
     let digest = slack.alerting.digest.as_ref().unwrap();
     assert_eq!(digest.group_by.len(), 3);
-    assert_eq!((digest.group_wait, digest.group_interval), (Duration::ZERO, Duration::from_secs(30)));
-    assert_eq!(digest.threshold, Some(Threshold { count: 10, window: Duration::from_secs(60) }));
+    assert_eq!(
+        (digest.group_wait, digest.group_interval),
+        (Duration::ZERO, Duration::from_secs(30))
+    );
+    assert_eq!(
+        digest.threshold,
+        Some(Threshold {
+            count: 10,
+            window: Duration::from_secs(60)
+        })
+    );
     let pd = c.webhooks[1].alerting.digest.as_ref().unwrap();
-    assert_eq!((pd.resolve_after, pd.max_groups, pd.samples), (Duration::from_secs(300), 10_000, 3));
+    assert_eq!(
+        (pd.resolve_after, pd.max_groups, pd.samples),
+        (Duration::from_secs(300), 10_000, 3)
+    );
     assert_eq!(c.webhooks[1].max_rate, None);
     assert!(!format!("{:?}", c.webhooks[1]).contains("R0UT1NG"));
     let plain = Config::load("webhooks: [{url: 'https://a/', format: teams}]").unwrap();
-    assert!(!plain.webhooks[0].alerting.routes(), "a format alone needs no alerting stage");
+    assert!(
+        !plain.webhooks[0].alerting.routes(),
+        "a format alone needs no alerting stage"
+    );
 }
 
 #[test]
 fn bad_alerting_fields_name_the_field() {
     let cases = [
-        ("webhooks: [{url: 'https://a/', format: pagerduty}]", "webhooks[0].routing_key", "is required"),
-        ("webhooks: [{url: 'https://a/', routing_key: k}]", "webhooks[0].routing_key", "only for format: pagerduty"),
-        ("webhooks: [{url: 'https://a/', format: telegram}]", "webhooks[0].format", "unknown value"),
-        ("webhooks: [{url: 'https://a/', match: {toll: x}}]", "webhooks[0].match.toll", "not a field"),
-        ("webhooks: [{url: 'https://a/', exclude: {user: []}}]", "webhooks[0].exclude.user", "lists no glob"),
-        ("webhooks: [{url: 'https://a/', min_severity: fatal}]", "webhooks[0].min_severity", "unknown value"),
-        ("webhooks: [{url: 'https://a/', digest: {group_by: [region]}}]", "webhooks[0].digest.group_by[0]", "dotted path"),
-        ("webhooks: [{url: 'https://a/', digest: {group_wait: 2h}}]", "webhooks[0].digest.group_wait", "out of range"),
-        ("webhooks: [{url: 'https://a/', digest: {group_interval: 50ms}}]", "webhooks[0].digest.group_interval", "out of range"),
-        ("webhooks: [{url: 'https://a/', digest: {resolve_after: 8d}}]", "webhooks[0].digest.resolve_after", "not a duration"),
-        ("webhooks: [{url: 'https://a/', digest: {resolve_after: 700000000}}]", "webhooks[0].digest.resolve_after", "out of range"),
-        ("webhooks: [{url: 'https://a/', digest: {threshold: {count: 0, window: 1s}}}]", "webhooks[0].digest.threshold.count", "out of range"),
-        ("webhooks: [{url: 'https://a/', digest: {threshold: {count: 2}}}]", "webhooks[0].digest.threshold", "missing field `window`"),
-        ("webhooks: [{url: 'https://a/', digest: {max_groups: 0}}]", "webhooks[0].digest.max_groups", "out of range"),
-        ("webhooks: [{url: 'https://a/', digest: {samples: 21}}]", "webhooks[0].digest.samples", "out of range"),
-        ("webhooks: [{url: 'https://a/', digest: {groups: 1}}]", "webhooks[0].digest.groups", "unknown field `groups`"),
-        ("severity: {tool_eror: info}", "severity.tool_eror", "unknown event"),
-        ("severity: {tool_error: loud}", "severity.tool_error", "unknown value"),
+        (
+            "webhooks: [{url: 'https://a/', format: pagerduty}]",
+            "webhooks[0].routing_key",
+            "is required",
+        ),
+        (
+            "webhooks: [{url: 'https://a/', routing_key: k}]",
+            "webhooks[0].routing_key",
+            "only for format: pagerduty",
+        ),
+        (
+            "webhooks: [{url: 'https://a/', format: telegram}]",
+            "webhooks[0].format",
+            "unknown value",
+        ),
+        (
+            "webhooks: [{url: 'https://a/', match: {toll: x}}]",
+            "webhooks[0].match.toll",
+            "not a field",
+        ),
+        (
+            "webhooks: [{url: 'https://a/', exclude: {user: []}}]",
+            "webhooks[0].exclude.user",
+            "lists no glob",
+        ),
+        (
+            "webhooks: [{url: 'https://a/', min_severity: fatal}]",
+            "webhooks[0].min_severity",
+            "unknown value",
+        ),
+        (
+            "webhooks: [{url: 'https://a/', digest: {group_by: [region]}}]",
+            "webhooks[0].digest.group_by[0]",
+            "dotted path",
+        ),
+        (
+            "webhooks: [{url: 'https://a/', digest: {group_wait: 2h}}]",
+            "webhooks[0].digest.group_wait",
+            "out of range",
+        ),
+        (
+            "webhooks: [{url: 'https://a/', digest: {group_interval: 50ms}}]",
+            "webhooks[0].digest.group_interval",
+            "out of range",
+        ),
+        (
+            "webhooks: [{url: 'https://a/', digest: {resolve_after: 8d}}]",
+            "webhooks[0].digest.resolve_after",
+            "not a duration",
+        ),
+        (
+            "webhooks: [{url: 'https://a/', digest: {resolve_after: 700000000}}]",
+            "webhooks[0].digest.resolve_after",
+            "out of range",
+        ),
+        (
+            "webhooks: [{url: 'https://a/', digest: {threshold: {count: 0, window: 1s}}}]",
+            "webhooks[0].digest.threshold.count",
+            "out of range",
+        ),
+        (
+            "webhooks: [{url: 'https://a/', digest: {threshold: {count: 2}}}]",
+            "webhooks[0].digest.threshold",
+            "missing field `window`",
+        ),
+        (
+            "webhooks: [{url: 'https://a/', digest: {max_groups: 0}}]",
+            "webhooks[0].digest.max_groups",
+            "out of range",
+        ),
+        (
+            "webhooks: [{url: 'https://a/', digest: {samples: 21}}]",
+            "webhooks[0].digest.samples",
+            "out of range",
+        ),
+        (
+            "webhooks: [{url: 'https://a/', digest: {groups: 1}}]",
+            "webhooks[0].digest.groups",
+            "unknown field `groups`",
+        ),
+        (
+            "severity: {tool_eror: info}",
+            "severity.tool_eror",
+            "unknown event",
+        ),
+        (
+            "severity: {tool_error: loud}",
+            "severity.tool_error",
+            "unknown value",
+        ),
     ];
     for (text, field, message) in cases {
         let (f, m) = err(text);

@@ -263,7 +263,12 @@ pub(super) fn proxy_of(field: &str, proxy: Option<String>, network: &NetworkPoli
 }
 
 impl RawWebhook {
-    pub(super) fn build(mut self, at: &str, default_capacity: u64, network: &NetworkPolicy) -> Result<Webhook> {
+    pub(super) fn build(
+        mut self,
+        at: &str,
+        default_capacity: u64,
+        network: &NetworkPolicy,
+    ) -> Result<Webhook> {
         let field = |name: &str| format!("{at}.{name}");
         let alerting = alerting::build(at, self.take_alerting())?;
         let url = check_url(&field("url"), &self.url)?;

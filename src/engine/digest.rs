@@ -224,7 +224,10 @@ impl Group {
         let count = std::mem::take(&mut self.pending);
         self.total += count;
         let rfc3339 = |at: SystemTime| humantime::format_rfc3339_millis(at).to_string();
-        let samples: Vec<Value> = std::mem::take(&mut self.samples).into_iter().map(|(_, s)| s).collect();
+        let samples: Vec<Value> = std::mem::take(&mut self.samples)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
         let digest = json!({
             "count": count,
             "total": self.total,
@@ -286,7 +289,8 @@ mod tests {
     }
 
     fn add(d: &mut Digest, user: &str, at: Instant) -> Option<Message> {
-        d.add(Event::Violation, vars(user), |v| Value::Object(v.clone()), at).0
+        d.add(Event::Violation, vars(user), |v| Value::Object(v.clone()), at)
+            .0
     }
 
     fn count(m: &Message) -> u64 {
@@ -301,7 +305,10 @@ mod tests {
         assert_eq!(count(&first), 1);
         let mut counted = 1;
         for i in 1..=100u32 {
-            assert!(add(&mut d, "a", t0 + i * 5 * MS).is_none(), "the first message is undelivered");
+            assert!(
+                add(&mut d, "a", t0 + i * 5 * MS).is_none(),
+                "the first message is undelivered"
+            );
         }
         let (due, _) = d.due(t0 + 2000 * MS, false, false);
         assert!(due.is_empty(), "nothing more while a message is undelivered");
@@ -325,7 +332,11 @@ mod tests {
                 format!("{}{}", m.vars["digest"]["key"].as_str().unwrap(), overflow)
             })
             .collect();
-        assert_eq!(keys.len(), 3, "a, b, and the overflow group's first (c); d waits behind it");
+        assert_eq!(
+            keys.len(),
+            3,
+            "a, b, and the overflow group's first (c); d waits behind it"
+        );
         assert!(keys[2].ends_with("true") && !keys[0].ends_with("true"));
         assert_eq!(d.groups(), 3);
     }
@@ -333,7 +344,10 @@ mod tests {
     #[test]
     fn threshold_below_at_and_above() {
         let t0 = Instant::now();
-        let threshold = Threshold { count: 3, window: 1000 * MS };
+        let threshold = Threshold {
+            count: 3,
+            window: 1000 * MS,
+        };
         let mut d = Digest::new(settings(Some(threshold)), "w");
         // Below: two events, then they age out.
         assert!(add(&mut d, "a", t0).is_none() && add(&mut d, "a", t0 + 100 * MS).is_none());

@@ -91,7 +91,12 @@ impl Intake {
             digests: config
                 .webhooks
                 .iter()
-                .map(|w| w.alerting.digest.clone().map(|d| Mutex::new(Digest::new(d, &w.id))))
+                .map(|w| {
+                    w.alerting
+                        .digest
+                        .clone()
+                        .map(|d| Mutex::new(Digest::new(d, &w.id)))
+                })
                 .collect(),
             sender,
             admitting: AtomicUsize::new(0),
@@ -166,7 +171,11 @@ impl Intake {
         }
         // A failed send (the intake task is gone) drops the tickets, which counts them.
         self.unrouted.fetch_add(1, SeqCst);
-        let admitted = Admitted { job, tickets, alerting };
+        let admitted = Admitted {
+            job,
+            tickets,
+            alerting,
+        };
         if self.sender.send(admitted).is_err() {
             self.routed();
         }
@@ -257,7 +266,11 @@ impl Intake {
         }
         #[cfg(test)]
         self.injected_panic(1);
-        let Admitted { job, mut tickets, alerting } = admitted;
+        let Admitted {
+            job,
+            mut tickets,
+            alerting,
+        } = admitted;
         let (event, builtin) = (job.event, job.builtin_template);
         let vars = job.vars(&self.plugin_name, &self.config.severities);
         for index in alerting {

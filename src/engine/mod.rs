@@ -31,12 +31,12 @@ use crate::store::disk::DiskStore;
 use crate::store::journal::{Journal, Released};
 use crate::store::redis::RedisStore;
 use crate::store::{Claimed, DeadLetter, Resumed, Store};
+pub(crate) use digest::Digest;
 use dispatch::Dispatch;
 use intake::{Intake, Lifecycle};
 use ledger::{Ticket, WebhookLabels};
 use queue::Queue;
 use registry::{Registry, Shareable};
-pub(crate) use digest::Digest;
 pub use runtime::WORKER_THREADS_ENV;
 
 /// One engine per config (Python instances share one; C and Go handles own one each).

@@ -43,7 +43,10 @@ pub(super) fn body(alert: &Alert<'_>) -> Value {
         "fields": fields,
         "footer": {"text": truncate(&alert.footer(), OWN_FOOTER)},
     });
-    if let Some(time) = alert.text(&["digest", "last_seen"]).or(alert.text(&["timestamp"])) {
+    if let Some(time) = alert
+        .text(&["digest", "last_seen"])
+        .or(alert.text(&["timestamp"]))
+    {
         embed["timestamp"] = time.into();
     }
     json!({"content": truncate(&summary, CONTENT), "embeds": [embed]})
@@ -72,7 +75,9 @@ pub(super) fn violations(body: &Value) -> Vec<String> {
             total += chars_at(body, &name) + chars_at(body, &value);
         }
         if total > EMBED_TOTAL {
-            found.push(format!("{at} has {total} characters of text; at most {EMBED_TOTAL}"));
+            found.push(format!(
+                "{at} has {total} characters of text; at most {EMBED_TOTAL}"
+            ));
         }
     }
     found

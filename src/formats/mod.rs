@@ -154,7 +154,10 @@ impl<'a> Alert<'a> {
             ("Server", self.text(&["server_id"])),
             ("Violation code", self.text(&["violation", "code"])),
             ("First seen", self.text(&["digest", "first_seen"])),
-            ("Last seen", self.text(&["digest", "last_seen"]).or(self.text(&["timestamp"]))),
+            (
+                "Last seen",
+                self.text(&["digest", "last_seen"]).or(self.text(&["timestamp"])),
+            ),
             ("Request", self.text(&["request_id"])),
         ];
         rows.into_iter()
@@ -164,11 +167,19 @@ impl<'a> Alert<'a> {
 
     /// The plugin that raised it and the group key, for footers.
     pub fn footer(&self) -> String {
-        let mut parts = vec![format!("plugin {}", self.text(&["plugin_name"]).unwrap_or_default())];
+        let mut parts = vec![format!(
+            "plugin {}",
+            self.text(&["plugin_name"]).unwrap_or_default()
+        )];
         if let Some(key) = self.text(&["digest", "key"]) {
             parts.push(format!("group {key}"));
         }
-        if let Some(total) = self.vars.get("digest").and_then(|d| d.get("total")).and_then(Value::as_u64) {
+        if let Some(total) = self
+            .vars
+            .get("digest")
+            .and_then(|d| d.get("total"))
+            .and_then(Value::as_u64)
+        {
             parts.push(format!("{} since the group opened", thousands(total)));
         }
         parts.join(" · ")
@@ -196,7 +207,7 @@ pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

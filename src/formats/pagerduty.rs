@@ -26,7 +26,9 @@ pub(super) fn body(alert: &Alert<'_>, routing_key: &str, dedup_key: &str) -> Val
         "class": alert.event,
         "custom_details": details(alert),
     });
-    let time = alert.text(&["digest", "last_seen"]).or(alert.text(&["timestamp"]));
+    let time = alert
+        .text(&["digest", "last_seen"])
+        .or(alert.text(&["timestamp"]));
     let optional = [
         ("timestamp", time),
         ("component", alert.subject()),

@@ -17,7 +17,9 @@ const TEXT: usize = 40_000;
 
 /// `&`, `<` and `>` are control characters in Slack's mrkdwn.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Escaped, then cut to `max` characters (the escapes count).
@@ -74,7 +76,10 @@ pub(super) fn violations(body: &Value) -> Vec<String> {
             Some("context") => {
                 let elements = array_at(block, "/elements");
                 if elements.len() > CONTEXT_ELEMENTS {
-                    found.push(format!("{at}/elements has {}; at most {CONTEXT_ELEMENTS}", elements.len()));
+                    found.push(format!(
+                        "{at}/elements has {}; at most {CONTEXT_ELEMENTS}",
+                        elements.len()
+                    ));
                 }
             }
             _ => {}

@@ -26,14 +26,18 @@ fn card(alert: &Alert<'_>, budget: usize) -> Value {
         .into_iter()
         .map(|(title, value)| json!({"title": title, "value": text(&value)}))
         .collect();
-    let mut body = vec![json!({"type": "TextBlock", "text": text(&alert.summary()), "weight": "bolder",
-        "size": "medium", "color": color(alert.severity), "wrap": true})];
+    let mut body = vec![
+        json!({"type": "TextBlock", "text": text(&alert.summary()), "weight": "bolder",
+        "size": "medium", "color": color(alert.severity), "wrap": true}),
+    ];
     if let Some(reason) = alert.reason() {
         body.push(json!({"type": "TextBlock", "text": text(&reason), "wrap": true}));
     }
     body.push(json!({"type": "FactSet", "facts": facts}));
-    body.push(json!({"type": "TextBlock", "text": text(&alert.footer()), "size": "small",
-        "isSubtle": true, "wrap": true}));
+    body.push(
+        json!({"type": "TextBlock", "text": text(&alert.footer()), "size": "small",
+        "isSubtle": true, "wrap": true}),
+    );
     json!({"type": "message", "attachments": [{"contentType": CARD, "content": {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard", "version": "1.4", "body": body}}]})

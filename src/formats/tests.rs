@@ -26,7 +26,10 @@ fn the_summary_line_is_the_documented_one() {
         Alert::of(&v).summary(),
         "warning rate_limit_exceeded ×9,999 — search alice@example.com (60 s)"
     );
-    assert_eq!((thousands(0), thousands(999), thousands(1_234_567)), ("0".into(), "999".into(), "1,234,567".into()));
+    assert_eq!(
+        (thousands(0), thousands(999), thousands(1_234_567)),
+        ("0".into(), "999".into(), "1,234,567".into())
+    );
     assert_eq!(truncate("abcdef", 4), "abc…");
 }
 
@@ -48,10 +51,19 @@ fn the_validators_catch_what_a_channel_refuses() {
     assert_eq!(violations(Format::Slack, &slack).len(), 2);
     let teams = json!({"type": "message", "attachments": [{"content": {"version": "1.5", "body": [long]}}]});
     assert_eq!(violations(Format::Teams, &teams).len(), 2);
-    let fields: Vec<Value> = (0..6).map(|_| json!({"name": "n", "value": "v".repeat(1000)})).collect();
+    let fields: Vec<Value> = (0..6)
+        .map(|_| json!({"name": "n", "value": "v".repeat(1000)}))
+        .collect();
     let discord = json!({"content": "c", "embeds": [{"title": "t", "fields": fields}]});
-    assert_eq!(violations(Format::Discord, &discord).len(), 1, "6,000 characters per embed");
-    assert_eq!(violations(Format::PagerDuty, &json!({"event_action": "trigger"})).len(), 3);
+    assert_eq!(
+        violations(Format::Discord, &discord).len(),
+        1,
+        "6,000 characters per embed"
+    );
+    assert_eq!(
+        violations(Format::PagerDuty, &json!({"event_action": "trigger"})).len(),
+        3
+    );
 }
 
 #[test]
@@ -59,7 +71,10 @@ fn pagerduty_triggers_and_resolves_on_one_key() {
     let mut v = vars("alice", "search", "r");
     let trigger = body(Format::PagerDuty, &v, "KEY", "0123456789abcdef").unwrap();
     assert_eq!(trigger["event_action"], "trigger");
-    assert_eq!(trigger["payload"]["source"], "p", "server_id `unknown` gives way to the plugin");
+    assert_eq!(
+        trigger["payload"]["source"], "p",
+        "server_id `unknown` gives way to the plugin"
+    );
     assert_eq!(trigger["payload"]["component"], "search");
     assert_eq!(trigger["payload"]["group"], "acme");
     assert_eq!(trigger["payload"]["custom_details"]["count"], "9,999");
@@ -76,9 +91,15 @@ fn slack_escapes_mrkdwn_and_teams_is_a_workflows_card() {
     let v = vars("<!channel> & co", "search", "r");
     let slack = body(Format::Slack, &v, "", "k").unwrap();
     assert!(slack.to_string().contains("&lt;!channel&gt; &amp; co"));
-    assert!(!slack["blocks"][1]["text"]["text"].as_str().unwrap().contains("<!channel>"));
+    assert!(!slack["blocks"][1]["text"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("<!channel>"));
     let teams = body(Format::Teams, &v, "", "k").unwrap();
-    assert_eq!(teams["attachments"][0]["contentType"], "application/vnd.microsoft.card.adaptive");
+    assert_eq!(
+        teams["attachments"][0]["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
     assert_eq!(teams["attachments"][0]["content"]["type"], "AdaptiveCard");
     assert_eq!(body(Format::Default, &v, "", "k"), None);
 }

@@ -168,11 +168,20 @@ fn alerting() {
     let url = fast.url("/");
     let digest = r#"{"group_by": ["tool", "user"], "group_interval": "1s"}"#;
     for round in 1..=3 {
-        for (label, text) in [("plain", config(&url)), ("alerting", alerting_config(&url, digest))] {
+        for (label, text) in [
+            ("plain", config(&url)),
+            ("alerting", alerting_config(&url, digest)),
+        ] {
             let rust = summary(rust_hook_costs(&text, 20_000));
             let c = summary(c_hook_costs(&text, 20_000));
-            println!("{}", json!({"bench": "alerting-hook", "impl": "rust", "config": label, "round": round, "stats": rust}));
-            println!("{}", json!({"bench": "alerting-hook", "impl": "c", "config": label, "round": round, "stats": c}));
+            println!(
+                "{}",
+                json!({"bench": "alerting-hook", "impl": "rust", "config": label, "round": round, "stats": rust})
+            );
+            println!(
+                "{}",
+                json!({"bench": "alerting-hook", "impl": "c", "config": label, "round": round, "stats": c})
+            );
         }
     }
     for groups in [1_000, 10_000] {
@@ -181,7 +190,9 @@ fn alerting() {
         let raise = |user: String| {
             let context = json!({"user": user, "tenant_id": "t"});
             let metadata = json!({"tool_name": "search"});
-            notifier.notify(Event::ToolSuccess, &context, None, Some(metadata)).unwrap();
+            notifier
+                .notify(Event::ToolSuccess, &context, None, Some(metadata))
+                .unwrap();
         };
         raise("warm-up".into());
         assert!(notifier.flush(Duration::from_secs(60)));
@@ -204,7 +215,14 @@ fn alerting() {
     let start = Instant::now();
     for i in 0..100_000 {
         let context = json!({"user": format!("user-{}", i % 4), "tenant_id": "t"});
-        notifier.notify(Event::ToolSuccess, &context, None, Some(json!({"tool_name": "search"}))).unwrap();
+        notifier
+            .notify(
+                Event::ToolSuccess,
+                &context,
+                None,
+                Some(json!({"tool_name": "search"})),
+            )
+            .unwrap();
     }
     let storm = start.elapsed();
     notifier.close(Duration::from_secs(60)).unwrap();

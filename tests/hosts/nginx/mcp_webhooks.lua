@@ -1,0 +1,96 @@
+-- The gateway side of the nginx test, and a worked example of the Lua module in nginx with
+-- lua-nginx-module: one notifier per worker (init_worker), MCP tools/call results and
+-- nginx's own limit_req 429s turned into events in the log phase, flushed at worker exit.
+local wn = require("webhook_notification")
+local cjson = require("cjson.safe")
+
+local M = {}
+local notifier
+
+function M.init_worker(config)
+    local n, err = wn.new(config, "nginx")
+    if not n then
+        ngx.log(ngx.ERR, "webhook-notification: ", err)
+        return
+    end
+    notifier = n
+end
+
+function M.exit_worker()
+    if notifier then
+        local ok, err = notifier:close(5)
+        if not ok then
+            ngx.log(ngx.ERR, "webhook-notification close: ", err)
+        end
+    end
+end
+
+-- access phase: remember which tool a JSON-RPC tools/call names.
+function M.access()
+    ngx.req.read_body()
+    local rpc = cjson.decode(ngx.req.get_body_data() or "")
+    if type(rpc) == "table" and rpc.method == "tools/call" and type(rpc.params) == "table" then
+        ngx.ctx.tool = rpc.params.name
+    end
+end
+
+-- body filter: keep the response (up to 64 KiB) for the log phase.
+function M.body_filter()
+    local chunk = ngx.arg[1]
+    local kept = ngx.ctx.response or ""
+    if chunk and #kept < 65536 then
+        ngx.ctx.response = kept .. chunk
+    end
+end
+
+local function context()
+    return { request_id = ngx.var.request_id, user = ngx.var.http_x_user or ngx.var.remote_addr }
+end
+
+-- log phase: after the response is sent, so nothing here delays the client.
+function M.log()
+    if not notifier then
+        return
+    end
+    local ok, err
+    if ngx.status == 429 then
+        ok, err = notifier:notify("rate_limit_exceeded", context(),
+            { code = "RATE_LIMIT", reason = "nginx limit_req" }, { path = ngx.var.uri })
+    elseif ngx.ctx.tool then
+        local rpc = cjson.decode(ngx.ctx.response or "") or {}
+        ok, err = notifier:invoke("tool_post_invoke", { name = ngx.ctx.tool, result = rpc.result or rpc.error }, context())
+    else
+        return
+    end
+    if ok == nil then
+        ngx.log(ngx.ERR, "webhook-notification: ", err)
+    end
+end
+
+-- GET /stats, /metrics, /probe: the Lua API's values and its errors, for the test to read.
+function M.stats()
+    ngx.say(cjson.encode(notifier:stats()))
+end
+
+function M.metrics()
+    ngx.say(notifier:metrics())
+end
+
+function M.probe()
+    local results = {}
+    local ok, err = notifier:invoke("no_such_hook", "{}", nil)
+    results.unknown_hook = { ok = ok, err = err }
+    ok, err = notifier:invoke("tool_post_invoke", "{not json", nil)
+    results.bad_json = { ok = ok, err = err }
+    ok, err = notifier:invoke("tool_post_invoke", 42, nil)
+    results.bad_type = { ok = ok, err = err }
+    local closed = wn.new("webhooks: []", "probe")
+    closed:close(0)
+    ok, err = closed:notify("violation", nil, nil, nil)
+    results.after_close = { ok = ok, err = err }
+    ok, err = wn.new("webhooks: [{url: 'ftp://x'}]", "probe")
+    results.bad_config = { ok = ok, err = err }
+    ngx.say(cjson.encode(results))
+end
+
+return M
