@@ -401,3 +401,54 @@ fn a_dead_letter_replayed_by_one_replica_is_not_replayed_again_by_another() {
     first.close(Duration::from_secs(5)).unwrap();
     second.close(Duration::from_secs(5)).unwrap();
 }
+
+#[test]
+fn rediss_with_a_private_ca_and_a_client_certificate_commits_and_a_wrong_ca_is_reported() {
+    let pki = common::pki::Pki::new("redis");
+    let stranger = common::pki::Pki::new("redis-stranger");
+    let redis = RedisServer::start_tls(&pki);
+    let rx = Receiver::ok();
+    let config = |ca: &str| {
+        format!(
+            "outbox: {{type: redis, url: 'rediss://127.0.0.1:{}/', key: tls-{}, claim_after: 1, \
+             tls: {{ca_file: '{ca}', client_cert_file: '{}', client_key_file: '{}'}}}}\n\
+             webhooks: [{{url: '{}', id: w, events: [tool_error]}}]",
+            redis.port,
+            std::process::id(),
+            pki.file("client.pem"),
+            pki.file("client.key"),
+            rx.url("/tls")
+        )
+    };
+    let n = Notifier::from_config_text(&config(&pki.file("ca.pem")), None).unwrap();
+    wait_until("the outbox connects over TLS", WAIT, || {
+        n.stats().outbox.connected
+    });
+    for _ in 0..20 {
+        n.notify(
+            Event::ToolError,
+            &json!({}),
+            None,
+            Some(json!({"tool_name": "t"})),
+        )
+        .unwrap();
+    }
+    assert!(n.flush(WAIT));
+    assert_eq!(rx.received().len(), 20);
+    wait_until("everything is committed", WAIT, || {
+        n.stats().outbox.uncommitted == 0
+    });
+    assert!(n.stats().outbox.last_error.is_none());
+    n.close(WAIT).unwrap();
+
+    let n = Notifier::from_config_text(&config(&stranger.file("ca.pem")), None).unwrap();
+    wait_until("the certificate failure is reported", WAIT, || {
+        // e.g. `Redis: invalid peer certificate: BadSignature` (both CAs have one name here)
+        n.stats()
+            .outbox
+            .last_error
+            .is_some_and(|e| e.contains("invalid peer certificate"))
+    });
+    assert!(!n.stats().outbox.connected);
+    let _ = n.close(Duration::ZERO);
+}

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use super::expand;
 use super::fields::seconds;
-use super::schema::{OutboxType, RawOutbox};
+use super::schema::{OutboxType, RawOutbox, RawTls};
 use crate::error::{Error, Result};
 
 impl RawOutbox {
@@ -23,6 +24,7 @@ impl RawOutbox {
             only("url", self.url.is_some(), "redis")?;
             only("key", self.key.is_some(), "redis")?;
             only("claim_after", self.claim_after.is_some(), "redis")?;
+            only("tls", self.tls.is_some(), "redis")?;
         }
         Ok(match self.kind {
             OutboxType::Memory => OutboxConfig::Memory,
@@ -49,6 +51,13 @@ impl RawOutbox {
                         "must start with redis://, rediss:// or redis+unix://",
                     ));
                 }
+                let tls = match self.tls {
+                    Some(_) if !url.starts_with("rediss://") => {
+                        return Err(Error::config("outbox.tls", "needs a rediss:// url"))
+                    }
+                    Some(tls) => Some(tls.read_for_redis("outbox.tls")?),
+                    None => None,
+                };
                 let key = self.key.unwrap_or_else(|| "webhook-notification".into());
                 if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
                     return Err(Error::config(
@@ -58,6 +67,7 @@ impl RawOutbox {
                 }
                 OutboxConfig::Redis {
                     url: RedisUrl(url),
+                    tls,
                     key,
                     claim_after: seconds(
                         "outbox.claim_after",
@@ -68,6 +78,59 @@ impl RawOutbox {
                 }
             }
         })
+    }
+}
+
+impl RawTls {
+    /// The PEM files of `outbox.tls`, read at load (the Redis client parses them when it
+    /// connects; a certificate Redis cannot be verified with shows in the outbox's stats).
+    fn read_for_redis(self, at: &str) -> Result<RedisTls> {
+        let read = |name: &str, path: &str| {
+            let field = format!("{at}.{name}");
+            let pem = expand::read_config_file(path)
+                .map_err(|e| Error::config(&field, format!("cannot read `{path}`: {e}")))?;
+            match String::from_utf8_lossy(&pem).contains("-----BEGIN ") {
+                true => Ok(pem),
+                false => Err(Error::config(field, format!("`{path}` is not PEM"))),
+            }
+        };
+        let ca = self
+            .ca_file
+            .as_deref()
+            .map(|path| read("ca_file", path))
+            .transpose()?;
+        let client = match (self.client_cert_file.as_deref(), self.client_key_file.as_deref()) {
+            (Some(cert), Some(key)) => Some((read("client_cert_file", cert)?, read("client_key_file", key)?)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::config(
+                    format!("{at}.client_key_file"),
+                    "is required with client_cert_file",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::config(
+                    format!("{at}.client_cert_file"),
+                    "is required with client_key_file",
+                ))
+            }
+        };
+        Ok(RedisTls { ca, client })
+    }
+}
+
+/// `outbox.tls`: PEM bytes of a private CA and a client certificate and key for `rediss://`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisTls {
+    /// Trusted instead of the system's roots when given.
+    pub ca: Option<Vec<u8>>,
+    /// Certificate and private key presented to Redis (mTLS).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisTls(…)") // a private key: never printed
     }
 }
 
@@ -95,6 +158,8 @@ pub enum OutboxConfig {
     /// a delivery left by a process that died is taken over after `claim_after`.
     Redis {
         url: RedisUrl,
+        /// `outbox.tls`, for `rediss://`.
+        tls: Option<RedisTls>,
         key: String,
         claim_after: Duration,
     },

@@ -216,6 +216,7 @@ pub(super) struct RawOutbox {
     pub(super) claim_after: Option<f64>,
     #[serde(default = "defaults::dead_letter_capacity")]
     pub(super) dead_letter_capacity: u64,
+    pub(super) tls: Option<RawTls>,
 }
 
 impl Default for RawOutbox {
@@ -227,6 +228,7 @@ impl Default for RawOutbox {
             key: None,
             claim_after: None,
             dead_letter_capacity: defaults::dead_letter_capacity(),
+            tls: None,
         }
     }
 }

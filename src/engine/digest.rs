@@ -45,10 +45,13 @@ pub(crate) struct Digest {
 }
 
 struct Group {
-    values: Map<String, Value>,
+    /// The group_by values and the latest event's variables as compact JSON: a group lives
+    /// for minutes to days and a message needs them rarely, so they are kept small (a parsed
+    /// map costs several times its text) and parsed when a message is made.
+    values: Box<str>,
     key: String,
     overflow: bool,
-    latest: Map<String, Value>,
+    latest: Box<str>,
     latest_event: Event,
     last_event: Instant,
     /// Uncounted events (the next message's count) and the total since the group opened.
@@ -88,8 +91,8 @@ impl Digest {
         let values = group_of(&settings.group_by, &vars);
         let now = Instant::now();
         let key = group_key(webhook_id, &values);
-        let mut group = Group::new(values, key, false, event, now);
-        group.latest = vars;
+        let mut group = Group::new(&values, key, false, event, now);
+        group.latest = compact(&vars);
         group.pending = count;
         group.first_seen = Some(group.last_seen);
         group.samples = vec![(now, sample); settings.samples.min(count as usize)];
@@ -123,11 +126,11 @@ impl Digest {
         let group = self
             .groups
             .entry(key.clone())
-            .or_insert_with(|| Group::new(values, key, overflow, event, next_at));
+            .or_insert_with(|| Group::new(&values, key, overflow, event, next_at));
         if group.samples.len() < settings.samples {
             group.samples.push((now, sample(&vars)));
         }
-        group.latest = vars;
+        group.latest = compact(&vars);
         group.latest_event = event;
         group.last_event = now;
         group.last_seen = wall;
@@ -189,12 +192,12 @@ impl Digest {
 
 impl Group {
     /// A group with no event counted yet, whose first message may go at `next_at`.
-    fn new(values: Map<String, Value>, key: String, overflow: bool, event: Event, next_at: Instant) -> Self {
+    fn new(values: &Map<String, Value>, key: String, overflow: bool, event: Event, next_at: Instant) -> Self {
         Group {
-            values,
+            values: compact(values),
             key,
             overflow,
-            latest: Map::new(),
+            latest: Box::from("{}"),
             latest_event: event,
             last_event: next_at,
             pending: 0,
@@ -233,14 +236,17 @@ impl Group {
             "total": self.total,
             "first_seen": rfc3339(self.first_seen.take().unwrap_or(self.last_seen)),
             "last_seen": rfc3339(self.last_seen),
-            "group": self.values,
+            "group": parse(&self.values),
             "key": self.key,
             "status": status,
             "samples": samples,
             "overflow": self.overflow,
             "window": window_text(settings.group_interval),
         });
-        let mut vars = self.latest.clone();
+        let mut vars = match parse(&self.latest) {
+            Value::Object(vars) => vars,
+            _ => Map::new(),
+        };
         vars.insert("digest".into(), digest);
         self.next_at = now + settings.group_interval;
         self.undelivered.store(true, SeqCst);
@@ -250,6 +256,16 @@ impl Group {
             undelivered: Arc::clone(&self.undelivered),
         }
     }
+}
+
+/// A map as compact JSON text.
+fn compact(map: &Map<String, Value>) -> Box<str> {
+    serde_json::to_string(map).unwrap_or_default().into_boxed_str()
+}
+
+/// JSON text this module wrote, parsed back.
+fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
 /// `60 s`, `5 min`, `2 h`, `0.5 s`: how summaries name a group's interval.

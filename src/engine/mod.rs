@@ -66,11 +66,13 @@ impl Engine {
             // Nothing to resume at start: the committer takes over what is free in Redis.
             OutboxConfig::Redis {
                 url,
+                tls,
                 key,
                 claim_after,
             } => {
                 let store = RedisStore::connect(
                     &url.0,
+                    tls.as_ref(),
                     key,
                     *claim_after,
                     ids.clone(),

@@ -185,7 +185,8 @@ fn alerting() {
         }
     }
     for groups in [1_000, 10_000] {
-        let digest = r#"{"group_by": ["user"], "group_interval": "1h", "samples": 0, "max_groups": 1000000}"#;
+        // group_wait 1h: no message is made, so the RSS is the groups' state alone.
+        let digest = r#"{"group_by": ["user"], "group_wait": "1h", "samples": 0, "max_groups": 1000000}"#;
         let notifier = Notifier::from_config_text(&alerting_config(&url, digest), None).unwrap();
         let raise = |user: String| {
             let context = json!({"user": user, "tenant_id": "t"});

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 pub mod host;
+pub mod pki;
 pub mod receiver;
 pub mod redis;
 

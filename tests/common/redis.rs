@@ -50,6 +50,44 @@ impl RedisServer {
         server
     }
 
+    /// Starts a TLS-only one (no plain port) with `pki`'s server certificate, requiring a
+    /// client certificate signed by its CA; waits until it accepts connections.
+    pub fn start_tls(pki: &super::pki::Pki) -> Self {
+        let port = dead_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args([
+                "--tls-cert-file",
+                &pki.file("server.pem"),
+                "--tls-key-file",
+                &pki.file("server.key"),
+            ])
+            .args([
+                "--tls-ca-cert-file",
+                &pki.file("ca.pem"),
+                "--tls-auth-clients",
+                "yes",
+            ])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (Debian's is built with TLS)");
+        let server = RedisServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        server
+    }
+
     /// Sends it `signal` (SIGSTOP freezes it: connections are accepted, nothing answered).
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on the pid of a child this test started and has not reaped.

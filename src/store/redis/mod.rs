@@ -36,7 +36,7 @@ use replies::{bytes, field, item, items, text};
 use scripts::{ADD, HAND_BACK, TAKE_DUE};
 use state::{Held, Place, State};
 
-use crate::config::valid_id;
+use crate::config::{valid_id, RedisTls};
 use crate::store::{lock_until, now_ms, Claimed, DeadRecord, LastChange, Plan, Record, Resumed, Store};
 
 /// The consumer group of every delivery stream.
@@ -73,13 +73,26 @@ impl RedisStore {
     /// connects, and reconnects, in the background). The error is for `outbox.url`.
     pub fn connect(
         url: &str,
+        tls: Option<&RedisTls>,
         key: &str,
         claim_after: Duration,
         ids: Vec<String>,
         dead_capacity: usize,
     ) -> Result<Self, String> {
-        let client = redis::Client::open(url)
-            .map_err(|_| "is not a valid Redis URL (redis://, rediss:// or redis+unix://)".to_owned())?;
+        let client = match tls {
+            None => redis::Client::open(url),
+            Some(tls) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: tls.client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
+                        client_cert: cert.clone(),
+                        client_key: key.clone(),
+                    }),
+                    root_cert: tls.ca.clone(),
+                },
+            ),
+        }
+        .map_err(|_| "is not a valid Redis URL (redis://, rediss:// or redis+unix://)".to_owned())?;
         let now = Instant::now();
         Ok(RedisStore {
             client,

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The hook inside a real Lua gateway: wrk through nginx + lua-nginx-module, a location that
+# answers with and without a `log_by_lua` hook calling bindings/lua (each request one
+# tool_post_invoke, delivered to RECEIVER), interleaved runs. Prints one JSON row per run.
+# Usage: bash tests/bench/lua_gateway.sh OUT_DIR RECEIVER_URL LIBRARY
+set -euo pipefail
+OUT=$1 RECEIVER=$2 LIB=$3
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+mkdir -p "$OUT/lua-gateway"
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat > "$OUT/lua-gateway/nginx.conf" <<NGINX
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+user root;
+worker_processes 1;
+pid $OUT/lua-gateway/nginx.pid;
+error_log $OUT/lua-gateway/error.log;
+env WEBHOOK_NOTIFICATION_LIB;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $OUT; proxy_temp_path $OUT; fastcgi_temp_path $OUT; uwsgi_temp_path $OUT; scgi_temp_path $OUT;
+  keepalive_requests 10000000;
+  lua_package_path "$ROOT/bindings/lua/?.lua;;";
+  init_worker_by_lua_block {
+    notifier = assert(require("webhook_notification").new([[{"queue_capacity": 100000,
+      "webhooks": [{"url": "$RECEIVER", "events": ["tool_success"], "max_concurrency": 64}]}]], "bench"))
+  }
+  server {
+    listen 127.0.0.1:$PORT;
+    location = /plain { content_by_lua_block { ngx.say("ok") } }
+    location = /hooked {
+      content_by_lua_block { ngx.say("ok") }
+      log_by_lua_block { notifier:invoke("tool_post_invoke", '{"name": "search", "result": {}}', nil) }
+    }
+  }
+}
+NGINX
+WEBHOOK_NOTIFICATION_LIB=$LIB LOG_LEVEL=off nginx -c "$OUT/lua-gateway/nginx.conf"
+trap 'kill "$(cat "$OUT/lua-gateway/nginx.pid")" 2>/dev/null || true' EXIT
+until curl -sf "http://127.0.0.1:$PORT/plain" >/dev/null; do sleep 0.05; done
+for run in 1 2 3; do
+    for location in plain hooked; do
+        wrk -t1 -c32 -d5s "http://127.0.0.1:$PORT/$location" \
+            | awk -v run=$run -v location=$location '/Requests\/sec/ {printf "{\"bench\": \"lua-gateway\", \"location\": \"%s\", \"run\": %d, \"per_second\": %s}\n", location, run, $2}'
+    done
+done
