@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The hook inside a real Lua gateway: wrk through nginx + lua-nginx-module, a location that
-# answers with and without a `log_by_lua` hook calling bindings/lua (each request one
-# tool_post_invoke, delivered to RECEIVER), interleaved runs. Prints one JSON row per run.
+# answers without a hook (`plain`), with a `log_by_lua` hook calling bindings/lua whose event
+# is delivered to RECEIVER for every request (`hooked`: the deliveries share the 2 cores), and
+# with the same hook into a digest webhook (`digest`: one message per second), interleaved
+# runs. Prints one JSON row per run.
 # Usage: bash tests/bench/lua_gateway.sh OUT_DIR RECEIVER_URL LIBRARY
 set -euo pipefail
 OUT=$1 RECEIVER=$2 LIB=$3
@@ -25,6 +27,8 @@ http {
   init_worker_by_lua_block {
     notifier = assert(require("webhook_notification").new([[{"queue_capacity": 100000,
       "webhooks": [{"url": "$RECEIVER", "events": ["tool_success"], "max_concurrency": 64}]}]], "bench"))
+    digesting = assert(require("webhook_notification").new([[{"webhooks": [{"url": "$RECEIVER",
+      "events": ["tool_success"], "digest": {"group_by": ["tool"], "group_interval": "1s"}}]}]], "bench-digest"))
   }
   server {
     listen 127.0.0.1:$PORT;
@@ -33,6 +37,10 @@ http {
       content_by_lua_block { ngx.say("ok") }
       log_by_lua_block { notifier:invoke("tool_post_invoke", '{"name": "search", "result": {}}', nil) }
     }
+    location = /digest {
+      content_by_lua_block { ngx.say("ok") }
+      log_by_lua_block { digesting:invoke("tool_post_invoke", '{"name": "search", "result": {}}', nil) }
+    }
   }
 }
 NGINX
@@ -40,7 +48,7 @@ WEBHOOK_NOTIFICATION_LIB=$LIB LOG_LEVEL=off nginx -c "$OUT/lua-gateway/nginx.con
 trap 'kill "$(cat "$OUT/lua-gateway/nginx.pid")" 2>/dev/null || true' EXIT
 until curl -sf "http://127.0.0.1:$PORT/plain" >/dev/null; do sleep 0.05; done
 for run in 1 2 3; do
-    for location in plain hooked; do
+    for location in plain hooked digest; do
         wrk -t1 -c32 -d5s "http://127.0.0.1:$PORT/$location" \
             | awk -v run=$run -v location=$location '/Requests\/sec/ {printf "{\"bench\": \"lua-gateway\", \"location\": \"%s\", \"run\": %d, \"per_second\": %s}\n", location, run, $2}'
     done

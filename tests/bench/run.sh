@@ -17,6 +17,7 @@ for pkg in nginx wrk redis-server; do command -v "$pkg" >/dev/null || missing+=(
 if ((${#missing[@]})); then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk redis-server >/dev/null
 fi
+dpkg -s libnginx-mod-http-lua >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnginx-mod-http-lua >/dev/null
 
 echo "== build"
 cargo bench --bench hooks --no-run 2>&1 | tail -1
@@ -69,6 +70,9 @@ for run in 1 2 3; do WEBHOOK_WORKER_THREADS=2 "$BENCH" throughput "$FAST" 200000
 echo "== hook cost: Rust and C APIs"
 "$BENCH" hooks | tee -a "$RESULTS"
 
+echo "== alerting: hook cost with match + digest + format vs plain, digest memory, a 100,000-event storm"
+"$BENCH" alerting | tee -a "$RESULTS"
+
 echo "== memory: 100,000 events into a dead receiver"
 for capacity in 10000 100000; do "$BENCH" memory 100000 "$capacity"; done | tee -a "$RESULTS"
 
@@ -86,6 +90,7 @@ mkfifo "$OUT/serve.in"
 exec 9>"$OUT/serve.in"
 while [ ! -s "$OUT/receivers.json" ]; do sleep 0.1; done
 "$VENV/bin/python" tests/bench/python_bench.py "$(cat "$OUT/receivers.json")" "$FAST" | tee -a "$RESULTS"
+"$VENV/bin/python" tests/bench/alerting_bench.py "$FAST" | tee -a "$RESULTS"
 exec 9>&-
 
 echo "== the disk outbox: hook cost and deliveries/s (same receivers, same nginx)"
@@ -121,6 +126,9 @@ for line in sys.stdin:
                           "stats": {"median_us": float(m.group(1)) / 1000, "p99_us": float(m.group(2)) / 1000}}))' "$outbox" \
         | tee -a "$RESULTS"
 done
+
+echo "== inside a Lua gateway: wrk through nginx + lua-nginx-module with and without the hook"
+bash tests/bench/lua_gateway.sh "$OUT" "$FAST" "$CARGO_TARGET_DIR/release/libwebhook_notification.so" | tee -a "$RESULTS"
 
 echo "== the disk outbox's loss window: SIGKILL during intake at ~10k events/s, 5 times"
 cargo test --release --test outbox_disk a_crash_during_intake -- --nocapture 2>/dev/null \
