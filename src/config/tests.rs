@@ -565,11 +565,31 @@ fn bad_alerting_fields_name_the_field() {
 #[test]
 fn redis_tls_fields_are_checked_at_load() {
     let cases = [
-        ("outbox: {type: redis, url: 'redis://h/', tls: {ca_file: Cargo.toml}}", "outbox.tls", "needs a rediss:// url"),
-        ("outbox: {type: disk, path: /tmp/x, tls: {ca_file: Cargo.toml}}", "outbox.tls", "only for `type: redis`"),
-        ("outbox: {type: redis, url: 'rediss://h/', tls: {ca_file: /no/such.pem}}", "outbox.tls.ca_file", "cannot read"),
-        ("outbox: {type: redis, url: 'rediss://h/', tls: {ca_file: Cargo.toml}}", "outbox.tls.ca_file", "is not PEM"),
-        ("outbox: {type: redis, url: 'rediss://h/', tls: {client_cert_file: Cargo.toml}}", "outbox.tls.client_key_file", "is required"),
+        (
+            "outbox: {type: redis, url: 'redis://h/', tls: {ca_file: Cargo.toml}}",
+            "outbox.tls",
+            "needs a rediss:// url",
+        ),
+        (
+            "outbox: {type: disk, path: /tmp/x, tls: {ca_file: Cargo.toml}}",
+            "outbox.tls",
+            "only for `type: redis`",
+        ),
+        (
+            "outbox: {type: redis, url: 'rediss://h/', tls: {ca_file: /no/such.pem}}",
+            "outbox.tls.ca_file",
+            "cannot read",
+        ),
+        (
+            "outbox: {type: redis, url: 'rediss://h/', tls: {ca_file: Cargo.toml}}",
+            "outbox.tls.ca_file",
+            "is not PEM",
+        ),
+        (
+            "outbox: {type: redis, url: 'rediss://h/', tls: {client_cert_file: Cargo.toml}}",
+            "outbox.tls.client_key_file",
+            "is required",
+        ),
     ];
     for (text, field, message) in cases {
         let (f, m) = err(text);

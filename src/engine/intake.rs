@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use uuid::Uuid;
 
 use super::digest::{Digest, Message};
-use super::ledger::{Ledger, Ticket};
+use super::ledger::{Ledger, Routing, Ticket};
 use super::queue::Queue;
 use super::runtime;
 use crate::config::{Alerting, Config};
@@ -45,7 +45,7 @@ pub(crate) enum Lifecycle {
 pub(crate) struct Admitted {
     job: Job,
     tickets: Vec<Ticket>,
-    alerting: Vec<usize>,
+    alerting: Vec<Routing>,
 }
 
 /// Admission, routing, and the state all of the engine's tasks share.
@@ -161,7 +161,10 @@ impl Intake {
                 continue;
             }
             if webhook.alerting.routes() {
-                alerting.push(index);
+                match self.ledger.await_routing(index, webhook.queue_capacity) {
+                    Some(routing) => alerting.push(routing),
+                    None => self.queue_full(index, job.event),
+                }
             } else if let Some(ticket) = self.ticket(index, job.event) {
                 tickets.push(ticket);
             }
@@ -191,6 +194,14 @@ impl Intake {
             let ledger = Arc::clone(&self.ledger);
             return Some(Ticket::new(ledger, index, event, Uuid::nil(), Bytes::new()));
         }
+        self.queue_full(index, event);
+        None
+    }
+
+    /// Counts an event of webhook `index` dropped for want of room (warned about at powers
+    /// of two).
+    fn queue_full(&self, index: usize, event: Event) {
+        let webhook = &self.config.webhooks[index];
         let counters = &self.ledger.counters[index];
         counters.metrics.ended(event, Outcome::Dropped, None);
         let dropped = counters.dropped(1);
@@ -200,7 +211,6 @@ impl Intake {
                 webhook.id, webhook.queue_capacity
             );
         }
-        None
     }
 
     fn routed(&self) {
@@ -273,7 +283,9 @@ impl Intake {
         } = admitted;
         let (event, builtin) = (job.event, job.builtin_template);
         let vars = job.vars(&self.plugin_name, &self.config.severities);
-        for index in alerting {
+        for routing in alerting {
+            let index = routing.webhook;
+            drop(routing);
             let webhook = &self.config.webhooks[index];
             let counters = &self.ledger.counters[index];
             if !admits(&webhook.alerting, &vars, self.config.severities.of(event)) {

@@ -57,6 +57,19 @@ impl Ledger {
         self.pending.fetch_add(1, SeqCst);
     }
 
+    /// Takes one of `webhook`'s admission slots for an event on its way to the alerting
+    /// stage (filters, digests); None when `capacity` events already wait to be routed.
+    pub fn await_routing(self: &std::sync::Arc<Self>, webhook: usize, capacity: usize) -> Option<Routing> {
+        let taken = self.counters[webhook]
+            .routing
+            .fetch_update(Relaxed, Relaxed, |n| (n < capacity as u64).then_some(n + 1))
+            .is_ok();
+        taken.then(|| Routing {
+            ledger: std::sync::Arc::clone(self),
+            webhook,
+        })
+    }
+
     /// Deliveries not yet ended.
     pub fn pending(&self) -> u64 {
         self.pending.load(SeqCst)
@@ -194,6 +207,20 @@ impl Drop for Ticket {
     }
 }
 
+/// An event admitted for a webhook that filters or digests, until the alerting stage has
+/// taken it: such a webhook takes no delivery slot at admission, so this bounds what a storm
+/// the runtime has not caught up with may hold (`queue_capacity` events per webhook).
+pub struct Routing {
+    ledger: std::sync::Arc<Ledger>,
+    pub webhook: usize,
+}
+
+impl Drop for Routing {
+    fn drop(&mut self) {
+        self.ledger.counters[self.webhook].routing.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Latencies kept for the percentiles: the most recent deliveries only.
 const LATENCY_WINDOW: usize = 1024;
 
@@ -214,6 +241,8 @@ pub struct WebhookCounters {
     groups: AtomicU64,
     /// Digest messages queued so far.
     digest_messages: AtomicU64,
+    /// Events admitted and not yet routed through the alerting stage (see [`Routing`]).
+    routing: AtomicU64,
     /// Failures since the last success (reset by a delivery); paces failure logging.
     failing_streak: AtomicU64,
     last: Mutex<LastOutcome>,
@@ -373,6 +402,21 @@ fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_awaiting_the_alerting_stage_are_bounded_per_webhook() {
+        let ledger = std::sync::Arc::new(Ledger::new(2));
+        let held: Vec<Routing> = (0..2).filter_map(|_| ledger.await_routing(0, 2)).collect();
+        assert_eq!(held.len(), 2);
+        assert!(ledger.await_routing(0, 2).is_none(), "full at its capacity");
+        assert!(ledger.await_routing(1, 2).is_some(), "per webhook");
+        drop(held);
+        assert!(
+            ledger.await_routing(0, 2).is_some(),
+            "routing gives the slots back"
+        );
+        assert_eq!(ledger.pending(), 0, "they are not deliveries");
+    }
 
     #[test]
     fn counters_keep_percentiles_and_the_last_outcome() {

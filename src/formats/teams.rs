@@ -10,12 +10,12 @@ use super::{truncate, Alert};
 const MAX_BYTES: usize = 28_672;
 const CARD: &str = "application/vnd.microsoft.card.adaptive";
 
-/// The summary's colour (Adaptive Cards' named colours).
+/// The summary's colour (Adaptive Cards' named colours, in the schema's own casing).
 fn color(severity: &str) -> &'static str {
     match severity {
-        "critical" | "error" => "attention",
-        "warning" => "warning",
-        _ => "accent",
+        "critical" | "error" => "Attention",
+        "warning" => "Warning",
+        _ => "Accent",
     }
 }
 
@@ -27,15 +27,15 @@ fn card(alert: &Alert<'_>, budget: usize) -> Value {
         .map(|(title, value)| json!({"title": title, "value": text(&value)}))
         .collect();
     let mut body = vec![
-        json!({"type": "TextBlock", "text": text(&alert.summary()), "weight": "bolder",
-        "size": "medium", "color": color(alert.severity), "wrap": true}),
+        json!({"type": "TextBlock", "text": text(&alert.summary()), "weight": "Bolder",
+        "size": "Medium", "color": color(alert.severity), "wrap": true}),
     ];
     if let Some(reason) = alert.reason() {
         body.push(json!({"type": "TextBlock", "text": text(&reason), "wrap": true}));
     }
     body.push(json!({"type": "FactSet", "facts": facts}));
     body.push(
-        json!({"type": "TextBlock", "text": text(&alert.footer()), "size": "small",
+        json!({"type": "TextBlock", "text": text(&alert.footer()), "size": "Small",
         "isSubtle": true, "wrap": true}),
     );
     json!({"type": "message", "attachments": [{"contentType": CARD, "content": {

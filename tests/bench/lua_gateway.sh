@@ -37,6 +37,18 @@ http {
       content_by_lua_block { ngx.say("ok") }
       log_by_lua_block { notifier:invoke("tool_post_invoke", '{"name": "search", "result": {}}', nil) }
     }
+    location = /invoke-cost {
+      content_by_lua_block {
+        local calls = 100000
+        ngx.update_time()
+        local started = ngx.now()
+        for _ = 1, calls do
+          digesting:invoke("tool_post_invoke", '{"name": "search", "result": {}}', '{"user": "alice"}')
+        end
+        ngx.update_time()
+        ngx.say(string.format('{"bench": "lua-invoke", "calls": %d, "us_per_call": %.3f}', calls, (ngx.now() - started) * 1e6 / calls))
+      }
+    }
     location = /digest {
       content_by_lua_block { ngx.say("ok") }
       log_by_lua_block { digesting:invoke("tool_post_invoke", '{"name": "search", "result": {}}', nil) }
@@ -47,6 +59,8 @@ NGINX
 WEBHOOK_NOTIFICATION_LIB=$LIB LOG_LEVEL=off nginx -c "$OUT/lua-gateway/nginx.conf"
 trap 'kill "$(cat "$OUT/lua-gateway/nginx.pid")" 2>/dev/null || true' EXIT
 until curl -sf "http://127.0.0.1:$PORT/plain" >/dev/null; do sleep 0.05; done
+# One invoke from Lua (JSON strings in) on the worker's thread, 100,000 in a loop, three times.
+for run in 1 2 3; do curl -sf "http://127.0.0.1:$PORT/invoke-cost"; done
 for run in 1 2 3; do
     for location in plain hooked digest; do
         wrk -t1 -c32 -d5s "http://127.0.0.1:$PORT/$location" \

@@ -81,6 +81,12 @@ def alerting_section(rows: list[dict]) -> list[str]:
                 f"({r['storm_seconds']:.2f} s), `group_interval` {r['group_interval_ms']} ms, then close: "
                 f"**{r['messages']} messages** delivered ({r['delivered']} delivered), bound "
                 f"`groups × (2 + ⌈T / interval⌉)` = {r['bound']}.", ""]
+    invoke = [r["us_per_call"] for r in rows if r["bench"] == "lua-invoke"]
+    if invoke:
+        out += ["## One `invoke` from Lua inside nginx", "",
+                "`tests/bench/lua_gateway.sh`: 100,000 `n:invoke(\"tool_post_invoke\", payload_json, context_json)` in a "
+                "loop in one request (JSON strings in, a digest webhook), three runs: "
+                + ", ".join(f"{us:.2f} µs" for us in invoke) + f" per call (median **{statistics.median(invoke):.2f} µs**).", ""]
     lua: dict[str, list[float]] = {}
     for r in rows:
         if r["bench"] == "lua-gateway":
