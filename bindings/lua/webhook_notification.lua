@@ -232,7 +232,8 @@ function Notifier:invoke(hook, payload, context)
         return nil, message
     end
     local text = take_string(result[0]) or ""
-    return text:match('"event"%s*:%s*"([%w_]+)"') or false
+    -- {"continue_processing": true, ..., "metadata": {"webhook_event": "<event>", ...}}
+    return text:match('"webhook_event"%s*:%s*"([%w_]+)"') or false
 end
 
 --- Raises `event` directly; `context`, `violation` and `metadata` are tables or JSON text

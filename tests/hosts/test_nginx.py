@@ -159,6 +159,7 @@ def test_tool_calls_and_limit_req_429s_arrive_signed_and_the_lua_api_reports(ngi
     status, body = call(port, "/metrics")
     assert b'webhook_notification_events_total{plugin="nginx"' in body
     probe = json.loads(call(port, "/probe")[1])
+    assert (probe["raised"], probe["quiet"]) == ("prompt_success", False), "invoke returns the event raised"
     assert "unknown hook" in probe["unknown_hook"]["err"]
     assert "payload" in probe["bad_json"]["err"]
     assert "must be a table or a JSON string" in probe["bad_type"]["err"]

@@ -78,6 +78,8 @@ end
 
 function M.probe()
     local results = {}
+    results.raised = notifier:invoke("prompt_post_fetch", '{"prompt_id": "greeting"}', nil)
+    results.quiet = notifier:invoke("prompt_pre_fetch", '{"prompt_id": "greeting"}', nil)
     local ok, err = notifier:invoke("no_such_hook", "{}", nil)
     results.unknown_hook = { ok = ok, err = err }
     ok, err = notifier:invoke("tool_post_invoke", "{not json", nil)
