@@ -65,7 +65,9 @@ until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
 export WEBHOOK_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
 
 step "rust: unit and integration tests (the model test against memory, disk and redis included)"
-cargo test
+# Rust's harness has no per-test timeout: it names a test running over 60 s, and this bound
+# fails the run (instead of CI's 90 minutes) if one hangs.
+timeout --kill-after=30 1200 cargo test
 RAN+=(rust)
 
 step "C header and Lua cdef: the committed copies match what build.rs generates"
