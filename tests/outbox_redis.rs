@@ -374,6 +374,42 @@ fn a_clean_close_writes_back_what_a_redis_restarted_empty_forgot() {
 }
 
 #[test]
+fn running_replicas_follow_the_fleets_dead_letters_as_others_add_and_replay_them() {
+    let (redis, _own) = server();
+    let rx = Receiver::start(|n| Reply::status(if n < 3 { 400 } else { 200 }));
+    let config = format!(
+        "outbox: {{type: redis, url: '{redis}', key: {}}}\nwebhooks: [{{url: '{}', id: sink, events: [tool_success]}}]",
+        key("followed"),
+        rx.url("/")
+    );
+    let first = Notifier::from_config_text(&config, None).unwrap();
+    let second = Notifier::from_config_text(&config, None).unwrap();
+    wait_until("both replicas are connected", WAIT, || {
+        first.stats().outbox.connected && second.stats().outbox.connected
+    });
+    submit(&first, 3);
+    wait_until(
+        "the running replica lists the letters the other one added",
+        WAIT,
+        || second.stats().dead_letters == 3,
+    );
+    assert_eq!(second.dead_letters(Some("sink")).unwrap().len(), 3);
+    assert_eq!(first.replay_dead_letters(None).unwrap(), 3);
+    wait_until("the other replica forgets what was replayed", WAIT, || {
+        second.stats().dead_letters == 0
+    });
+    assert_eq!(second.replay_dead_letters(None).unwrap(), 0);
+    assert!(first.flush(WAIT));
+    assert_eq!(
+        rx.received().len(),
+        6,
+        "three failures and three replays, none twice"
+    );
+    first.close(Duration::from_secs(5)).unwrap();
+    second.close(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
 fn a_dead_letter_replayed_by_one_replica_is_not_replayed_again_by_another() {
     let (redis, _own) = server();
     let rx = Receiver::start(|n| Reply::status(if n == 0 { 400 } else { 200 }));

@@ -255,9 +255,27 @@ impl Queue {
         let Some(journal) = &self.journal else {
             return Vec::new();
         };
-        let Claimed { resumed, dead } = journal.claim(room);
+        let Claimed { resumed, dead, gone } = journal.claim(room);
+        self.forget_dead_letters(&gone);
         self.keep_stored_dead_letters(dead);
         resumed
+    }
+
+    /// Forgets dead letters the store no longer holds (another process of the fleet replayed
+    /// or evicted them): nothing to journal.
+    fn forget_dead_letters(&self, gone: &[uuid::Uuid]) {
+        if gone.is_empty() {
+            return;
+        }
+        let gone: std::collections::HashSet<&uuid::Uuid> = gone.iter().collect();
+        let mut dead = self.dead();
+        dead.retain(|letter| {
+            let keep = !gone.contains(&letter.delivery_id);
+            if !keep {
+                self.dead_count(letter.webhook).fetch_sub(1, Relaxed);
+            }
+            keep
+        });
     }
 
     /// Keeps dead letters read from the store (oldest first); evictions are journaled.

@@ -133,7 +133,14 @@ fn load(db: &Database) -> Result<(Claimed, u64), redb::Error> {
     if moved > 0 {
         log::warn!("{moved} outbox records could not be read: kept aside in the `unreadable` table of {FILE_NAME} ({kept} there in all)");
     }
-    Ok((Claimed { resumed, dead }, kept))
+    Ok((
+        Claimed {
+            resumed,
+            dead,
+            gone: Vec::new(),
+        },
+        kept,
+    ))
 }
 
 /// Moves records that do not parse out of their table into `unreadable` (keyed by table name

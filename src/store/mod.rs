@@ -172,11 +172,13 @@ pub(crate) struct Plan<'a> {
     pub dead: Vec<(Uuid, Option<&'a [u8]>)>,
 }
 
-/// What a store hands over: deliveries to take over, and dead letters it read (oldest first).
+/// What a store hands over: deliveries to take over, dead letters it read (oldest first),
+/// and dead letters it no longer holds (replayed or evicted by another process of a fleet).
 #[derive(Default)]
 pub(crate) struct Claimed {
     pub resumed: Vec<Resumed>,
     pub dead: Vec<DeadRecord>,
+    pub gone: Vec<Uuid>,
 }
 
 /// Where a durable outbox writes its batches.

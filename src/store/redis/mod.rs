@@ -43,6 +43,8 @@ use crate::store::{lock_until, now_ms, Claimed, DeadRecord, LastChange, Plan, Re
 const GROUP: &str = "webhook-notification";
 /// How often this process looks for deliveries to take over.
 const CLAIM_INTERVAL: Duration = Duration::from_millis(100);
+/// How often this process follows the fleet's dead-letter stream (see `sync_dead`).
+const DEAD_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// How long connecting may take, and each call (less once close has a deadline).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,6 +115,9 @@ impl RedisStore {
                 dead_handles: HashMap::new(),
                 loaded: false,
                 dead: Vec::new(),
+                gone: Vec::new(),
+                dead_seen: None,
+                next_dead_sync: now,
                 orphans: Vec::new(),
                 adopted: Vec::new(),
                 next_claim: now,
@@ -279,22 +284,10 @@ impl RedisStore {
     /// Reads the fleet's dead letters (the newest `dead_capacity`, oldest first) and finds
     /// the streams of webhook ids this config no longer has.
     fn load(&self, connection: &mut Connection, state: &mut State) -> redis::RedisResult<Vec<DeadRecord>> {
-        let newest: Value = redis::cmd("XREVRANGE")
-            .arg(self.dead_stream())
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(self.dead_capacity.max(1))
-            .query(connection)?;
         let mut dead = Vec::new();
-        for entry in items(&newest).iter().rev() {
-            let (Some(entry_id), Some(record)) = (text(item(entry, 0)), field(entry, "d")) else {
-                continue;
-            };
-            if let Ok(record) = serde_json::from_slice::<DeadRecord>(record) {
-                state.dead_handles.insert(record.id, entry_id);
-                dead.push(record);
-            }
+        for (entry_id, record) in self.read_dead(connection)? {
+            state.dead_handles.insert(record.id, entry_id);
+            dead.push(record);
         }
         let pattern = format!("{}:*:stream", self.key);
         let streams: Vec<String> = redis::cmd("SCAN")
@@ -319,6 +312,74 @@ impl RedisStore {
             self.create_group(connection, &id)?;
         }
         Ok(dead)
+    }
+
+    /// The newest `dead_capacity` entries of the dead-letter stream, oldest first, with their
+    /// entry ids.
+    fn read_dead(&self, connection: &mut Connection) -> redis::RedisResult<Vec<(String, DeadRecord)>> {
+        let newest: Value = redis::cmd("XREVRANGE")
+            .arg(self.dead_stream())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(self.dead_capacity.max(1))
+            .query(connection)?;
+        Ok(items(&newest)
+            .iter()
+            .rev()
+            .filter_map(|entry| {
+                let record = serde_json::from_slice::<DeadRecord>(field(entry, "d")?).ok()?;
+                Some((text(item(entry, 0))?, record))
+            })
+            .collect())
+    }
+
+    /// Follows the fleet's dead-letter stream: letters another process replayed or evicted
+    /// are forgotten here, letters others added are listed here. The stream is read again only
+    /// when it changed (its length, first or last entry), so an idle fleet costs one small
+    /// pipeline per `DEAD_SYNC_INTERVAL`.
+    fn sync_dead(&self, connection: &mut Connection, state: &mut State) -> redis::RedisResult<()> {
+        let (length, first, last): (u64, Value, Value) = redis::pipe()
+            .cmd("XLEN")
+            .arg(self.dead_stream())
+            .cmd("XRANGE")
+            .arg(self.dead_stream())
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("XREVRANGE")
+            .arg(self.dead_stream())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query(connection)?;
+        let entry_id = |reply: &Value| items(reply).first().and_then(|entry| text(item(entry, 0)));
+        let seen = Some((length, entry_id(&first), entry_id(&last)));
+        if state.dead_seen == seen {
+            return Ok(());
+        }
+        let stream = self.read_dead(connection)?;
+        let present: std::collections::HashSet<Uuid> = stream.iter().map(|(_, r)| r.id).collect();
+        let gone: Vec<Uuid> = state
+            .dead_handles
+            .keys()
+            .filter(|id| !present.contains(id))
+            .copied()
+            .collect();
+        for id in &gone {
+            state.dead_handles.remove(id);
+        }
+        state.gone.extend(gone);
+        for (entry_id, record) in stream {
+            if let std::collections::hash_map::Entry::Vacant(slot) = state.dead_handles.entry(record.id) {
+                slot.insert(entry_id);
+                state.dead.push(record);
+            }
+        }
+        state.dead_seen = seen;
+        Ok(())
     }
 
     /// Refreshes what this process holds, so no other process takes it over while it lives.
@@ -730,9 +791,14 @@ impl Store for RedisStore {
             for webhook in state.orphans.clone() {
                 resumed.extend(store.take_over(connection, state, &webhook, 1000)?);
             }
+            if Instant::now() >= state.next_dead_sync {
+                store.sync_dead(connection, state)?;
+                state.next_dead_sync = Instant::now() + DEAD_SYNC_INTERVAL;
+            }
             Ok(())
         });
         let dead = std::mem::take(&mut state.dead);
+        let gone = std::mem::take(&mut state.gone);
         // Connected once a claim round succeeds: the dead letters are read by then.
         self.connected.store(result.is_ok(), Relaxed);
         if result.is_ok() {
@@ -742,7 +808,7 @@ impl Store for RedisStore {
             // What was taken before the failure is held; it is handed over all the same.
             state.next_claim = state.retry_at.max(state.next_claim);
         }
-        Claimed { resumed, dead }
+        Claimed { resumed, dead, gone }
     }
 }
 

@@ -35,8 +35,14 @@ pub(super) struct State {
     pub(super) dead_handles: HashMap<Uuid, String>,
     /// Whether the dead letters and orphaned streams were read (once, at the first connection).
     pub(super) loaded: bool,
-    /// Dead letters read at the first connection: handed over by the next claim.
+    /// Dead letters read (at the first connection, or added by other processes since):
+    /// handed over by the next claim.
     pub(super) dead: Vec<DeadRecord>,
+    /// Dead letters other processes replayed or evicted: handed over by the next claim.
+    pub(super) gone: Vec<Uuid>,
+    /// The dead-letter stream as last read (length, first and last entry id).
+    pub(super) dead_seen: Option<(u64, Option<String>, Option<String>)>,
+    pub(super) next_dead_sync: Instant,
     /// Webhook ids with a stream in Redis that this config does not have.
     pub(super) orphans: Vec<String>,
     /// Entries an ADD took that were not its own: handed over by the next claim.
