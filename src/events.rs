@@ -363,19 +363,33 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
-/// The cpex `PluginResult` a hook returns: processing always continues; `metadata` names the
-/// event raised (`webhook_event`) and whether it was queued (`webhook_queued`).
-pub fn plugin_result(event: Option<Event>, queued: bool) -> Value {
+/// The cpex `PluginResult` a hook returns, as JSON text: processing always continues;
+/// `metadata` names the event raised (`webhook_event`) and whether it was queued
+/// (`webhook_queued`). Written directly (every C and Lua hook call returns one): building a
+/// `Value` first cost several allocations per call.
+pub fn plugin_result(event: Option<Event>, queued: bool) -> String {
     let metadata = match event {
-        Some(e) => json!({"webhook_event": e.name(), "webhook_queued": queued}),
-        None => json!({}),
+        Some(e) => format!(r#"{{"webhook_event":"{}","webhook_queued":{queued}}}"#, e.name()),
+        None => "{}".to_owned(),
     };
-    json!({"continue_processing": true, "modified_payload": null, "violation": null, "metadata": metadata})
+    format!(
+        r#"{{"continue_processing":true,"metadata":{metadata},"modified_payload":null,"violation":null}}"#
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_plugin_result_is_the_cpex_shape() {
+        let result: Value = serde_json::from_str(&plugin_result(Some(Event::ToolError), true)).unwrap();
+        let expected = json!({"continue_processing": true, "modified_payload": null, "violation": null,
+            "metadata": {"webhook_event": "tool_error", "webhook_queued": true}});
+        assert_eq!(result, expected);
+        let quiet: Value = serde_json::from_str(&plugin_result(None, false)).unwrap();
+        assert_eq!(quiet["metadata"], json!({}));
+    }
 
     fn ctx(violation: Value) -> Context {
         Context::from_json(&json!({"global_context": {"request_id": "r"}, "violation": violation})).unwrap()

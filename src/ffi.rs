@@ -180,7 +180,7 @@ pub unsafe extern "C" fn webhook_plugin_invoke(
         let payload = parse_document(Some(payload), "payload_json")?;
         let submission = plugin.notifier.invoke(hook, payload, &context)?;
         if !result_json.is_null() {
-            let result = c_string(plugin_result(submission.event, submission.queued).to_string());
+            let result = c_string(plugin_result(submission.event, submission.queued));
             // SAFETY: checked non-NULL above; writable by the caller's contract.
             unsafe { *result_json = result };
         }
