@@ -71,6 +71,16 @@ impl Breaker {
         }
     }
 
+    /// Whether the circuit lets nothing through now, without taking its probe: `Some(until)`
+    /// while open, `Some(None)` while the probe is out; None when a request may go.
+    pub fn blocked(&self, now: Instant) -> Option<Option<Instant>> {
+        match self.lock().0 {
+            Phase::Open { until, .. } if now < until => Some(Some(until)),
+            Phase::HalfOpen { .. } => Some(None),
+            _ => None,
+        }
+    }
+
     /// An attempt succeeded.
     pub fn success(&self) -> Transition {
         let mut state = self.lock();

@@ -142,6 +142,14 @@ pub(crate) async fn run(engine: Arc<Dispatch>, index: usize) {
             _ = halt.changed() => continue,
             slot = Arc::clone(&slots).acquire_owned() => slot.expect("slots are never closed"),
         };
+        // Behind an open circuit (or a probe in flight) nothing can be sent: each wake-up (one
+        // per delivery queued) re-checks the breaker alone, without taking a delivery out and
+        // putting it back or counting an attempt.
+        if let Some(until) = engine.breakers[index].blocked(Instant::now()) {
+            drop(slot);
+            pause(&mut halt, waker, until).await;
+            continue;
+        }
         // Counted before the delivery is taken, then the state checked again: a close that
         // saw nothing in flight has already moved the state on, and this dispatcher leaves
         // the delivery queued (a durable store keeps it; an attempt after the store's release
