@@ -106,6 +106,24 @@ def alerting_section(rows: list[dict]) -> list[str]:
                 rate = statistics.median(lua[location])
                 out.append(f"| {location} | {rate:,.0f} | {rate / plain:.2f}× |")
         out.append("")
+    envoy: dict[str, list[float]] = {}
+    for r in rows:
+        if r["bench"] == "envoy-gateway":
+            envoy.setdefault(r["location"], []).append(r["per_second"])
+    if envoy:
+        plain = statistics.median(envoy["plain"])
+        out += ["## Inside Envoy: its Lua filter", "",
+                "`tests/bench/envoy_gateway.py`: `wrk -t1 -c32 -d5s` against three Envoy processes "
+                "(`--concurrency 1`, a `direct_response` route): no Lua filter, a Lua filter with an empty "
+                "`envoy_on_response` (the filter's own cost), and that filter calling `n:invoke` through "
+                "`bindings/lua` (`wn.attach`, the event delivered for every request); three interleaved runs, medians, "
+                "on the same 2 shared cores as the receiver and wrk.", "",
+                "| Envoy | requests/s | vs no filter |", "|---|---|---|"]
+        for location in ("plain", "lua", "hooked"):
+            if location in envoy:
+                rate = statistics.median(envoy[location])
+                out.append(f"| {location} | {rate:,.0f} | {rate / plain:.2f}× |")
+        out.append("")
     return out
 
 

