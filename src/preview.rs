@@ -12,8 +12,7 @@ use crate::engine::Digest;
 use crate::error::{Error, Result};
 use crate::events::{notification, Event};
 use crate::formats::{violations, Format};
-use crate::render::{render_json, request_headers, Job, Source, USER_AGENT};
-use crate::template::Template;
+use crate::render::{default_body, request_headers, Job, Source, USER_AGENT};
 
 /// One webhook's request, as it would be sent.
 #[derive(Debug, Serialize)]
@@ -45,11 +44,8 @@ pub fn preview(
     for webhook in config.webhooks.iter().filter(|w| w.wants(event)) {
         let id = Uuid::new_v4();
         let message = webhook.alerting.digest.as_ref().map(|settings| {
-            let sample = render_json(Template::builtin(), &vars, event, None)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or(Value::Null);
-            Digest::preview(settings, &webhook.id, event, vars.clone(), sample, count.max(1)).vars
+            let sample = default_body(&vars, event);
+            Digest::preview(settings, &webhook.id, event, &vars, sample, count.max(1)).vars
         });
         let source = Source::of(config, webhook, event, false);
         let body = source

@@ -85,6 +85,14 @@ pub(crate) fn render_json(
     Ok(Bytes::from(body))
 }
 
+/// An event's built-in body as a value (a digest's samples); null if it cannot render.
+pub(crate) fn default_body(vars: &Map<String, Value>, event: Event) -> Value {
+    render_json(Template::builtin(), vars, event, None)
+        .ok()
+        .and_then(|body| serde_json::from_slice(&body).ok())
+        .unwrap_or(Value::Null)
+}
+
 /// What a webhook's body for an event is made from: the event's configured template wins
 /// (its own, else `default_template`), else the webhook's channel format, else the built-in
 /// template. The library's own plugin_error always uses the built-in template.

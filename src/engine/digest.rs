@@ -84,15 +84,15 @@ impl Digest {
         settings: &DigestSettings,
         webhook_id: &str,
         event: Event,
-        vars: Map<String, Value>,
+        vars: &Map<String, Value>,
         sample: Value,
         count: u64,
     ) -> Message {
-        let values = group_of(&settings.group_by, &vars);
+        let values = group_of(&settings.group_by, vars);
         let now = Instant::now();
         let key = group_key(webhook_id, &values);
         let mut group = Group::new(&values, key, false, event, now);
-        group.latest = compact(&vars);
+        group.latest = compact(vars);
         group.pending = count;
         group.first_seen = Some(group.last_seen);
         group.samples = vec![(now, sample); settings.samples.min(count as usize)];
@@ -104,18 +104,19 @@ impl Digest {
         self.groups.len()
     }
 
-    /// Counts an event (`vars`, `sample` its default body, made only if kept); returns the
+    /// Counts an event (`vars`, read only: the group keeps them as compact text; `sample` its
+    /// default body, made only if kept); returns the
     /// group's message when one is due now.
     pub fn add(
         &mut self,
         event: Event,
-        vars: Map<String, Value>,
+        vars: &Map<String, Value>,
         sample: impl FnOnce(&Map<String, Value>) -> Value,
         now: Instant,
     ) -> (Option<Message>, Aged) {
         let wall = SystemTime::now();
         let settings = &self.settings;
-        let mut values = group_of(&settings.group_by, &vars);
+        let mut values = group_of(&settings.group_by, vars);
         let mut key = group_key(&self.webhook_id, &values);
         let overflow = !self.groups.contains_key(&key) && self.groups.len() >= settings.max_groups;
         if overflow {
@@ -128,9 +129,9 @@ impl Digest {
             .entry(key.clone())
             .or_insert_with(|| Group::new(&values, key, overflow, event, next_at));
         if group.samples.len() < settings.samples {
-            group.samples.push((now, sample(&vars)));
+            group.samples.push((now, sample(vars)));
         }
-        group.latest = compact(&vars);
+        group.latest = compact(vars);
         group.latest_event = event;
         group.last_event = now;
         group.last_seen = wall;
@@ -305,7 +306,7 @@ mod tests {
     }
 
     fn add(d: &mut Digest, user: &str, at: Instant) -> Option<Message> {
-        d.add(Event::Violation, vars(user), |v| Value::Object(v.clone()), at)
+        d.add(Event::Violation, &vars(user), |v| Value::Object(v.clone()), at)
             .0
     }
 

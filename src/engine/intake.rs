@@ -23,9 +23,8 @@ use crate::config::{Alerting, Config};
 use crate::error::{Error, Result};
 use crate::events::{Context, Event};
 use crate::metrics::Outcome;
-use crate::render::{object, render_json, Job, Source};
+use crate::render::{default_body, object, render_json, Job, Source};
 use crate::severity::Severity;
-use crate::template::Template;
 
 /// Where the engine is in its life; every task watches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,7 +295,7 @@ impl Intake {
                 Some(digest) => {
                     let mut digest = digest.lock().unwrap_or_else(|e| e.into_inner());
                     let sample = |vars: &Map<String, Value>| default_body(vars, event);
-                    let (message, aged) = digest.add(event, vars.clone(), sample, Instant::now());
+                    let (message, aged) = digest.add(event, &vars, sample, Instant::now());
                     counters.below_threshold(aged.below_threshold);
                     counters.set_groups(digest.groups());
                     drop(digest);
@@ -429,14 +428,6 @@ fn admits(alerting: &Alerting, vars: &Map<String, Value>, severity: Severity) ->
     alerting.min_severity.is_none_or(|min| severity >= min)
         && alerting.matcher.as_ref().is_none_or(|m| m.all(vars))
         && !alerting.exclude.as_ref().is_some_and(|m| m.any(vars))
-}
-
-/// An event's built-in body as a value (a digest's samples).
-fn default_body(vars: &Map<String, Value>, event: Event) -> Value {
-    render_json(Template::builtin(), vars, event, None)
-        .ok()
-        .and_then(|body| serde_json::from_slice(&body).ok())
-        .unwrap_or(Value::Null)
 }
 
 /// Sends digest messages as they come due (every 100 ms at most late) until the engine stops.
