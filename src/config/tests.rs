@@ -7,6 +7,19 @@ use super::retry::RetryPolicy;
 use super::webhook::derived_id;
 use super::*;
 
+/// Each config text fails to load naming `field`, with a message containing `message`; lists
+/// every case that does not.
+fn assert_errors(cases: &[(&str, &str, &str)]) {
+    let wrong: Vec<String> = cases
+        .iter()
+        .filter_map(|(text, field, message)| {
+            let (f, m) = err(text);
+            (f != *field || !m.contains(message)).then(|| format!("{text}\n  got `{f}`: {m}"))
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 fn err(text: &str) -> (String, String) {
     match Config::load(text).unwrap_err() {
         Error::Config { field, message } => (field, message),
@@ -93,14 +106,7 @@ fn each_bad_input_names_its_field() {
         ("payload_template_files: {violation: /dev/zero}", "payload_template_files.violation", "not a regular file"),
         ("webhooks: [{url: 'https://a/', authentication: {type: bearer, token: '${file:/dev/zero}'}}]", "webhooks[0].authentication.token", "not a regular file"),
     ];
-    let wrong: Vec<String> = cases
-        .iter()
-        .filter_map(|(text, field, message)| {
-            let (f, m) = err(text);
-            (f != *field || !m.contains(message)).then(|| format!("{text}\n  got `{f}`: {m}"))
-        })
-        .collect();
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_errors(&cases);
 }
 
 /// No error quotes a value from the config, whatever was typed where: numbers, booleans,
@@ -555,11 +561,7 @@ fn bad_alerting_fields_name_the_field() {
             "unknown value",
         ),
     ];
-    for (text, field, message) in cases {
-        let (f, m) = err(text);
-        assert_eq!(f, field, "{text}: {m}");
-        assert!(m.contains(message), "{text}: {m}");
-    }
+    assert_errors(&cases);
 }
 
 #[test]
@@ -591,9 +593,5 @@ fn redis_tls_fields_are_checked_at_load() {
             "is required",
         ),
     ];
-    for (text, field, message) in cases {
-        let (f, m) = err(text);
-        assert_eq!(f, field, "{text}: {m}");
-        assert!(m.contains(message), "{text}: {m}");
-    }
+    assert_errors(&cases);
 }
