@@ -277,14 +277,14 @@ function Notifier:flush(seconds)
     return true
 end
 
---- Stats as JSON text.
-local function stats_text(self)
+--- The text a C function `fetch(handle, &out, &error)` returns (stats JSON, metrics).
+local function fetch_text(self, fetch)
     local handle, closed = usable(self)
     if not handle then
         return nil, closed
     end
     local out, err = ffi.new("char *[1]"), ffi.new("char *[1]")
-    local message = failure(lib.webhook_plugin_stats(handle, out, err), err)
+    local message = failure(fetch(handle, out, err), err)
     if message then
         return nil, message
     end
@@ -293,7 +293,7 @@ end
 
 --- The stats: a table when cjson is available, else the JSON text.
 function Notifier:stats()
-    local text, err = stats_text(self)
+    local text, err = fetch_text(self, lib.webhook_plugin_stats)
     if not text then
         return nil, err
     end
@@ -305,16 +305,7 @@ end
 
 --- The Prometheus text exposition of the engine.
 function Notifier:metrics()
-    local handle, closed = usable(self)
-    if not handle then
-        return nil, closed
-    end
-    local out, err = ffi.new("char *[1]"), ffi.new("char *[1]")
-    local message = failure(lib.webhook_plugin_metrics(handle, out, err), err)
-    if message then
-        return nil, message
-    end
-    return take_string(out[0])
+    return fetch_text(self, lib.webhook_plugin_metrics)
 end
 
 --- Closes an own engine, delivering what is pending for at most `seconds` (default 5; what

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_listening
 from test_nginx import SECRET, call, tool_call, wait_events
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,15 +75,7 @@ def envoy(receiver, tmp_path):
     process = subprocess.Popen([ENVOY, "-c", str(conf), "--concurrency", "2", "--disable-hot-restart", "-l", "warning"],
                                env={**os.environ, "WEBHOOK_NOTIFICATION_LIB": LIB, "LOG_LEVEL": "warn"},
                                stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert process.poll() is None, (tmp_path / "envoy.log").read_text()
-            assert time.monotonic() < deadline, "envoy did not listen"
-            time.sleep(0.05)
+    wait_listening(process, port, tmp_path / "envoy.log")
     yield process, port, tmp_path
     if process.poll() is None:
         process.kill()

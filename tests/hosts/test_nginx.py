@@ -11,7 +11,6 @@ import hmac
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_listening
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "nginx-test-secret"
@@ -117,15 +116,7 @@ def nginx(receiver, tmp_path):
     conf.write_text(CONF.format(dir=tmp_path, root=ROOT, config=config, port=port))
     process = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp_path)],
                                env={**os.environ, "WEBHOOK_NOTIFICATION_LIB": LIB, "LOG_LEVEL": "warn"})
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert process.poll() is None, (tmp_path / "error.log").read_text()
-            assert time.monotonic() < deadline, "nginx did not listen"
-            time.sleep(0.05)
+    wait_listening(process, port, tmp_path / "error.log", within=30)
     yield process, port, tmp_path
     if process.poll() is None:
         process.kill()
