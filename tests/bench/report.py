@@ -41,6 +41,20 @@ def fmt_us(us: float) -> str:
     return f"{us / 1000:.1f} ms" if us >= 10_000 else f"{us:.1f} µs" if us >= 10 else f"{us:.2f} µs"
 
 
+def rates_table(rows: list[dict], bench: str, order: tuple[str, ...], head: list[str]) -> list[str]:
+    """`head`, then the median requests/s of each `location` of `bench`'s rows against `plain`'s."""
+    rates: dict[str, list[float]] = {}
+    for r in rows:
+        if r["bench"] == bench:
+            rates.setdefault(r["location"], []).append(r["per_second"])
+    if not rates:
+        return []
+    plain = statistics.median(rates["plain"])
+    table = [f"| {loc} | {statistics.median(rates[loc]):,.0f} | {statistics.median(rates[loc]) / plain:.2f}× |"
+             for loc in order if loc in rates]
+    return head + table + [""]
+
+
 def alerting_section(rows: list[dict]) -> list[str]:
     """Alerting (match + digest + format vs plain), digest memory and storms, the Lua gateway."""
     out: list[str] = []
@@ -87,43 +101,23 @@ def alerting_section(rows: list[dict]) -> list[str]:
                 "`tests/bench/lua_gateway.sh`: 100,000 `n:invoke(\"tool_post_invoke\", payload_json, context_json)` in a "
                 "loop in one request (JSON strings in, a digest webhook), three runs: "
                 + ", ".join(f"{us:.2f} µs" for us in invoke) + f" per call (median **{statistics.median(invoke):.2f} µs**).", ""]
-    lua: dict[str, list[float]] = {}
-    for r in rows:
-        if r["bench"] == "lua-gateway":
-            lua.setdefault(r["location"], []).append(r["per_second"])
-    if lua:
-        plain = statistics.median(lua["plain"])
-        out += ["## Inside a Lua gateway: nginx + lua-nginx-module", "",
-                "`tests/bench/lua_gateway.sh`: `wrk -t1 -c32 -d5s` against one nginx worker answering from "
-                "`content_by_lua`, without a hook, with a `log_by_lua` hook through `bindings/lua` whose event is "
-                "delivered for every request, and with the hook into a digest webhook (one message a second); "
-                "three interleaved runs, medians. Everything — wrk, the gateway worker, our delivery runtime and the "
-                "receiver — shares 2 cores, so the ratio is the whole CPU cost of one event per request "
-                "(FFI call, JSON parsing of payload and context, classification, routing), not the hook's latency.", "",
-                "| location | requests/s | vs no hook |", "|---|---|---|"]
-        for location in ("plain", "hooked", "digest"):
-            if location in lua:
-                rate = statistics.median(lua[location])
-                out.append(f"| {location} | {rate:,.0f} | {rate / plain:.2f}× |")
-        out.append("")
-    envoy: dict[str, list[float]] = {}
-    for r in rows:
-        if r["bench"] == "envoy-gateway":
-            envoy.setdefault(r["location"], []).append(r["per_second"])
-    if envoy:
-        plain = statistics.median(envoy["plain"])
-        out += ["## Inside Envoy: its Lua filter", "",
-                "`tests/bench/envoy_gateway.py`: `wrk -t1 -c32 -d5s` against three Envoy processes "
-                "(`--concurrency 1`, a `direct_response` route): no Lua filter, a Lua filter with an empty "
-                "`envoy_on_response` (the filter's own cost), and that filter calling `n:invoke` through "
-                "`bindings/lua` (`wn.attach`, the event delivered for every request); three interleaved runs, medians, "
-                "on the same 2 shared cores as the receiver and wrk.", "",
-                "| Envoy | requests/s | vs no filter |", "|---|---|---|"]
-        for location in ("plain", "lua", "hooked"):
-            if location in envoy:
-                rate = statistics.median(envoy[location])
-                out.append(f"| {location} | {rate:,.0f} | {rate / plain:.2f}× |")
-        out.append("")
+    out += rates_table(rows, "lua-gateway", ("plain", "hooked", "digest"), [
+        "## Inside a Lua gateway: nginx + lua-nginx-module", "",
+        "`tests/bench/lua_gateway.sh`: `wrk -t1 -c32 -d5s` against one nginx worker answering from "
+        "`content_by_lua`, without a hook, with a `log_by_lua` hook through `bindings/lua` whose event is "
+        "delivered for every request, and with the hook into a digest webhook (one message a second); "
+        "three interleaved runs, medians. Everything — wrk, the gateway worker, our delivery runtime and the "
+        "receiver — shares 2 cores, so the ratio is the whole CPU cost of one event per request "
+        "(FFI call, JSON parsing of payload and context, classification, routing), not the hook's latency.", "",
+        "| location | requests/s | vs no hook |", "|---|---|---|"])
+    out += rates_table(rows, "envoy-gateway", ("plain", "lua", "hooked"), [
+        "## Inside Envoy: its Lua filter", "",
+        "`tests/bench/envoy_gateway.py`: `wrk -t1 -c32 -d5s` against three Envoy processes "
+        "(`--concurrency 1`, a `direct_response` route): no Lua filter, a Lua filter with an empty "
+        "`envoy_on_response` (the filter's own cost), and that filter calling `n:invoke` through "
+        "`bindings/lua` (`wn.attach`, the event delivered for every request); three interleaved runs, medians, "
+        "on the same 2 shared cores as the receiver and wrk.", "",
+        "| Envoy | requests/s | vs no filter |", "|---|---|---|"])
     return out
 
 
