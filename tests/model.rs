@@ -19,6 +19,7 @@ use serde_json::json;
 use webhook_notification::{Event, Notifier};
 
 use common::receiver::{Receiver, Reply};
+use common::TempDir;
 
 /// How the receiver answers an event's deliveries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +121,7 @@ fn redis_url() -> String {
 /// Runs `ops` against `store` and checks what the receiver saw.
 fn run(store: Store, ops: &[Op]) -> Result<(), TestCaseError> {
     let world = World::new();
-    let dir = TempDir::new();
+    let dir = TempDir::new("wn-model");
     let place = match store {
         Store::Disk => dir.0.to_string_lossy().into_owned(),
         _ => format!("model-{}", unique()),
@@ -185,21 +186,6 @@ fn run(store: Store, ops: &[Op]) -> Result<(), TestCaseError> {
     let stats = notifier.stats();
     prop_assert_eq!(stats.pending, 0);
     Ok(())
-}
-
-/// A fresh directory for a disk outbox, removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        TempDir(std::env::temp_dir().join(format!("wn-model-{}", unique())))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn unique() -> String {

@@ -16,7 +16,7 @@ use common::host::{
     self, arrivals, duplicates_with_stable_ids, kill, read_until, submit, wait_distinct, WAIT,
 };
 use common::receiver::{dead_port, Receiver, Reply};
-use common::redis::{server, RedisServer};
+use common::redis::{server, RedisCluster, RedisServer};
 use common::wait_until;
 
 #[test]
@@ -30,9 +30,33 @@ fn key(name: &str) -> String {
     format!("test-{}-{name}", std::process::id())
 }
 
+/// The outbox fields naming the single node a test uses, and the server when it is the test's.
+fn single_node() -> (String, Option<RedisServer>) {
+    let (redis, own) = server();
+    (format!("url: '{redis}'"), own)
+}
+
+/// The outbox fields naming a three-node cluster of the test's own.
+fn cluster() -> (String, RedisCluster) {
+    let cluster = RedisCluster::start();
+    (format!("cluster: true, url: [{}]", cluster.seeds()), cluster)
+}
+
 #[test]
 fn a_replica_killed_holding_deliveries_is_taken_over_by_the_other() {
-    let (redis, _own) = server();
+    let (place, _own) = single_node();
+    replica_killed_holding_deliveries(&place);
+}
+
+#[test]
+fn on_a_cluster_a_replica_killed_holding_deliveries_is_taken_over_by_the_other() {
+    let (place, _cluster) = cluster();
+    replica_killed_holding_deliveries(&place);
+}
+
+/// Two replica processes share the outbox at `place`; one is killed with SIGKILL holding
+/// pending deliveries: every delivery arrives, duplicates with their delivery ids.
+fn replica_killed_holding_deliveries(place: &str) {
     let fast = Arc::new(AtomicBool::new(false));
     let is_fast = Arc::clone(&fast);
     let rx = Receiver::start(move |_| {
@@ -40,7 +64,7 @@ fn a_replica_killed_holding_deliveries_is_taken_over_by_the_other() {
         Reply::status(200).after(Duration::from_millis(delay))
     });
     let config = format!(
-        "queue_capacity: 100000\noutbox: {{type: redis, url: '{redis}', key: {}, claim_after: 1}}\nwebhooks: [{{url: '{}', id: sink, events: [tool_success], max_concurrency: 4, circuit_breaker: false}}]",
+        "queue_capacity: 100000\noutbox: {{type: redis, {place}, key: {}, claim_after: 1}}\nwebhooks: [{{url: '{}', id: sink, events: [tool_success], max_concurrency: 4, circuit_breaker: false}}]",
         key("replicas"),
         rx.url("/")
     );
@@ -145,8 +169,26 @@ fn a_redis_restart_costs_hooks_nothing_and_loses_nothing() {
 
 #[test]
 fn close_hands_deliveries_and_dead_letters_to_the_next_start() {
-    let (redis, _own) = server();
+    let (place, _own) = single_node();
+    close_hands_over(&place, &key("handover"));
+}
+
+#[test]
+fn on_a_cluster_close_hands_deliveries_and_dead_letters_to_the_next_start() {
+    let (place, cluster) = cluster();
     let key = key("handover");
+    let nodes: std::collections::HashSet<u16> = ["lost", "w", "gone"]
+        .iter()
+        .map(|w| cluster.node_of(&format!("{key}:{{{w}}}:stream")))
+        .collect();
+    assert!(nodes.len() > 1, "the webhooks' keys span nodes");
+    close_hands_over(&place, &key);
+}
+
+/// Deliveries waiting to retry and dead letters outlive a clean close in the outbox at
+/// `place`; the next start takes them, dead-letters those of a webhook no longer configured
+/// and replays the others with their delivery ids.
+fn close_hands_over(place: &str, key: &str) {
     let not_found = Receiver::start(|_| Reply::status(404));
     let port = dead_port();
     let text = |url: &str, gone: bool| {
@@ -155,7 +197,7 @@ fn close_hands_deliveries_and_dead_letters_to_the_next_start() {
             false => String::new(),
         };
         format!(
-            "shutdown_timeout: 2\noutbox: {{type: redis, url: '{redis}', key: {key}, dead_letter_capacity: 2}}\nwebhooks: [{{url: '{}', id: lost, events: [violation]}}, {{url: '{url}', id: w, events: [tool_success], retry_schedule: [1h], circuit_breaker: false}}{gone}]",
+            "shutdown_timeout: 2\noutbox: {{type: redis, {place}, key: {key}, dead_letter_capacity: 2}}\nwebhooks: [{{url: '{}', id: lost, events: [violation]}}, {{url: '{url}', id: w, events: [tool_success], retry_schedule: [1h], circuit_breaker: false}}{gone}]",
             not_found.url("/")
         )
     };
@@ -487,4 +529,135 @@ fn rediss_with_a_private_ca_and_a_client_certificate_commits_and_a_wrong_ca_is_r
     });
     assert!(!n.stats().outbox.connected);
     let _ = n.close(Duration::ZERO);
+}
+
+#[test]
+fn an_upgrade_takes_over_deliveries_and_dead_letters_left_in_the_v2_key_layout() {
+    let (redis, _own) = server();
+    let key = key("upgrade");
+    let mut c = redis::Client::open(redis.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let ids: Vec<String> = (0..5).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let record = |i: usize, attempts: u32, due_ms: u64| {
+        let body = json!({"request_id": format!("v2-{i}")}).to_string();
+        json!({"id": ids[i], "webhook": "sink", "event": "tool_success", "attempts": attempts, "due_ms": due_ms, "body": body})
+            .to_string()
+    };
+    let v2 = |part: &str| format!("{key}:sink:{part}");
+    let command = |c: &mut redis::Connection, args: &[&str]| {
+        let mut cmd = redis::cmd(args[0]);
+        cmd.arg(&args[1..]);
+        cmd.exec(c).unwrap();
+    };
+    // As v2 left them: a delivery read by a consumer that died, one added but never read, one
+    // waiting to retry after 3 attempts, one due in an hour, and a dead letter.
+    command(
+        &mut c,
+        &[
+            "XGROUP",
+            "CREATE",
+            &v2("stream"),
+            "webhook-notification",
+            "0",
+            "MKSTREAM",
+        ],
+    );
+    command(
+        &mut c,
+        &[
+            "XADD",
+            &v2("stream"),
+            "*",
+            "id",
+            &ids[0],
+            "d",
+            &record(0, 0, now_ms),
+        ],
+    );
+    command(
+        &mut c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "webhook-notification",
+            "v2-dead",
+            "STREAMS",
+            &v2("stream"),
+            ">",
+        ],
+    );
+    command(
+        &mut c,
+        &[
+            "XADD",
+            &v2("stream"),
+            "*",
+            "id",
+            &ids[1],
+            "d",
+            &record(1, 0, now_ms),
+        ],
+    );
+    for (i, attempts, due_ms) in [(2, 3, now_ms), (3, 1, now_ms + 3_600_000)] {
+        command(
+            &mut c,
+            &["HSET", &v2("records"), &ids[i], &record(i, attempts, due_ms)],
+        );
+        command(&mut c, &["ZADD", &v2("retry"), &now_ms.to_string(), &ids[i]]);
+    }
+    let letter = json!({"id": ids[4], "webhook": "sink", "event": "tool_error", "attempts": 1, "last_status": 404,
+        "last_error": "HTTP 404", "time": "2026-11-30T00:00:00Z", "body": "{}"});
+    command(
+        &mut c,
+        &["XADD", &format!("{key}:dead"), "*", "d", &letter.to_string()],
+    );
+
+    // The retried one fails once more: with its 3 attempts kept, that is its last (4 of 4).
+    let rx = Receiver::start_with(|r| match r.json()["request_id"] == "v2-2" {
+        true => Reply::status(503),
+        false => Reply::status(200),
+    });
+    let config = format!(
+        "outbox: {{type: redis, url: '{redis}', key: {key}}}\nwebhooks: [{{url: '{}', id: sink, events: [tool_success], retry_schedule: [1s, 1s, 1s], circuit_breaker: false}}]",
+        rx.url("/")
+    );
+    let notifier = Notifier::from_config_text(&config, None).unwrap();
+    wait_until("the three due deliveries arrive", WAIT, || {
+        rx.received().len() >= 3
+    });
+    let delivered: std::collections::HashSet<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.header("x-webhook-delivery").unwrap().to_owned())
+        .collect();
+    let expected: std::collections::HashSet<String> = ids[..3].iter().cloned().collect();
+    assert_eq!(delivered, expected, "taken over with their delivery ids");
+    wait_until("the retried one is dead after its 4th attempt", WAIT, || {
+        notifier.dead_letters(None).unwrap().len() == 2
+    });
+    let letters = notifier.dead_letters(None).unwrap();
+    let retried = letters
+        .iter()
+        .find(|l| l.delivery_id.to_string() == ids[2])
+        .unwrap();
+    assert_eq!(retried.attempts, 4, "attempts carried over");
+    assert!(
+        letters.iter().any(|l| l.delivery_id.to_string() == ids[4]),
+        "the v2 dead letter is listed"
+    );
+    let s = notifier.stats();
+    assert_eq!(s.webhooks[0].queued, 1, "the one due in an hour waits: {s:?}");
+    assert_eq!(rx.received().len(), 3, "nothing delivered twice");
+    let left: u64 = redis::cmd("EXISTS")
+        .arg(&[v2("stream"), v2("retry"), v2("records"), format!("{key}:dead")])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(left, 0, "the v2 keys are gone");
+    notifier.close(Duration::from_secs(5)).unwrap();
 }

@@ -221,7 +221,7 @@ fn dead_letters(path: &PathBuf, webhook: Option<&str>, replay: bool, out: &Outpu
         out.warn("this config's outbox is in memory: its dead letters live in the gateway process (plugin.dead_letters(), or Notifier::dead_letters)");
         return Ok(1);
     }
-    let shared = matches!(config.outbox, OutboxConfig::Redis { .. });
+    let shared = matches!(config.outbox, OutboxConfig::Redis(_));
     let notifier = Notifier::new(config, None)?;
     if shared {
         // The fleet's dead letters are read at the first connection. Meanwhile this command

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::fields::{duration, event_key, in_range};
-use super::schema::{RawAlerting, RawDigest, RawGlobs};
+use super::schema::{OneOrMany, RawAlerting, RawDigest};
 use crate::error::{Error, Result};
 use crate::formats::Format;
 use crate::matching::{Field, Matcher, FIELD_NAMES};
@@ -100,7 +100,7 @@ pub(super) fn build(at: &str, raw: RawAlerting) -> Result<Alerting> {
     })
 }
 
-fn matcher(at: &str, raw: Option<BTreeMap<String, RawGlobs>>) -> Result<Option<Matcher>> {
+fn matcher(at: &str, raw: Option<BTreeMap<String, OneOrMany>>) -> Result<Option<Matcher>> {
     let Some(raw) = raw else { return Ok(None) };
     let mut matcher = Matcher::default();
     for (name, globs) in raw {
@@ -112,9 +112,9 @@ fn matcher(at: &str, raw: Option<BTreeMap<String, RawGlobs>>) -> Result<Option<M
             )
         })?;
         let globs = match globs {
-            RawGlobs::One(glob) => vec![glob],
-            RawGlobs::Many(globs) if !globs.is_empty() => globs,
-            RawGlobs::Many(_) => return Err(Error::config(field, "lists no glob")),
+            OneOrMany::One(glob) => vec![glob],
+            OneOrMany::Many(globs) if !globs.is_empty() => globs,
+            OneOrMany::Many(_) => return Err(Error::config(field, "lists no glob")),
         };
         matcher.add(key, &globs);
     }

@@ -32,7 +32,7 @@ use crate::template::Template;
 pub use alerting::Threshold;
 pub use alerting::{Alerting, DigestSettings};
 use fields::{compile, event_key, in_range, seconds};
-pub use outbox::{OutboxConfig, RedisTls};
+pub use outbox::{OutboxConfig, RedisOutbox};
 use schema::RawConfig;
 use webhook::check_unique_ids;
 pub(crate) use webhook::valid_id;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::expand;
 use super::fields::seconds;
-use super::schema::{OutboxType, RawOutbox, RawTls};
+use super::schema::{OneOrMany, OutboxType, RawOutbox, RawTls};
 use crate::error::{Error, Result};
 
 impl RawOutbox {
@@ -25,6 +25,7 @@ impl RawOutbox {
             only("key", self.key.is_some(), "redis")?;
             only("claim_after", self.claim_after.is_some(), "redis")?;
             only("tls", self.tls.is_some(), "redis")?;
+            only("cluster", self.cluster.is_some(), "redis")?;
         }
         Ok(match self.kind {
             OutboxType::Memory => OutboxConfig::Memory,
@@ -38,35 +39,61 @@ impl RawOutbox {
                 }
             },
             OutboxType::Redis => {
-                let url = self
-                    .url
-                    .or_else(|| std::env::var("REDIS_URL").ok())
-                    .filter(|url| !url.trim().is_empty())
-                    .ok_or_else(|| {
-                        Error::config("outbox.url", "is required for `type: redis` (or set REDIS_URL)")
-                    })?;
-                if !REDIS_SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
+                let urls = match self.url {
+                    Some(OneOrMany::One(url)) => vec![url],
+                    Some(OneOrMany::Many(urls)) => urls,
+                    None => std::env::var("REDIS_URL").into_iter().collect(),
+                };
+                let urls: Vec<String> = urls.into_iter().filter(|url| !url.trim().is_empty()).collect();
+                if urls.is_empty() {
+                    return Err(Error::config(
+                        "outbox.url",
+                        "is required for `type: redis` (or set REDIS_URL)",
+                    ));
+                }
+                let cluster = self.cluster.unwrap_or(false);
+                if urls.len() > 1 && !cluster {
+                    return Err(Error::config(
+                        "outbox.url",
+                        "is a list of seeds, which needs `cluster: true` (a single node takes one url)",
+                    ));
+                }
+                if !urls
+                    .iter()
+                    .all(|url| REDIS_SCHEMES.iter().any(|scheme| url.starts_with(scheme)))
+                {
                     return Err(Error::config(
                         "outbox.url",
                         "must start with redis://, rediss:// or redis+unix://",
                     ));
                 }
+                if cluster && urls.iter().any(|url| url.contains("unix://")) {
+                    return Err(Error::config(
+                        "outbox.url",
+                        "of a cluster must be redis:// or rediss:// seeds",
+                    ));
+                }
                 let tls = match self.tls {
-                    Some(_) if !url.starts_with("rediss://") => {
+                    Some(_) if !urls.iter().all(|url| url.starts_with("rediss://")) => {
                         return Err(Error::config("outbox.tls", "needs a rediss:// url"))
                     }
                     Some(tls) => Some(tls.read_for_redis("outbox.tls")?),
                     None => None,
                 };
                 let key = self.key.unwrap_or_else(|| "webhook-notification".into());
-                if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                if key.is_empty()
+                    || key
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
+                {
                     return Err(Error::config(
                         "outbox.key",
-                        "must be a non-empty word without spaces",
+                        "must be a non-empty word without spaces or braces",
                     ));
                 }
-                OutboxConfig::Redis {
-                    url: RedisUrl(url),
+                OutboxConfig::Redis(RedisOutbox {
+                    urls: urls.into_iter().map(RedisUrl).collect(),
+                    cluster,
                     tls,
                     key,
                     claim_after: seconds(
@@ -75,7 +102,7 @@ impl RawOutbox {
                         0.1,
                         86_400.0,
                     )?,
-                }
+                })
             }
         })
     }
@@ -154,13 +181,20 @@ pub enum OutboxConfig {
     Memory,
     /// A redb store in this directory (created if missing): survives restarts and crashes.
     Disk { path: std::path::PathBuf },
-    /// Redis Streams under `key`, shared by every process with the same `url` and `key`;
-    /// a delivery left by a process that died is taken over after `claim_after`.
-    Redis {
-        url: RedisUrl,
-        /// `outbox.tls`, for `rediss://`.
-        tls: Option<RedisTls>,
-        key: String,
-        claim_after: Duration,
-    },
+    /// Redis Streams under `key`, shared by every process with the same Redis and `key`.
+    Redis(RedisOutbox),
+}
+
+/// `outbox` with `type: redis`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisOutbox {
+    /// One URL, or the seed nodes of a cluster.
+    pub urls: Vec<RedisUrl>,
+    /// `outbox.cluster`: Redis Cluster (the keys of one webhook share a hash tag).
+    pub cluster: bool,
+    /// `outbox.tls`, for `rediss://`.
+    pub tls: Option<RedisTls>,
+    pub key: String,
+    /// A delivery left by a process that died is taken over after this long.
+    pub claim_after: Duration,
 }

@@ -88,8 +88,8 @@ pub(super) struct RawWebhook {
     #[serde(default, deserialize_with = "credential")]
     pub(super) routing_key: Option<String>,
     #[serde(rename = "match")]
-    pub(super) matching: Option<BTreeMap<String, RawGlobs>>,
-    pub(super) exclude: Option<BTreeMap<String, RawGlobs>>,
+    pub(super) matching: Option<BTreeMap<String, OneOrMany>>,
+    pub(super) exclude: Option<BTreeMap<String, OneOrMany>>,
     pub(super) min_severity: Option<Severity>,
     pub(super) digest: Option<RawDigest>,
 }
@@ -112,16 +112,17 @@ impl RawWebhook {
 pub(super) struct RawAlerting {
     pub(super) format: Format,
     pub(super) routing_key: Option<String>,
-    pub(super) matching: Option<BTreeMap<String, RawGlobs>>,
-    pub(super) exclude: Option<BTreeMap<String, RawGlobs>>,
+    pub(super) matching: Option<BTreeMap<String, OneOrMany>>,
+    pub(super) exclude: Option<BTreeMap<String, OneOrMany>>,
     pub(super) min_severity: Option<Severity>,
     pub(super) digest: Option<RawDigest>,
 }
 
-/// A `match`/`exclude` value: one glob or a list (any may match).
+/// One string or a list of them: a `match`/`exclude` value (any glob may match), or
+/// `outbox.url` (one URL, or a cluster's seeds).
 #[derive(Deserialize)]
 #[serde(untagged)]
-pub(super) enum RawGlobs {
+pub(super) enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
@@ -211,7 +212,8 @@ pub(super) struct RawOutbox {
     #[serde(default, rename = "type")]
     pub(super) kind: OutboxType,
     pub(super) path: Option<String>,
-    pub(super) url: Option<String>,
+    pub(super) url: Option<OneOrMany>,
+    pub(super) cluster: Option<bool>,
     pub(super) key: Option<String>,
     pub(super) claim_after: Option<f64>,
     #[serde(default = "defaults::dead_letter_capacity")]
@@ -225,6 +227,7 @@ impl Default for RawOutbox {
             kind: OutboxType::Memory,
             path: None,
             url: None,
+            cluster: None,
             key: None,
             claim_after: None,
             dead_letter_capacity: defaults::dead_letter_capacity(),

@@ -92,6 +92,12 @@ fn each_bad_input_names_its_field() {
         ("outbox: {type: redis}", "outbox.url", "required for `type: redis` (or set REDIS_URL)"),
         ("outbox: {type: redis, url: 'redis://x', key: ''}", "outbox.key", "non-empty"),
         ("outbox: {type: redis, url: 'redis://x', claim_after: 0}", "outbox.claim_after", ""),
+        ("outbox: {type: redis, url: 'redis://x', key: 'a{b}'}", "outbox.key", "braces"),
+        ("outbox: {type: redis, url: ['redis://a', 'redis://b']}", "outbox.url", "needs `cluster: true`"),
+        ("outbox: {type: redis, cluster: true, url: ['redis://a', 'http://b']}", "outbox.url", "must start with"),
+        ("outbox: {type: redis, cluster: true, url: 'unix:///tmp/r.sock'}", "outbox.url", "of a cluster"),
+        ("outbox: {type: redis, cluster: true, url: []}", "outbox.url", "required"),
+        ("outbox: {type: disk, path: /tmp/x, cluster: true}", "outbox.cluster", "only for `type: redis`"),
         ("outbox: {type: disk}", "outbox.path", "required"),
         ("outbox: {type: memory, path: /tmp/x}", "outbox.path", "only for"),
         ("outbox: {dead_letter_capacity: -1}", "outbox.dead_letter_capacity", "invalid value"),
@@ -594,4 +600,23 @@ fn redis_tls_fields_are_checked_at_load() {
         ),
     ];
     assert_errors(&cases);
+}
+
+#[test]
+fn a_redis_cluster_takes_a_list_of_seeds_and_a_single_node_one_url() {
+    let seeds =
+        "outbox: {type: redis, cluster: true, url: ['redis://10.0.0.1:6379', 'redis://10.0.0.2:6379']}";
+    let OutboxConfig::Redis(outbox) = Config::load(seeds).unwrap().outbox else {
+        panic!("a redis outbox")
+    };
+    assert!(outbox.cluster);
+    assert_eq!(outbox.urls.len(), 2);
+    let OutboxConfig::Redis(outbox) = Config::load("outbox: {type: redis, url: 'redis://h/'}")
+        .unwrap()
+        .outbox
+    else {
+        panic!("a redis outbox")
+    };
+    assert!(!outbox.cluster);
+    assert_eq!(outbox.urls, vec![super::outbox::RedisUrl("redis://h/".into())]);
 }

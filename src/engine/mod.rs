@@ -64,21 +64,9 @@ impl Engine {
                 (Some(Box::new(store)), found)
             }
             // Nothing to resume at start: the committer takes over what is free in Redis.
-            OutboxConfig::Redis {
-                url,
-                tls,
-                key,
-                claim_after,
-            } => {
-                let store = RedisStore::connect(
-                    &url.0,
-                    tls.as_ref(),
-                    key,
-                    *claim_after,
-                    ids.clone(),
-                    config.dead_letter_capacity,
-                )
-                .map_err(|m| Error::config("outbox.url", m))?;
+            OutboxConfig::Redis(outbox) => {
+                let store = RedisStore::connect(outbox, ids.clone(), config.dead_letter_capacity)
+                    .map_err(|m| Error::config("outbox.url", m))?;
                 (Some(Box::new(store)), Claimed::default())
             }
         };

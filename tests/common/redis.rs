@@ -24,6 +24,11 @@ impl RedisServer {
 
     /// Starts one on `port` (again, after [`RedisServer::stop`]) and waits until it answers.
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// Starts one on `port` with `extra` arguments and waits until it answers.
+    fn start_with(port: u16, extra: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -35,6 +40,7 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server runs (Debian package redis-server; tests/run.sh installs it)");
@@ -113,6 +119,92 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A Redis Cluster of three primaries this test started (`redis-cli --cluster create`), each
+/// node a [`RedisServer`] killed when dropped, their `nodes.conf` files in a temporary directory.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    _dir: super::TempDir,
+}
+
+impl RedisCluster {
+    /// Starts three nodes on free ports, joins them and waits until the cluster is ok.
+    pub fn start() -> Self {
+        let dir = super::TempDir::new("wn-redis-cluster");
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let port = dead_port();
+                let conf = format!("nodes-{port}.conf");
+                let extra = ["--cluster-enabled", "yes", "--cluster-config-file", &conf];
+                let dir = dir.0.to_str().unwrap();
+                RedisServer::start_with(port, &[&extra[..], &["--dir", dir]].concat())
+            })
+            .collect();
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("redis-cli runs (Debian package redis-tools)");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let cluster = RedisCluster { nodes, _dir: dir };
+        super::wait_until("the cluster is ok on every node", Duration::from_secs(30), || {
+            cluster
+                .nodes
+                .iter()
+                .all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok"))
+        });
+        cluster
+    }
+
+    /// The seed URLs, as YAML flow list items.
+    pub fn seeds(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(|n| format!("'{}'", n.url())).collect();
+        urls.join(", ")
+    }
+
+    /// The port of the node that serves `key`'s slot.
+    pub fn node_of(&self, key: &str) -> u16 {
+        let slot: u16 = self.nodes[0]
+            .cli(&["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .unwrap();
+        // `<id> <ip>:<port>@<bus> <flags> … <start>-<end> …`, a line per node.
+        let nodes = self.nodes[0].cli(&["cluster", "nodes"]);
+        nodes
+            .lines()
+            .find(|line| {
+                line.split_whitespace().skip(8).any(|range| {
+                    let (start, end) = range.split_once('-').unwrap_or((range, range));
+                    (start.parse().unwrap()..=end.parse().unwrap()).contains(&slot)
+                })
+            })
+            .and_then(|line| {
+                line.split_whitespace()
+                    .nth(1)?
+                    .split(['@', ':'])
+                    .nth(1)?
+                    .parse()
+                    .ok()
+            })
+            .unwrap()
+    }
+}
+
+impl RedisServer {
+    /// The output of `redis-cli -p <port> <args>`.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 

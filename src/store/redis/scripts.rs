@@ -52,3 +52,48 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 ";
+
+/// Takes over one webhook's deliveries left in the v2 layout (keys without a hash tag) into
+/// its v3 keys, with their delivery ids, attempts and due times: stream entries become
+/// retries free to take now, retries keep their scores. Single node only (v2 never ran on a
+/// cluster). KEYS: v2 stream, retry, records; v3 retry, records. ARGV: now. Returns how many.
+pub(super) const UPGRADE: &str = r"
+local moved = 0
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+    local f = entry[2]
+    redis.call('HSET', KEYS[5], f[2], f[4])
+    redis.call('ZADD', KEYS[4], 'NX', ARGV[1], f[2])
+    moved = moved + 1
+  end
+end
+local retry = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+for i = 1, #retry, 2 do
+  local record = redis.call('HGET', KEYS[3], retry[i])
+  if record then
+    redis.call('HSET', KEYS[5], retry[i], record)
+    redis.call('ZADD', KEYS[4], retry[i + 1], retry[i])
+    moved = moved + 1
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return moved
+";
+
+/// Moves the v2 fleet-wide dead-letter stream into each letter's webhook stream
+/// (`K:{W}:dead`) and registers the webhook. Single node only. KEYS: the v2 stream. ARGV: `K`.
+/// Returns how many letters moved.
+pub(super) const UPGRADE_DEAD: &str = r"
+local moved = 0
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+  local ok, record = pcall(cjson.decode, entry[2][2])
+  local webhook = ok and type(record) == 'table' and record.webhook
+  if type(webhook) == 'string' then
+    redis.call('XADD', ARGV[1] .. ':{' .. webhook .. '}:dead', '*', 'd', entry[2][2])
+    redis.call('SADD', ARGV[1] .. ':webhooks', webhook)
+    moved = moved + 1
+  end
+end
+redis.call('DEL', KEYS[1])
+return moved
+";

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use redis::Connection;
 use uuid::Uuid;
+
+use super::link::Link;
 
 use crate::store::{DeadRecord, Resumed};
 
@@ -23,16 +24,25 @@ pub(super) struct Held {
     pub(super) place: Place,
 }
 
+/// A dead letter in a webhook's dead-letter stream.
+pub(super) struct DeadEntry {
+    pub(super) webhook: String,
+    pub(super) entry: String,
+}
+
+/// A dead-letter stream as last read: its length, first and last entry ids.
+pub(super) type Fingerprint = (u64, Option<String>, Option<String>);
+
 /// The connection and what this process holds; one lock, taken by the committer only.
 pub(super) struct State {
-    pub(super) connection: Option<Connection>,
+    pub(super) connection: Option<Link>,
     /// SHA1s of ADD, TAKE_DUE and HAND_BACK on the current server.
     pub(super) scripts: [String; 3],
     /// No connection attempt before this (backoff).
     pub(super) retry_at: Instant,
     pub(super) failures: u32,
     pub(super) handles: HashMap<Uuid, Held>,
-    pub(super) dead_handles: HashMap<Uuid, String>,
+    pub(super) dead_handles: HashMap<Uuid, DeadEntry>,
     /// Whether the dead letters and orphaned streams were read (once, at the first connection).
     pub(super) loaded: bool,
     /// Dead letters read (at the first connection, or added by other processes since):
@@ -40,10 +50,11 @@ pub(super) struct State {
     pub(super) dead: Vec<DeadRecord>,
     /// Dead letters other processes replayed or evicted: handed over by the next claim.
     pub(super) gone: Vec<Uuid>,
-    /// The dead-letter stream as last read (length, first and last entry id).
-    pub(super) dead_seen: Option<(u64, Option<String>, Option<String>)>,
+    /// The dead-letter streams of the configured webhooks and orphans, in that order, as
+    /// last read.
+    pub(super) dead_seen: Vec<Fingerprint>,
     pub(super) next_dead_sync: Instant,
-    /// Webhook ids with a stream in Redis that this config does not have.
+    /// Webhook ids in this fleet's registry that this config does not have.
     pub(super) orphans: Vec<String>,
     /// Entries an ADD took that were not its own: handed over by the next claim.
     pub(super) adopted: Vec<Resumed>,
