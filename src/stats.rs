@@ -74,6 +74,10 @@ pub struct WebhookStats {
     pub groups: u64,
     /// Digest messages queued so far (each is also one delivery).
     pub digest_messages: u64,
+    /// True while this webhook's digest groups are the fleet's (a Redis outbox: counts are
+    /// merged in Redis, one replica sends each message); false without a Redis outbox, or
+    /// while cut off from it (this process then digests on its own).
+    pub digest_shared: bool,
     /// Status of the latest response, if any came back.
     pub last_status: Option<u16>,
     /// The latest failure, secret-free.
@@ -146,6 +150,7 @@ mod tests {
             below_threshold: 0,
             groups: 0,
             digest_messages: 0,
+            digest_shared: false,
             last_status: None,
             last_error: None,
             latency_p50_ms: None,

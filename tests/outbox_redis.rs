@@ -661,3 +661,132 @@ fn an_upgrade_takes_over_deliveries_and_dead_letters_left_in_the_v2_key_layout()
     assert_eq!(left, 0, "the v2 keys are gone");
     notifier.close(Duration::from_secs(5)).unwrap();
 }
+
+#[test]
+fn two_replicas_send_one_digest_per_interval_for_the_fleet_counting_every_event_once() {
+    let (redis, _own) = server();
+    let rx = Receiver::ok();
+    let interval = Duration::from_millis(500);
+    let config = format!(
+        "outbox: {{type: redis, url: '{redis}', key: {}, claim_after: 1}}\nwebhooks: [{{url: '{}', id: alerts, events: [tool_success], digest: {{group_interval: 500ms}}}}]",
+        key("fleet-digest"),
+        rx.url("/")
+    );
+    let (events, pace_us) = (1500, 1000);
+    let started = Instant::now();
+    let replicas: Vec<_> = ["a-", "b-"]
+        .iter()
+        .map(|prefix| {
+            host::host(
+                &config,
+                events,
+                pace_us,
+                &[("OUTBOX_HOST_PREFIX", prefix), ("OUTBOX_HOST_DIGEST", "1")],
+            )
+        })
+        .collect();
+    for (mut child, mut lines) in replicas {
+        read_until(&mut lines, "DRAINED");
+        assert!(child.wait().unwrap().success());
+    }
+    // Counts a replica merged at exit while the other held the lease wait in Redis for the
+    // next holder: the next start.
+    let next = Notifier::from_config_text(&config, None).unwrap();
+    let counted = |rx: &Receiver| -> u64 {
+        rx.received()
+            .iter()
+            .map(|r| r.json()["digest"]["count"].as_u64().unwrap())
+            .sum()
+    };
+    wait_until("every event of both replicas is counted", WAIT, || {
+        counted(&rx) >= 2 * events as u64
+    });
+    let storm = started.elapsed();
+    assert!(
+        next.stats().webhooks[0].digest_shared,
+        "{:?}",
+        next.stats().webhooks[0]
+    );
+    next.close(Duration::from_secs(5)).unwrap();
+    let messages = rx.received();
+    assert_eq!(
+        counted(&rx),
+        2 * events as u64,
+        "each event counted in exactly one message"
+    );
+    let bound = 1 + storm.as_millis().div_ceil(interval.as_millis()) as usize + 1;
+    println!(
+        "fleet digest: {} events over {storm:?} from two replicas -> {} messages (bound {bound})",
+        2 * events,
+        messages.len()
+    );
+    assert!(
+        messages.len() <= bound,
+        "{} messages for a {storm:?} storm",
+        messages.len()
+    );
+    let keys: std::collections::HashSet<String> = messages
+        .iter()
+        .map(|m| m.json()["digest"]["key"].to_string())
+        .collect();
+    assert_eq!(keys.len(), 1, "one group for the fleet");
+}
+
+#[test]
+fn a_threshold_counts_the_fleets_events() {
+    let (redis, _own) = server();
+    let rx = Receiver::ok();
+    let config = format!(
+        "outbox: {{type: redis, url: '{redis}', key: {}}}\nwebhooks: [{{url: '{}', id: alerts, events: [tool_success], digest: {{group_interval: 1h, threshold: {{count: 5, window: 1h}}}}}}]",
+        key("fleet-threshold"),
+        rx.url("/")
+    );
+    // Two replicas, three events each: neither alone reaches the threshold, the fleet does.
+    let replicas = [
+        Notifier::from_config_text(&config, None).unwrap(),
+        Notifier::from_config_text(&config, None).unwrap(),
+    ];
+    wait_until("both merge across the fleet", WAIT, || {
+        replicas.iter().all(|r| r.stats().webhooks[0].digest_shared)
+    });
+    for replica in &replicas {
+        submit(replica, 3);
+    }
+    let message = &rx.wait_for(1, WAIT)[0];
+    assert_eq!(message.json()["digest"]["count"], 6, "{}", message.json());
+    for replica in &replicas {
+        assert!(replica.flush(Duration::from_secs(5)));
+    }
+    assert_eq!(rx.received().len(), 1, "one message for the fleet");
+}
+
+#[test]
+fn a_replica_cut_off_from_redis_digests_on_its_own_and_merges_again_when_it_is_back() {
+    let port = dead_port();
+    let rx = Receiver::ok();
+    let config = format!(
+        "outbox: {{type: redis, url: 'redis://127.0.0.1:{port}/', key: {}}}\nwebhooks: [{{url: '{}', id: alerts, events: [tool_success], digest: {{group_interval: 100ms}}}}]",
+        key("cut-off"),
+        rx.url("/")
+    );
+    let replica = Notifier::from_config_text(&config, None).unwrap();
+    let counted = |rx: &Receiver| -> u64 {
+        rx.received()
+            .iter()
+            .map(|r| r.json()["digest"]["count"].as_u64().unwrap())
+            .sum()
+    };
+    wait_until("it knows it is cut off", WAIT, || {
+        !replica.stats().webhooks[0].digest_shared
+    });
+    submit(&replica, 3);
+    wait_until("its own digest counts the three", WAIT, || counted(&rx) == 3);
+    let _redis = RedisServer::start_on(port);
+    wait_until("it merges across the fleet again", WAIT, || {
+        replica.stats().webhooks[0].digest_shared
+    });
+    submit(&replica, 2);
+    wait_until("the fleet's digest counts the two", WAIT, || counted(&rx) == 5);
+    replica.close(Duration::from_secs(5)).unwrap();
+    assert_eq!(counted(&rx), 5, "nothing counted twice");
+}

@@ -13,13 +13,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
 use crate::config::DigestSettings;
 use crate::events::Event;
 use crate::matching::{group_key, group_of};
+use crate::store::redis::{Share, Taken};
 
 /// A digest message for the caller to render and queue.
 pub(crate) struct Message {
@@ -42,6 +43,8 @@ pub(crate) struct Digest {
     settings: DigestSettings,
     webhook_id: String,
     groups: HashMap<String, Group>,
+    /// Whether the fleet digests these groups (see [`Digest::set_shared`]).
+    shared: bool,
 }
 
 struct Group {
@@ -63,6 +66,8 @@ struct Group {
     samples: Vec<(Instant, Value)>,
     /// Before firing, with a threshold: the events within the window.
     window: VecDeque<(Instant, SystemTime)>,
+    /// Shared, with a threshold: the uncounted events by time bucket (start in ms, count).
+    buckets: Vec<(u64, u64)>,
     firing: bool,
     /// When the next message may go.
     next_at: Instant,
@@ -76,7 +81,85 @@ impl Digest {
             settings,
             webhook_id: webhook_id.to_owned(),
             groups: HashMap::new(),
+            shared: false,
         }
+    }
+
+    /// Shared: the fleet digests these groups — events are only counted here, handed to
+    /// Redis by [`Digest::shares`], and messages come from the fleet's record through
+    /// [`Digest::message_of`]. Not shared (no Redis outbox, or cut off from it): this
+    /// process sends its own messages.
+    pub fn set_shared(&mut self, shared: bool) {
+        self.shared = shared;
+    }
+
+    /// Whether the fleet digests these groups now.
+    pub fn shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Takes what was counted since the last call, for the fleet's record.
+    pub fn shares(&mut self) -> Vec<Share> {
+        let groups = self.groups.values_mut();
+        groups
+            .filter(|group| group.pending > 0)
+            .map(|group| Share {
+                key: group.key.clone(),
+                values: group.values.to_string(),
+                overflow: group.overflow,
+                latest: group.latest.to_string(),
+                event: group.latest_event.name(),
+                count: std::mem::take(&mut group.pending),
+                first_ms: epoch_ms(group.first_seen.take().unwrap_or(group.last_seen)),
+                last_ms: epoch_ms(group.last_seen),
+                samples: std::mem::take(&mut group.samples)
+                    .into_iter()
+                    .map(|(_, sample)| sample.to_string())
+                    .collect(),
+                buckets: std::mem::take(&mut group.buckets),
+            })
+            .collect()
+    }
+
+    /// Counts again what [`Digest::shares`] took, when the fleet's record could not take it.
+    pub fn restore(&mut self, shares: Vec<Share>, now: Instant) {
+        for share in shares {
+            let Some(group) = self.groups.get_mut(&share.key) else {
+                continue;
+            };
+            group.pending += share.count;
+            let first = UNIX_EPOCH + Duration::from_millis(share.first_ms);
+            group.first_seen = Some(group.first_seen.map_or(first, |seen| seen.min(first)));
+            let samples = share.samples.iter().map(|sample| (now, parse(sample)));
+            group.samples.splice(0..0, samples);
+            group.samples.truncate(self.settings.samples);
+            group.buckets.splice(0..0, share.buckets);
+        }
+    }
+
+    /// The message of a group's fleet counts this process took with the group's lease.
+    pub fn message_of(&mut self, taken: Taken, now: Instant) -> Option<Message> {
+        let event = Event::from_name(&taken.event).ok()?;
+        let undelivered = self
+            .groups
+            .get(&taken.key)
+            .map_or_else(Arc::default, |group| Arc::clone(&group.undelivered));
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        let summary = Summary {
+            count: taken.count,
+            total: taken.total,
+            first_seen: at(taken.first_ms),
+            last_seen: at(taken.last_ms),
+            values: &taken.values,
+            key: &taken.key,
+            status: if taken.resolved { "resolved" } else { "firing" },
+            samples: taken.samples.iter().map(|sample| parse(sample)).collect(),
+            overflow: taken.overflow,
+        };
+        if let Some(group) = self.groups.get_mut(&taken.key) {
+            group.next_at = now + self.settings.group_interval;
+        }
+        Some(summary.message(&self.settings, event, &taken.latest, undelivered))
     }
 
     /// The message a group of `count` events like `vars` would send (the CLI's `--count`).
@@ -135,6 +218,20 @@ impl Digest {
         group.latest_event = event;
         group.last_event = now;
         group.last_seen = wall;
+        if self.shared {
+            group.pending += 1;
+            group.first_seen.get_or_insert(wall);
+            if let Some(threshold) = settings.threshold {
+                // Twenty buckets per window: the fleet's window slides in steps of 5%.
+                let size = (threshold.window.as_millis() as u64 / 20).max(1);
+                let bucket = epoch_ms(wall) / size * size;
+                match group.buckets.last_mut() {
+                    Some((start, count)) if *start == bucket => *count += 1,
+                    _ => group.buckets.push((bucket, 1)),
+                }
+            }
+            return (None, Aged::default());
+        }
         let mut aged = Aged::default();
         match settings.threshold {
             Some(threshold) if !group.firing => {
@@ -166,6 +263,13 @@ impl Digest {
     /// Quiet groups close.
     pub fn due(&mut self, now: Instant, closing: bool, resolves: bool) -> (Vec<Message>, Aged) {
         let settings = &self.settings;
+        if self.shared {
+            // The fleet sends; quiet groups with nothing left to hand over close here.
+            let quiet =
+                |group: &Group| now.saturating_duration_since(group.last_event) >= settings.resolve_after;
+            self.groups.retain(|_, group| group.pending > 0 || !quiet(group));
+            return (Vec::new(), Aged::default());
+        }
         let mut messages = Vec::new();
         let mut aged = Aged::default();
         self.groups.retain(|_, group| {
@@ -207,6 +311,7 @@ impl Group {
             last_seen: SystemTime::now(),
             samples: Vec::new(),
             window: VecDeque::new(),
+            buckets: Vec::new(),
             firing: false,
             next_at,
             undelivered: Arc::default(),
@@ -227,36 +332,84 @@ impl Group {
     fn message(&mut self, settings: &DigestSettings, now: Instant, status: &str) -> Message {
         let count = std::mem::take(&mut self.pending);
         self.total += count;
+        let summary = Summary {
+            count,
+            total: self.total,
+            first_seen: self.first_seen.take().unwrap_or(self.last_seen),
+            last_seen: self.last_seen,
+            values: &self.values,
+            key: &self.key,
+            status,
+            samples: std::mem::take(&mut self.samples)
+                .into_iter()
+                .map(|(_, sample)| sample)
+                .collect(),
+            overflow: self.overflow,
+        };
+        self.next_at = now + settings.group_interval;
+        summary.message(
+            settings,
+            self.latest_event,
+            &self.latest,
+            Arc::clone(&self.undelivered),
+        )
+    }
+}
+
+/// What a message says of its group (`digest` among its variables).
+struct Summary<'a> {
+    count: u64,
+    total: u64,
+    first_seen: SystemTime,
+    last_seen: SystemTime,
+    /// The group's values as compact JSON.
+    values: &'a str,
+    key: &'a str,
+    status: &'a str,
+    samples: Vec<Value>,
+    overflow: bool,
+}
+
+impl Summary<'_> {
+    /// The message: the latest event's variables (`latest`, compact JSON) plus `digest`;
+    /// undelivered from now until its ticket ends.
+    fn message(
+        self,
+        settings: &DigestSettings,
+        event: Event,
+        latest: &str,
+        undelivered: Arc<AtomicBool>,
+    ) -> Message {
         let rfc3339 = |at: SystemTime| humantime::format_rfc3339_millis(at).to_string();
-        let samples: Vec<Value> = std::mem::take(&mut self.samples)
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect();
         let digest = json!({
-            "count": count,
+            "count": self.count,
             "total": self.total,
-            "first_seen": rfc3339(self.first_seen.take().unwrap_or(self.last_seen)),
+            "first_seen": rfc3339(self.first_seen),
             "last_seen": rfc3339(self.last_seen),
-            "group": parse(&self.values),
+            "group": parse(self.values),
             "key": self.key,
-            "status": status,
-            "samples": samples,
+            "status": self.status,
+            "samples": self.samples,
             "overflow": self.overflow,
             "window": window_text(settings.group_interval),
         });
-        let mut vars = match parse(&self.latest) {
+        let mut vars = match parse(latest) {
             Value::Object(vars) => vars,
             _ => Map::new(),
         };
         vars.insert("digest".into(), digest);
-        self.next_at = now + settings.group_interval;
-        self.undelivered.store(true, SeqCst);
+        undelivered.store(true, SeqCst);
         Message {
-            event: self.latest_event,
+            event,
             vars,
-            undelivered: Arc::clone(&self.undelivered),
+            undelivered,
         }
     }
+}
+
+/// Milliseconds since the Unix epoch.
+fn epoch_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A map as compact JSON text.

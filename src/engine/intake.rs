@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use uuid::Uuid;
 
 use super::digest::{Digest, Message};
+use super::fleet::{FleetDigests, EXCHANGE_INTERVAL};
 use super::ledger::{Ledger, Routing, Ticket};
 use super::queue::Queue;
 use super::runtime;
@@ -58,6 +59,8 @@ pub(crate) struct Intake {
     pub lifecycle: watch::Sender<Lifecycle>,
     /// Per webhook, its digest state if it has `digest`.
     digests: Vec<Option<Mutex<Digest>>>,
+    /// With a Redis outbox and some webhook digesting: the fleet's side of the digests.
+    fleet: Option<FleetDigests>,
     sender: mpsc::UnboundedSender<Admitted>,
     /// Hook calls between their closed check and their admission; `close` waits for zero.
     admitting: AtomicUsize,
@@ -78,7 +81,12 @@ pub(crate) struct Intake {
 impl Intake {
     /// The intake of an engine for `config`, with its queues; the receiver is the intake
     /// task's (see [`run`]).
-    pub fn new(config: Config, plugin_name: &str, queue: Queue) -> (Self, mpsc::UnboundedReceiver<Admitted>) {
+    pub fn new(
+        config: Config,
+        plugin_name: &str,
+        queue: Queue,
+        fleet: Option<FleetDigests>,
+    ) -> (Self, mpsc::UnboundedReceiver<Admitted>) {
         let webhooks = config.webhooks.len();
         let (sender, receiver) = mpsc::unbounded_channel();
         let intake = Intake {
@@ -91,12 +99,14 @@ impl Intake {
                 .webhooks
                 .iter()
                 .map(|w| {
-                    w.alerting
-                        .digest
-                        .clone()
-                        .map(|d| Mutex::new(Digest::new(d, &w.id)))
+                    w.alerting.digest.clone().map(|d| {
+                        let mut digest = Digest::new(d, &w.id);
+                        digest.set_shared(fleet.is_some());
+                        Mutex::new(digest)
+                    })
                 })
                 .collect(),
+            fleet,
             sender,
             admitting: AtomicUsize::new(0),
             unrouted: AtomicUsize::new(0),
@@ -396,6 +406,41 @@ impl Intake {
         queued
     }
 
+    /// Queues every digest message due now, the fleet's included (exchanging counts with
+    /// Redis first: a blocking call, made off the runtime's worker), and — when `closing` —
+    /// all uncounted events; returns how many messages it queued.
+    pub fn send_digests_now(&self, closing: bool) -> usize {
+        let exchanged = match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(|| self.exchange_with_fleet(closing)),
+            Err(_) => self.exchange_with_fleet(closing),
+        };
+        exchanged + self.tick_digests(closing)
+    }
+
+    /// One exchange of digest counts with the fleet (none without a fleet); queues the
+    /// messages of the groups whose lease this process won and returns how many.
+    fn exchange_with_fleet(&self, closing: bool) -> usize {
+        let Some(fleet) = &self.fleet else { return 0 };
+        if self.is(Lifecycle::Abandoning) || self.is(Lifecycle::Stopped) {
+            return 0;
+        }
+        let round = fleet.exchange(&self.config.webhooks, &self.digests, closing);
+        for (index, aged) in round.below_threshold {
+            self.ledger.counters[index].below_threshold(aged);
+        }
+        for (index, digest) in self.digests.iter().enumerate() {
+            if let Some(digest) = digest {
+                let digest = digest.lock().unwrap_or_else(|e| e.into_inner());
+                self.ledger.counters[index].set_digest_shared(digest.shared());
+            }
+        }
+        let queued = round.messages.len();
+        for (index, message) in round.messages {
+            self.send_message(index, message);
+        }
+        queued
+    }
+
     /// Whether some webhook digests.
     pub fn digests(&self) -> bool {
         self.digests.iter().any(Option::is_some)
@@ -428,6 +473,17 @@ fn admits(alerting: &Alerting, vars: &Map<String, Value>, severity: Severity) ->
     alerting.min_severity.is_none_or(|min| severity >= min)
         && alerting.matcher.as_ref().is_none_or(|m| m.all(vars))
         && !alerting.exclude.as_ref().is_some_and(|m| m.any(vars))
+}
+
+/// Exchanges digest counts with the fleet every `EXCHANGE_INTERVAL` until close begins (close
+/// makes the last exchange itself). Runs on a thread of its own: the calls block.
+pub(crate) fn exchange_with_fleet(intake: Arc<Intake>) {
+    while !intake.is_closed() {
+        std::thread::sleep(EXCHANGE_INTERVAL);
+        if !intake.is_closed() {
+            intake.exchange_with_fleet(false);
+        }
+    }
 }
 
 /// Sends digest messages as they come due (every 100 ms at most late) until the engine stops.

@@ -6,7 +6,7 @@
 //! snapshots of them.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -241,6 +241,8 @@ pub struct WebhookCounters {
     groups: AtomicU64,
     /// Digest messages queued so far.
     digest_messages: AtomicU64,
+    /// Whether its digest groups are the fleet's now (see `stats::WebhookStats`).
+    digest_shared: AtomicBool,
     /// Events admitted and not yet routed through the alerting stage (see [`Routing`]).
     routing: AtomicU64,
     /// Failures since the last success (reset by a delivery); paces failure logging.
@@ -315,6 +317,11 @@ impl WebhookCounters {
         self.groups.store(groups as u64, Relaxed);
     }
 
+    /// Sets whether the fleet digests this webhook's groups now.
+    pub fn set_digest_shared(&self, shared: bool) {
+        self.digest_shared.store(shared, Relaxed);
+    }
+
     /// Digest groups open.
     pub fn groups(&self) -> u64 {
         self.groups.load(Relaxed)
@@ -376,6 +383,7 @@ impl WebhookCounters {
             below_threshold: self.below_threshold.load(Relaxed),
             groups: self.groups(),
             digest_messages: self.digest_messages.load(Relaxed),
+            digest_shared: self.digest_shared.load(Relaxed),
             last_status: last.status,
             last_error: last.error.clone(),
             latency_p50_ms: percentile(&sorted, 0.50),

@@ -9,6 +9,7 @@ mod attempt;
 mod breaker;
 mod digest;
 mod dispatch;
+mod fleet;
 mod intake;
 mod ledger;
 mod queue;
@@ -33,6 +34,7 @@ use crate::store::redis::RedisStore;
 use crate::store::{Claimed, DeadLetter, Resumed, Store};
 pub(crate) use digest::Digest;
 use dispatch::Dispatch;
+use fleet::FleetDigests;
 use intake::{Intake, Lifecycle};
 use ledger::{Ticket, WebhookLabels};
 use queue::Queue;
@@ -57,24 +59,30 @@ impl Engine {
     pub fn start(config: Config, plugin_name: &str) -> Result<Arc<Engine>> {
         let webhooks = config.webhooks.len();
         let ids: Vec<String> = config.webhooks.iter().map(|w| w.id.clone()).collect();
-        let (store, found): (Option<Box<dyn Store>>, Claimed) = match &config.outbox {
+        let mut fleet = None;
+        let (store, found): (Option<Arc<dyn Store>>, Claimed) = match &config.outbox {
             OutboxConfig::Memory => (None, Claimed::default()),
             OutboxConfig::Disk { path } => {
                 let (store, found) = DiskStore::open(path).map_err(|m| Error::config("outbox.path", m))?;
-                (Some(Box::new(store)), found)
+                (Some(Arc::new(store)), found)
             }
             // Nothing to resume at start: the committer takes over what is free in Redis.
             OutboxConfig::Redis(outbox) => {
                 let store = RedisStore::connect(outbox, ids.clone(), config.dead_letter_capacity)
                     .map_err(|m| Error::config("outbox.url", m))?;
-                (Some(Box::new(store)), Claimed::default())
+                let store = Arc::new(store);
+                if config.webhooks.iter().any(|w| w.alerting.digest.is_some()) {
+                    fleet = Some(FleetDigests::new(Arc::clone(&store), &config.webhooks));
+                }
+                (Some(store), Claimed::default())
             }
         };
         let journal = store.map(|store| Journal::new(store, ids));
         let queue = Queue::new(webhooks, config.dead_letter_capacity, journal);
         queue.keep_stored_dead_letters(found.dead);
         let clients = clients(&config);
-        let (intake, receiver) = Intake::new(config, plugin_name, queue);
+        let fleet_digests = fleet.is_some();
+        let (intake, receiver) = Intake::new(config, plugin_name, queue, fleet);
         let intake = Arc::new(intake);
         let dispatch = Arc::new(Dispatch::new(Arc::clone(&intake), clients));
         let engine = Arc::new(Engine {
@@ -90,6 +98,15 @@ impl Engine {
         }
         if engine.intake.digests() {
             handle.spawn(intake::run_digests(Arc::clone(&engine.intake)));
+        }
+        if fleet_digests {
+            let intake = Arc::clone(&engine.intake);
+            std::thread::Builder::new()
+                .name("webhook-digests".into())
+                .spawn(move || intake::exchange_with_fleet(intake))
+                .map_err(|e| {
+                    Error::config("outbox", format!("cannot start the digest exchange thread: {e}"))
+                })?;
         }
         if engine.intake.queue.durable() {
             handle.spawn(commit_loop(Arc::clone(&engine.intake)));
@@ -179,7 +196,7 @@ impl Engine {
         if !intake.wait_routed(deadline) {
             return false;
         }
-        intake.tick_digests(false);
+        intake.send_digests_now(false);
         intake.ledger.wait_idle(deadline)
     }
 
@@ -196,7 +213,7 @@ impl Engine {
         intake.close();
         // Digest groups send what they still count (no resolve), then close as any delivery.
         intake.wait_routed(deadline);
-        intake.tick_digests(true);
+        intake.send_digests_now(true);
         if intake.queue.durable() {
             return self.close_durable(deadline);
         }
@@ -355,7 +372,7 @@ impl Shareable for Engine {
     }
 
     fn send_digests(&self) -> usize {
-        self.intake.tick_digests(true)
+        self.intake.send_digests_now(true)
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -41,7 +41,7 @@ pub(crate) struct Released {
 
 /// Changes waiting for the store, and the store.
 pub(crate) struct Journal {
-    store: Box<dyn Store>,
+    store: Arc<dyn Store>,
     /// Webhook ids in config order (records name webhooks by id, never by index).
     ids: Vec<String>,
     changes: Mutex<Vec<Change>>,
@@ -55,7 +55,7 @@ pub(crate) struct Journal {
 
 impl Journal {
     /// A journal writing to `store`, for the webhooks `ids` in config order.
-    pub fn new(store: Box<dyn Store>, ids: Vec<String>) -> Self {
+    pub fn new(store: Arc<dyn Store>, ids: Vec<String>) -> Self {
         Journal {
             store,
             ids,

@@ -35,6 +35,7 @@ use redis::Value;
 use uuid::Uuid;
 
 mod dead;
+mod digests;
 mod link;
 mod replies;
 mod scripts;
@@ -45,7 +46,9 @@ mod writes;
 
 use link::{Client, Link};
 use replies::{bytes, field, item, items, text};
-use scripts::{ADD, HAND_BACK, TAKE_DUE};
+use scripts::{ADD, HAND_BACK, MERGE_DIGEST, TAKE_DIGEST, TAKE_DUE};
+
+pub(crate) use digests::{Schedule, Share, Taken};
 use slots::Slots;
 use state::{Held, Place, State};
 
@@ -238,7 +241,12 @@ impl RedisStore {
         for id in &self.ids {
             self.create_group(&mut connection, id)?;
         }
-        for (slot, source) in state.scripts.iter_mut().zip([ADD, TAKE_DUE, HAND_BACK]) {
+        for (slot, source) in
+            state
+                .scripts
+                .iter_mut()
+                .zip([ADD, TAKE_DUE, HAND_BACK, MERGE_DIGEST, TAKE_DIGEST])
+        {
             *slot = redis::cmd("SCRIPT")
                 .arg("LOAD")
                 .arg(source)

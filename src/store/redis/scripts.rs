@@ -97,3 +97,115 @@ end
 redis.call('DEL', KEYS[1])
 return moved
 ";
+
+/// Adds one replica's counts of a digest group to the fleet's record (created with its
+/// group values when new: firing at once without a threshold, its first message due after
+/// `group_wait`). Before the group fires (a threshold), counts go to the window's time
+/// buckets instead; samples are kept while fewer than `samples` are. The group's keys expire
+/// once it has been quiet long enough that no replica still needs them.
+/// KEYS: group, samples, window, groups set. ARGV: key, count, first_ms, last_ms, latest,
+/// event, values, overflow, now, group_wait, samples, thresholded, ttl, n, n samples, then
+/// (bucket, count) pairs.
+pub(super) const MERGE_DIGEST: &str = r"
+local g = KEYS[1]
+local now = tonumber(ARGV[9])
+if redis.call('EXISTS', g) == 0 then
+  local firing = '1'
+  if ARGV[12] == '1' then firing = '0' end
+  redis.call('HSET', g, 'values', ARGV[7], 'overflow', ARGV[8], 'count', 0, 'total', 0,
+    'firing', firing, 'next_ms', now + tonumber(ARGV[10]))
+  redis.call('SADD', KEYS[4], ARGV[1])
+end
+redis.call('HSET', g, 'latest', ARGV[5], 'event', ARGV[6])
+local last = tonumber(redis.call('HGET', g, 'last_ms') or '0')
+if tonumber(ARGV[4]) > last then redis.call('HSET', g, 'last_ms', ARGV[4]) end
+local n = tonumber(ARGV[14])
+if redis.call('HGET', g, 'firing') == '1' then
+  redis.call('HINCRBY', g, 'count', ARGV[2])
+  local first = redis.call('HGET', g, 'first_ms')
+  if not first or tonumber(ARGV[3]) < tonumber(first) then redis.call('HSET', g, 'first_ms', ARGV[3]) end
+else
+  for i = 15 + n, #ARGV, 2 do redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
+end
+local room = tonumber(ARGV[11]) - redis.call('LLEN', KEYS[2])
+for i = 1, math.min(n, room) do redis.call('RPUSH', KEYS[2], ARGV[14 + i]) end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[13]) end
+return 1
+";
+
+/// Takes a digest group's merged counts for one message, if this replica wins the group's
+/// lease for the interval (`SET lease NX PX interval`); fires a thresholded group whose
+/// window holds enough events; closes (and, for formats that resolve, resolves) a group
+/// quiet for `resolve_after`. KEYS: group, samples, window, groups set, lease. ARGV: key,
+/// now, interval, resolve_after, threshold count (0: none), window, group_wait, closing,
+/// consumer. Returns `{kind, aged, wait_ms}` with kind `wait`, `held` or `gone`, or
+/// `{kind, aged, 0, count, total, first_ms, last_ms, latest, event, values, overflow,
+/// samples…}` with kind `firing` or `resolved`.
+pub(super) const TAKE_DIGEST: &str = r"
+local g = KEYS[1]
+local now = tonumber(ARGV[2])
+if redis.call('EXISTS', g) == 0 then
+  redis.call('SREM', KEYS[4], ARGV[1])
+  return {'gone', 0, 0}
+end
+local f = redis.call('HMGET', g, 'firing', 'count', 'next_ms', 'last_ms')
+local firing, count = f[1] == '1', tonumber(f[2] or '0')
+local next_ms, last = tonumber(f[3] or '0'), tonumber(f[4] or '0')
+local aged = 0
+if not firing and tonumber(ARGV[5]) > 0 then
+  local window = redis.call('HGETALL', KEYS[3])
+  local sum, first = 0, nil
+  for i = 1, #window, 2 do
+    local at, n = tonumber(window[i]), tonumber(window[i + 1])
+    if at < now - tonumber(ARGV[6]) then
+      aged = aged + n
+      redis.call('HDEL', KEYS[3], window[i])
+    else
+      sum = sum + n
+      if not first or at < first then first = at end
+    end
+  end
+  if sum >= tonumber(ARGV[5]) then
+    firing, count, next_ms = true, sum, now + tonumber(ARGV[7])
+    redis.call('HSET', g, 'firing', '1', 'count', sum, 'first_ms', first, 'next_ms', next_ms)
+    redis.call('DEL', KEYS[3])
+  end
+end
+local function message(kind, count, total, first)
+  local out = {kind, aged, 0, count, total, first or last, last}
+  for _, name in ipairs({'latest', 'event', 'values', 'overflow'}) do
+    out[#out + 1] = redis.call('HGET', g, name) or ''
+  end
+  for _, sample in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do out[#out + 1] = sample end
+  return out
+end
+if firing and count > 0 and (now >= next_ms or ARGV[8] == '1') then
+  if not redis.call('SET', KEYS[5], ARGV[9], 'NX', 'PX', ARGV[3]) then
+    return {'held', aged, redis.call('PTTL', KEYS[5])}
+  end
+  local total = redis.call('HINCRBY', g, 'total', count)
+  local first = redis.call('HGET', g, 'first_ms')
+  local out = message('firing', count, total, first)
+  redis.call('HSET', g, 'count', 0, 'next_ms', now + tonumber(ARGV[3]))
+  redis.call('HDEL', g, 'first_ms')
+  redis.call('DEL', KEYS[2])
+  return out
+end
+if count == 0 and ARGV[8] ~= '1' and now - last >= tonumber(ARGV[4]) then
+  if not redis.call('SET', KEYS[5], ARGV[9], 'NX', 'PX', ARGV[3]) then
+    return {'held', aged, redis.call('PTTL', KEYS[5])}
+  end
+  local out = {'gone', aged, 0}
+  if firing then
+    out = message('resolved', 0, tonumber(redis.call('HGET', g, 'total') or '0'), nil)
+  else
+    for _, n in ipairs(redis.call('HVALS', KEYS[3])) do out[2] = out[2] + tonumber(n) end
+  end
+  redis.call('DEL', g, KEYS[2], KEYS[3], KEYS[5])
+  redis.call('SREM', KEYS[4], ARGV[1])
+  return out
+end
+local wait = math.max(next_ms - now, 0)
+if count == 0 then wait = math.max(tonumber(ARGV[4]) - (now - last), 0) end
+return {'wait', aged, wait}
+";

@@ -36,8 +36,8 @@ pub(super) type Fingerprint = (u64, Option<String>, Option<String>);
 /// The connection and what this process holds; one lock, taken by the committer only.
 pub(super) struct State {
     pub(super) connection: Option<Link>,
-    /// SHA1s of ADD, TAKE_DUE and HAND_BACK on the current server.
-    pub(super) scripts: [String; 3],
+    /// SHA1s of ADD, TAKE_DUE, HAND_BACK, MERGE_DIGEST and TAKE_DIGEST on the current server.
+    pub(super) scripts: [String; 5],
     /// No connection attempt before this (backoff).
     pub(super) retry_at: Instant,
     pub(super) failures: u32,

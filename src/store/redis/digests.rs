@@ -1,0 +1,235 @@
+//! Fleet-wide digests: every replica adds its counts of a digest group to the group's record
+//! in Redis (`K:{W}:digest:<group key>`, with `…:samples` and a threshold's `…:window`), and
+//! the one replica that wins the group's lease for the interval (`…:lease`, `SET NX PX`)
+//! takes the merged counts for one message. The set `K:{W}:digests` lists the groups with a
+//! record, so every replica tries the leases of groups only others saw. All keys of a
+//! webhook share its hash tag: each exchange is one pipeline per step on one node.
+
+use std::collections::HashMap;
+
+use redis::Value;
+
+use super::replies::{item, items, text};
+use super::state::State;
+use super::RedisStore;
+use crate::config::DigestSettings;
+use crate::store::now_ms;
+
+/// Longest wait before a group's lease is tried again (a threshold's window may fill, or
+/// another replica's counts arrive, at any time).
+const MAX_WAIT_MS: u64 = 1000;
+
+/// What this replica counted for one digest group since its last exchange.
+pub(crate) struct Share {
+    pub key: String,
+    /// The group's values as compact JSON, and whether it is the overflow group.
+    pub values: String,
+    pub overflow: bool,
+    /// The latest event's variables as compact JSON, and its event name.
+    pub latest: String,
+    pub event: &'static str,
+    pub count: u64,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    /// Sample bodies as JSON.
+    pub samples: Vec<String>,
+    /// With a threshold: the events by time bucket (start in ms, count).
+    pub buckets: Vec<(u64, u64)>,
+}
+
+/// A message's worth of a group's fleet counts, taken with the group's lease.
+pub(crate) struct Taken {
+    pub key: String,
+    /// A resolve message (the group was quiet for `resolve_after`), else a firing one.
+    pub resolved: bool,
+    pub count: u64,
+    pub total: u64,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub latest: String,
+    pub event: String,
+    pub values: String,
+    pub overflow: bool,
+    pub samples: Vec<String>,
+}
+
+/// What one exchange brought back.
+#[derive(Default)]
+pub(crate) struct Exchange {
+    pub taken: Vec<Taken>,
+    /// Events that left a threshold's window before their group fired.
+    pub below_threshold: u64,
+}
+
+/// A webhook's exchange state that lives across calls: when to try each group's lease
+/// next (ms since the epoch).
+pub(crate) type Schedule = HashMap<String, u64>;
+
+impl RedisStore {
+    /// Adds `shares` to the fleet's digest groups of `webhook`, keeps the leases of `holding`
+    /// (groups whose message this replica sent is undelivered) for another interval, and
+    /// takes the groups whose message is due and whose lease it wins (every due group when
+    /// `closing`, which tries each once).
+    pub(crate) fn exchange_digests(
+        &self,
+        webhook: &str,
+        settings: &DigestSettings,
+        shares: &[Share],
+        holding: &[String],
+        schedule: &mut Schedule,
+        closing: bool,
+    ) -> Result<Exchange, String> {
+        let mut state = self.state();
+        self.with_connection(&mut state, |store, connection, state| {
+            let members = store.merge_digests(connection, state, webhook, settings, shares, holding)?;
+            let now = now_ms();
+            schedule.retain(|key, _| members.contains(key));
+            for share in shares {
+                schedule.insert(share.key.clone(), now);
+            }
+            let due: Vec<&String> = members
+                .iter()
+                .filter(|key| closing || schedule.get(*key).is_none_or(|at| *at <= now))
+                .collect();
+            if due.is_empty() {
+                return Ok(Exchange::default());
+            }
+            let interval = settings.group_interval.as_millis() as u64;
+            let (threshold, window) = settings
+                .threshold
+                .map_or((0, 0), |t| (t.count, t.window.as_millis() as u64));
+            let mut pipe = redis::pipe();
+            for key in &due {
+                let group = store.digest_key(webhook, key);
+                pipe.cmd("EVALSHA")
+                    .arg(&state.scripts[4])
+                    .arg(5)
+                    .arg(&group)
+                    .arg(format!("{group}:samples"))
+                    .arg(format!("{group}:window"))
+                    .arg(store.digest_set(webhook))
+                    .arg(format!("{group}:lease"))
+                    .arg(key.as_str())
+                    .arg(now)
+                    .arg(interval)
+                    .arg(settings.resolve_after.as_millis() as u64)
+                    .arg(threshold)
+                    .arg(window)
+                    .arg(settings.group_wait.as_millis() as u64)
+                    .arg(if closing { "1" } else { "0" })
+                    .arg(&store.consumer);
+            }
+            let replies: Vec<Value> = pipe.query(connection)?;
+            let mut exchange = Exchange::default();
+            for (key, reply) in due.into_iter().zip(replies) {
+                exchange.below_threshold += number(item(&reply, 1));
+                match text(item(&reply, 0)).as_deref() {
+                    Some(kind @ ("firing" | "resolved")) => {
+                        schedule.insert(key.clone(), now + interval);
+                        exchange.taken.push(taken(key, kind == "resolved", &reply));
+                    }
+                    Some("gone") => {
+                        schedule.remove(key);
+                    }
+                    _ => {
+                        let wait = number(item(&reply, 2)).min(MAX_WAIT_MS);
+                        schedule.insert(key.clone(), now + wait);
+                    }
+                }
+            }
+            Ok(exchange)
+        })
+    }
+
+    /// Adds `shares` and renews the leases of `holding` in one pipeline; returns the keys of
+    /// the webhook's groups with a record.
+    fn merge_digests(
+        &self,
+        connection: &mut super::link::Link,
+        state: &State,
+        webhook: &str,
+        settings: &DigestSettings,
+        shares: &[Share],
+        holding: &[String],
+    ) -> redis::RedisResult<Vec<String>> {
+        let interval = settings.group_interval.as_millis() as u64;
+        let window = settings.threshold.map_or(0, |t| t.window.as_millis() as u64);
+        let ttl = (settings.resolve_after + settings.group_wait).as_millis() as u64 + 2 * interval + window;
+        let mut pipe = redis::pipe();
+        for share in shares {
+            let group = self.digest_key(webhook, &share.key);
+            let command = pipe
+                .cmd("EVALSHA")
+                .arg(&state.scripts[3])
+                .arg(4)
+                .arg(&group)
+                .arg(format!("{group}:samples"))
+                .arg(format!("{group}:window"))
+                .arg(self.digest_set(webhook))
+                .arg(&share.key)
+                .arg(share.count)
+                .arg(share.first_ms)
+                .arg(share.last_ms)
+                .arg(&share.latest)
+                .arg(share.event)
+                .arg(&share.values)
+                .arg(if share.overflow { "1" } else { "0" })
+                .arg(now_ms())
+                .arg(settings.group_wait.as_millis() as u64)
+                .arg(settings.samples)
+                .arg(if settings.threshold.is_some() { "1" } else { "0" })
+                .arg(ttl)
+                .arg(share.samples.len())
+                .arg(&share.samples);
+            for (bucket, count) in &share.buckets {
+                command.arg(*bucket).arg(*count);
+            }
+            command.ignore();
+        }
+        for key in holding {
+            pipe.cmd("PEXPIRE")
+                .arg(format!("{}:lease", self.digest_key(webhook, key)))
+                .arg(interval)
+                .ignore();
+        }
+        pipe.cmd("SMEMBERS").arg(self.digest_set(webhook));
+        let (members,): (Vec<String>,) = pipe.query(connection)?;
+        Ok(members)
+    }
+
+    /// The record of the digest group `key` of `webhook`.
+    fn digest_key(&self, webhook: &str, key: &str) -> String {
+        self.key_of(webhook, &format!("digest:{key}"))
+    }
+
+    /// The set of `webhook`'s digest groups with a record.
+    fn digest_set(&self, webhook: &str) -> String {
+        self.key_of(webhook, "digests")
+    }
+}
+
+/// A `firing` or `resolved` reply of the take script as a [`Taken`].
+fn taken(key: &str, resolved: bool, reply: &Value) -> Taken {
+    let string = |index: usize| text(item(reply, index)).unwrap_or_default();
+    Taken {
+        key: key.to_owned(),
+        resolved,
+        count: number(item(reply, 3)),
+        total: number(item(reply, 4)),
+        first_ms: number(item(reply, 5)),
+        last_ms: number(item(reply, 6)),
+        latest: string(7),
+        event: string(8),
+        values: string(9),
+        overflow: string(10) == "1",
+        samples: items(reply).iter().skip(11).filter_map(text).collect(),
+    }
+}
+
+/// An integer reply (or a string holding one); 0 for anything else.
+fn number(value: &Value) -> u64 {
+    match value {
+        Value::Int(n) => (*n).max(0) as u64,
+        other => text(other).and_then(|t| t.parse().ok()).unwrap_or(0),
+    }
+}
