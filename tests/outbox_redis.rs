@@ -790,3 +790,49 @@ fn a_replica_cut_off_from_redis_digests_on_its_own_and_merges_again_when_it_is_b
     replica.close(Duration::from_secs(5)).unwrap();
     assert_eq!(counted(&rx), 5, "nothing counted twice");
 }
+
+#[test]
+fn a_fleet_pagerduty_group_triggers_and_resolves_once_for_all_replicas() {
+    let (redis, _own) = server();
+    let rx = Receiver::start(|_| Reply::status(202));
+    let config = format!(
+        "outbox: {{type: redis, url: '{redis}', key: {}}}\nwebhooks: [{{url: '{}', id: pd, format: pagerduty, routing_key: R0UTING, events: [tool_success], digest: {{group_interval: 300ms, resolve_after: 1s}}}}]",
+        key("fleet-resolve"),
+        rx.url("/v2/enqueue")
+    );
+    let replicas = [
+        Notifier::from_config_text(&config, None).unwrap(),
+        Notifier::from_config_text(&config, None).unwrap(),
+    ];
+    for replica in &replicas {
+        submit(replica, 2);
+    }
+    wait_until("the group resolves", WAIT, || {
+        rx.received()
+            .iter()
+            .any(|r| r.json()["event_action"] == "resolve")
+    });
+    for replica in &replicas {
+        replica.close(Duration::from_secs(5)).unwrap();
+    }
+    let actions: Vec<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.json()["event_action"].as_str().unwrap().to_owned())
+        .collect();
+    let resolves = actions.iter().filter(|a| *a == "resolve").count();
+    assert_eq!(resolves, 1, "one resolve for the fleet: {actions:?}");
+    let counted: u64 = rx
+        .received()
+        .iter()
+        .filter(|r| r.json()["event_action"] == "trigger")
+        .map(|r| {
+            r.json()["payload"]["custom_details"]["count"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(counted, 4, "{actions:?}");
+}

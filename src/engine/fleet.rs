@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::digest::{Digest, Message};
 use crate::config::Webhook;
-use crate::store::redis::{RedisStore, Schedule};
+use crate::store::redis::{RedisStore, Rules, Schedule};
 
 /// How often a replica exchanges digest counts with the fleet.
 pub(crate) const EXCHANGE_INTERVAL: Duration = Duration::from_millis(100);
@@ -76,7 +76,10 @@ impl FleetDigests {
                 &shares,
                 &holding,
                 &mut side.schedule,
-                closing,
+                Rules {
+                    closing,
+                    resolves: webhooks[index].alerting.format.resolves(),
+                },
             );
             let now = Instant::now();
             let mut digest = lock(digest);

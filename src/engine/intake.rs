@@ -410,9 +410,13 @@ impl Intake {
     /// Redis first: a blocking call, made off the runtime's worker), and — when `closing` —
     /// all uncounted events; returns how many messages it queued.
     pub fn send_digests_now(&self, closing: bool) -> usize {
-        let exchanged = match tokio::runtime::Handle::try_current() {
-            Ok(_) => tokio::task::block_in_place(|| self.exchange_with_fleet(closing)),
-            Err(_) => self.exchange_with_fleet(closing),
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let on_worker = Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+        let exchanged = match (&self.fleet, on_worker) {
+            (None, _) => 0,
+            // The registry's idle close runs on our runtime: let its other tasks move on.
+            (Some(_), true) => tokio::task::block_in_place(|| self.exchange_with_fleet(closing)),
+            (Some(_), false) => self.exchange_with_fleet(closing),
         };
         exchanged + self.tick_digests(closing)
     }

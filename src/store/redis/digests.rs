@@ -61,6 +61,15 @@ pub(crate) struct Exchange {
     pub below_threshold: u64,
 }
 
+/// How one exchange treats due groups.
+#[derive(Clone, Copy)]
+pub(crate) struct Rules {
+    /// Close: every group with counts is tried once, whatever its interval.
+    pub closing: bool,
+    /// The webhook's format sends resolve messages (else a quiet group closes silently).
+    pub resolves: bool,
+}
+
 /// A webhook's exchange state that lives across calls: when to try each group's lease
 /// next (ms since the epoch).
 pub(crate) type Schedule = HashMap<String, u64>;
@@ -68,8 +77,7 @@ pub(crate) type Schedule = HashMap<String, u64>;
 impl RedisStore {
     /// Adds `shares` to the fleet's digest groups of `webhook`, keeps the leases of `holding`
     /// (groups whose message this replica sent is undelivered) for another interval, and
-    /// takes the groups whose message is due and whose lease it wins (every due group when
-    /// `closing`, which tries each once).
+    /// takes the groups whose message is due and whose lease it wins (see [`Rules`]).
     pub(crate) fn exchange_digests(
         &self,
         webhook: &str,
@@ -77,8 +85,9 @@ impl RedisStore {
         shares: &[Share],
         holding: &[String],
         schedule: &mut Schedule,
-        closing: bool,
+        rules: Rules,
     ) -> Result<Exchange, String> {
+        let Rules { closing, resolves } = rules;
         let mut state = self.state();
         self.with_connection(&mut state, |store, connection, state| {
             let members = store.merge_digests(connection, state, webhook, settings, shares, holding)?;
@@ -89,6 +98,8 @@ impl RedisStore {
             }
             let due: Vec<&String> = members
                 .iter()
+                // A group whose message this replica sent and is still sending waits for it.
+                .filter(|key| !holding.contains(key))
                 .filter(|key| closing || schedule.get(*key).is_none_or(|at| *at <= now))
                 .collect();
             if due.is_empty() {
@@ -117,7 +128,8 @@ impl RedisStore {
                     .arg(window)
                     .arg(settings.group_wait.as_millis() as u64)
                     .arg(if closing { "1" } else { "0" })
-                    .arg(&store.consumer);
+                    .arg(&store.consumer)
+                    .arg(if resolves { "1" } else { "0" });
             }
             let replies: Vec<Value> = pipe.query(connection)?;
             let mut exchange = Exchange::default();

@@ -48,7 +48,7 @@ use link::{Client, Link};
 use replies::{bytes, field, item, items, text};
 use scripts::{ADD, HAND_BACK, MERGE_DIGEST, TAKE_DIGEST, TAKE_DUE};
 
-pub(crate) use digests::{Schedule, Share, Taken};
+pub(crate) use digests::{Rules, Schedule, Share, Taken};
 use slots::Slots;
 use state::{Held, Place, State};
 

@@ -136,9 +136,9 @@ return 1
 /// Takes a digest group's merged counts for one message, if this replica wins the group's
 /// lease for the interval (`SET lease NX PX interval`); fires a thresholded group whose
 /// window holds enough events; closes (and, for formats that resolve, resolves) a group
-/// quiet for `resolve_after`. KEYS: group, samples, window, groups set, lease. ARGV: key,
+/// quiet for `resolve_after` unless another replica holds its lease. KEYS: group, samples, window, groups set, lease. ARGV: key,
 /// now, interval, resolve_after, threshold count (0: none), window, group_wait, closing,
-/// consumer. Returns `{kind, aged, wait_ms}` with kind `wait`, `held` or `gone`, or
+/// consumer, resolves (1: the format has resolve messages). Returns `{kind, aged, wait_ms}` with kind `wait`, `held` or `gone`, or
 /// `{kind, aged, 0, count, total, first_ms, last_ms, latest, event, values, overflow,
 /// samples…}` with kind `firing` or `resolved`.
 pub(super) const TAKE_DIGEST: &str = r"
@@ -192,13 +192,16 @@ if firing and count > 0 and (now >= next_ms or ARGV[8] == '1') then
   return out
 end
 if count == 0 and ARGV[8] ~= '1' and now - last >= tonumber(ARGV[4]) then
-  if not redis.call('SET', KEYS[5], ARGV[9], 'NX', 'PX', ARGV[3]) then
+  -- Quiet: closed by whoever comes first, unless another replica holds the lease (its
+  -- message may be undelivered); the holder itself calls only once its message ended.
+  local holder = redis.call('GET', KEYS[5])
+  if holder and holder ~= ARGV[9] then
     return {'held', aged, redis.call('PTTL', KEYS[5])}
   end
   local out = {'gone', aged, 0}
-  if firing then
+  if firing and ARGV[10] == '1' then
     out = message('resolved', 0, tonumber(redis.call('HGET', g, 'total') or '0'), nil)
-  else
+  elseif not firing then
     for _, n in ipairs(redis.call('HVALS', KEYS[3])) do out[2] = out[2] + tonumber(n) end
   end
   redis.call('DEL', g, KEYS[2], KEYS[3], KEYS[5])
