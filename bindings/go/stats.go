@@ -45,11 +45,13 @@ type WebhookStats struct {
 	DeadLetters uint64 `json:"dead_letters"`
 	// Filtered counts events of the webhook's events that match, exclude or min_severity
 	// turned away; BelowThreshold digest events that aged out before their group fired;
-	// Groups the digest groups open; DigestMessages the digest messages queued so far.
+	// Groups the digest groups open; DigestMessages the digest messages queued so far;
+	// DigestShared is true while the fleet digests the groups (a Redis outbox, reachable).
 	Filtered       uint64   `json:"filtered"`
 	BelowThreshold uint64   `json:"below_threshold"`
 	Groups         uint64   `json:"groups"`
 	DigestMessages uint64   `json:"digest_messages"`
+	DigestShared   bool     `json:"digest_shared"`
 	LastStatus     *int     `json:"last_status"`
 	LastError      *string  `json:"last_error"`
 	LatencyP50Ms   *float64 `json:"latency_p50_ms"`

@@ -453,8 +453,8 @@ func TestDigestsAndFiltersCountThroughTheCAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := stats.Webhooks[0]
-	if w.Filtered != 1 || w.Groups != 1 || w.DigestMessages != 1 {
-		t.Fatalf("filtered %d, groups %d, digest messages %d; want 1, 1, 1", w.Filtered, w.Groups, w.DigestMessages)
+	if w.Filtered != 1 || w.Groups != 1 || w.DigestMessages != 1 || w.DigestShared {
+		t.Fatalf("filtered %d, groups %d, digest messages %d, shared %v; want 1, 1, 1, false (no Redis outbox)", w.Filtered, w.Groups, w.DigestMessages, w.DigestShared)
 	}
 	if err := p.Close(); err != nil {
 		t.Fatal(err)

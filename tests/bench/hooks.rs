@@ -14,8 +14,9 @@
 //!   (so the Python benchmark measures against receivers in another process).
 //!
 //! With `BENCH_OUTBOX_DIR` set, every notifier uses a disk outbox in a fresh directory under
-//! it; with `BENCH_OUTBOX_REDIS` (a URL), a Redis outbox under a fresh key (`hooks` and
-//! `throughput` then measure that outbox).
+//! it; with `BENCH_OUTBOX_REDIS` (a URL), a Redis outbox under a fresh key, and with
+//! `BENCH_OUTBOX_REDIS_CLUSTER` (seed URLs, comma-separated) a Redis Cluster outbox (`hooks`,
+//! `throughput` and `digest-hooks` then measure that outbox).
 
 #[path = "../common/receiver.rs"]
 mod receiver;
@@ -51,13 +52,19 @@ fn receivers() -> (Vec<Receiver>, Vec<(&'static str, String)>) {
 }
 
 /// `"outbox": {…},` for a disk outbox in a fresh directory when `BENCH_OUTBOX_DIR` is set, or
-/// a Redis outbox under a fresh key when `BENCH_OUTBOX_REDIS` is.
+/// a Redis outbox under a fresh key when `BENCH_OUTBOX_REDIS` is (a cluster's when
+/// `BENCH_OUTBOX_REDIS_CLUSTER`, comma-separated seed URLs, is).
 fn outbox() -> String {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let fresh = format!("{}-{n}", std::process::id());
     if let Ok(dir) = std::env::var("BENCH_OUTBOX_DIR") {
         return format!(r#""outbox": {{"type": "disk", "path": "{dir}/{fresh}"}},"#);
+    }
+    if let Ok(seeds) = std::env::var("BENCH_OUTBOX_REDIS_CLUSTER") {
+        let seeds: Vec<String> = seeds.split(',').map(|s| format!("\"{s}\"")).collect();
+        let seeds = seeds.join(", ");
+        return format!(r#""outbox": {{"type": "redis", "cluster": true, "url": [{seeds}], "key": "bench-{fresh}"}},"#);
     }
     if let Ok(url) = std::env::var("BENCH_OUTBOX_REDIS") {
         return format!(r#""outbox": {{"type": "redis", "url": "{url}", "key": "bench-{fresh}"}},"#);
@@ -155,10 +162,31 @@ fn hooks() {
 /// is never the bottleneck), for the alerting rows.
 fn alerting_config(url: &str, digest: &str) -> String {
     format!(
-        r#"{{"queue_capacity": 100000, "webhooks": [{{"url": "{url}", "events": ["tool_success", "tool_error"],
+        r#"{{{} "queue_capacity": 100000, "webhooks": [{{"url": "{url}", "events": ["tool_success", "tool_error"],
             "format": "slack", "max_rate": 100000, "match": {{"tool": "search*", "tenant": "t*"}},
-            "digest": {digest}}}]}}"#
+            "digest": {digest}}}]}}"#,
+        outbox()
     )
+}
+
+/// `digest-hooks REDIS_URL`: the hook cost into a digesting webhook (Rust API, 20,000 calls)
+/// without an outbox (a process digest) and with a Redis outbox (a fleet digest), five
+/// interleaved rounds in one process.
+fn digest_hooks(redis: &str) {
+    let fast = Receiver::start(|_| Reply::status(200));
+    let digest = r#"{"group_by": ["tool", "user"], "group_interval": "1s"}"#;
+    let process = alerting_config(&fast.url("/"), digest);
+    for round in 1..=5 {
+        let fleet = process.replacen(
+            '{',
+            &format!(r#"{{"outbox": {{"type": "redis", "url": "{redis}", "key": "bench-fleet-{round}"}},"#),
+            1,
+        );
+        for (label, text) in [("process", &process), ("fleet", &fleet)] {
+            let stats = summary(rust_hook_costs(text, 20_000));
+            println!("{}", json!({"bench": "digest-hook", "impl": label, "round": round, "stats": stats}));
+        }
+    }
 }
 
 /// `alerting`: hook cost with match + digest + format vs a plain webhook (Rust and C APIs,
@@ -391,10 +419,11 @@ fn main() {
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["hooks"] => hooks(),
         ["alerting"] => alerting(),
+        ["digest-hooks", redis] => digest_hooks(redis),
         ["throughput", url, n] => throughput(url, n.parse().unwrap()),
         ["bare-reqwest", url, n] => bare_reqwest(url, n.parse().unwrap()),
         ["memory", n, capacity] => memory(n.parse().unwrap(), capacity.parse().unwrap()),
         ["serve"] => serve(),
-        _ => eprintln!("usage: hooks | throughput URL N | bare-reqwest URL N | memory N CAPACITY | serve"),
+        _ => eprintln!("usage: hooks | alerting | digest-hooks REDIS_URL | throughput URL N | bare-reqwest URL N | memory N CAPACITY | serve"),
     }
 }

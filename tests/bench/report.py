@@ -121,6 +121,37 @@ def alerting_section(rows: list[dict]) -> list[str]:
     return out
 
 
+def fleet_section(rows: list[dict]) -> list[str]:
+    """Fleet on Redis: cluster vs single-node deliveries/s, fleet vs process digest hook cost."""
+    out: list[str] = []
+    rates = {impl: [r["per_second"] for r in rows if r["bench"] == "throughput" and r["impl"] == impl]
+             for impl in ("rust-redis-node", "rust-redis-cluster")}
+    if all(rates.values()):
+        node, cluster = (statistics.median(rates[i]) for i in ("rust-redis-node", "rust-redis-cluster"))
+        out += ["## Fleet on Redis: a cluster outbox, fleet digests", "",
+                "`tests/bench/fleet.sh`: 100,000 events through the Rust API into a Redis outbox, delivered to nginx, "
+                "on one local `redis-server` and on a three-primary Redis Cluster (local, `redis-cli --cluster create`), "
+                "three interleaved runs, medians (target: cluster ≥ 80% of the single node).", "",
+                "| outbox | deliveries/s (runs) | median | vs single node |", "|---|---|---|---|",
+                f"| single node | {', '.join(f'{x:,.0f}' for x in rates['rust-redis-node'])} | {node:,.0f} | 1.00× |",
+                f"| cluster (3 primaries) | {', '.join(f'{x:,.0f}' for x in rates['rust-redis-cluster'])} | {cluster:,.0f} | {cluster / node:.2f}× |",
+                ""]
+    hooks = {impl: [r["stats"] for r in rows if r["bench"] == "digest-hook" and r["impl"] == impl]
+             for impl in ("process", "fleet")}
+    if all(hooks.values()):
+        med = {i: [statistics.median(s[k] for s in hooks[i]) for k in ("median_us", "p99_us")] for i in hooks}
+        p, f = med["process"], med["fleet"]
+        out += ["`hooks digest-hooks`: 20,000 `tool_post_invoke` into a digesting webhook (`match` + `format: slack`), "
+                "without an outbox (a process digest) and with a Redis outbox (a fleet digest: counts exchanged with "
+                "Redis every 100 ms on a thread of its own), five interleaved rounds in one process, median of the "
+                "rounds' medians and p99s "
+                "(target: fleet ≤ 1.1× process).", "",
+                "| digest | median / p99 | vs process |", "|---|---|---|",
+                f"| process | {fmt_us(p[0])} / {fmt_us(p[1])} | 1.00× |",
+                f"| fleet | {fmt_us(f[0])} / {fmt_us(f[1])} | {f[0] / p[0]:.2f}× |", ""]
+    return out
+
+
 def main() -> None:
     rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip().startswith("{")]
     command = sys.argv[2]
@@ -325,6 +356,7 @@ def main() -> None:
                            f"{g['median_ms']:.0f} ms | {g['slowest_ms']:,.0f} ms | {g['delivered']} of {g['events']} |")
         out.append("")
     out += alerting_section(rows)
+    out += fleet_section(rows)
     print("\n".join(out))
 
 

@@ -107,6 +107,9 @@ for run in 1 2 3; do
     BENCH_OUTBOX_REDIS="$BENCH_REDIS_URL" "$BENCH" throughput "$FAST" 200000 | sed 's/"impl": *"rust"/"impl":"rust-redis"/'
 done | tee -a "$RESULTS"
 
+echo "== fleet on Redis: a cluster outbox's deliveries/s vs a single node; fleet vs process digest hook cost"
+bash tests/bench/fleet.sh "$OUT" "$BENCH" "$FAST" | tee -a "$RESULTS"
+
 echo "== Go: hook cost (dead receiver) with each outbox"
 cargo build --release 2>&1 | tail -1
 for outbox in memory disk redis; do

@@ -135,7 +135,8 @@ impl RedisCluster {
         let dir = super::TempDir::new("wn-redis-cluster");
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
-                let port = dead_port();
+                // A node also listens on its port + 10,000 (the cluster bus).
+                let port = std::iter::repeat_with(dead_port).find(|p| *p <= 55_535).unwrap();
                 let conf = format!("nodes-{port}.conf");
                 let extra = ["--cluster-enabled", "yes", "--cluster-config-file", &conf];
                 let dir = dir.0.to_str().unwrap();
