@@ -64,7 +64,9 @@ fn outbox() -> String {
     if let Ok(seeds) = std::env::var("BENCH_OUTBOX_REDIS_CLUSTER") {
         let seeds: Vec<String> = seeds.split(',').map(|s| format!("\"{s}\"")).collect();
         let seeds = seeds.join(", ");
-        return format!(r#""outbox": {{"type": "redis", "cluster": true, "url": [{seeds}], "key": "bench-{fresh}"}},"#);
+        return format!(
+            r#""outbox": {{"type": "redis", "cluster": true, "url": [{seeds}], "key": "bench-{fresh}"}},"#
+        );
     }
     if let Ok(url) = std::env::var("BENCH_OUTBOX_REDIS") {
         return format!(r#""outbox": {{"type": "redis", "url": "{url}", "key": "bench-{fresh}"}},"#);
@@ -184,7 +186,10 @@ fn digest_hooks(redis: &str) {
         );
         for (label, text) in [("process", &process), ("fleet", &fleet)] {
             let stats = summary(rust_hook_costs(text, 20_000));
-            println!("{}", json!({"bench": "digest-hook", "impl": label, "round": round, "stats": stats}));
+            println!(
+                "{}",
+                json!({"bench": "digest-hook", "impl": label, "round": round, "stats": stats})
+            );
         }
     }
 }
