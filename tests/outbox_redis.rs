@@ -352,10 +352,11 @@ fn close_keeps_its_deadline_when_redis_is_frozen() {
     let redis = RedisServer::start();
     let rx = Receiver::start(|_| Reply::status(503));
     let config = format!(
-        "outbox: {{type: redis, url: '{}', key: {}}}\nwebhooks: [{{url: '{}', id: sink, events: [tool_success], retry_schedule: ['1h']}}]",
+        "outbox: {{type: redis, url: '{}', key: {}}}\nwebhooks: [{{url: '{url}', id: sink, events: [tool_success], retry_schedule: ['1h']}}, \
+         {{url: '{url}', id: alerts, events: [tool_success], digest: {{group_interval: 1h}}}}]",
         redis.url(),
         key("frozen"),
-        rx.url("/")
+        url = rx.url("/")
     );
     let n = Notifier::from_config_text(&config, None).unwrap();
     submit(&n, 20);
@@ -365,7 +366,8 @@ fn close_keeps_its_deadline_when_redis_is_frozen() {
     let (done, closed) = std::sync::mpsc::channel();
     std::thread::spawn(move || done.send(n.close(Duration::from_millis(500))).unwrap());
     // A hang guard, not a measurement: a frozen Redis used to hold close for 30 s (its socket
-    // timeouts, several calls in a row); it now returns at its deadline.
+    // timeouts, several calls in a row); it now returns at its deadline, the fleet digest's
+    // last exchange included.
     let result = closed.recv_timeout(Duration::from_secs(10));
     redis.signal(libc::SIGCONT);
     let result = result.expect("close returned");

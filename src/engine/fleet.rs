@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use super::digest::{Digest, Message};
 use crate::config::Webhook;
 use crate::store::redis::{RedisStore, Rules, Schedule};
+use crate::store::Store;
 
 /// How often a replica exchanges digest counts with the fleet.
 pub(crate) const EXCHANGE_INTERVAL: Duration = Duration::from_millis(100);
@@ -53,6 +54,11 @@ impl FleetDigests {
             .map(|w| w.alerting.digest.as_ref().map(|_| Mutex::default()))
             .collect();
         FleetDigests { store, sides }
+    }
+
+    /// From now on every Redis call returns by `deadline` (close is under way).
+    pub fn close_by(&self, deadline: Instant) {
+        self.store.close_by(deadline);
     }
 
     /// Exchanges each digesting webhook's counts (`digests`, in config order) with the

@@ -409,7 +409,11 @@ impl Intake {
     /// Queues every digest message due now, the fleet's included (exchanging counts with
     /// Redis first: a blocking call, made off the runtime's worker), and — when `closing` —
     /// all uncounted events; returns how many messages it queued.
-    pub fn send_digests_now(&self, closing: bool) -> usize {
+    /// With a `deadline` (close's), every Redis call of the exchange returns by then.
+    pub fn send_digests_now(&self, closing: bool, deadline: Option<Instant>) -> usize {
+        if let (Some(fleet), Some(deadline)) = (&self.fleet, deadline) {
+            fleet.close_by(deadline);
+        }
         use tokio::runtime::{Handle, RuntimeFlavor};
         let on_worker = Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
         let exchanged = match (&self.fleet, on_worker) {

@@ -196,7 +196,7 @@ impl Engine {
         if !intake.wait_routed(deadline) {
             return false;
         }
-        intake.send_digests_now(false);
+        intake.send_digests_now(false, None);
         intake.ledger.wait_idle(deadline)
     }
 
@@ -213,7 +213,7 @@ impl Engine {
         intake.close();
         // Digest groups send what they still count (no resolve), then close as any delivery.
         intake.wait_routed(deadline);
-        intake.send_digests_now(true);
+        intake.send_digests_now(true, deadline);
         if intake.queue.durable() {
             return self.close_durable(deadline);
         }
@@ -372,7 +372,8 @@ impl Shareable for Engine {
     }
 
     fn send_digests(&self) -> usize {
-        self.intake.send_digests_now(true)
+        // No deadline: the engine may yet be attached again (a deadline is for good).
+        self.intake.send_digests_now(true, None)
     }
 }
 

@@ -13,7 +13,7 @@ use super::replies::{item, items, text};
 use super::state::State;
 use super::RedisStore;
 use crate::config::DigestSettings;
-use crate::store::now_ms;
+use crate::store::{lock_until, now_ms};
 
 /// Longest wait before a group's lease is tried again (a threshold's window may fill, or
 /// another replica's counts arrive, at any time).
@@ -88,7 +88,9 @@ impl RedisStore {
         rules: Rules,
     ) -> Result<Exchange, String> {
         let Rules { closing, resolves } = rules;
-        let mut state = self.state();
+        let Some(mut state) = lock_until(&self.state, self.deadline()) else {
+            return Err("Redis: busy past the close deadline".into());
+        };
         self.with_connection(&mut state, |store, connection, state| {
             let members = store.merge_digests(connection, state, webhook, settings, shares, holding)?;
             let now = now_ms();
