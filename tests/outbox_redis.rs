@@ -838,3 +838,50 @@ fn a_fleet_pagerduty_group_triggers_and_resolves_once_for_all_replicas() {
         .sum();
     assert_eq!(counted, 4, "{actions:?}");
 }
+
+/// Issue 20 #7: after a FLUSHALL, a write whose stream was gone left entries without a
+/// consumer group, and a big transaction timed out on the client after the server ran it:
+/// both wrote deliveries twice (every delivery after the flush arrived 2–4 times).
+#[test]
+fn flushall_on_a_live_outbox_redis_delivers_each_event_once() {
+    let redis = RedisServer::start();
+    let rx = Receiver::start(|_| Reply::status(200).after(Duration::from_millis(1)));
+    let config = format!(
+        "queue_capacity: 100000\noutbox: {{type: redis, url: '{}', key: {}, claim_after: 1}}\nwebhooks: [{{url: '{}', id: sink, events: [tool_success], max_concurrency: 8, circuit_breaker: false}}]",
+        redis.url(),
+        key("flushall"),
+        rx.url("/")
+    );
+    let n = Notifier::from_config_text(&config, None).unwrap();
+    let events = 4000;
+    submit(&n, events / 2);
+    wait_until("some delivered", WAIT, || n.stats().delivered >= 500);
+    assert_eq!(redis.cli(&["flushall"]).trim(), "OK");
+    for i in events / 2..events {
+        n.notify(
+            Event::ToolSuccess,
+            &json!({"request_id": format!("evt-{i}")}),
+            None,
+            None,
+        )
+        .unwrap();
+    }
+    assert!(n.flush(WAIT));
+    // A stale stream entry (left by a write that failed after the server ran it) would be
+    // taken over after claim_after and delivered again before the stream empties.
+    let stream = format!("{}:{{sink}}:stream", key("flushall"));
+    wait_until("the stream is empty", WAIT, || {
+        redis.cli(&["xlen", &stream]).trim() == "0"
+    });
+    let seen = arrivals(&rx);
+    let twice: Vec<_> = seen.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    let s = n.stats();
+    println!(
+        "flushall: {} twice of {events}, e.g. {:?}",
+        twice.len(),
+        twice.first()
+    );
+    assert_eq!(seen.len(), events, "every event arrives");
+    assert!(twice.is_empty(), "none twice");
+    assert_eq!(s.delivered, events as u64, "each delivery counted once: {s:?}");
+}

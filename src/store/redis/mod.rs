@@ -129,13 +129,18 @@ impl RedisStore {
         *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets the socket timeouts for a call that reads `replies` replies: 5 s each, or an equal
-    /// share of what is left before the close deadline — the client waits for every reply of a
-    /// pipeline in turn, timed out or not, so a frozen server would otherwise hold a pipeline of
-    /// n commands for n timeouts.
+    /// Sets the socket timeouts for a call that reads `replies` replies: 5 s each while
+    /// running; once close has a deadline, an equal share of what is left before it — the
+    /// client waits for every reply of a pipeline in turn, timed out or not, so a frozen server
+    /// would otherwise hold a pipeline of n commands for n timeouts. (Not a share while
+    /// running: a big transaction's replies all come after EXEC has run every command, and a
+    /// timeout then would write the batch twice.)
     fn time_calls(&self, connection: &mut Link, replies: usize) -> redis::RedisResult<()> {
-        let share = self.call_timeout(IO_TIMEOUT)? / (replies.max(1) as u32);
-        connection.set_timeouts(share.max(Duration::from_millis(1)))
+        let timeout = match self.deadline() {
+            None => IO_TIMEOUT,
+            Some(_) => self.call_timeout(IO_TIMEOUT)? / (replies.max(1) as u32),
+        };
+        connection.set_timeouts(timeout.max(Duration::from_millis(1)))
     }
 
     /// How long one Redis call may take: `normal`, or what is left before the close deadline.
@@ -268,7 +273,9 @@ impl RedisStore {
             .arg("CREATE")
             .arg(self.stream(webhook))
             .arg(GROUP)
-            .arg("0")
+            // Only entries added from now on are new: any entry of a stream that had no group
+            // was left by a write that failed, and is written again with its batch.
+            .arg("$")
             .arg("MKSTREAM")
             .query(connection);
         match created {

@@ -2,9 +2,15 @@
 //! a webhook's stream, retry set and records is never seen half done by another replica.
 
 /// Adds records to a stream and reads them into this consumer's pending list, atomically.
+/// A stream that is gone (Redis flushed or restarted empty) fails the call before anything is
+/// written, so no entry is left without a consumer group: the committer reconnects, creates
+/// the group and writes the batch again.
 /// ARGV: group, consumer, n, n delivery ids, n records. Returns `{entry, id}` for its own
 /// records and `{entry, id, record}` for any older unread entry it had to take with them.
 pub(super) const ADD: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('NOGROUP the stream and its consumer group are gone (Redis lost its data)')
+end
 local n = tonumber(ARGV[3])
 local ours = {}
 for i = 1, n do
