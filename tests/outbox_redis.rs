@@ -694,14 +694,8 @@ fn two_replicas_send_one_digest_per_interval_for_the_fleet_counting_every_event_
     // Counts a replica merged at exit while the other held the lease wait in Redis for the
     // next holder: the next start.
     let next = Notifier::from_config_text(&config, None).unwrap();
-    let counted = |rx: &Receiver| -> u64 {
-        rx.received()
-            .iter()
-            .map(|r| r.json()["digest"]["count"].as_u64().unwrap())
-            .sum()
-    };
     wait_until("every event of both replicas is counted", WAIT, || {
-        counted(&rx) >= 2 * events as u64
+        digest_counts(&rx) >= 2 * events as u64
     });
     let storm = started.elapsed();
     assert!(
@@ -712,7 +706,7 @@ fn two_replicas_send_one_digest_per_interval_for_the_fleet_counting_every_event_
     next.close(Duration::from_secs(5)).unwrap();
     let messages = rx.received();
     assert_eq!(
-        counted(&rx),
+        digest_counts(&rx),
         2 * events as u64,
         "each event counted in exactly one message"
     );
@@ -744,10 +738,7 @@ fn a_threshold_counts_the_fleets_events() {
         rx.url("/")
     );
     // Two replicas, three events each: neither alone reaches the threshold, the fleet does.
-    let replicas = [
-        Notifier::from_config_text(&config, None).unwrap(),
-        Notifier::from_config_text(&config, None).unwrap(),
-    ];
+    let replicas = two_replicas(&config);
     wait_until("both merge across the fleet", WAIT, || {
         replicas.iter().all(|r| r.stats().webhooks[0].digest_shared)
     });
@@ -772,25 +763,23 @@ fn a_replica_cut_off_from_redis_digests_on_its_own_and_merges_again_when_it_is_b
         rx.url("/")
     );
     let replica = Notifier::from_config_text(&config, None).unwrap();
-    let counted = |rx: &Receiver| -> u64 {
-        rx.received()
-            .iter()
-            .map(|r| r.json()["digest"]["count"].as_u64().unwrap())
-            .sum()
-    };
     wait_until("it knows it is cut off", WAIT, || {
         !replica.stats().webhooks[0].digest_shared
     });
     submit(&replica, 3);
-    wait_until("its own digest counts the three", WAIT, || counted(&rx) == 3);
+    wait_until("its own digest counts the three", WAIT, || {
+        digest_counts(&rx) == 3
+    });
     let _redis = RedisServer::start_on(port);
     wait_until("it merges across the fleet again", WAIT, || {
         replica.stats().webhooks[0].digest_shared
     });
     submit(&replica, 2);
-    wait_until("the fleet's digest counts the two", WAIT, || counted(&rx) == 5);
+    wait_until("the fleet's digest counts the two", WAIT, || {
+        digest_counts(&rx) == 5
+    });
     replica.close(Duration::from_secs(5)).unwrap();
-    assert_eq!(counted(&rx), 5, "nothing counted twice");
+    assert_eq!(digest_counts(&rx), 5, "nothing counted twice");
 }
 
 #[test]
@@ -802,10 +791,7 @@ fn a_fleet_pagerduty_group_triggers_and_resolves_once_for_all_replicas() {
         key("fleet-resolve"),
         rx.url("/v2/enqueue")
     );
-    let replicas = [
-        Notifier::from_config_text(&config, None).unwrap(),
-        Notifier::from_config_text(&config, None).unwrap(),
-    ];
+    let replicas = two_replicas(&config);
     for replica in &replicas {
         submit(replica, 2);
     }
@@ -884,4 +870,20 @@ fn flushall_on_a_live_outbox_redis_delivers_each_event_once() {
     assert_eq!(seen.len(), events, "every event arrives");
     assert!(twice.is_empty(), "none twice");
     assert_eq!(s.delivered, events as u64, "each delivery counted once: {s:?}");
+}
+
+/// The events the digest messages `rx` received counted, all together.
+fn digest_counts(rx: &Receiver) -> u64 {
+    rx.received()
+        .iter()
+        .map(|r| r.json()["digest"]["count"].as_u64().unwrap())
+        .sum()
+}
+
+/// Two replicas of `config` in this process (two engines, two Redis consumers).
+fn two_replicas(config: &str) -> [Notifier; 2] {
+    [
+        Notifier::from_config_text(config, None).unwrap(),
+        Notifier::from_config_text(config, None).unwrap(),
+    ]
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::digest::{Digest, Message};
+use super::registry::lock;
 use crate::config::Webhook;
 use crate::store::redis::{RedisStore, Rules, Schedule};
 use crate::store::Store;
@@ -38,12 +39,21 @@ struct Side {
     held: HashMap<String, Arc<AtomicBool>>,
 }
 
-/// What an exchange brought: messages to queue (by webhook index) and, per webhook, events
-/// that left a threshold's window before their group fired.
+/// What an exchange brought: messages to queue (by webhook index) and, per digesting
+/// webhook, its counters' news.
 #[derive(Default)]
 pub(crate) struct Round {
     pub messages: Vec<(usize, Message)>,
-    pub below_threshold: Vec<(usize, u64)>,
+    pub webhooks: Vec<WebhookRound>,
+}
+
+/// One digesting webhook's outcome of an exchange.
+pub(crate) struct WebhookRound {
+    pub index: usize,
+    /// Events that left a threshold's window before their group fired.
+    pub below_threshold: u64,
+    /// Whether the fleet digests its groups now (false: cut off from Redis).
+    pub shared: bool,
 }
 
 impl FleetDigests {
@@ -89,13 +99,14 @@ impl FleetDigests {
             );
             let now = Instant::now();
             let mut digest = lock(digest);
+            let mut below_threshold = 0;
             match exchanged {
                 Ok(exchange) => {
                     if !digest.shared() {
                         log::info!("webhook {webhook}: digests are merged across the fleet again");
                     }
                     digest.set_shared(true);
-                    round.below_threshold.push((index, exchange.below_threshold));
+                    below_threshold = exchange.below_threshold;
                     for taken in exchange.taken {
                         let key = taken.key.clone();
                         if let Some(message) = digest.message_of(taken, now) {
@@ -112,11 +123,12 @@ impl FleetDigests {
                     digest.set_shared(false);
                 }
             }
+            round.webhooks.push(WebhookRound {
+                index,
+                below_threshold,
+                shared: digest.shared(),
+            });
         }
         round
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -433,14 +433,10 @@ impl Intake {
             return 0;
         }
         let round = fleet.exchange(&self.config.webhooks, &self.digests, closing);
-        for (index, aged) in round.below_threshold {
-            self.ledger.counters[index].below_threshold(aged);
-        }
-        for (index, digest) in self.digests.iter().enumerate() {
-            if let Some(digest) = digest {
-                let digest = digest.lock().unwrap_or_else(|e| e.into_inner());
-                self.ledger.counters[index].set_digest_shared(digest.shared());
-            }
+        for webhook in round.webhooks {
+            let counters = &self.ledger.counters[webhook.index];
+            counters.below_threshold(webhook.below_threshold);
+            counters.set_digest_shared(webhook.shared);
         }
         let queued = round.messages.len();
         for (index, message) in round.messages {
@@ -485,7 +481,7 @@ fn admits(alerting: &Alerting, vars: &Map<String, Value>, severity: Severity) ->
 
 /// Exchanges digest counts with the fleet every `EXCHANGE_INTERVAL` until close begins (close
 /// makes the last exchange itself). Runs on a thread of its own: the calls block.
-pub(crate) fn exchange_with_fleet(intake: Arc<Intake>) {
+pub(crate) fn run_fleet_exchange(intake: Arc<Intake>) {
     while !intake.is_closed() {
         std::thread::sleep(EXCHANGE_INTERVAL);
         if !intake.is_closed() {

@@ -103,7 +103,7 @@ impl Engine {
             let intake = Arc::clone(&engine.intake);
             std::thread::Builder::new()
                 .name("webhook-digests".into())
-                .spawn(move || intake::exchange_with_fleet(intake))
+                .spawn(move || intake::run_fleet_exchange(intake))
                 .map_err(|e| {
                     Error::config("outbox", format!("cannot start the digest exchange thread: {e}"))
                 })?;

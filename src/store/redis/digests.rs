@@ -113,15 +113,12 @@ impl RedisStore {
                 .map_or((0, 0), |t| (t.count, t.window.as_millis() as u64));
             let mut pipe = redis::pipe();
             for key in &due {
-                let group = store.digest_key(webhook, key);
+                let keys = store.digest_keys(webhook, key);
                 pipe.cmd("EVALSHA")
                     .arg(&state.scripts[4])
                     .arg(5)
-                    .arg(&group)
-                    .arg(format!("{group}:samples"))
-                    .arg(format!("{group}:window"))
-                    .arg(store.digest_set(webhook))
-                    .arg(format!("{group}:lease"))
+                    .arg(&keys)
+                    .arg(format!("{}:lease", keys[0]))
                     .arg(key.as_str())
                     .arg(now)
                     .arg(interval)
@@ -171,15 +168,11 @@ impl RedisStore {
         let ttl = (settings.resolve_after + settings.group_wait).as_millis() as u64 + 2 * interval + window;
         let mut pipe = redis::pipe();
         for share in shares {
-            let group = self.digest_key(webhook, &share.key);
             let command = pipe
                 .cmd("EVALSHA")
                 .arg(&state.scripts[3])
                 .arg(4)
-                .arg(&group)
-                .arg(format!("{group}:samples"))
-                .arg(format!("{group}:window"))
-                .arg(self.digest_set(webhook))
+                .arg(&self.digest_keys(webhook, &share.key))
                 .arg(&share.key)
                 .arg(share.count)
                 .arg(share.first_ms)
@@ -202,7 +195,7 @@ impl RedisStore {
         }
         for key in holding {
             pipe.cmd("PEXPIRE")
-                .arg(format!("{}:lease", self.digest_key(webhook, key)))
+                .arg(format!("{}:lease", self.digest_keys(webhook, key)[0]))
                 .arg(interval)
                 .ignore();
         }
@@ -211,9 +204,12 @@ impl RedisStore {
         Ok(members)
     }
 
-    /// The record of the digest group `key` of `webhook`.
-    fn digest_key(&self, webhook: &str, key: &str) -> String {
-        self.key_of(webhook, &format!("digest:{key}"))
+    /// The keys both digest scripts take first: the record of the group `key` of `webhook`,
+    /// its samples, its threshold window, and the set of the webhook's groups with a record.
+    fn digest_keys(&self, webhook: &str, key: &str) -> [String; 4] {
+        let group = self.key_of(webhook, &format!("digest:{key}"));
+        let (samples, window) = (format!("{group}:samples"), format!("{group}:window"));
+        [group, samples, window, self.digest_set(webhook)]
     }
 
     /// The set of `webhook`'s digest groups with a record.
