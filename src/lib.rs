@@ -48,11 +48,13 @@ pub(crate) mod preview;
 #[cfg(feature = "python")]
 mod python;
 
-// The `mimalloc` feature (on in the wheel, opt-in for the C/Go library): hooks allocate an
+// The `mimalloc` feature (default; the wheel, the C/Go/Lua library): hooks allocate an
 // event on the host's thread and the delivery runtime frees it on its own; glibc's malloc
 // makes those frees take the lock of the arena the host thread allocates from, so hooks
 // stalled on futex waits (~1 Python hook call in 7 in a hot loop; C hook p99 6× mimalloc's,
-// see BENCHMARKS.md). Off by default so that a Rust host keeps its own allocator.
+// see BENCHMARKS.md). On by default because the library's hosts are C, Go, Lua and Python
+// programs that would otherwise get glibc's behaviour; a Rust host that sets its own
+// `#[global_allocator]` builds with `default-features = false`.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

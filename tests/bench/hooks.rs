@@ -18,6 +18,8 @@
 //! `BENCH_OUTBOX_REDIS_CLUSTER` (seed URLs, comma-separated) a Redis Cluster outbox (`hooks`,
 //! `throughput` and `digest-hooks` then measure that outbox).
 
+#[path = "../common/heap.rs"]
+mod heap;
 #[path = "../common/receiver.rs"]
 mod receiver;
 
@@ -31,6 +33,7 @@ use webhook_notification::ffi;
 use webhook_notification::preview;
 use webhook_notification::{Event, Hook, Notifier};
 
+use heap::give_back_free_heap;
 use receiver::{dead_port, Receiver, Reply};
 
 const PAYLOAD: &str = r#"{"name": "search", "result": {"content": [{"type": "text", "text": "ok"}]}}"#;
@@ -231,11 +234,11 @@ fn alerting() {
         raise("warm-up".into());
         assert!(notifier.flush(Duration::from_secs(60)));
         give_back_free_heap();
-        let before = rss_kib("VmRSS:");
+        let before = heap::status_kib("VmRSS:");
         (0..groups).for_each(|i| raise(format!("user-{i}@example.com")));
         assert!(notifier.flush(Duration::from_secs(600)));
         give_back_free_heap();
-        let after = rss_kib("VmRSS:");
+        let after = heap::status_kib("VmRSS:");
         assert_eq!(notifier.stats().webhooks[0].groups, groups + 1);
         println!(
             "{}",
@@ -332,38 +335,13 @@ fn bare_reqwest(url: &str, n: usize) {
     );
 }
 
-fn rss_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-#[cfg(feature = "mimalloc")]
-extern "C" {
-    /// mimalloc's collection of freed memory (linked in by the `mimalloc` feature).
-    fn mi_collect(force: bool);
-}
-
-/// Returns freed heap pages to the system, as far as the allocator of this build can.
-fn give_back_free_heap() {
-    // SAFETY: both calls only release free heap pages.
-    #[cfg(feature = "mimalloc")]
-    unsafe {
-        mi_collect(true)
-    };
-    #[cfg(not(feature = "mimalloc"))]
-    unsafe {
-        libc::malloc_trim(0)
-    };
-}
-
 /// RSS for `n` events flooding a dead receiver with room for `capacity`: after the flood,
 /// once every admitted event is routed (freed heap given back), at the peak and drained; and
 /// the rendered body's size, so the report can say what a queued delivery costs beyond it.
 fn memory(n: usize, capacity: usize) {
     let url = format!("http://127.0.0.1:{}/", dead_port());
     let marker = Receiver::start(|_| Reply::status(200));
-    let baseline = rss_kib("VmRSS:");
+    let baseline = heap::status_kib("VmRSS:");
     {
         let text = format!(
             r#"{{"queue_capacity": {capacity}, "webhooks": [{{"url": "{url}", "events": ["tool_success"], "retry_attempts": 3, "retry_delay": 100, "circuit_breaker": false}}, {{"url": "{}", "events": ["plugin_error"]}}]}}"#,
@@ -377,7 +355,7 @@ fn memory(n: usize, capacity: usize) {
                 .invoke(Hook::ToolPostInvoke, payload.clone(), &context)
                 .unwrap();
         }
-        let flooded = rss_kib("VmRSS:");
+        let flooded = heap::status_kib("VmRSS:");
         let dropped_at_once = notifier.stats().dropped;
         // The intake is FIFO: a marker event reaching its receiver proves the flood routed.
         notifier
@@ -385,7 +363,7 @@ fn memory(n: usize, capacity: usize) {
             .unwrap();
         marker.wait_for(1, Duration::from_secs(600));
         give_back_free_heap();
-        let routed = rss_kib("VmRSS:");
+        let routed = heap::status_kib("VmRSS:");
         let config = webhook_notification::Config::load(&text).unwrap();
         let metadata = json!({"tool_name": "search"});
         let body = preview(
@@ -401,12 +379,12 @@ fn memory(n: usize, capacity: usize) {
             .body
             .len();
         assert!(notifier.flush(Duration::from_secs(600)));
-        let drained = rss_kib("VmRSS:");
+        let drained = heap::status_kib("VmRSS:");
         println!(
             "{}",
             json!({"bench": "memory", "impl": "rust", "events": n, "queue_capacity": capacity,
                    "baseline_kib": baseline, "flooded_kib": flooded, "routed_kib": routed, "body_bytes": body,
-                   "peak_kib": rss_kib("VmHWM:"), "drained_kib": drained, "dropped": dropped_at_once})
+                   "peak_kib": heap::status_kib("VmHWM:"), "drained_kib": drained, "dropped": dropped_at_once})
         );
     }
 }

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The hook inside a real Lua gateway: wrk through nginx + lua-nginx-module, a location that
-# answers without a hook (`plain`), with a `log_by_lua` hook calling bindings/lua whose event
-# is delivered to RECEIVER for every request (`hooked`: the deliveries share the 2 cores), and
-# with the same hook into a digest webhook (`digest`: one message per second), interleaved
-# runs. Prints one JSON row per run.
+# answers without a hook (`plain`), with an empty `log_by_lua` (`logged`: the log phase's own
+# cost), with a `log_by_lua` hook calling bindings/lua whose event is delivered to RECEIVER for
+# every request (`hooked`: the deliveries share the 2 cores), and with the same hook into a
+# digest webhook (`digest`: one message per second); then as a gateway does, proxying to an
+# upstream (RECEIVER's server, keep-alive) without (`proxied`) and with the digest hook
+# (`proxied-digest`). Interleaved runs; prints one JSON row per run.
 # Usage: bash tests/bench/lua_gateway.sh OUT_DIR RECEIVER_URL LIBRARY
 set -euo pipefail
 OUT=$1 RECEIVER=$2 LIB=$3
@@ -30,6 +32,7 @@ http {
     digesting = assert(require("webhook_notification").new([[{"webhooks": [{"url": "$RECEIVER",
       "events": ["tool_success"], "digest": {"group_by": ["tool"], "group_interval": "1s"}}]}]], "bench-digest"))
   }
+  upstream mcp { server $(python3 -c 'import sys, urllib.parse; print(urllib.parse.urlsplit(sys.argv[1]).netloc)' "$RECEIVER"); keepalive 64; }
   server {
     listen 127.0.0.1:$PORT;
     location = /plain { content_by_lua_block { ngx.say("ok") } }
@@ -49,6 +52,15 @@ http {
         ngx.say(string.format('{"bench": "lua-invoke", "calls": %d, "us_per_call": %.3f}', calls, (ngx.now() - started) * 1e6 / calls))
       }
     }
+    location = /logged {
+      content_by_lua_block { ngx.say("ok") }
+      log_by_lua_block { local status = ngx.status }
+    }
+    location = /proxied { proxy_pass http://mcp/tool; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location = /proxied-digest {
+      proxy_pass http://mcp/tool; proxy_http_version 1.1; proxy_set_header Connection "";
+      log_by_lua_block { digesting:invoke("tool_post_invoke", '{"name": "search", "result": {}}', nil) }
+    }
     location = /digest {
       content_by_lua_block { ngx.say("ok") }
       log_by_lua_block { digesting:invoke("tool_post_invoke", '{"name": "search", "result": {}}', nil) }
@@ -62,7 +74,7 @@ until curl -sf "http://127.0.0.1:$PORT/plain" >/dev/null; do sleep 0.05; done
 # One invoke from Lua (JSON strings in) on the worker's thread, 100,000 in a loop, three times.
 for run in 1 2 3; do curl -sf "http://127.0.0.1:$PORT/invoke-cost"; done
 for run in 1 2 3; do
-    for location in plain hooked digest; do
+    for location in plain logged hooked digest proxied proxied-digest; do
         wrk -t1 -c32 -d5s "http://127.0.0.1:$PORT/$location" \
             | awk -v run=$run -v location=$location '/Requests\/sec/ {printf "{\"bench\": \"lua-gateway\", \"location\": \"%s\", \"run\": %d, \"per_second\": %s}\n", location, run, $2}'
     done

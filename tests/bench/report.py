@@ -17,12 +17,12 @@ HOOK_ROWS = [
     ("rust", "Rust API (`Notifier::invoke`)"),
     ("rust-disk", "Rust API, disk outbox"),
     ("rust-redis", "Rust API, redis outbox"),
-    ("rust-mimalloc", "Rust API, `mimalloc` feature"),
+    ("rust-system", "Rust API, system allocator (`--no-default-features`)"),
     ("rust-v1", "Rust API, v1 (previous release, same run)"),
     ("c", "C API (`webhook_plugin_invoke`, JSON text in/out)"),
     ("c-disk", "C API, disk outbox"),
     ("c-redis", "C API, redis outbox"),
-    ("c-mimalloc", "C API, `mimalloc` feature (the wheel's allocator)"),
+    ("c-system", "C API, system allocator (`--no-default-features`)"),
     ("c-v1", "C API, v1 (previous release, same run)"),
     ("go", "Go API (`Plugin.Invoke`)"),
     ("go-disk", "Go API, disk outbox"),
@@ -41,15 +41,15 @@ def fmt_us(us: float) -> str:
     return f"{us / 1000:.1f} ms" if us >= 10_000 else f"{us:.1f} µs" if us >= 10 else f"{us:.2f} µs"
 
 
-def rates_table(rows: list[dict], bench: str, order: tuple[str, ...], head: list[str]) -> list[str]:
-    """`head`, then the median requests/s of each `location` of `bench`'s rows against `plain`'s."""
+def rates_table(rows: list[dict], bench: str, order: tuple[str, ...], head: list[str], baseline: str = "plain") -> list[str]:
+    """`head`, then the median requests/s of each `location` of `bench`'s rows against `baseline`'s."""
     rates: dict[str, list[float]] = {}
     for r in rows:
         if r["bench"] == bench:
             rates.setdefault(r["location"], []).append(r["per_second"])
-    if not rates:
+    if baseline not in rates:
         return []
-    plain = statistics.median(rates["plain"])
+    plain = statistics.median(rates[baseline])
     table = [f"| {loc} | {statistics.median(rates[loc]):,.0f} | {statistics.median(rates[loc]) / plain:.2f}× |"
              for loc in order if loc in rates]
     return head + table + [""]
@@ -101,15 +101,20 @@ def alerting_section(rows: list[dict]) -> list[str]:
                 "`tests/bench/lua_gateway.sh`: 100,000 `n:invoke(\"tool_post_invoke\", payload_json, context_json)` in a "
                 "loop in one request (JSON strings in, a digest webhook), three runs: "
                 + ", ".join(f"{us:.2f} µs" for us in invoke) + f" per call (median **{statistics.median(invoke):.2f} µs**).", ""]
-    out += rates_table(rows, "lua-gateway", ("plain", "hooked", "digest"), [
+    out += rates_table(rows, "lua-gateway", ("plain", "logged", "hooked", "digest"), [
         "## Inside a Lua gateway: nginx + lua-nginx-module", "",
         "`tests/bench/lua_gateway.sh`: `wrk -t1 -c32 -d5s` against one nginx worker answering from "
-        "`content_by_lua`, without a hook, with a `log_by_lua` hook through `bindings/lua` whose event is "
-        "delivered for every request, and with the hook into a digest webhook (one message a second); "
-        "three interleaved runs, medians. Everything — wrk, the gateway worker, our delivery runtime and the "
-        "receiver — shares 2 cores, so the ratio is the whole CPU cost of one event per request "
-        "(FFI call, JSON parsing of payload and context, classification, routing), not the hook's latency.", "",
+        "`content_by_lua`, without a hook, with an empty `log_by_lua` (the log phase's own cost), with a "
+        "`log_by_lua` hook through `bindings/lua` whose event is delivered for every request, and with the "
+        "hook into a digest webhook (one message a second); three interleaved runs, medians. Everything — wrk, "
+        "the gateway worker, our delivery runtime and the receiver — shares 2 cores, so the ratio is the whole "
+        "CPU cost of one event per request (FFI call, JSON parsing of payload and context, classification, "
+        "routing on the delivery thread), not the hook's latency.", "",
         "| location | requests/s | vs no hook |", "|---|---|---|"])
+    out += rates_table(rows, "lua-gateway", ("proxied", "proxied-digest"), [
+        "The same nginx as a gateway: `proxy_pass` to an upstream (the receiver's nginx, keep-alive), "
+        "without a hook and with the digest hook for every request.", "",
+        "| location | requests/s | vs no hook |", "|---|---|---|"], baseline="proxied")
     out += rates_table(rows, "envoy-gateway", ("plain", "lua", "hooked"), [
         "## Inside Envoy: its Lua filter", "",
         "`tests/bench/envoy_gateway.py`: `wrk -t1 -c32 -d5s` against three Envoy processes "
@@ -204,8 +209,8 @@ def main() -> None:
     disk_over_memory, v2_over_v1 = ratio("rust-disk", "rust"), ratio("rust", "rust-v1")
     c_disk, c_v1 = ratio("c-disk", "c"), ratio("c", "c-v1")
     redis_over_memory, c_redis = ratio("rust-redis", "rust"), ratio("c-redis", "c")
-    c_mi = ratio("c-mimalloc", "c")
-    c_mi_p99 = [hook["c-mimalloc", r]["p99_us"] / hook["c", r]["p99_us"] for r, _ in RECEIVERS if ("c-mimalloc", r) in hook]
+    c_mi = ratio("c", "c-system")
+    c_mi_p99 = [hook["c", r]["p99_us"] / hook["c-system", r]["p99_us"] for r, _ in RECEIVERS if ("c-system", r) in hook]
     out += [
         "",
         f"- Our plugin costs **{statistics.median(ours_over_empty):.2f}×** an empty cpex plugin in `sequential` mode "
@@ -235,7 +240,7 @@ def main() -> None:
         *([f"- Go (dead receiver): median {fmt_us(med('go', 'dead'))}; the disk outbox "
            f"{med('go-disk', 'dead') / med('go', 'dead'):.2f}×, the redis outbox {med('go-redis', 'dead') / med('go', 'dead'):.2f}× that."]
           if all((g, "dead") in hook for g in ("go", "go-disk", "go-redis")) else []),
-        *([f"- The `mimalloc` feature (the wheel's allocator; opt-in for C and Go): the C hook's median "
+        *([f"- mimalloc (the default `mimalloc` feature; every row above without \"system allocator\"): the C hook's median "
            f"{min(c_mi):.2f}–{max(c_mi):.2f}×, its p99 **{min(c_mi_p99):.2f}–{max(c_mi_p99):.2f}×** the system allocator's "
            "(per receiver). With glibc malloc the delivery thread's frees of what hooks allocated contend for the "
            "hook thread's arena lock."] if c_mi else []),
@@ -260,7 +265,7 @@ def main() -> None:
         "rust-2threads": "our library, `WEBHOOK_WORKER_THREADS=2`",
         "rust-disk": "our library, disk outbox (group-committed redb, 1 delivery thread)",
         "rust-redis": "our library, redis outbox (local redis-server, 1 delivery thread)",
-        "rust-mimalloc": "our library, `mimalloc` feature (1 delivery thread)",
+        "rust-system": "our library, system allocator (`--no-default-features`, 1 delivery thread)",
         "rust-v1": "v1 (previous release, same run), 1 delivery thread",
         "empty-plugin": "empty cpex plugin: hook calls/s (one client loop; no delivery)",
         "python-plugin": "our plugin via cpex `PluginManager` (one client loop)",
@@ -305,7 +310,7 @@ def main() -> None:
         mib = lambda k: f"{m[k] / 1024:.0f} MiB"  # noqa: E731
         queued = max(m["events"] - m["dropped"], 1)
         each = (m["flooded_kib"] - m["baseline_kib"]) * 1024 / queued
-        version = {"rust-v1": "v1", "rust-mimalloc": "this, `mimalloc`"}.get(m["impl"], "this")
+        version = {"rust-v1": "v1", "rust-system": "this, system allocator"}.get(m["impl"], "this")
         routed = beyond = "–"
         if "routed_kib" in m:
             per = (m["routed_kib"] - m["baseline_kib"]) * 1024 / queued
@@ -315,13 +320,13 @@ def main() -> None:
     out += [
         "",
         "Peak RSS grows with `queue_capacity`, not with the flood: what does not fit is dropped and counted. "
-        "After draining, glibc keeps the freed heap mapped, so RSS does not fall back to the baseline. "
+        "After draining, the allocator keeps some freed heap mapped, so RSS does not fall back to the baseline. "
         "\"Per queued event\" counts everything the flood left in memory (the rendered body included, and "
         "the hook-side backlog not yet routed); \"once routed\" is measured after a marker event sent last has "
         "arrived and freed heap was trimmed, and \"beyond its body\" subtracts the rendered body's size (target "
-        "≤ 400 B). The `mimalloc` rows (the wheel's allocator) give freed memory back with `mi_collect` "
-        "instead of glibc's `malloc_trim`; mimalloc keeps the delivery thread's freed segments cached, a few "
-        "MiB that dominate the per-delivery figures when few deliveries are queued.",
+        "≤ 400 B). This release's default rows (mimalloc) give freed memory back with `mi_collect`, the system "
+        "allocator's rows and v1 with glibc's `malloc_trim`; mimalloc keeps the delivery thread's freed segments "
+        "cached, a few MiB that dominate the per-delivery figures when few deliveries are queued.",
         "",
     ]
     if crash:

@@ -76,13 +76,13 @@ echo "== alerting: hook cost with match + digest + format vs plain, digest memor
 echo "== memory: 100,000 events into a dead receiver"
 for capacity in 10000 100000; do "$BENCH" memory 100000 "$capacity"; done | tee -a "$RESULTS"
 
-echo "== the mimalloc allocator (the wheel's; a cargo feature for C and Go): hook cost, deliveries/s and memory"
-MI_BENCH=$(cargo bench --features mimalloc --bench hooks --no-run --message-format=json 2>/dev/null \
+echo "== the system allocator (--no-default-features; the default is mimalloc): hook cost, deliveries/s and memory"
+SYSTEM_BENCH=$(cargo bench --no-default-features --bench hooks --no-run --message-format=json 2>/dev/null \
     | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "hooks"][0])')
-mimalloc() { sed 's/"impl": *"rust"/"impl":"rust-mimalloc"/; s/"impl": *"c"/"impl":"c-mimalloc"/'; }
-"$MI_BENCH" hooks | mimalloc | tee -a "$RESULTS"
-for run in 1 2 3; do "$MI_BENCH" throughput "$FAST" 200000 | mimalloc; done | tee -a "$RESULTS"
-for capacity in 10000 100000; do "$MI_BENCH" memory 100000 "$capacity" | mimalloc; done | tee -a "$RESULTS"
+system() { sed 's/"impl": *"rust"/"impl":"rust-system"/; s/"impl": *"c"/"impl":"c-system"/'; }
+"$SYSTEM_BENCH" hooks | system | tee -a "$RESULTS"
+for run in 1 2 3; do "$SYSTEM_BENCH" throughput "$FAST" 200000 | system; done | tee -a "$RESULTS"
+for capacity in 10000 100000; do "$SYSTEM_BENCH" memory 100000 "$capacity" | system; done | tee -a "$RESULTS"
 
 echo "== Python: hook cost through cpex PluginManager, and throughput, against receivers in another process"
 mkfifo "$OUT/serve.in"
