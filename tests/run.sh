@@ -65,9 +65,13 @@ until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
 export WEBHOOK_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
 
 step "rust: unit and integration tests (the model test against memory, disk and redis included)"
-# Rust's harness has no per-test timeout: it names a test running over 60 s, and this bound
-# fails the run (instead of CI's 90 minutes) if one hangs.
-timeout --kill-after=30 1200 cargo test
+# Rust's harness has no per-test timeout: it names a test running over 60 s, and
+# tests/per_test_timeout.py kills the run and names the test once it has run 180 s (checked
+# first on a fake hung test); the outer bound catches a hang outside any test.
+if python3 tests/per_test_timeout.py 2 bash -c 'echo "test hung has been running for over 1 seconds"; sleep 30' >/dev/null 2>&1; then
+    echo "tests/per_test_timeout.py let a hung test run"; exit 1
+fi
+timeout --kill-after=30 1200 python3 tests/per_test_timeout.py 180 cargo test
 RAN+=(rust)
 
 step "C header and Lua cdef: the committed copies match what build.rs generates"
