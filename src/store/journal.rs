@@ -50,6 +50,9 @@ pub(crate) struct Journal {
     /// Set (under the changes lock) when the store is released at close: no record after it.
     released: AtomicBool,
     committed: AtomicU64,
+    /// Changes of the batch being written (set and cleared under the changes lock): they
+    /// count as uncommitted until the store has them.
+    writing: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -63,6 +66,7 @@ impl Journal {
             commit_order: Mutex::default(),
             released: AtomicBool::new(false),
             committed: AtomicU64::new(0),
+            writing: AtomicU64::new(0),
             last_error: Mutex::default(),
         }
     }
@@ -141,13 +145,23 @@ impl Journal {
             return Err(error.unwrap_or_else(|| "outbox store unavailable".into()));
         }
         let _order = self.commit_order.lock().unwrap_or_else(|e| e.into_inner());
-        let batch = std::mem::take(&mut *self.changes());
-        self.write_batch(batch).map_err(|(message, batch)| {
+        let batch = {
+            let mut changes = self.changes();
+            self.writing.store(changes.len() as u64, Relaxed);
+            std::mem::take(&mut *changes)
+        };
+        let written = self.write_batch(batch).map_err(|(message, batch)| {
             let mut changes = self.changes();
             let newer = std::mem::replace(&mut *changes, compact(batch));
             changes.extend(newer);
+            self.writing.store(0, Relaxed);
             message
-        })
+        });
+        if written.is_ok() {
+            let _changes = self.changes();
+            self.writing.store(0, Relaxed);
+        }
+        written
     }
 
     /// What the store hands over now (at most `room[webhook]` deliveries per webhook).
@@ -192,7 +206,10 @@ impl Journal {
         OutboxStatus {
             kind: self.store.kind(),
             committed: self.committed.load(Relaxed),
-            uncommitted: self.changes().len() as u64,
+            uncommitted: {
+                let changes = self.changes();
+                changes.len() as u64 + self.writing.load(Relaxed)
+            },
             connected: self.store.connected(),
             unreadable: self.store.unreadable(),
             last_error: (self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone())

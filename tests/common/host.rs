@@ -25,7 +25,8 @@ pub type Lines = std::io::Lines<BufReader<ChildStdout>>;
 /// `ADMITTED n` lines, then `COMMITTED` once the outbox holds them all, then `DRAINED` once
 /// they are delivered; with `OUTBOX_HOST_STAY`, it then keeps running until stdin closes.
 /// With `OUTBOX_HOST_DIGEST` the events are digested, not delivered one by one: it does not
-/// wait for them to be committed.
+/// wait for them to be committed. With `OUTBOX_HOST_SETTLED=k` it also prints `SETTLED` once
+/// `k` deliveries succeeded and every change (admissions, acknowledgements) is committed.
 pub fn run_host() {
     let var = |name: &str| std::env::var(name).unwrap_or_default();
     let n = Notifier::from_config_text(&var("OUTBOX_HOST_CONFIG"), None).expect("config loads");
@@ -35,6 +36,18 @@ pub fn run_host() {
         p if p.is_empty() => "evt-".to_owned(),
         p => p,
     };
+    let n = std::sync::Arc::new(n);
+    if let Ok(settled) = var("OUTBOX_HOST_SETTLED").parse::<u64>() {
+        let n = std::sync::Arc::clone(&n);
+        std::thread::spawn(move || loop {
+            let stats = n.stats();
+            if stats.delivered >= settled && stats.outbox.uncommitted == 0 {
+                println!("SETTLED");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        });
+    }
     for i in 0..events {
         let context = json!({"request_id": format!("{prefix}{i}")});
         assert!(n.notify(Event::ToolSuccess, &context, None, None).unwrap());
