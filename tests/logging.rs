@@ -44,6 +44,15 @@ fn debug_logs_show_attempts_and_no_secrets() {
         .unwrap();
     n.invoke(Hook::ToolPostInvoke, failing, &json!({})).unwrap(); // queue full: logged as a drop
     assert!(n.flush(Duration::from_secs(10)));
+    // A delivery's last line may be written just after flush saw it end (CI once ran the
+    // assertions in between): wait for it.
+    common::wait_until("the failed delivery's line", Duration::from_secs(10), || {
+        LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("failed after 2 attempts"))
+    });
     let lines = LINES.lock().unwrap().clone();
     let text = lines.join("\n");
     assert!(text.contains("attempt 1: HTTP 500; retrying"), "{text}");
