@@ -136,15 +136,18 @@ fn attached_handles_share_one_engine_and_freeing_one_only_detaches() {
             webhook_plugin_attach(config.as_ptr(), name.as_ptr(), &mut second, ptr::null_mut()),
             WEBHOOK_OK
         );
-        let event = c"tool_error".as_ptr();
-        let code = webhook_plugin_notify(
-            first,
-            event,
-            ptr::null(),
-            ptr::null(),
-            ptr::null(),
-            ptr::null_mut(),
-        );
+        // A tool_error with no context, violation or metadata.
+        let notify = |p| {
+            webhook_plugin_notify(
+                p,
+                c"tool_error".as_ptr(),
+                ptr::null(),
+                ptr::null(),
+                ptr::null(),
+                ptr::null_mut(),
+            )
+        };
+        let code = notify(first);
         assert_eq!(code, WEBHOOK_OK);
         assert_eq!(
             stats_of(second)["pending"],
@@ -154,26 +157,12 @@ fn attached_handles_share_one_engine_and_freeing_one_only_detaches() {
         webhook_plugin_free(first);
         // Detached, not closed: the engine keeps the delivery and takes new events.
         assert_eq!(stats_of(second)["pending"], 1);
-        let code = webhook_plugin_notify(
-            second,
-            event,
-            ptr::null(),
-            ptr::null(),
-            ptr::null(),
-            ptr::null_mut(),
-        );
+        let code = notify(second);
         assert_eq!(code, WEBHOOK_OK);
         assert_eq!(stats_of(second)["pending"], 2);
         // Closing an attached handle detaches it: later events are refused on it alone.
         assert_eq!(webhook_plugin_close(second, 0, ptr::null_mut()), WEBHOOK_OK);
-        let code = webhook_plugin_notify(
-            second,
-            event,
-            ptr::null(),
-            ptr::null(),
-            ptr::null(),
-            ptr::null_mut(),
-        );
+        let code = notify(second);
         assert_eq!(code, WEBHOOK_CLOSED);
         webhook_plugin_free(second);
     }

@@ -150,18 +150,14 @@ impl Journal {
             self.writing.store(changes.len() as u64, Relaxed);
             std::mem::take(&mut *changes)
         };
-        let written = self.write_batch(batch).map_err(|(message, batch)| {
-            let mut changes = self.changes();
+        let written = self.write_batch(batch);
+        let mut changes = self.changes();
+        self.writing.store(0, Relaxed);
+        written.map_err(|(message, batch)| {
             let newer = std::mem::replace(&mut *changes, compact(batch));
             changes.extend(newer);
-            self.writing.store(0, Relaxed);
             message
-        });
-        if written.is_ok() {
-            let _changes = self.changes();
-            self.writing.store(0, Relaxed);
-        }
-        written
+        })
     }
 
     /// What the store hands over now (at most `room[webhook]` deliveries per webhook).
