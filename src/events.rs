@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
+use crate::trace::Trace;
 
 /// A notification type a webhook can subscribe to (the original plugin's names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -133,6 +134,8 @@ pub struct Context {
     pub tenant_id: Value,
     pub server_id: Value,
     pub violation: Option<Value>,
+    /// The host's W3C trace (`traceparent`/`tracestate`, or a bare `trace_id`), if valid.
+    pub trace: Option<Trace>,
 }
 
 impl Context {
@@ -159,13 +162,18 @@ impl Context {
         .into_iter()
         .flatten()
         .find(|v| !v.is_null());
-        Ok(Context::new(
-            field("request_id"),
-            field("user"),
-            field("tenant_id"),
-            field("server_id"),
-            violation.cloned(),
-        ))
+        let text = |name: &str| global.get(name).or_else(|| top.get(name)).and_then(Value::as_str);
+        let trace = Trace::from_host(text("traceparent"), text("trace_id"), text("tracestate"));
+        Ok(Context {
+            trace,
+            ..Context::new(
+                field("request_id"),
+                field("user"),
+                field("tenant_id"),
+                field("server_id"),
+                violation.cloned(),
+            )
+        })
     }
 
     /// A context from the global context's fields, for hosts that read them without JSON:
@@ -186,6 +194,7 @@ impl Context {
             tenant_id: capped(tenant_id),
             server_id: capped(server_id),
             violation: violation.and_then(violation_of).map(capped),
+            trace: None,
         }
     }
 }
@@ -283,11 +292,40 @@ pub fn parse_document(text: Option<&str>, name: &str) -> Result<Value> {
     }
 }
 
-/// The event a violation raises, by the original plugin's rules.
+/// The event a violation raises (DESIGN "Classification by code"): its `code` decides first,
+/// case-insensitively; only a violation without a code falls back to the original plugin's
+/// reason-text rule (kept for parity with configs written for it).
 pub fn classify_violation(violation: &Value) -> Event {
-    if violation.get("code").and_then(Value::as_str) == Some("RATE_LIMIT") {
-        return Event::RateLimitExceeded;
+    match violation.get("code").and_then(Value::as_str).map(str::trim) {
+        Some(code) if !code.is_empty() => classify_code(code),
+        _ => classify_reason(violation),
     }
+}
+
+/// The event of a non-empty violation code: the gateway's own plugins report `RATE_LIMIT`,
+/// `PII_DETECTED_IN_TOOL_ARGS`, `CONTENT_MODERATION`, …; any other code is a plain violation.
+fn classify_code(code: &str) -> Event {
+    const HARMFUL: [&str; 4] = [
+        "CONTENT_MODERATION",
+        "PROHIBITED_CONTENT",
+        "SENSITIVE_CONTENT",
+        "BLOCKED_CONTENT",
+    ];
+    let code = code.to_ascii_uppercase();
+    if code.starts_with("RATE_LIMIT") {
+        Event::RateLimitExceeded
+    } else if code.starts_with("PII") {
+        Event::PiiDetected
+    } else if code.starts_with("HARMFUL") || HARMFUL.contains(&code.as_str()) {
+        Event::HarmfulContent
+    } else {
+        Event::Violation
+    }
+}
+
+/// The original plugin's rule, for a violation without a code: "pii" in the reason (any
+/// case) → pii_detected; "harmful" or "content" → harmful_content; else violation.
+fn classify_reason(violation: &Value) -> Event {
     let reason = violation
         .get("reason")
         .and_then(Value::as_str)
@@ -398,17 +436,44 @@ mod tests {
     #[test]
     fn violations_classify_as_the_original() {
         let cases = [
-            (
-                json!({"code": "RATE_LIMIT", "reason": "pii"}),
-                Event::RateLimitExceeded,
-            ),
             (json!({"reason": "PII found"}), Event::PiiDetected),
             (json!({"reason": "Harmful request"}), Event::HarmfulContent),
             (json!({"reason": "bad Content"}), Event::HarmfulContent),
             (json!({"reason": "deny list"}), Event::Violation),
+            (json!({"code": "", "reason": "PII found"}), Event::PiiDetected),
+            (json!({"code": null, "reason": "harmful"}), Event::HarmfulContent),
             (json!({}), Event::Violation),
         ];
         for (v, want) in cases {
+            assert_eq!(classify_violation(&v), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn a_violation_code_decides_before_the_reason() {
+        let cases = [
+            ("RATE_LIMIT", "pii", Event::RateLimitExceeded),
+            ("rate_limit_exceeded", "", Event::RateLimitExceeded),
+            ("PII_DETECTED_IN_TOOL_ARGS", "rate limited", Event::PiiDetected),
+            ("PII_DETECTED_IN_TOOL_RESULT", "", Event::PiiDetected),
+            ("pii_detected", "", Event::PiiDetected),
+            ("CONTENT_MODERATION", "", Event::HarmfulContent),
+            ("HARMFUL_CONTENT", "", Event::HarmfulContent),
+            ("harmful", "", Event::HarmfulContent),
+            ("PROHIBITED_CONTENT", "", Event::HarmfulContent),
+            ("SENSITIVE_CONTENT", "", Event::HarmfulContent),
+            ("BLOCKED_CONTENT", "", Event::HarmfulContent),
+            // A code outside the table is a plain violation, whatever its reason says.
+            (
+                "ENCODED_EXFIL_DETECTED",
+                "PII in harmful content",
+                Event::Violation,
+            ),
+            ("URL_REPUTATION_BLOCK", "", Event::Violation),
+            ("CONTENT_MODERATION_X", "", Event::Violation),
+        ];
+        for (code, reason, want) in cases {
+            let v = json!({"code": code, "reason": reason});
             assert_eq!(classify_violation(&v), want, "{v}");
         }
     }

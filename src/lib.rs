@@ -40,6 +40,7 @@ pub(crate) mod signing;
 pub(crate) mod stats;
 pub(crate) mod store;
 pub(crate) mod template;
+pub(crate) mod trace;
 // Surfaces: the Rust API, then the hosts.
 pub(crate) mod cli;
 pub mod ffi;

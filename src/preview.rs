@@ -39,7 +39,7 @@ pub fn preview(
     count: u64,
 ) -> Result<Vec<Preview>> {
     let (context, metadata) = notification(context, violation, metadata)?;
-    let vars = Job::new(event, context, metadata, None).vars(plugin_name, &config.severities);
+    let (vars, trace) = Job::new(event, context, metadata, None).vars(plugin_name, &config.severities);
     let mut previews = Vec::new();
     for webhook in config.webhooks.iter().filter(|w| w.wants(event)) {
         let id = Uuid::new_v4();
@@ -52,7 +52,7 @@ pub fn preview(
             .render(webhook, message.as_ref().unwrap_or(&vars), event, &id)
             .map_err(Error::Parse)?;
         let mut headers = vec![("user-agent".to_owned(), USER_AGENT.to_owned())];
-        for (name, value) in &request_headers(webhook, event, &id, &body) {
+        for (name, value) in &request_headers(webhook, event, &id, &body, &trace, 0) {
             let shown = match value.is_sensitive() {
                 true => "***".to_owned(),
                 false => String::from_utf8_lossy(value.as_bytes()).into_owned(),

@@ -15,6 +15,7 @@ use crate::formats::{self, Format};
 use crate::matching::{group_key, group_of, Field};
 use crate::severity::Severities;
 use crate::template::Template;
+use crate::trace::Trace;
 
 /// `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("webhook-notification/", env!("CARGO_PKG_VERSION"));
@@ -46,9 +47,11 @@ impl Job {
     }
 
     /// The template variables (all but `delivery_id`, which differs per delivery, and
-    /// `digest`, which only digest messages have).
-    pub fn vars(self, plugin_name: &str, severities: &Severities) -> Map<String, Value> {
+    /// `digest`, which only digest messages have), and the event's trace: the host's, else a
+    /// fresh one (`{{trace_id}}`, `{{span_id}}`).
+    pub fn vars(self, plugin_name: &str, severities: &Severities) -> (Map<String, Value>, Trace) {
         let c = self.context;
+        let trace = c.trace.unwrap_or_else(Trace::random);
         let mut vars = Map::new();
         vars.insert("event".into(), self.event.name().into());
         vars.insert("severity".into(), severities.of(self.event).name().into());
@@ -63,7 +66,9 @@ impl Job {
         vars.insert("violation".into(), c.violation.unwrap_or(Value::Null));
         vars.insert("metadata".into(), Value::Object(self.metadata));
         vars.insert("payload".into(), self.payload.unwrap_or(Value::Null));
-        vars
+        vars.insert("trace_id".into(), trace.trace_id_hex().into());
+        vars.insert("span_id".into(), trace.span_id_hex().into());
+        (vars, trace)
     }
 }
 
@@ -163,9 +168,16 @@ fn dedup_key(webhook: &Webhook, vars: &Map<String, Value>) -> String {
 }
 
 /// The headers of one attempt (all but `User-Agent`, which the client adds): content type,
-/// event, delivery id, the webhook's static and credential headers, and its signature over
-/// `body` at the current time.
-pub(crate) fn request_headers(webhook: &Webhook, event: Event, id: &Uuid, body: &[u8]) -> HeaderMap {
+/// event, delivery id, the W3C trace context of attempt number `attempt` (0-based), the
+/// webhook's static and credential headers, and its signature over `body` at the current time.
+pub(crate) fn request_headers(
+    webhook: &Webhook,
+    event: Event,
+    id: &Uuid,
+    body: &[u8],
+    trace: &Trace,
+    attempt: u32,
+) -> HeaderMap {
     let id = id.to_string();
     let mut headers = webhook.headers.clone();
     let unix_now = SystemTime::now()
@@ -181,6 +193,13 @@ pub(crate) fn request_headers(webhook: &Webhook, event: Event, id: &Uuid, body: 
         HeaderName::from_static("x-webhook-delivery"),
         HeaderValue::from_str(&id).expect("a UUID is a header value"),
     );
+    let traceparent =
+        HeaderValue::from_str(&trace.traceparent(attempt)).expect("hex digits are a header value");
+    headers.insert(HeaderName::from_static("traceparent"), traceparent);
+    // Checked printable ASCII when the host gave it.
+    if let Some(state) = trace.state.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
+        headers.insert(HeaderName::from_static("tracestate"), state);
+    }
     headers.extend(webhook.signer.headers(&id, unix_now, body));
     headers
 }

@@ -17,7 +17,7 @@ use upon::{Engine, Syntax, ValueAccess, ValueMember};
 
 /// Variables a template may name; anything else is a load-time error (a typo'd variable
 /// would otherwise silently render as null in production).
-pub const VARIABLES: [&str; 14] = [
+pub const VARIABLES: [&str; 16] = [
     "event",
     "plugin_name",
     "timestamp",
@@ -33,6 +33,9 @@ pub const VARIABLES: [&str; 14] = [
     // v3 alerting: every event's level; a digest message's counts (null otherwise).
     "severity",
     "digest",
+    // v4: the event's W3C trace id and its first attempt's span id.
+    "trace_id",
+    "span_id",
 ];
 
 /// The original plugin's default template.

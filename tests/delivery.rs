@@ -605,3 +605,77 @@ fn each_webhook_gets_its_own_delivery_id_and_a_shared_body_otherwise() {
     assert_eq!(errors.len(), 2);
     assert_eq!(errors[0], errors[1]);
 }
+
+#[test]
+fn every_attempt_carries_the_events_trace_with_a_span_of_its_own() {
+    let rx = Receiver::start(|n| Reply::status(if n == 0 { 503 } else { 200 }));
+    let template = r#"{"trace": "{{trace_id}}", "span": "{{span_id}}"}"#;
+    let n = notifier(&format!(
+        "webhooks: [{{url: '{}', events: [tool_success, tool_error], retry_delay: 100}}]\npayload_templates: {{tool_success: '{template}', tool_error: '{template}'}}",
+        rx.url("/")
+    ));
+    let host_trace = "0af7651916cd43dd8448eb211c80319c";
+    let mut context = ctx("u");
+    context["global_context"]["traceparent"] = json!(format!("00-{host_trace}-b7ad6b7169203331-00"));
+    context["global_context"]["tracestate"] = json!("vendor=abc,other=1");
+    n.invoke(Hook::ToolPostInvoke, tool_ok(), &context).unwrap();
+    assert!(n.flush(WAIT));
+    let got = rx.received();
+    assert_eq!(got.len(), 2, "one 503, one retry");
+    let parents: Vec<&str> = got.iter().map(|r| r.header("traceparent").unwrap()).collect();
+    for parent in &parents {
+        // The host's trace id and flags (00: not sampled), never the host's own span.
+        assert!(
+            parent.starts_with(&format!("00-{host_trace}-")) && parent.ends_with("-00"),
+            "{parent}"
+        );
+        assert!(!parent.contains("b7ad6b7169203331"), "{parent}");
+    }
+    assert_ne!(
+        parents[0][36..52],
+        parents[1][36..52],
+        "a retry is a span of its own"
+    );
+    assert!(got
+        .iter()
+        .all(|r| r.header("tracestate") == Some("vendor=abc,other=1")));
+    let body = got[0].json();
+    assert_eq!(body["trace"], host_trace);
+    assert_eq!(
+        body["span"],
+        parents[0][36..52],
+        "{{span_id}} is the first attempt's"
+    );
+
+    // No trace from the host, or a malformed one: a fresh trace per event, never an error.
+    let mut bad = ctx("u");
+    bad["global_context"]["traceparent"] = json!("00-not-a-trace-01");
+    let failing = json!({"name": "search", "result": {"isError": true}});
+    n.invoke(Hook::ToolPostInvoke, failing, &bad).unwrap();
+    n.invoke(Hook::ToolPostInvoke, tool_ok(), &ctx("u")).unwrap();
+    assert!(n.flush(WAIT));
+    let fresh: Vec<_> = rx.received()[2..]
+        .iter()
+        .map(|r| (r.header("traceparent").unwrap().to_owned(), r.json()))
+        .collect();
+    assert_eq!(fresh.len(), 2);
+    for (parent, body) in &fresh {
+        assert!(
+            parent.starts_with("00-") && parent.ends_with("-01") && parent.len() == 55,
+            "{parent}"
+        );
+        assert_eq!(
+            body["trace"],
+            parent[3..35],
+            "the body's trace id is the header's"
+        );
+        assert_ne!(body["trace"], host_trace);
+    }
+    assert_ne!(
+        fresh[0].1["trace"], fresh[1].1["trace"],
+        "each event its own trace"
+    );
+    assert!(rx.received()[2..]
+        .iter()
+        .all(|r| r.header("tracestate").is_none()));
+}

@@ -21,6 +21,9 @@ class ClosedError(WebhookError):
 def cli_main(argv: list[str]) -> int:
     """Runs the webhook-notification CLI with argv (program name first); returns the exit status."""
 
+def violation_event(violation: str) -> str:
+    """The event a violation (JSON text) raises: its code decides first, then its reason."""
+
 def drain_at_exit() -> bool:
     """Drains every shared engine within the longest shutdown_timeout (registered with atexit)."""
 

@@ -6,6 +6,10 @@ its cpex result at once: the event is queued, never sent here. Unexpected errors
 and the default result returned (fail-open): a notification problem must never fail a
 gateway request.
 
+Every violation another plugin of the same plugin manager returns or raises, in any mode,
+reaches this instance's webhooks through ``observer`` (cpex drops or raises them before any
+hook of ours could see them).
+
 Instances with the same name and config share one native engine (the gateway replaces its
 plugin instances every 30 s): ``shutdown()`` only detaches, the engine keeps delivering,
 and an ``atexit`` hook drains every engine for at most its ``shutdown_timeout``.
@@ -40,6 +44,7 @@ from cpex.framework import (
     ToolPreInvokeResult,
 )
 
+from cpex_webhook_notification import observer
 from cpex_webhook_notification.notifier import Notifier
 
 logger = logging.getLogger("cpex_webhook_notification")
@@ -60,6 +65,8 @@ class WebhookNotificationPlugin(Plugin):
         super().__init__(config)
         self._notifier = Notifier(config.config or {}, config.name)
         self._host_error_logged = -math.inf
+        # Every violation of the plugin manager this instance is loaded in reaches its webhooks.
+        observer.subscribe(self, self._notifier)
 
     @property
     def _native(self) -> Any:
@@ -79,7 +86,8 @@ class WebhookNotificationPlugin(Plugin):
         """Queues the hook's event, if any, and returns the default result: no metadata (see
         the README's "Use from Python" for why)."""
         try:
-            self._notifier.invoke(hook, payload, context)
+            if not observer.already_reported(context):
+                self._notifier.invoke(hook, payload, context)
         except Exception:  # fail-open: never fail the request because of a notification
             self._host_error(hook)
         return result_type()
@@ -134,8 +142,9 @@ class WebhookNotificationPlugin(Plugin):
 
     def stats(self) -> dict[str, Any]:
         """Delivery counters of this config's engine (they continue across instances):
-        totals and one entry per webhook (URLs redacted)."""
-        return self._notifier.stats()
+        totals and one entry per webhook (URLs redacted); ``violations_observed`` says whether
+        other plugins' violations reach the webhooks (see ``observer``)."""
+        return {**self._notifier.stats(), "violations_observed": observer.observing()}
 
     def dead_letters(self, webhook_id: str | None = None) -> list[dict[str, Any]]:
         """Deliveries that failed for good, of one webhook (by id) or all."""

@@ -12,6 +12,7 @@ use super::ledger::Ticket;
 use crate::config::{ProxySetting, Webhook};
 use crate::network::{Denied, GuardedResolver, NetworkPolicy, DENIED};
 use crate::render::{request_headers, USER_AGENT};
+use crate::trace::Trace;
 
 /// Response body bytes read (then discarded) so the connection can be reused.
 const MAX_DRAIN: usize = 64 * 1024;
@@ -91,7 +92,22 @@ pub(crate) async fn attempt(
             error: DENIED.to_owned(),
         };
     }
-    let headers = request_headers(webhook, ticket.event, &ticket.id, &ticket.body);
+    let fresh;
+    let trace = match &ticket.trace {
+        Some(trace) => trace,
+        None => {
+            fresh = Trace::random();
+            &fresh
+        }
+    };
+    let headers = request_headers(
+        webhook,
+        ticket.event,
+        &ticket.id,
+        &ticket.body,
+        trace,
+        ticket.attempts,
+    );
     let request = client
         .post(webhook.url.clone())
         .timeout(webhook.timeout)

@@ -26,6 +26,7 @@ use crate::events::{Context, Event};
 use crate::metrics::Outcome;
 use crate::render::{default_body, object, render_json, Job, Source};
 use crate::severity::Severity;
+use crate::trace::Trace;
 
 /// Where the engine is in its life; every task watches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -291,7 +292,8 @@ impl Intake {
             alerting,
         } = admitted;
         let (event, builtin) = (job.event, job.builtin_template);
-        let vars = job.vars(&self.plugin_name, &self.config.severities);
+        let (vars, trace) = job.vars(&self.plugin_name, &self.config.severities);
+        let trace = Arc::new(trace);
         for routing in alerting {
             let index = routing.webhook;
             drop(routing);
@@ -322,6 +324,7 @@ impl Intake {
         let mut failed = Vec::new();
         for mut ticket in tickets {
             ticket.id = Uuid::new_v4();
+            ticket.trace = Some(Arc::clone(&trace));
             let webhook = &self.config.webhooks[ticket.webhook];
             let body = match Source::of(&self.config, webhook, event, builtin) {
                 Source::Template(t) if !t.varies_per_delivery() => shared
@@ -369,6 +372,7 @@ impl Intake {
         };
         let mut ticket = ticket.for_group(message.undelivered);
         ticket.id = Uuid::new_v4();
+        ticket.trace = Some(Arc::new(trace_of(&message.vars)));
         self.ledger.counters[index].digest_message();
         let webhook = &self.config.webhooks[index];
         let source = Source::of(&self.config, webhook, event, false);
@@ -464,12 +468,20 @@ impl Intake {
             tenant_id: var("tenant_id"),
             server_id: var("server_id"),
             violation: None,
+            trace: Some(trace_of(vars)),
         };
         let metadata = json!({"error": error, "event": failed.name()});
         let mut job = Job::new(Event::PluginError, context, object(metadata), None);
         job.builtin_template = true;
         let _ = self.admit(job, None);
     }
+}
+
+/// The trace of an event's variables (a digest's latest event, a failed event's
+/// plugin_error): its `{{trace_id}}`, else a fresh one.
+fn trace_of(vars: &Map<String, Value>) -> Trace {
+    let trace_id = vars.get("trace_id").and_then(Value::as_str);
+    Trace::from_host(None, trace_id, None).unwrap_or_else(Trace::random)
 }
 
 /// Whether `match`, `exclude` and `min_severity` let an event with `vars` through.

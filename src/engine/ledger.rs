@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::events::Event;
 use crate::metrics::{DeliveryMetrics, Outcome};
 use crate::stats::{Circuit, WebhookStats};
+use crate::trace::Trace;
 
 /// The engine's counters and its pending count, which `flush` and `close` wait on.
 pub struct Ledger {
@@ -131,6 +132,9 @@ pub struct Ticket {
     pub attempts: u32,
     /// When the first attempt started (latency is measured from there to the outcome).
     pub first_attempt: Option<Instant>,
+    /// Its event's W3C trace (shared by the event's deliveries); None for a replayed dead
+    /// letter or a delivery stored before v4, whose attempts each start a fresh trace.
+    pub trace: Option<std::sync::Arc<Trace>>,
     ledger: std::sync::Arc<Ledger>,
     ended: bool,
     /// Kept by a durable outbox: if the process lets go of it unended (close), it waits there
@@ -151,6 +155,7 @@ impl Ticket {
             body,
             attempts: 0,
             first_attempt: None,
+            trace: None,
             ledger,
             ended: false,
             durable: false,

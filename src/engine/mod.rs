@@ -432,6 +432,7 @@ fn resume(intake: &Intake, resumed: Vec<Resumed>) {
         // Already stored: kept for the next start if this process lets go of it.
         ticket.mark_durable();
         ticket.attempts = r.attempts;
+        ticket.trace = r.trace.map(Arc::new);
         intake.requeue(ticket, Some(r.due));
         resumed_count += 1;
     }

@@ -327,6 +327,7 @@ fn pending(ticket: &Ticket, due: Instant, new: bool) -> Pending<'_> {
         attempts: ticket.attempts,
         due,
         body: &ticket.body,
+        trace: ticket.trace.as_deref(),
         new,
     }
 }

@@ -12,6 +12,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyT
 use serde_json::{Map, Number, Value};
 
 use crate::events::{Context, Hook};
+use crate::trace::Trace;
 
 /// How deep plain data is followed (the JSON parser's limit); deeper goes the JSON way.
 const MAX_DEPTH: usize = 64;
@@ -204,9 +205,27 @@ pub fn hook_context(context: &Bound<'_, PyAny>) -> PyResult<Option<Context>> {
         Some(Some(value)) => Some(value),
         None => None,
     };
-    Ok(Some(Context::new(
-        request_id, user, tenant_id, server_id, violation,
-    )))
+    Ok(Some(Context {
+        trace: cpex_trace(py)?,
+        ..Context::new(request_id, user, tenant_id, server_id, violation)
+    }))
+}
+
+/// The request's trace as cpex knows it (its `current_trace_id` context variable, which the
+/// gateway's observability sets), when cpex is installed and a valid id is set.
+fn cpex_trace(py: Python<'_>) -> PyResult<Option<Trace>> {
+    static CURRENT_TRACE_ID: PyOnceLock<Option<Py<PyAny>>> = PyOnceLock::new();
+    let variable = CURRENT_TRACE_ID.get_or_init(py, || {
+        let module = py.import("cpex.framework.observability").ok()?;
+        Some(module.getattr("current_trace_id").ok()?.unbind())
+    });
+    let Some(variable) = variable else { return Ok(None) };
+    let id = variable.bind(py).call_method0(intern!(py, "get"))?;
+    let id = id
+        .cast::<PyString>()
+        .ok()
+        .and_then(|s| s.to_str().ok().map(str::to_owned));
+    Ok(id.and_then(|id| Trace::from_host(None, Some(&id), None)))
 }
 
 /// Whether `context` is a cpex `PluginContext`.

@@ -264,6 +264,14 @@ fn drain_at_exit(py: Python<'_>) -> bool {
     drained
 }
 
+/// The event a violation (JSON text of a cpex `PluginViolation` or a dict of its shape) raises:
+/// its code first, then its reason (DESIGN "Classification by code"). The cpex observer asks
+/// this before it raises the event, so Python never re-implements the rule.
+#[pyfunction]
+fn violation_event(violation: &str) -> PyResult<&'static str> {
+    Ok(crate::events::classify_violation(&parse(Some(violation), "violation")?).name())
+}
+
 /// Runs the `webhook-notification` CLI (the Rust implementation the binary runs too) with
 /// `argv` (program name first), without the GIL; returns the exit status.
 #[pyfunction]
@@ -319,6 +327,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeNotifier>()?;
     m.add_function(wrap_pyfunction!(drain_at_exit, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    m.add_function(wrap_pyfunction!(violation_event, m)?)?;
     let py = m.py();
     m.add("WebhookError", py.get_type::<WebhookError>())?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::{lock_until, unix_ms, Claimed, DeadLetter, DeadRecord, LastChange, Plan, Record, Store};
 use crate::events::Event;
 use crate::stats::OutboxStatus;
+use crate::trace::Trace;
 
 /// A delivery to record as pending.
 pub(crate) struct Pending<'a> {
@@ -28,6 +29,7 @@ pub(crate) struct Pending<'a> {
     pub attempts: u32,
     pub due: Instant,
     pub body: &'a Bytes,
+    pub trace: Option<&'a Trace>,
     /// Not yet in the store (a new delivery, not a retry).
     pub new: bool,
 }
@@ -96,6 +98,7 @@ impl Journal {
             attempts: delivery.attempts,
             due_ms,
             body: String::from_utf8_lossy(delivery.body).into_owned(),
+            trace: delivery.trace.cloned(),
         };
         let value = serde_json::to_vec(&record).expect("a record serialises");
         let mut changes = self.changes();

@@ -18,6 +18,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::events::Event;
+use crate::trace::Trace;
 
 /// A pending delivery as stored.
 #[derive(Serialize, Deserialize)]
@@ -31,6 +32,9 @@ pub(crate) struct Record {
     /// Next attempt, in milliseconds since the Unix epoch.
     pub due_ms: u64,
     pub body: String,
+    /// Its event's trace (v4; absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Trace>,
 }
 
 impl Record {
@@ -43,6 +47,7 @@ impl Record {
             attempts: self.attempts,
             due: instant_of(self.due_ms),
             body: Bytes::from(self.body),
+            trace: self.trace,
         }
     }
 }
@@ -56,6 +61,7 @@ pub(crate) struct Resumed {
     /// When its next attempt is due (now, if that time has passed).
     pub due: Instant,
     pub body: Bytes,
+    pub trace: Option<Trace>,
 }
 
 /// A delivery that failed for good (a non-retryable answer, or retries exhausted).

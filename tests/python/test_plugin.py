@@ -86,8 +86,9 @@ async def test_each_hook_raises_its_event_through_the_plugin_manager(receiver, g
         ("resource_post_fetch", ResourcePostFetchPayload(uri="file:///a", content={"text": "x"}), ctx(), "resource_success"),
         ("tool_pre_invoke", ToolPreInvokePayload(name="search"), ctx(violation=violation("RATE_LIMIT", "Rate limit exceeded", reset_in=45)), "rate_limit_exceeded"),
         ("prompt_pre_fetch", PromptPrehookPayload(prompt_id="p"), ctx(violation=violation("PII", "PII detected")), "pii_detected"),
-        ("resource_pre_fetch", ResourcePreFetchPayload(uri="u"), ctx(violation=violation("X", "Harmful content")), "harmful_content"),
-        ("tool_pre_invoke", ToolPreInvokePayload(name="t"), ctx(violation={"code": "DENY", "reason": "deny list"}), "violation"),
+        ("resource_pre_fetch", ResourcePreFetchPayload(uri="u"), ctx(violation=violation("CONTENT_MODERATION", "flagged")), "harmful_content"),
+        ("tool_pre_invoke", ToolPreInvokePayload(name="t"), ctx(violation={"code": "DENY", "reason": "Harmful content"}), "violation"),
+        ("tool_pre_invoke", ToolPreInvokePayload(name="t"), ctx(violation={"reason": "Harmful content"}), "harmful_content"),
     ]
     for i, (hook, payload, context, event) in enumerate(calls):
         result, _ = await manager.invoke_hook(hook, payload, context)
