@@ -100,7 +100,7 @@ fn every_event_is_delivered_with_its_headers_and_variables() {
                 n.invoke(
                     Hook::ResourcePreFetch,
                     json!({"uri": "u"}),
-                    &violation("X", "Harmful content"),
+                    &violation("CONTENT_MODERATION", "flagged"),
                 )
                 .unwrap()
                 .event

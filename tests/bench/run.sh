@@ -91,6 +91,7 @@ exec 9>"$OUT/serve.in"
 while [ ! -s "$OUT/receivers.json" ]; do sleep 0.1; done
 "$VENV/bin/python" tests/bench/python_bench.py "$(cat "$OUT/receivers.json")" "$FAST" | tee -a "$RESULTS"
 "$VENV/bin/python" tests/bench/alerting_bench.py "$FAST" | tee -a "$RESULTS"
+for _ in 1 2 3; do "$VENV/bin/python" tests/bench/observer_bench.py | tee -a "$RESULTS"; done
 exec 9>&-
 
 echo "== the disk outbox: hook cost and deliveries/s (same receivers, same nginx)"

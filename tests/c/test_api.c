@@ -76,7 +76,7 @@ static const char *HOOKS[][3] = {
     {"resource_post_fetch", "{\"uri\":\"file:///a\",\"content\":{}}", NULL},
     {"tool_pre_invoke", "{\"name\":\"search\"}", "{\"code\":\"RATE_LIMIT\",\"reason\":\"Rate limit exceeded\"}"},
     {"prompt_pre_fetch", "{\"prompt_id\":\"p\"}", "{\"code\":\"PII\",\"reason\":\"PII detected\"}"},
-    {"resource_pre_fetch", "{\"uri\":\"u\"}", "{\"code\":\"X\",\"reason\":\"harmful content\"}"},
+    {"resource_pre_fetch", "{\"uri\":\"u\"}", "{\"code\":\"CONTENT_MODERATION\",\"reason\":\"harmful content\"}"},
     {"tool_pre_invoke", "{\"name\":\"t\"}", "{\"code\":\"DENY\",\"reason\":\"deny list\"}"},
 };
 static const char *EVENTS[] = {"tool_success", "tool_error", "prompt_success", "resource_success",

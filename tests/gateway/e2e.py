@@ -7,7 +7,11 @@ plugin config). Registers REST tools, a prompt and a resource, calls them throug
 checks what the receiver got: events, headers, body fields ({{user}} is the caller's email),
 the HMAC. Then the gateway's 30 s plugin-manager rebuild: tool calls every 1.5 s across it
 while the slow webhook answers after 2 s — no call may stall behind the old instance's
-shutdown, and every event must still reach the slow webhook. Stops everything it started.
+shutdown, and every event must still reach the slow webhook. Last, violations: the gateway's
+own rate limiter and PII filter (PyPI, as its [plugins] extra pins them) block or flag calls in
+enforce, audit and permissive modes (permissive through a team binding), and each violation
+reaches our violation webhook once — a team binding's at that team's webhook only. Stops
+everything it started.
 
 Usage: python e2e.py WORK_DIR   (prints a summary; exit status 0 on success)
 """
@@ -27,6 +31,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
 HMAC_SECRET = "e2e-hmac-secret"
@@ -83,13 +88,16 @@ def receiver(recorder: Recorder) -> ThreadingHTTPServer:
 
 
 def backend() -> ThreadingHTTPServer:
-    """The REST tools' upstream: /ok answers 200 with JSON, /fail answers 500."""
+    """The REST tools' upstream: /ok answers 200 with JSON, /pii answers 200 with a card
+    number in it, /fail answers 500."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:  # noqa: N802
             status, body = (200, b'{"ok": true}') if self.path.startswith("/ok") else (500, b'{"error": "backend down"}')
+            if self.path.startswith("/pii"):
+                status, body = 200, b'{"card": "4111 1111 1111 1111"}'
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -115,6 +123,30 @@ plugin_settings:
   fail_on_plugin_error: true
 plugin_dirs: []
 plugins:
+  - name: "RateLimiter"
+    kind: "cpex_rate_limiter.rate_limiter.RateLimiterPlugin"
+    hooks: ["tool_pre_invoke"]
+    mode: "enforce"
+    priority: 10
+    config:
+      by_user: "1000/m"
+      by_tool: {{"e2e-enforce": "2/m", "e2e-permissive": "2/m", "e2e-team": "2/m"}}
+  # A binding's mode may only be enforce, enforce_ignore_error, permissive or disabled in
+  # gateway 1.1.0 (it ignores the others): audit mode is a base-config entry of its own.
+  - name: "AuditRateLimiter"
+    kind: "cpex_rate_limiter.rate_limiter.RateLimiterPlugin"
+    hooks: ["tool_pre_invoke"]
+    mode: "audit"
+    priority: 11
+    config:
+      by_user: "1000/m"
+      by_tool: {{"e2e-audit": "2/m"}}
+  - name: "PIIFilter"
+    kind: "cpex_pii_filter.pii_filter.PIIFilterPlugin"
+    hooks: ["tool_pre_invoke", "tool_post_invoke"]
+    mode: "enforce"
+    priority: 20
+    config: {{block_on_detection: true}}
   - name: "WebhookNotification"
     kind: "cpex_webhook_notification.WebhookNotificationPlugin"
     hooks: ["prompt_pre_fetch", "prompt_post_fetch", "tool_pre_invoke", "tool_post_invoke",
@@ -130,6 +162,9 @@ plugins:
         - url: "{hooks}/slow"
           events: [tool_success]
           max_concurrency: 1
+        - url: "{hooks}/violations"
+          events: [violation, rate_limit_exceeded, pii_detected, harmful_content]
+          authentication: {{type: hmac, hmac_secret: "${{env.E2E_HMAC_SECRET}}", hmac_header: X-Hub-Signature-256}}
       payload_templates:
         tool_success: '{{"event": "{{{{event}}}}", "user": "{{{{user}}}}", "name": "{{{{user.full_name}}}}", "tool": "{{{{metadata.tool_name}}}}", "request_id": "{{{{request_id}}}}", "id": "{{{{delivery_id}}}}"}}'
       {{% endraw %}}
@@ -179,12 +214,17 @@ class Gateway:
                 pass
             assert time.monotonic() < deadline, f"the gateway did not start; see {self.log}"
             time.sleep(0.5)
+        self.secret = secret
+        self.token = self.mint_token()
+
+    def mint_token(self, *extra: str) -> str:
+        """A JWT for the admin (`extra`: more create_jwt_token options)."""
         token = subprocess.run(
             [sys.executable, "-m", "mcpgateway.utils.create_jwt_token", "--username", ADMIN, "--exp", "60",
-             "--secret", secret],
+             "--secret", self.secret, *extra],
             env=self.env, capture_output=True, text=True, check=True,
         )
-        self.token = token.stdout.strip().splitlines()[-1]
+        return token.stdout.strip().splitlines()[-1]
 
     def post(self, path: str, doc: dict) -> dict:
         request = Request(f"{self.base}{path}", data=json.dumps(doc).encode(), method="POST",
@@ -194,6 +234,15 @@ class Gateway:
 
     def rpc(self, method: str, params: dict) -> dict:
         return self.post("/rpc", {"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+
+    def call_tool(self, name: str, arguments: dict) -> bool:
+        """Calls a tool through /rpc; True if the call succeeded (a plugin may refuse it, with
+        an HTTP error or a JSON-RPC error)."""
+        try:
+            answer = self.rpc("tools/call", {"name": name, "arguments": arguments})
+        except HTTPError:
+            return False
+        return "error" not in answer and not answer.get("result", {}).get("isError")
 
     def loaded_instances(self) -> int:
         return self.log.read_text(errors="replace").count("Loaded plugin: WebhookNotification")
@@ -224,6 +273,74 @@ def calls_across_a_rebuild(gateway: Gateway, tool: str) -> tuple[list[float], in
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise AssertionError(message)
+
+
+VIOLATION_EVENTS = ["violation", "rate_limit_exceeded", "pii_detected", "harmful_content"]
+
+
+def violations(gateway: Gateway, recorder: Recorder, hooks_url: str, upstream: str) -> None:
+    """The real rate limiter and PII filter trip in enforce mode (base config), in audit and
+    permissive modes (a second limiter in audit mode; a team binding of the first in permissive
+    mode), and under a team binding of our plugin
+    with its own webhook: each violation reaches exactly one webhook, once, signed."""
+    team = gateway.post("/teams/", {"name": "e2e-team-a"})["id"]
+    # Team resources and bindings need a token scoped to the team.
+    gateway.token = gateway.mint_token("--admin", "--teams", team)
+    properties = {"q": {"type": "string"}}
+    for name, path in (("e2e-enforce", "/ok"), ("e2e-audit", "/ok"), ("e2e-permissive", "/ok"), ("e2e-team", "/ok"),
+                       ("e2e-echo", "/ok"), ("e2e-pii-result", "/pii")):
+        tool = {"name": name, "url": upstream + path, "integration_type": "REST", "request_type": "GET",
+                "input_schema": {"type": "object", "properties": properties}, "visibility": "team"}
+        check(gateway.post("/tools", {"tool": tool, "team_id": team})["name"] == name, f"tool {name} keeps its name")
+    ours = {"webhooks": [{"url": f"{hooks_url}/team-violations", "events": VIOLATION_EVENTS,
+                          "authentication": {"type": "hmac", "hmac_secret": HMAC_SECRET,
+                                             "hmac_header": "X-Hub-Signature-256"}}]}
+    policies = [
+        {"tool_names": ["e2e-permissive"], "plugin_id": "RateLimiter", "mode": "permissive", "priority": 10, "config": {}},
+        {"tool_names": ["e2e-team"], "plugin_id": "WebhookNotification", "mode": "permissive", "priority": 900,
+         "config": ours},
+    ]
+    gateway.post("/v1/tools/plugin_bindings/", {"teams": {team: {"policies": policies}}})
+
+    # Two calls a minute per limited tool: the third trips the limiter.
+    outcomes = {name: [gateway.call_tool(name, {"q": "weather"}) for _ in range(3)]
+                for name in ("e2e-enforce", "e2e-audit", "e2e-permissive", "e2e-team")}
+    check(outcomes["e2e-enforce"] == [True, True, False] and outcomes["e2e-team"] == [True, True, False],
+          f"the limiter blocks the third call in enforce mode: {outcomes}")
+    check(outcomes["e2e-audit"] == [True] * 3 and outcomes["e2e-permissive"] == [True] * 3,
+          f"audit and permissive never block: {outcomes}")
+    check(not gateway.call_tool("e2e-echo", {"q": "my ssn is 123-45-6789"}), "the PII filter blocks an SSN argument")
+    check(not gateway.call_tool("e2e-pii-result", {}), "the PII filter blocks a card number in a result")
+
+    expected = {  # tool -> (event, code, mode the limiter or filter ran in, blocked)
+        "e2e-enforce": ("rate_limit_exceeded", "RATE_LIMIT", "sequential", True),
+        "e2e-audit": ("rate_limit_exceeded", "RATE_LIMIT", "audit", False),
+        "e2e-permissive": ("rate_limit_exceeded", "RATE_LIMIT", "transform", False),
+        "e2e-echo": ("pii_detected", "PII_DETECTED_IN_TOOL_ARGS", "sequential", True),
+        "e2e-pii-result": ("pii_detected", "PII_DETECTED_IN_TOOL_RESULT", "sequential", True),
+    }
+    got = recorder.wait("/violations", len(expected), 30)
+    team_got = recorder.wait("/team-violations", 1, 30)
+    # Nothing more comes: a duplicate would arrive within the same second as its original.
+    time.sleep(2)
+    got, team_got = recorder.requests["/violations"], recorder.requests["/team-violations"]
+    check(len(got) == len(expected) and len(team_got) == 1,
+          f"one webhook per violation: {[json.loads(b) for _, b in got + team_got]}")
+    for headers, body in got + team_got:
+        want = "sha256=" + hmac.new(HMAC_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        check(headers.get("x-hub-signature-256") == want, "a violation webhook's HMAC does not verify")
+    by_tool = {json.loads(b)["metadata"]["tool_name"]: json.loads(b) for _, b in got}
+    check(set(by_tool) == set(expected), f"violations by tool: {sorted(by_tool)}")
+    for tool, (event, code, mode, blocked) in expected.items():
+        body = by_tool[tool]
+        seen = (body["event"], body["violation"]["code"], body["metadata"]["mode"], body["metadata"]["blocked"])
+        check(seen == (event, code, mode, blocked), f"{tool}: {seen}, wanted {(event, code, mode, blocked)}")
+        check(body["user"] == ADMIN and body["request_id"], f"{tool}: user {body['user']!r}")
+    team_body = json.loads(team_got[0][1])
+    check((team_body["event"], team_body["metadata"]["tool_name"]) == ("rate_limit_exceeded", "e2e-team"),
+          f"the team's webhook: {team_body}")
+    print(f"gateway e2e: {len(got)} violations of the real rate limiter and PII filter (enforce, audit, permissive) "
+          f"delivered once each, HMAC verified; the team binding's went to its own webhook")
 
 
 def main(work: Path) -> None:
@@ -274,6 +391,8 @@ def main(work: Path) -> None:
         ids = {h["x-webhook-delivery"] for h, _ in slow}
         check(len(ids) == expected, f"slow webhook: {len(ids)} distinct deliveries of {expected}")
         print(f"gateway e2e: all {expected} events reached the slow webhook after the rebuild")
+
+        violations(gateway, recorder, f"http://127.0.0.1:{hooks.server_address[1]}", upstream)
     finally:
         gateway.stop()
         hooks.shutdown()
