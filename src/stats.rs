@@ -34,6 +34,11 @@ pub struct OutboxStatus {
     pub unreadable: u64,
     /// The latest store error, if any.
     pub last_error: Option<String>,
+    /// Deliveries this process holds in a disk outbox (shared by its configs on that
+    /// directory); null for the other types.
+    pub held: Option<u64>,
+    /// Deliveries this process adopted from processes on the directory that were gone (disk).
+    pub adopted: u64,
 }
 
 impl OutboxStatus {
@@ -46,6 +51,8 @@ impl OutboxStatus {
             connected: true,
             unreadable: 0,
             last_error: None,
+            held: None,
+            adopted: 0,
         }
     }
 }

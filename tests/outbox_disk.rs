@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::json;
 use webhook_notification::{Error, Event, Notifier};
 
+use common::disk;
 use common::host::{
     self, arrivals, duplicates_with_stable_ids, kill, read_until, submit, wait_distinct, WAIT,
 };
@@ -130,33 +131,32 @@ fn an_outage_longer_than_the_retry_budget_loses_nothing() {
 #[test]
 fn close_keeps_the_undelivered_and_dead_letters_for_the_next_start() {
     let dir = tempdir("restart");
-    let rx = Receiver::start(|n| Reply::status(if n == 0 { 404 } else { 200 }));
-    let port = dead_port();
-    let text = |url: &str| {
+    // Webhook `w` keeps one URL throughout (a delivery belongs to its id and URL): a receiver
+    // that refuses it (404, a dead letter), then nothing, then a receiver that takes it.
+    let (port, gone_port) = (dead_port(), dead_port());
+    let text = |webhooks: &str| {
         format!(
-            "shutdown_timeout: 1\noutbox: {{type: disk, path: '{}'}}\nwebhooks: [{{url: '{url}', id: w, events: [tool_success], retry_schedule: [1h], circuit_breaker: false}}, {{url: 'http://127.0.0.1:{port}/gone', id: gone, events: [tool_error], retry_schedule: [1h], circuit_breaker: false}}]",
-            dir.display(),
+            "shutdown_timeout: 1\noutbox: {{type: disk, path: '{}'}}\nwebhooks: [{webhooks}]",
+            dir.display()
         )
     };
-    let first = Notifier::from_config_text(&text(&rx.url("/")), None).unwrap();
+    let w = format!("{{url: 'http://127.0.0.1:{port}/', id: w, events: [tool_success], retry_schedule: [1h], circuit_breaker: false}}");
+    let gone = format!("{{url: 'http://127.0.0.1:{gone_port}/gone', id: gone, events: [tool_error], retry_schedule: [1h], circuit_breaker: false}}");
+    let refusing = Receiver::start_on(port, |_| Reply::status(404));
+    let first = Notifier::from_config_text(&text(&format!("{w}, {gone}")), None).unwrap();
     first
         .notify(Event::ToolSuccess, &json!({"request_id": "dead"}), None, None)
         .unwrap();
     assert!(first.flush(WAIT));
     assert_eq!(first.dead_letters(Some("w")).unwrap().len(), 1);
-    // A second engine on the same directory is refused while the first holds it.
-    match Notifier::from_config_text(&text(&rx.url("/")), None) {
-        Err(Error::Config { field, message }) => {
-            assert_eq!(field, "outbox.path");
-            assert!(message.contains("already used"), "{message}");
-        }
-        other => panic!("a second engine opened the locked outbox: {:?}", other.err()),
-    }
-    drop(first);
+    drop(refusing);
+    // v4: a second config on the same directory loads beside it and shares its store.
+    let beside = Notifier::from_config_text(&text(&w), Some("Other")).unwrap();
+    assert_eq!(beside.stats().outbox.held, first.stats().outbox.held);
+    drop(beside);
     // Deliveries to a dead receiver stay stored at close (not dropped), with their ids.
-    let second = Notifier::from_config_text(&text(&format!("http://127.0.0.1:{port}/")), None).unwrap();
     for i in 0..3 {
-        second
+        first
             .notify(
                 Event::ToolSuccess,
                 &json!({"request_id": format!("kept-{i}")}),
@@ -165,37 +165,40 @@ fn close_keeps_the_undelivered_and_dead_letters_for_the_next_start() {
             )
             .unwrap();
     }
-    second
+    first
         .notify(Event::ToolError, &json!({"request_id": "orphan"}), None, None)
         .unwrap();
-    wait_until("first attempts", WAIT, || second.stats().retries >= 4);
-    second.close(Duration::from_secs(5)).unwrap();
-    let s = second.stats();
+    wait_until("first attempts", WAIT, || first.stats().retries >= 4);
+    first.close(Duration::from_secs(5)).unwrap();
+    let s = first.stats();
     assert_eq!((s.dropped, s.webhooks[0].dead_letters), (0, 1), "{s:?}");
-    drop(second);
-    // Third start: webhook `gone` removed from the config, `w` healed.
-    let healed = Receiver::ok();
-    let third_text = format!(
-        "outbox: {{type: disk, path: '{}'}}\nwebhooks: [{{url: '{}', id: w, events: [tool_success], retry_schedule: [1h]}}]",
-        dir.display(),
-        healed.url("/")
-    );
-    let third = Notifier::from_config_text(&third_text, None).unwrap();
+    drop(first);
+    disk::wait_let_go(&dir);
+    // Next start: webhook `gone` removed from the config, `w` healed.
+    let healed = Receiver::start_on(port, |_| Reply::status(200));
+    let third = Notifier::from_config_text(&text(&w), None).unwrap();
     let s = third.stats();
     assert_eq!(
         s.webhooks[0].queued, 3,
         "resumed with their next retry time (an hour away): {s:?}"
     );
-    let all = third.dead_letters(None).unwrap();
-    let orphan = all
+    // `gone`'s delivery waits in the store for a config that has it (outbox.orphan_after):
+    // never dead-lettered by another config, never sent to another URL.
+    assert_eq!((s.outbox.held, s.outbox.adopted), (Some(4), 4), "{s:?}");
+    assert!(third
+        .dead_letters(None)
+        .unwrap()
         .iter()
-        .find(|l| l.webhook_id == "gone")
-        .expect("the orphan is a dead letter");
-    assert!(orphan.last_error.contains("no longer configured"));
+        .all(|l| l.webhook_id == "w"));
     assert_eq!(third.dead_letters(Some("w")).unwrap().len(), 1);
     assert_eq!(third.replay_dead_letters(Some("w")).unwrap(), 1);
     healed.wait_for(1, WAIT);
     assert_eq!(healed.received()[0].json()["request_id"], "dead");
+    // A config with `gone` again resumes it.
+    let returning = Notifier::from_config_text(&text(&gone), Some("Returning")).unwrap();
+    wait_until("`gone` resumed", WAIT, || {
+        returning.stats().webhooks[0].queued == 1
+    });
 }
 
 /// Closing at once, while admitted events may still wait to be routed: each is either kept in
@@ -210,17 +213,26 @@ fn closing_at_once_keeps_or_counts_every_admitted_event() {
             dir.display()
         )
     };
-    let first =
-        Notifier::from_config_text(&config(&format!("http://127.0.0.1:{}/", dead_port())), None).unwrap();
+    // The same URL both times (a delivery belongs to its webhook's id and URL): nothing
+    // listens there at first, a receiver does after the restart.
+    let port = dead_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let first = Notifier::from_config_text(&config(&url), None).unwrap();
     submit(&first, events);
     let _ = first.close(Duration::ZERO);
     // Stragglers (still in the intake when the store closed) end just after: wait for them.
     assert!(first.flush(WAIT));
     let dropped = first.stats().dropped;
     drop(first);
-    let rx = Receiver::ok();
-    let second = Notifier::from_config_text(&config(&rx.url("/")), None).unwrap();
+    disk::wait_let_go(&dir);
+    let rx = Receiver::start_on(port, |_| Reply::status(200));
+    let second = Notifier::from_config_text(&config(&url), None).unwrap();
     let kept = second.stats().webhooks[0].queued;
+    assert_eq!(
+        second.stats().outbox.adopted,
+        kept,
+        "what the first left, adopted at the start"
+    );
     println!("disk close at once: {kept} kept, {dropped} counted as dropped, of {events}");
     assert_eq!(kept + dropped, events as u64);
     assert!(second.flush(WAIT));
@@ -260,18 +272,25 @@ fn a_truncated_store_file_is_a_config_error_naming_outbox_path_not_a_panic() {
     submit(&n, 50);
     n.close(Duration::from_secs(5)).unwrap();
     drop(n);
-    let file = dir.join("outbox.redb");
-    let len = std::fs::metadata(&file).unwrap().len();
+    disk::wait_let_go(&dir);
+    let files = disk::process_files(&dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = &files[0];
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    let len = std::fs::metadata(file).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
-        .open(&file)
+        .open(file)
         .unwrap()
         .set_len(len / 2)
         .unwrap();
     match Notifier::from_config_text(&config(&rx.url("/"), &dir), None) {
         Err(Error::Config { field, message }) => {
             assert_eq!(field, "outbox.path");
-            assert!(message.contains("outbox.redb"), "{message}");
+            assert!(
+                message.contains(&name) && message.contains("damaged"),
+                "{message}"
+            );
         }
         Err(other) => panic!("not a config error: {other}"),
         Ok(_) => panic!("a truncated store opened"),
@@ -358,9 +377,10 @@ fn unreadable_records_are_counted_logged_and_kept_aside_not_dropped() {
     wait_until("committed", WAIT, || n.stats().outbox.committed == 30);
     n.close(Duration::from_secs(5)).unwrap();
     drop(n);
+    disk::wait_let_go(&dir);
     // Damage two records the way a flipped byte would: their JSON no longer parses.
     let table = redb::TableDefinition::<&[u8], &[u8]>::new("deliveries");
-    let db = redb::Database::create(dir.join("outbox.redb")).unwrap();
+    let db = redb::Database::create(&disk::process_files(&dir)[0]).unwrap();
     let txn = db.begin_write().unwrap();
     {
         use redb::ReadableTable;
@@ -384,7 +404,9 @@ fn unreadable_records_are_counted_logged_and_kept_aside_not_dropped() {
     assert_eq!((stats.pending, stats.outbox.unreadable), (28, 2), "{stats:?}");
     again.close(Duration::ZERO).ok();
     drop(again);
-    let db = redb::Database::create(dir.join("outbox.redb")).unwrap();
+    disk::wait_let_go(&dir);
+    // Adopted into the next process's file, where they are kept aside.
+    let db = redb::Database::create(&disk::process_files(&dir)[0]).unwrap();
     let aside = redb::TableDefinition::<&[u8], &[u8]>::new("unreadable");
     use redb::ReadableTableMetadata;
     assert_eq!(
@@ -392,4 +414,61 @@ fn unreadable_records_are_counted_logged_and_kept_aside_not_dropped() {
         2,
         "kept for inspection"
     );
+}
+
+#[test]
+fn worker_processes_share_one_directory_and_a_killed_ones_deliveries_resume_once_elsewhere() {
+    // Three processes on one directory (a pre-forked gateway's workers), each admitting its own
+    // events. The victim's deliveries are held in flight by the receiver; it is killed at a
+    // random moment once all it admitted is committed. The survivors adopt its file: every one of
+    // its events arrives, from exactly one process, and at most those in flight twice.
+    const IN_FLIGHT: usize = 4; // the webhook's max_concurrency
+    let dir = tempdir("workers");
+    let released = Arc::new(AtomicBool::new(false));
+    let is_released = Arc::clone(&released);
+    let rx = Receiver::start_with(move |r| {
+        let victim = r.json()["request_id"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("victim-");
+        let held = victim && !is_released.load(SeqCst);
+        Reply::status(200).after(Duration::from_secs(if held { 3600 } else { 0 }))
+    });
+    let config = config(&rx.url("/"), &dir);
+    let events = 2_000;
+    let stay = [("OUTBOX_HOST_STAY", "1")];
+    let spawn = |prefix: &str| {
+        let env = [stay[0], ("OUTBOX_HOST_PREFIX", prefix)];
+        host::host(&config, events, 0, &env)
+    };
+    let (victim, mut victim_lines) = spawn("victim-");
+    let survivors = [spawn("first-"), spawn("second-")];
+    read_until(&mut victim_lines, "COMMITTED");
+    rx.wait_for(IN_FLIGHT, WAIT);
+    std::thread::sleep(Duration::from_millis(fastrand::u64(0..50))); // a random moment after
+    kill(victim);
+    let killed = std::time::Instant::now();
+    released.store(true, SeqCst);
+    let seen = wait_distinct(&rx, 3 * events);
+    println!(
+        "three workers on one directory: all {} events arrived {:.1} s after the victim's SIGKILL",
+        3 * events,
+        killed.elapsed().as_secs_f64()
+    );
+    let twice = duplicates_with_stable_ids(&seen);
+    for prefix in ["victim-", "first-", "second-"] {
+        assert!(
+            (0..events).all(|i| seen.contains_key(&format!("{prefix}{i}"))),
+            "{prefix}"
+        );
+    }
+    assert!(
+        twice <= IN_FLIGHT,
+        "{twice} duplicates: adopted by more than one process?"
+    );
+    for (mut child, mut lines) in survivors {
+        read_until(&mut lines, "DRAINED");
+        drop(child.stdin.take());
+        child.wait().unwrap();
+    }
 }

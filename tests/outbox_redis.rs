@@ -217,8 +217,9 @@ fn on_a_cluster_close_hands_deliveries_and_dead_letters_to_the_next_start() {
 }
 
 /// Deliveries waiting to retry and dead letters outlive a clean close in the outbox at
-/// `place`; the next start takes them, dead-letters those of a webhook no longer configured
-/// and replays the others with their delivery ids.
+/// `place`; the next start takes them and replays the dead letters with their delivery ids.
+/// Those of a webhook no longer configured wait (another config may have it) until no replica
+/// has loaded it for `outbox.orphan_after`, then become dead letters.
 fn close_hands_over(place: &str, key: &str) {
     let not_found = Receiver::start(|_| Reply::status(404));
     let port = dead_port();
@@ -268,9 +269,22 @@ fn close_hands_over(place: &str, key: &str) {
     drop(first);
     // Next start: `w` healed, `gone` no longer configured.
     let healed = Receiver::ok();
-    let second = Notifier::from_config_text(&text(&healed.url("/"), false), None).unwrap();
-    // Taken at once, due when they were (an hour away).
-    wait_until("resumed", WAIT, || second.stats().webhooks[1].queued == 3);
+    let waiting = Notifier::from_config_text(&text(&healed.url("/"), false), None).unwrap();
+    // Taken at once, due when they were (an hour away); `gone`'s delivery is left waiting.
+    wait_until("resumed", WAIT, || waiting.stats().webhooks[1].queued == 3);
+    assert!(waiting
+        .dead_letters(None)
+        .unwrap()
+        .iter()
+        .all(|l| l.webhook_id != "gone"));
+    waiting.close(Duration::from_secs(5)).unwrap();
+    drop(waiting);
+    // A start whose orphan_after has passed (its smallest configurable value is a minute; the
+    // test shortens it) dead-letters it.
+    let mut config = webhook_notification::Config::load(&text(&healed.url("/"), false)).unwrap();
+    config.orphan_after = Duration::ZERO;
+    let second = Notifier::new(config, None).unwrap();
+    wait_until("resumed again", WAIT, || second.stats().webhooks[1].queued == 3);
     wait_until("the orphan is dead-lettered", WAIT, || {
         second
             .dead_letters(None)
@@ -281,7 +295,7 @@ fn close_hands_over(place: &str, key: &str) {
     let all = second.dead_letters(None).unwrap();
     let orphan: Vec<_> = all.iter().filter(|l| l.webhook_id == "gone").collect();
     assert!(
-        orphan[0].last_error.contains("no longer configured"),
+        orphan[0].last_error.contains("no loaded config"),
         "{}",
         orphan[0].last_error
     );

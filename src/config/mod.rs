@@ -54,6 +54,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Dead letters kept at most (oldest evicted and counted).
     pub dead_letter_capacity: usize,
+    /// How long a durable outbox keeps a delivery whose webhook (id and URL) no loaded config
+    /// has, counted from when the store was opened, before it becomes a dead letter.
+    pub orphan_after: Duration,
     /// Where deliveries wait.
     pub outbox: OutboxConfig,
     /// Which destinations deliveries may reach.
@@ -133,6 +136,7 @@ impl Config {
                 0,
                 10_000_000,
             )? as usize,
+            orphan_after: raw.outbox.orphan_after()?,
             outbox: raw.outbox.build()?,
             network: std::sync::Arc::new(network),
             severities: alerting::severities(raw.severity)?,

@@ -3,11 +3,31 @@
 use std::time::Duration;
 
 use super::expand;
-use super::fields::seconds;
+use super::fields::{duration, seconds};
 use super::schema::{OneOrMany, OutboxType, RawOutbox, RawTls};
 use crate::error::{Error, Result};
 
+/// `outbox.orphan_after` when not given: a day.
+const ORPHAN_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 impl RawOutbox {
+    /// `orphan_after` (durable outboxes only): 1 minute to 30 days, default a day.
+    pub(super) fn orphan_after(&self) -> Result<Duration> {
+        match &self.orphan_after {
+            None => Ok(ORPHAN_AFTER),
+            Some(_) if self.kind == OutboxType::Memory => Err(Error::config(
+                "outbox.orphan_after",
+                "is only for `type: disk` or `type: redis`",
+            )),
+            Some(raw) => duration(
+                "outbox.orphan_after",
+                raw,
+                Duration::from_secs(60),
+                Duration::from_secs(30 * 24 * 3600),
+            ),
+        }
+    }
+
     /// Checks the fields of the chosen type (and that no other type's field is set).
     pub(super) fn build(self) -> Result<OutboxConfig> {
         let only = |field: &str, set: bool, kind: &str| match set {

@@ -72,8 +72,9 @@ impl RawDuration {
     pub(super) fn value(&self) -> Result<Duration, String> {
         Ok(match self {
             RawDuration::Millis(ms) => Duration::from_millis(*ms),
-            RawDuration::Text(text) => parse_text(text.trim())
-                .ok_or("is not a duration (a number of milliseconds, or e.g. `500ms`, `5s`, `5m`, `2h`)")?,
+            RawDuration::Text(text) => parse_text(text.trim()).ok_or(
+                "is not a duration (a number of milliseconds, or e.g. `500ms`, `5s`, `5m`, `2h`, `7d`)",
+            )?,
         })
     }
 }
@@ -87,6 +88,7 @@ fn parse_text(text: &str) -> Option<Duration> {
         "s" => number,
         "m" => number * 60.0,
         "h" => number * 3600.0,
+        "d" => number * 86_400.0,
         _ => return None,
     };
     Duration::try_from_secs_f64(seconds).ok()

@@ -216,6 +216,7 @@ pub(super) struct RawOutbox {
     pub(super) cluster: Option<bool>,
     pub(super) key: Option<String>,
     pub(super) claim_after: Option<f64>,
+    pub(super) orphan_after: Option<RawDuration>,
     #[serde(default = "defaults::dead_letter_capacity")]
     pub(super) dead_letter_capacity: u64,
     pub(super) tls: Option<RawTls>,
@@ -230,6 +231,7 @@ impl Default for RawOutbox {
             cluster: None,
             key: None,
             claim_after: None,
+            orphan_after: None,
             dead_letter_capacity: defaults::dead_letter_capacity(),
             tls: None,
         }

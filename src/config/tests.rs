@@ -466,6 +466,10 @@ webhooks:
     );
     assert_eq!(c.webhooks[1].max_rate, None);
     assert!(!format!("{:?}", c.webhooks[1]).contains("R0UT1NG"));
+    // DESIGN's upper bound, written in days, loads.
+    let week = Config::load("webhooks: [{url: 'https://a/', digest: {resolve_after: 7d}}]").unwrap();
+    let digest = week.webhooks[0].alerting.digest.as_ref().unwrap();
+    assert_eq!(digest.resolve_after, Duration::from_secs(7 * 86_400));
     let plain = Config::load("webhooks: [{url: 'https://a/', format: teams}]").unwrap();
     assert!(
         !plain.webhooks[0].alerting.routes(),
@@ -523,6 +527,11 @@ fn bad_alerting_fields_name_the_field() {
         ),
         (
             "webhooks: [{url: 'https://a/', digest: {resolve_after: 8d}}]",
+            "webhooks[0].digest.resolve_after",
+            "out of range",
+        ),
+        (
+            "webhooks: [{url: 'https://a/', digest: {resolve_after: 8w}}]",
             "webhooks[0].digest.resolve_after",
             "not a duration",
         ),

@@ -27,6 +27,8 @@ pub struct Webhook {
     pub id: String,
     /// The full URL (may hold credentials in its path or query: never log it).
     pub url: Url,
+    /// Names the URL in stored records without revealing it (see [`url_fingerprint`]).
+    pub url_fingerprint: String,
     /// `scheme://host[:port]/…`, safe for logs and stats.
     pub redacted_url: String,
     /// Events this webhook receives.
@@ -131,6 +133,15 @@ pub(super) fn derived_id(url: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// 16 hex digits naming a webhook's URL in stored records (a delivery belongs to its webhook's
+/// id *and* URL): a hash in its own domain, so it is not the default id and reveals nothing.
+pub(crate) fn url_fingerprint(url: &str) -> String {
+    let digest = Sha256::new_with_prefix(b"webhook-notification url\0")
+        .chain_update(url.as_bytes())
+        .finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// An absolute http(s) URL with a host, and without userinfo or a fragment. The text is
@@ -340,6 +351,7 @@ impl RawWebhook {
         Ok(Webhook {
             id,
             redacted_url: redact(&url),
+            url_fingerprint: url_fingerprint(url.as_str()),
             url,
             events: self.events,
             headers,

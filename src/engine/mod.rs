@@ -28,9 +28,10 @@ use crate::error::{Error, Result};
 use crate::metrics::{exposition, Outcome, WebhookMetrics};
 use crate::render::Job;
 use crate::stats::{Circuit, Stats};
-use crate::store::disk::DiskStore;
+use crate::store::disk::DiskOutbox;
 use crate::store::journal::{Journal, Released};
 use crate::store::redis::RedisStore;
+use crate::store::tenants::StoredWebhook;
 use crate::store::{Claimed, DeadLetter, Resumed, Store};
 pub(crate) use digest::Digest;
 use dispatch::Dispatch;
@@ -60,16 +61,24 @@ impl Engine {
         let webhooks = config.webhooks.len();
         let ids: Vec<String> = config.webhooks.iter().map(|w| w.id.clone()).collect();
         let mut fleet = None;
+        let stored: Vec<StoredWebhook> = config
+            .webhooks
+            .iter()
+            .map(|w| StoredWebhook {
+                id: w.id.clone(),
+                url: w.url_fingerprint.clone(),
+            })
+            .collect();
         let (store, found): (Option<Arc<dyn Store>>, Claimed) = match &config.outbox {
             OutboxConfig::Memory => (None, Claimed::default()),
             OutboxConfig::Disk { path } => {
-                let (store, found) = DiskStore::open(path).map_err(|m| Error::config("outbox.path", m))?;
+                let (store, found) = DiskOutbox::attach(path, stored, config.orphan_after)?;
                 (Some(Arc::new(store)), found)
             }
             // Nothing to resume at start: the committer takes over what is free in Redis.
             OutboxConfig::Redis(outbox) => {
-                let store = RedisStore::connect(outbox, ids.clone(), config.dead_letter_capacity)
-                    .map_err(|m| Error::config("outbox.url", m))?;
+                let store =
+                    RedisStore::connect(outbox, stored, config.dead_letter_capacity, config.orphan_after)?;
                 let store = Arc::new(store);
                 if config.webhooks.iter().any(|w| w.alerting.digest.is_some()) {
                     fleet = Some(FleetDigests::new(Arc::clone(&store), &config.webhooks));
@@ -77,7 +86,12 @@ impl Engine {
                 (Some(store), Claimed::default())
             }
         };
-        let journal = store.map(|store| Journal::new(store, ids));
+        let urls = config
+            .webhooks
+            .iter()
+            .map(|w| w.url_fingerprint.clone())
+            .collect();
+        let journal = store.map(|store| Journal::new(store, ids, urls));
         let queue = Queue::new(webhooks, config.dead_letter_capacity, journal);
         queue.keep_stored_dead_letters(found.dead);
         let clients = clients(&config);
@@ -405,7 +419,8 @@ fn clients(config: &Config) -> Vec<Client> {
 }
 
 /// Queues deliveries a durable outbox held (resumed at start, or taken over from a shared
-/// one), with their ids, attempt counts and due times; those of webhooks no longer configured
+/// one), with their ids, attempt counts and due times; those of orphaned webhooks (no loaded
+/// config had them for `outbox.orphan_after`, which only a Redis store hands over)
 /// become dead letters.
 fn resume(intake: &Intake, resumed: Vec<Resumed>) {
     let (mut resumed_count, mut orphans) = (0, 0);
@@ -419,7 +434,7 @@ fn resume(intake: &Intake, resumed: Vec<Resumed>) {
                 delivery_id: r.delivery_id,
                 attempts: r.attempts,
                 last_status: None,
-                last_error: "its webhook is no longer configured".into(),
+                last_error: "no loaded config has its webhook after outbox.orphan_after".into(),
                 time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
                 body: r.body,
             };
@@ -441,7 +456,7 @@ fn resume(intake: &Intake, resumed: Vec<Resumed>) {
     }
     if orphans > 0 {
         warn!(
-            "{orphans} pending deliveries belong to webhook ids no longer configured: moved to dead letters"
+            "{orphans} pending deliveries of webhooks no loaded config had for outbox.orphan_after: moved to dead letters"
         );
     }
 }

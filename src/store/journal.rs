@@ -46,6 +46,8 @@ pub(crate) struct Journal {
     store: Arc<dyn Store>,
     /// Webhook ids in config order (records name webhooks by id, never by index).
     ids: Vec<String>,
+    /// The fingerprints of their URLs, in the same order (see [`Record::url`]).
+    urls: Vec<String>,
     changes: Mutex<Vec<Change>>,
     /// Held while a batch is taken and written, so batches reach the store in order.
     commit_order: Mutex<()>,
@@ -59,11 +61,13 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    /// A journal writing to `store`, for the webhooks `ids` in config order.
-    pub fn new(store: Arc<dyn Store>, ids: Vec<String>) -> Self {
+    /// A journal writing to `store`, for the webhooks `ids` (with their URLs' fingerprints
+    /// `urls`) in config order.
+    pub fn new(store: Arc<dyn Store>, ids: Vec<String>, urls: Vec<String>) -> Self {
         Journal {
             store,
             ids,
+            urls,
             changes: Mutex::default(),
             commit_order: Mutex::default(),
             released: AtomicBool::new(false),
@@ -99,6 +103,7 @@ impl Journal {
             due_ms,
             body: String::from_utf8_lossy(delivery.body).into_owned(),
             trace: delivery.trace.cloned(),
+            url: Some(self.urls[delivery.webhook].clone()),
         };
         let value = serde_json::to_vec(&record).expect("a record serialises");
         let mut changes = self.changes();
@@ -123,7 +128,11 @@ impl Journal {
 
     /// Records a delivery's move to the dead letters, and the eviction of the oldest letter.
     pub fn dead_letter(&self, letter: &DeadLetter, evicted: Option<Uuid>) {
-        let value = serde_json::to_vec(&DeadRecord::of(letter)).expect("a record serialises");
+        let record = DeadRecord {
+            url: letter.webhook.map(|i| self.urls[i].clone()),
+            ..DeadRecord::of(letter)
+        };
+        let value = serde_json::to_vec(&record).expect("a record serialises");
         let id = letter.delivery_id;
         let mut changes = self.changes();
         changes.push(Change::Delete(id));
@@ -211,6 +220,8 @@ impl Journal {
             },
             connected: self.store.connected(),
             unreadable: self.store.unreadable(),
+            held: self.store.held(),
+            adopted: self.store.adopted(),
             last_error: (self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone())
                 .or_else(|| self.store.last_error()),
         }

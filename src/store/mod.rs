@@ -8,6 +8,7 @@
 pub(crate) mod disk;
 pub(crate) mod journal;
 pub(crate) mod redis;
+pub(crate) mod tenants;
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -35,6 +36,10 @@ pub(crate) struct Record {
     /// Its event's trace (v4; absent in older records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<Trace>,
+    /// The fingerprint of its webhook's URL (v4; absent in older records, which go by id):
+    /// a delivery is resumed only by an engine with that webhook id for that URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 impl Record {
@@ -123,9 +128,27 @@ pub(crate) struct DeadRecord {
     pub last_error: String,
     pub time: String,
     pub body: String,
+    /// Its webhook's URL fingerprint (see [`Record::url`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 impl DeadRecord {
+    /// The dead letter of a stored delivery no loaded config claimed in time.
+    pub fn orphan(record: &Record, time: &str) -> Self {
+        DeadRecord {
+            id: record.id,
+            webhook: record.webhook.clone(),
+            event: record.event,
+            attempts: record.attempts,
+            last_status: None,
+            last_error: "no loaded config has its webhook (id and URL) after outbox.orphan_after".into(),
+            time: time.to_owned(),
+            body: record.body.clone(),
+            url: record.url.clone(),
+        }
+    }
+
     /// The record of `letter`.
     pub fn of(letter: &DeadLetter) -> Self {
         DeadRecord {
@@ -137,6 +160,7 @@ impl DeadRecord {
             last_error: letter.last_error.clone(),
             time: letter.time.clone(),
             body: String::from_utf8_lossy(&letter.body).into_owned(),
+            url: None,
         }
     }
 
@@ -208,6 +232,14 @@ pub(crate) trait Store: Send + Sync {
     }
     /// Records found in the store that could not be read (kept aside, not resumed).
     fn unreadable(&self) -> u64 {
+        0
+    }
+    /// Deliveries this process holds in the store (disk: its own file), if it knows.
+    fn held(&self) -> Option<u64> {
+        None
+    }
+    /// Deliveries this process adopted from processes that were gone (disk).
+    fn adopted(&self) -> u64 {
         0
     }
     /// Why it is not, if it is not.

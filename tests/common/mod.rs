@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+pub mod disk;
 pub mod heap;
 pub mod host;
 pub mod pki;

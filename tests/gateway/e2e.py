@@ -172,10 +172,14 @@ plugins:
 
 
 class Gateway:
-    def __init__(self, work: Path, hooks_url: str) -> None:
+    """The gateway on a free port of 127.0.0.1 with `plugins` (default: PLUGIN_CONFIG) as its
+    plugin config, run by its own `mcpgateway` command or, with `workers`, by gunicorn as the
+    gateway's production launcher runs it (UvicornWorker, `--preload`)."""
+
+    def __init__(self, work: Path, hooks_url: str, plugins: str = PLUGIN_CONFIG, workers: int = 0) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        (work / "plugins.yaml").write_text(PLUGIN_CONFIG.format(hooks=hooks_url))
+        (work / "plugins.yaml").write_text(plugins.format(hooks=hooks_url))
         secret = "e2e-jwt-secret-key-0123456789abcdefghij"
         self.env = dict(
             os.environ,
@@ -199,10 +203,13 @@ class Gateway:
             E2E_HMAC_SECRET=HMAC_SECRET,
         )
         self.log = work / "gateway.log"
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mcpgateway"), "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, cwd=work,
-        )
+        command = [str(Path(sys.executable).parent / "mcpgateway"), "--host", "127.0.0.1", "--port", str(self.port)]
+        if workers:
+            command = [str(Path(sys.executable).parent / "gunicorn"), "mcpgateway.main:app", "--preload",
+                       "--worker-class", "uvicorn.workers.UvicornWorker", "--workers", str(workers),
+                       "--bind", f"127.0.0.1:{self.port}", "--timeout", "120"]
+        self.process = subprocess.Popen(command, env=self.env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+                                        cwd=work)
         deadline = time.monotonic() + 120
         while True:
             assert self.process.poll() is None, f"the gateway exited; see {self.log}"

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -107,10 +108,16 @@ def wait_events(receiver, event: str, n: int, timeout: float = 30.0) -> list:
 
 @pytest.fixture
 def nginx(receiver, tmp_path):
+    yield from run_nginx(receiver, tmp_path)
+
+
+def run_nginx(receiver, tmp_path, **extra):
+    """nginx with our config (plus `extra` top-level fields, e.g. an outbox) until the test ends."""
     tmp_path.chmod(0o755)
     config = json.dumps({"webhooks": [{
         "url": receiver.url("/hook"), "events": ["tool_success", "tool_error", "rate_limit_exceeded"],
-        "authentication": {"type": "hmac", "hmac_secret": SECRET}}], "shutdown_timeout": 30})
+        "authentication": {"type": "hmac", "hmac_secret": SECRET}, "max_concurrency": 1}],
+        "shutdown_timeout": 30, **extra})
     port = free_port()
     conf = tmp_path / "nginx.conf"
     conf.write_text(CONF.format(dir=tmp_path, root=ROOT, config=config, port=port))
@@ -174,3 +181,38 @@ def test_reload_and_quit_lose_nothing(nginx, receiver):
     assert process.wait(timeout=60) == 0
     fetched = [r for r in events(receiver, "tool_success") if r.json()["metadata"]["tool_name"] == "fetch"]
     assert len(fetched) == 20
+
+
+def test_two_workers_share_a_disk_outbox_and_a_killed_ones_deliveries_arrive(receiver, tmp_path):
+    """Both workers load on one disk outbox; one is SIGKILLed while its deliveries wait (the
+    receiver holds the one in flight): nginx starts a new worker, and every event the dead one
+    had pending arrives once, adopted by a live worker, at most its one in-flight twice."""
+    release = threading.Event()
+    receiver.reply = lambda n: (release.wait(120), (200, {}, 0.0))[1]
+    (tmp_path / "outbox").mkdir()
+    run = run_nginx(receiver, tmp_path, outbox={"type": "disk", "path": str(tmp_path / "outbox")})
+    process, port, _ = next(run)
+    try:
+        calls = 30
+        for i in range(calls):
+            assert tool_call(port, "search", i) == 200
+        first = receiver.wait_for(1)[0]  # a worker's delivery in flight, held
+        victim = int(first.json()["server_id"].removeprefix("nginx-worker-"))
+        os.kill(victim, signal.SIGKILL)
+        release.set()
+        arrived = wait_events(receiver, "tool_success", calls)
+        deadline = time.monotonic() + 30
+        while len({r.json()["request_id"] for r in events(receiver, "tool_success")}) < calls:
+            assert time.monotonic() < deadline, "the killed worker's deliveries never arrived"
+            time.sleep(0.05)
+        arrived = events(receiver, "tool_success")
+        by_request: dict[str, set[str]] = {}
+        for r in arrived:
+            by_request.setdefault(r.json()["request_id"], set()).add(r.headers["x-webhook-delivery"])
+        assert all(len(ids) == 1 for ids in by_request.values()), "a delivery id changed"
+        assert len(arrived) - len(by_request) <= 1, "only the killed worker's one in flight may come twice"
+        served = {r.json()["server_id"] for r in arrived}
+        assert f"nginx-worker-{victim}" in served
+    finally:
+        release.set()
+        next(run, None)

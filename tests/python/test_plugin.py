@@ -465,24 +465,32 @@ def test_a_plugin_created_before_fork_works_in_the_child(receiver):
     asyncio.run(plugin.shutdown())
 
 
-def test_a_disk_outbox_plugin_forked_without_its_store_never_fails_a_request_in_the_child(receiver, tmp_path):
-    """The parent holds the disk outbox's file lock, so the child cannot start an engine on
-    it: its hooks return their default results (fail-open) and count host errors."""
+def test_a_disk_outbox_plugin_created_before_fork_delivers_from_the_child_on_its_own_file(receiver, tmp_path):
+    """v4: every process on a disk outbox writes its own file (gunicorn --preload's workers),
+    so a child of a fork starts its own engine there and delivers; the parent's file is left
+    alone."""
     import os
 
     outbox = {"type": "disk", "path": str(tmp_path / "outbox")}
     plugin = direct({"outbox": outbox, "webhooks": [{"url": receiver.url(), "events": ["violation"]}]})
+    asyncio.run(plugin.notify("violation", ctx(), {"reason": "parent"}))
+    assert asyncio.run(plugin.flush(10))
     pid = os.fork()
     if pid == 0:
         try:
             context = PluginContext(global_context=ctx(violation={"reason": "child"}))
             result = asyncio.run(plugin.tool_pre_invoke(ToolPreInvokePayload(name="t"), context))
-            ok = result.continue_processing and plugin.stats()["host_errors"] == 1
+            delivered = asyncio.run(plugin.flush(10))
+            ok = result.continue_processing and delivered and plugin.stats()["host_errors"] == 0
             os._exit(0 if ok else 3)
         except BaseException:
             os._exit(4)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+    reasons = [r.json()["violation"]["reason"] for r in receiver.wait_for(2)]
+    assert reasons == ["parent", "child"]
+    files = sorted(p.suffix for p in (tmp_path / "outbox").iterdir() if p.is_file())
+    assert files.count(".redb") == 2, f"one file per process: {files}"
     asyncio.run(plugin.shutdown())
 
 

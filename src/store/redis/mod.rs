@@ -53,6 +53,7 @@ use slots::Slots;
 use state::{Held, Place, State};
 
 use crate::config::RedisOutbox;
+use crate::store::tenants::{self, Attachment, StoredWebhook};
 use crate::store::{lock_until, now_ms, Claimed, Plan, Record, Resumed, Store};
 
 /// The consumer group of every delivery stream.
@@ -72,6 +73,10 @@ pub(crate) struct RedisStore {
     /// Webhook ids in config order.
     ids: Vec<String>,
     claim_after: Duration,
+    /// How long a delivery of a webhook no replica has loaded waits before it is dead-lettered.
+    orphan_after: Duration,
+    /// When this store was created (orphans wait `orphan_after` from here, too).
+    opened: Instant,
     dead_capacity: usize,
     connected: AtomicBool,
     /// Set at close: every Redis call returns by then.
@@ -80,19 +85,39 @@ pub(crate) struct RedisStore {
     /// which a slow Redis may hold, so that stats never wait).
     error: Mutex<Option<String>>,
     state: Mutex<State>,
+    /// This engine among the configs of this process on the same Redis outbox, until it
+    /// closes (a closed engine's webhooks no longer count).
+    tenant: Mutex<Option<Attachment>>,
 }
 
 impl RedisStore {
     /// A store on the Redis (node or cluster) of `outbox` (nothing is contacted yet: the
     /// committer connects, and reconnects, in the background). The error is for `outbox.url`.
-    pub fn connect(outbox: &RedisOutbox, ids: Vec<String>, dead_capacity: usize) -> Result<Self, String> {
+    pub fn connect(
+        outbox: &RedisOutbox,
+        webhooks: Vec<StoredWebhook>,
+        dead_capacity: usize,
+        orphan_after: Duration,
+    ) -> crate::error::Result<Self> {
         let now = Instant::now();
+        let client = Client::new(outbox).map_err(|m| crate::error::Error::config("outbox.url", m))?;
+        let name: Vec<&str> = outbox
+            .urls
+            .iter()
+            .map(|u| u.0.as_str())
+            .chain([outbox.key.as_str()])
+            .collect();
+        let ids = webhooks.iter().map(|w| w.id.clone()).collect();
+        let tenant = tenants::attach(&name.join("\n"), webhooks)?;
         Ok(RedisStore {
-            client: Client::new(outbox)?,
+            tenant: Mutex::new(Some(tenant)),
+            client,
             key: outbox.key.clone(),
             consumer: format!("{}-{:08x}", std::process::id(), fastrand::u32(..)),
             ids,
             claim_after: outbox.claim_after,
+            orphan_after,
+            opened: now,
             dead_capacity,
             connected: AtomicBool::new(false),
             deadline: Mutex::default(),
@@ -110,6 +135,7 @@ impl RedisStore {
                 dead_seen: Vec::new(),
                 next_dead_sync: now,
                 orphans: Vec::new(),
+                expired: Vec::new(),
                 adopted: Vec::new(),
                 next_claim: now,
                 next_renewal: now,
@@ -173,6 +199,39 @@ impl RedisStore {
 
     fn dead_stream(&self, webhook: &str) -> String {
         self.key_of(webhook, "dead")
+    }
+
+    /// When each webhook id was last loaded by some replica (a hash of id → ms since the
+    /// epoch, refreshed at every renewal): a webhook nobody loaded for `orphan_after` is an
+    /// orphan, whose deliveries become dead letters.
+    fn seen(&self) -> String {
+        format!("{}:seen", self.key)
+    }
+
+    /// Says the fleet that this replica has its webhooks loaded, and finds the registered
+    /// webhooks no replica has had loaded for `orphan_after` (none before this store itself
+    /// has been up that long): only their deliveries may be dead-lettered.
+    fn heartbeat(&self, connection: &mut Link, state: &mut State) -> redis::RedisResult<()> {
+        let now = now_ms();
+        let mut beat = redis::cmd("HSET");
+        beat.arg(self.seen());
+        for id in &self.ids {
+            beat.arg(id).arg(now);
+        }
+        beat.query::<()>(connection)?;
+        state.expired = Vec::new();
+        if self.opened.elapsed() < self.orphan_after || state.orphans.is_empty() {
+            return Ok(());
+        }
+        let seen: HashMap<String, u64> = redis::cmd("HGETALL").arg(self.seen()).query(connection)?;
+        let limit = now.saturating_sub(self.orphan_after.as_millis() as u64);
+        state.expired = state
+            .orphans
+            .iter()
+            .filter(|id| seen.get(*id).is_none_or(|at| *at < limit))
+            .cloned()
+            .collect();
+        Ok(())
     }
 
     /// The set of every webhook id that ever had keys under this fleet's `key`.
@@ -405,6 +464,7 @@ impl Store for RedisStore {
     }
 
     fn release(&self) {
+        drop(self.tenant.lock().unwrap_or_else(|e| e.into_inner()).take());
         let Some(mut state) = lock_until(&self.state, self.deadline()) else {
             log::warn!("Redis was busy past the close deadline: what this process holds is taken over by another after claim_after");
             return;
@@ -502,6 +562,7 @@ impl Store for RedisStore {
         let result = self.with_connection(state, |store, connection, state| {
             if Instant::now() >= state.next_renewal {
                 store.renew(connection, state)?;
+                store.heartbeat(connection, state)?;
                 state.next_renewal = Instant::now() + store.claim_after / 3;
             }
             for (index, webhook) in store.ids.iter().enumerate() {
@@ -509,8 +570,9 @@ impl Store for RedisStore {
                     resumed.extend(store.take_over(connection, state, webhook, room[index])?);
                 }
             }
-            // Deliveries of webhooks no longer configured go to dead letters (by the engine).
-            for webhook in state.orphans.clone() {
+            // Deliveries of webhooks no replica has loaded for `orphan_after` go to dead
+            // letters (by the engine); until then they wait for a config that has them.
+            for webhook in state.expired.clone() {
                 resumed.extend(store.take_over(connection, state, &webhook, 1000)?);
             }
             store.follow_dead(connection, state)

@@ -56,6 +56,8 @@ pub(super) struct State {
     pub(super) next_dead_sync: Instant,
     /// Webhook ids in this fleet's registry that this config does not have.
     pub(super) orphans: Vec<String>,
+    /// Those of them no replica has loaded for `orphan_after` (see `RedisStore::heartbeat`).
+    pub(super) expired: Vec<String>,
     /// Entries an ADD took that were not its own: handed over by the next claim.
     pub(super) adopted: Vec<Resumed>,
     pub(super) next_claim: Instant,

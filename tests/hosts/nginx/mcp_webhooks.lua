@@ -44,7 +44,8 @@ function M.body_filter()
 end
 
 local function context()
-    return { request_id = ngx.var.request_id, user = ngx.var.http_x_user or ngx.var.remote_addr }
+    return { request_id = ngx.var.request_id, user = ngx.var.http_x_user or ngx.var.remote_addr,
+             server_id = "nginx-worker-" .. ngx.worker.pid() }
 end
 
 -- log phase: after the response is sent, so nothing here delays the client.
