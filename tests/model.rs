@@ -1,9 +1,11 @@
 //! Model test: one generated sequence of operations — events whose receiver answer is 2xx,
-//! 503 once then 2xx, or 400; flushes; clean restarts (close, then a new notifier on the same
-//! config) — runs against the memory, disk and redis outboxes, and every store must show the
-//! receiver the same thing: each event answered 2xx arrives exactly once, a 503'd one gets its
-//! 503 and then exactly one success under the same delivery id, a 400'd one is attempted
-//! exactly once, no two events share a delivery id, and nothing is left pending. Real
+//! 503 once then 2xx, or 400, raised by one of two configs sharing the outbox (two teams of one
+//! gateway process, each webhook its own id and URL); flushes; clean restarts (close both, then
+//! new notifiers on the same configs) — runs against the memory, disk and redis outboxes, and
+//! every store must show the receiver the same thing: each event answered 2xx arrives exactly
+//! once, at its own config's URL, a 503'd one gets its 503 and then exactly one success under
+//! the same delivery id, a 400'd one is attempted exactly once, no two events share a delivery
+//! id, and nothing is left pending. Real
 //! receiver, real redb files, a real redis-server; proptest generates and shrinks the
 //! sequences. (Crashes are tested with real processes and SIGKILL in `outbox_disk` and
 //! `outbox_redis`.)
@@ -34,8 +36,8 @@ enum Answer {
 /// One step of a sequence.
 #[derive(Clone, Debug)]
 enum Op {
-    /// Raise one event per answer.
-    Send(Vec<Answer>),
+    /// Raise one event per answer, through config 0 or 1.
+    Send(usize, Vec<Answer>),
     /// Wait until nothing is pending.
     Flush,
     /// Close cleanly (within `shutdown_timeout`), then start again on the same config.
@@ -56,7 +58,7 @@ fn answer() -> impl Strategy<Value = Answer> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => prop::collection::vec(answer(), 1..6).prop_map(Op::Send),
+        4 => (0..2usize, prop::collection::vec(answer(), 1..6)).prop_map(|(c, a)| Op::Send(c, a)),
         1 => Just(Op::Flush),
         1 => Just(Op::Restart),
     ]
@@ -98,7 +100,8 @@ impl World {
     }
 }
 
-fn config(store: Store, url: &str, place: &str) -> String {
+/// Config `index` (0 or 1): its own webhook id and URL path on the shared outbox.
+fn config(store: Store, index: usize, url: &str, place: &str) -> String {
     let outbox = match store {
         Store::Memory => "{type: memory}".to_owned(),
         Store::Disk => format!("{{type: disk, path: '{place}'}}"),
@@ -108,7 +111,7 @@ fn config(store: Store, url: &str, place: &str) -> String {
         ),
     };
     format!(
-        "shutdown_timeout: 10\noutbox: {outbox}\nwebhooks:\n  - {{url: '{url}', id: model, events: [tool_error], retry_schedule: ['100ms', '100ms'], circuit_breaker: false}}\n"
+        "shutdown_timeout: 10\noutbox: {outbox}\nwebhooks:\n  - {{url: '{url}/{index}', id: model-{index}, events: [tool_error], retry_schedule: ['100ms', '100ms'], circuit_breaker: false}}\n"
     )
 }
 
@@ -126,29 +129,41 @@ fn run(store: Store, ops: &[Op]) -> Result<(), TestCaseError> {
         Store::Disk => dir.0.to_string_lossy().into_owned(),
         _ => format!("model-{}", unique()),
     };
-    let config = config(store, &world.rx.url("/hook"), &place);
-    let start = || Notifier::from_config_text(&config, Some("model")).expect("the notifier starts");
-    let mut notifier = start();
+    let configs = [0, 1].map(|i| config(store, i, &world.rx.url("/hook"), &place));
+    let start = || {
+        configs
+            .clone()
+            .map(|c| Notifier::from_config_text(&c, Some("model")).expect("the notifier starts"))
+    };
+    let mut notifiers = start();
     let mut next = 0u64;
+    let mut sent_by: HashMap<u64, usize> = HashMap::new();
     for op in ops {
         match op {
-            Op::Send(answers) => {
+            Op::Send(index, answers) => {
                 for answer in answers {
                     world.plans.lock().unwrap().insert(next, *answer);
+                    sent_by.insert(next, *index);
                     let metadata = json!({"n": next});
-                    let queued = notifier.notify(Event::ToolError, &json!({}), None, Some(metadata));
+                    let queued = notifiers[*index].notify(Event::ToolError, &json!({}), None, Some(metadata));
                     prop_assert_eq!(queued.ok(), Some(true));
                     next += 1;
                 }
             }
-            Op::Flush => prop_assert!(notifier.flush(Duration::from_secs(20)), "flush drains"),
+            Op::Flush => {
+                for notifier in &notifiers {
+                    prop_assert!(notifier.flush(Duration::from_secs(20)), "flush drains");
+                }
+            }
             Op::Restart => {
-                prop_assert!(
-                    notifier.close(Duration::from_secs(10)).is_ok(),
-                    "close within its timeout"
-                );
-                drop(notifier);
-                notifier = start();
+                for notifier in &notifiers {
+                    prop_assert!(
+                        notifier.close(Duration::from_secs(10)).is_ok(),
+                        "close within its timeout"
+                    );
+                }
+                drop(notifiers);
+                notifiers = start();
             }
         }
     }
@@ -158,11 +173,19 @@ fn run(store: Store, ops: &[Op]) -> Result<(), TestCaseError> {
     let expected: usize = plans.values().map(|a| attempts(*a)).sum();
     let arrived = || world.rx.received().len() >= expected;
     common::wait_until("every planned attempt arrived", Duration::from_secs(30), arrived);
-    prop_assert!(notifier.flush(Duration::from_secs(20)), "the final flush drains");
+    for notifier in &notifiers {
+        prop_assert!(notifier.flush(Duration::from_secs(20)), "the final flush drains");
+    }
     let requests = world.rx.received();
     let mut by_n: HashMap<u64, Vec<String>> = HashMap::new();
     for r in &requests {
         let n = r.json()["metadata"]["n"].as_u64().unwrap();
+        prop_assert_eq!(
+            &r.path,
+            &format!("/hook/{}", sent_by[&n]),
+            "event {} at its own config's URL",
+            n
+        );
         by_n.entry(n)
             .or_default()
             .push(r.header("x-webhook-delivery").unwrap().to_owned());
@@ -183,8 +206,9 @@ fn run(store: Store, ops: &[Op]) -> Result<(), TestCaseError> {
     ids.sort();
     ids.dedup();
     prop_assert_eq!(ids.len(), plans.len(), "no two events share a delivery id");
-    let stats = notifier.stats();
-    prop_assert_eq!(stats.pending, 0);
+    for notifier in &notifiers {
+        prop_assert_eq!(notifier.stats().pending, 0);
+    }
     Ok(())
 }
 

@@ -167,9 +167,11 @@ if [[ -n "$GATEWAY_PYTHON" ]]; then
     "$GATEWAY_VENV/bin/pip" install -q "mcp-contextforge-gateway==1.1.0" "cpex-rate-limiter==0.1.12" "cpex-pii-filter==0.3.9"
     "$GATEWAY_VENV/bin/pip" install -q --no-index --find-links "$CARGO_TARGET_DIR/wheels" --no-deps cpex-webhook-notification
     "$GATEWAY_VENV/bin/python" tests/gateway/e2e.py "$GATEWAY_WORK"
-    # As deployed: gunicorn, 5 workers, --preload, one disk outbox; one worker SIGKILLed.
-    mkdir -p "$GATEWAY_WORK/workers"
-    (cd tests/gateway && "$GATEWAY_VENV/bin/python" workers.py "$GATEWAY_WORK/workers")
+    # As deployed: gunicorn, 5 workers, --preload, one disk outbox; one worker SIGKILLed. Then
+    # two teams' bindings on one disk outbox, across a restart with deliveries pending.
+    mkdir -p "$GATEWAY_WORK/workers" "$GATEWAY_WORK/teams"
+    (cd tests/gateway && "$GATEWAY_VENV/bin/python" workers.py "$GATEWAY_WORK/workers" \
+        && "$GATEWAY_VENV/bin/python" teams.py "$GATEWAY_WORK/teams")
     RAN+=(gateway)
 else
     skip GATEWAY "no Python >= 3.12 found (mcp-contextforge-gateway needs it)"

@@ -10,6 +10,11 @@
 //! - `bare-reqwest URL N`: the same N POSTs through reqwest alone, the HTTP stack's ceiling.
 //! - `memory N CAPACITY`: peak RSS while N events flood a dead receiver with a queue of
 //!   CAPACITY events, and RSS after they drain (one process per run, so runs do not share a heap).
+//! - `disk-commit DIR N`: how fast one process commits N admitted events to the disk outbox
+//!   DIR (a black-hole receiver keeps them pending); it waits for a line on stdin before it
+//!   starts, so that several processes on one directory start together (`tests/bench/workers.sh`).
+//! - `shared-hooks DIR`: hook cost of one config on a disk outbox alone, and with a second
+//!   config (another team) on the same directory taking events too, interleaved rounds.
 //! - `serve`: starts the same receivers, prints their URLs as JSON, serves until stdin closes
 //!   (so the Python benchmark measures against receivers in another process).
 //!
@@ -34,7 +39,7 @@ use webhook_notification::preview;
 use webhook_notification::{Event, Hook, Notifier};
 
 use heap::give_back_free_heap;
-use receiver::{dead_port, Receiver, Reply};
+use receiver::{dead_port, BlackHole, Receiver, Reply};
 
 const PAYLOAD: &str = r#"{"name": "search", "result": {"content": [{"type": "text", "text": "ok"}]}}"#;
 const CONTEXT: &str =
@@ -397,6 +402,83 @@ fn serve() {
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
 }
 
+/// A disk outbox config in `dir` with one webhook `id` to `url`, holding deliveries pending.
+fn disk_config(dir: &str, id: &str, url: &str) -> String {
+    format!(
+        r#"{{"queue_capacity": 1000000, "outbox": {{"type": "disk", "path": "{dir}"}}, "webhooks": [{{"url": "{url}", "id": "{id}",
+            "events": ["tool_success"], "max_concurrency": 1, "timeout": 120, "circuit_breaker": false}}]}}"#
+    )
+}
+
+/// Commits per second of one process on the disk outbox `dir` (see the module doc).
+fn disk_commit(dir: &str, n: u64) {
+    let hole = BlackHole::start();
+    let url = format!("http://{}/", hole.addr);
+    let notifier = Notifier::from_config_text(&disk_config(dir, "bench", &url), None).unwrap();
+    let payload: Value = serde_json::from_str(PAYLOAD).unwrap();
+    let context: Value = serde_json::from_str(CONTEXT).unwrap();
+    let mut go = String::new();
+    let _ = std::io::stdin().read_line(&mut go);
+    let start = Instant::now();
+    for _ in 0..n {
+        notifier
+            .invoke(Hook::ToolPostInvoke, payload.clone(), &context)
+            .unwrap();
+    }
+    while notifier.stats().outbox.committed < n {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"bench": "disk-commit", "events": n, "seconds": seconds, "per_second": n as f64 / seconds})
+    );
+    let _ = notifier.close(Duration::ZERO);
+}
+
+/// Hook cost of a config alone on a disk outbox, and beside a second config on the same
+/// directory that takes as many events, in five interleaved rounds.
+fn shared_hooks(dir: &str) {
+    let hole = BlackHole::start();
+    let url = format!("http://{}/", hole.addr);
+    let payload: Value = serde_json::from_str(PAYLOAD).unwrap();
+    let context: Value = serde_json::from_str(CONTEXT).unwrap();
+    let team =
+        Notifier::from_config_text(&disk_config(dir, "team-a", &format!("{url}a")), Some("TeamA")).unwrap();
+    let mut rounds: [Vec<Value>; 2] = Default::default();
+    for round in 0..10 {
+        let shared = round % 2 == 1;
+        let other = shared.then(|| {
+            Notifier::from_config_text(&disk_config(dir, "team-b", &format!("{url}b")), Some("TeamB"))
+                .unwrap()
+        });
+        // Only team A's call is timed; team B's, between them, keeps the shared store busy.
+        let mut micros = Vec::with_capacity(20_000);
+        for _ in 0..20_000 {
+            micros.extend(time_calls(1, || {
+                team.invoke(Hook::ToolPostInvoke, payload.clone(), &context)
+                    .unwrap();
+            }));
+            if let Some(other) = &other {
+                other
+                    .invoke(Hook::ToolPostInvoke, payload.clone(), &context)
+                    .unwrap();
+            }
+        }
+        rounds[shared as usize].push(summary(micros));
+        if let Some(other) = other {
+            let _ = other.close(Duration::ZERO);
+        }
+    }
+    for (label, stats) in ["alone", "shared"].iter().zip(rounds) {
+        println!(
+            "{}",
+            json!({"bench": "shared-hooks", "impl": label, "rounds": stats})
+        );
+    }
+    let _ = team.close(Duration::ZERO);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
@@ -406,7 +488,9 @@ fn main() {
         ["throughput", url, n] => throughput(url, n.parse().unwrap()),
         ["bare-reqwest", url, n] => bare_reqwest(url, n.parse().unwrap()),
         ["memory", n, capacity] => memory(n.parse().unwrap(), capacity.parse().unwrap()),
+        ["disk-commit", dir, n] => disk_commit(dir, n.parse().unwrap()),
+        ["shared-hooks", dir] => shared_hooks(dir),
         ["serve"] => serve(),
-        _ => eprintln!("usage: hooks | alerting | digest-hooks REDIS_URL | throughput URL N | bare-reqwest URL N | memory N CAPACITY | serve"),
+        _ => eprintln!("usage: hooks | alerting | digest-hooks REDIS_URL | throughput URL N | bare-reqwest URL N | memory N CAPACITY | disk-commit DIR N | shared-hooks DIR | serve"),
     }
 }

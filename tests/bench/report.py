@@ -166,6 +166,39 @@ def fleet_section(rows: list[dict]) -> list[str]:
     return out
 
 
+def workers_section(rows: list[dict]) -> list[str]:
+    """Disk outbox shared by worker processes: commit rates alone and five at once, and the hook
+    cost of two configs on one directory."""
+    rates = {impl: [r["per_second"] for r in rows if r["bench"] == "disk-commit" and r.get("impl") == impl]
+             for impl in ("alone", "five")}
+    if not all(rates.values()):
+        return []
+    alone, five = statistics.median(rates["alone"]), statistics.median(rates["five"])
+    runs = len(rates["alone"])
+    out = ["## Disk outbox: many worker processes on one directory", "",
+           "`tests/bench/workers.sh`: each process admits N events as fast as it can into a disk outbox whose "
+           "webhook holds them pending (a black-hole receiver), and reports how fast they were committed; one "
+           f"process alone, then five started together on one directory; {runs} interleaved runs, medians. Target: "
+           "each of five ≥ 0.9× one alone.", "",
+           "| | commits/s per process (each run) | median | vs alone | all processes together |",
+           "|---|---|---|---|---|",
+           f"| one process | {', '.join(f'{x:,.0f}' for x in rates['alone'])} | {alone:,.0f} | 1.00× | {alone:,.0f} |",
+           f"| each of five | {', '.join(f'{x:,.0f}' for x in rates['five'])} | {five:,.0f} | {five / alone:.2f}× | "
+           f"{5 * five:,.0f} ({5 * five / alone:.2f}×) |", ""]
+    hooks = {r["impl"]: r["rounds"] for r in rows if r["bench"] == "shared-hooks"}
+    if {"alone", "shared"} <= set(hooks):
+        med = {k: statistics.median(x["median_us"] for x in v) for k, v in hooks.items()}
+        p99 = {k: statistics.median(x["p99_us"] for x in v) for k, v in hooks.items()}
+        out += ["`hooks shared-hooks`: 20,000 `tool_post_invoke` of one config on a disk outbox, alone and with a "
+                "second config (another team) on the same directory taking an event after each, five interleaved "
+                "rounds each, median of the rounds (target: unchanged within noise).", "",
+                "| config | median / p99 | vs alone |", "|---|---|---|",
+                f"| alone | {fmt_us(med['alone'])} / {fmt_us(p99['alone'])} | 1.00× |",
+                f"| beside a second config on the directory | {fmt_us(med['shared'])} / {fmt_us(p99['shared'])} | "
+                f"{med['shared'] / med['alone']:.2f}× |", ""]
+    return out
+
+
 def observer_section(rows: list[dict]) -> list[str]:
     """The violation observer's cost per plugin call when nothing is violated."""
     runs = [r for r in rows if r["bench"] == "observer"]
@@ -387,6 +420,7 @@ def main() -> None:
         out.append("")
     out += alerting_section(rows)
     out += fleet_section(rows)
+    out += workers_section(rows)
     out += observer_section(rows)
     print("\n".join(out))
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Disk outbox, many worker processes (run by tests/bench/run.sh, or alone): how fast one
+# process commits to a directory alone, and how fast each of five commits when all five
+# share one directory; plus the hook cost of two configs sharing a directory. Three
+# interleaved runs each. Prints JSON lines.
+# Usage: bash tests/bench/workers.sh HOOKS_BENCH_BINARY OUT_DIR
+set -euo pipefail
+BENCH=$1 OUT=$2
+EVENTS=${WORKERS_BENCH_EVENTS:-50000}
+for run in 1 2 3; do
+    dir="$OUT/workers-alone-$run" && rm -rf "$dir"
+    echo go | "$BENCH" disk-commit "$dir" "$EVENTS" | sed 's/"bench": *"disk-commit"/"bench":"disk-commit","impl":"alone"/'
+    dir="$OUT/workers-five-$run" && rm -rf "$dir" && mkdir -p "$dir"
+    pids=() fifos=()
+    for i in 1 2 3 4 5; do
+        fifo="$OUT/workers-go-$run-$i" && rm -f "$fifo" && mkfifo "$fifo" && fifos+=("$fifo")
+        "$BENCH" disk-commit "$dir" "$EVENTS" < "$fifo" \
+            | sed 's/"bench": *"disk-commit"/"bench":"disk-commit","impl":"five"/' &
+        pids+=($!)
+    done
+    # A fifo per process, opened by the shell only now: all five start together.
+    for fifo in "${fifos[@]}"; do echo go > "$fifo" & done
+    wait "${pids[@]}"
+    rm -f "${fifos[@]}"
+done
+"$BENCH" shared-hooks "$OUT/workers-shared"
