@@ -39,14 +39,14 @@ need_apt() {
 
 step "rust: format and lints"
 cargo fmt --check
-cargo clippy --all-targets -- -D warnings
-cargo clippy --lib --features python -- -D warnings
+cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --lib --features python -- -D warnings
 
 step "rust: the minimum supported version (rust-version in Cargo.toml) still builds the library"
 MSRV=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
 cargo "+$MSRV" --version >/dev/null 2>&1 || rustup toolchain install "$MSRV" --profile minimal >/dev/null 2>&1 || true
 if cargo "+$MSRV" --version >/dev/null 2>&1; then
-    cargo "+$MSRV" check --lib --bins
+    cargo "+$MSRV" check --locked --lib --bins
     RAN+=(msrv)
 else
     skip MSRV "no Rust $MSRV toolchain"
@@ -71,16 +71,16 @@ step "rust: unit and integration tests (the model test against memory, disk and 
 if python3 tests/per_test_timeout.py 2 bash -c 'echo "test hung has been running for over 1 seconds"; sleep 30' >/dev/null 2>&1; then
     echo "tests/per_test_timeout.py let a hung test run"; exit 1
 fi
-timeout --kill-after=30 1200 python3 tests/per_test_timeout.py 180 cargo test
+timeout --kill-after=30 1200 python3 tests/per_test_timeout.py 180 cargo test --locked
 RAN+=(rust)
 
 step "C header and Lua cdef: the committed copies match what build.rs generates"
 # The library on the system allocator first (valgrind sees its allocations; mimalloc's are
 # invisible to it), kept aside for the valgrind run; then the default build every host uses.
-cargo build --release --lib --no-default-features
+cargo build --locked --release --lib --no-default-features
 mkdir -p "$CARGO_TARGET_DIR/system-allocator"
 cp "$LIB_DIR/libwebhook_notification.so" "$CARGO_TARGET_DIR/system-allocator/"
-cargo build --release
+cargo build --locked --release
 if git rev-parse --git-dir >/dev/null 2>&1; then
     git diff --exit-code -- include/ bindings/lua/ || { echo "include/webhook_notification.h or the cdef of bindings/lua/webhook_notification.lua is stale: commit the regenerated files"; exit 1; }
 else

@@ -49,7 +49,8 @@ pub(super) fn body(alert: &Alert<'_>) -> Value {
     {
         embed["timestamp"] = time.into();
     }
-    json!({"content": truncate(&summary, CONTENT), "embeds": [embed]})
+    // No host string may ping: `@everyone`, `@here`, `<@id>` are shown, never parsed.
+    json!({"content": truncate(&summary, CONTENT), "embeds": [embed], "allowed_mentions": {"parse": []}})
 }
 
 pub(super) fn violations(body: &Value) -> Vec<String> {

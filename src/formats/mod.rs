@@ -101,7 +101,10 @@ impl<'a> Alert<'a> {
     fn text(&self, path: &[&str]) -> Option<String> {
         let (first, rest) = path.split_first()?;
         let value = rest.iter().try_fold(self.vars.get(*first)?, |v, k| v.get(k))?;
-        (!value.is_null()).then(|| text(value).into_owned())
+        // Empty host strings (the gateway sends `tenant_id: ""`) are left out: channels refuse
+        // empty fields (Discord) and blank required ones (PagerDuty's `source`).
+        let text = text(value);
+        (!value.is_null() && !text.trim().is_empty()).then(|| text.into_owned())
     }
 
     /// `<severity> <event> ×<count> — <subject> <user> (<window>)`.

@@ -22,18 +22,34 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// Escaped, then cut to `max` characters (the escapes count).
+/// Escaped, then cut to `max` characters (the escapes count), never inside an escape: a cut
+/// `&am…` would show as text, or worse, leave a bare `&`.
+fn escaped(text: &str, max: usize) -> String {
+    let escaped = escape(text);
+    let cut = truncate(&escaped, max);
+    if cut.len() == escaped.len() {
+        return cut;
+    }
+    let kept = cut.trim_end_matches('…');
+    match kept.rfind('&') {
+        Some(at) if !kept[at..].contains(';') => format!("{}…", &kept[..at]),
+        _ => cut,
+    }
+}
+
+/// Escaped and cut (see [`escaped`]), as a mrkdwn text object.
 fn mrkdwn(text: &str, max: usize) -> Value {
-    json!({"type": "mrkdwn", "text": truncate(&escape(text), max)})
+    json!({"type": "mrkdwn", "text": escaped(text, max)})
 }
 
 pub(super) fn body(alert: &Alert<'_>) -> Value {
     let summary = alert.summary();
-    let mut section = format!("*{}*", escape(&summary));
+    let mut section = format!("*{summary}*");
     if let Some(reason) = alert.reason() {
         section.push('\n');
-        section.push_str(&escape(&reason));
+        section.push_str(&reason);
     }
+    let section = escaped(&section, SECTION);
     let fields: Vec<Value> = alert
         .facts()
         .into_iter()
@@ -42,10 +58,11 @@ pub(super) fn body(alert: &Alert<'_>) -> Value {
         .collect();
     let header = format!("{} {}", alert.severity, alert.event);
     json!({
-        "text": truncate(&summary, TEXT),
+        // The notification text is mrkdwn too: `<!channel>` there would ping the channel.
+        "text": escaped(&summary, TEXT),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": truncate(&header, HEADER)}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": truncate(&section, SECTION)},
+            {"type": "section", "text": {"type": "mrkdwn", "text": section},
              "fields": fields},
             {"type": "context", "elements": [mrkdwn(&alert.footer(), CONTEXT)]},
         ],

@@ -103,3 +103,60 @@ fn slack_escapes_mrkdwn_and_teams_is_a_workflows_card() {
     assert_eq!(teams["attachments"][0]["content"]["type"], "AdaptiveCard");
     assert_eq!(body(Format::Default, &v, "", "k"), None);
 }
+
+#[test]
+fn no_host_string_can_ping_or_link_in_slack_or_discord() {
+    let v = vars(
+        "<!channel> <@U123> <https://evil.example|click> @everyone & co",
+        "search",
+        "<!here>",
+    );
+    let slack = body(Format::Slack, &v, "", "k").unwrap().to_string();
+    for raw in ["<!channel>", "<@U123>", "<https://evil", "<!here>"] {
+        assert!(!slack.contains(raw), "{raw} reached Slack: {slack}");
+    }
+    let text = body(Format::Slack, &v, "", "k").unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        text.contains("&lt;!channel&gt;"),
+        "the notification text is escaped too: {text}"
+    );
+    let discord = body(Format::Discord, &v, "", "k").unwrap();
+    assert_eq!(discord["allowed_mentions"], json!({"parse": []}));
+}
+
+#[test]
+fn slack_truncation_never_cuts_an_escape_in_half() {
+    for pad in 0..8 {
+        let reason = format!("{}{}", "x".repeat(2990 + pad), "&".repeat(20));
+        let v = vars("u", "search", &reason);
+        let section = body(Format::Slack, &v, "", "k").unwrap()["blocks"][1]["text"]["text"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(section.chars().count() <= 3000);
+        let kept = section.trim_end_matches('…');
+        if let Some(at) = kept.rfind('&') {
+            assert!(kept[at..].starts_with("&amp;"), "a cut escape: {:?}", &kept[at..]);
+        }
+    }
+}
+
+#[test]
+fn empty_host_strings_are_left_out_of_channel_bodies() {
+    let mut v = vars("u", "search", "r");
+    v.insert("tenant_id".into(), "".into());
+    v.insert("server_id".into(), "".into());
+    let discord = body(Format::Discord, &v, "", "k").unwrap();
+    for field in discord["embeds"][0]["fields"].as_array().unwrap() {
+        assert!(!field["value"].as_str().unwrap().trim().is_empty(), "{field}");
+    }
+    let pd = body(Format::PagerDuty, &v, "R", "k").unwrap();
+    assert_eq!(
+        pd["payload"]["source"], "p",
+        "the plugin name when server_id is blank"
+    );
+    assert!(pd["payload"].get("group").is_none());
+}
