@@ -52,7 +52,7 @@ fn write_lua_cdef(header: &str) {
         panic!("{LUA_MODULE} lacks its `{BEGIN}` and `{END}` markers");
     };
     let generated = format!(
-        "{BEGIN} by build.rs from include/webhook_notification.h; do not edit.\nffi.cdef[[\n{}]]\n",
+        "{BEGIN} by build.rs from include/webhook_notification.h; do not edit.\n-- Declared once per Lua state: a module loaded again (lua_code_cache off) must not redefine.\nif not pcall(ffi.typeof, \"WebhookPlugin\") then\nffi.cdef[[\n{}]]\nend\n",
         cdef(header)
     );
     let updated = format!("{}{generated}{}", &module[..begin], &module[end..]);

@@ -21,6 +21,8 @@
 local ffi = require("ffi")
 
 -- BEGIN GENERATED CDEF by build.rs from include/webhook_notification.h; do not edit.
+-- Declared once per Lua state: a module loaded again (lua_code_cache off) must not redefine.
+if not pcall(ffi.typeof, "WebhookPlugin") then
 ffi.cdef[[
 enum {
   WEBHOOK_ABI_VERSION = 1,
@@ -63,9 +65,10 @@ int32_t webhook_plugin_shutdown(WebhookPlugin *p, char **error);
 void webhook_plugin_free(WebhookPlugin *p);
 void webhook_string_free(char *s);
 ]]
+end
 -- END GENERATED CDEF
 
-local M = {}
+local M = { _VERSION = "0.1.0" }
 
 local lib, load_error
 
@@ -95,10 +98,17 @@ local function library()
     for _, candidate in ipairs(candidates) do
         local ok, loaded = pcall(ffi.load, candidate)
         if ok then
-            lib = loaded
-            return lib
+            -- The ABI this module's declarations were generated for (bumped on any break).
+            local abi = tonumber(loaded.webhook_abi_version())
+            if abi == tonumber(loaded.WEBHOOK_ABI_VERSION) then
+                lib = loaded
+                return lib
+            end
+            reasons[#reasons + 1] = candidate .. " has ABI version " .. abi .. ", this module needs "
+                .. tonumber(loaded.WEBHOOK_ABI_VERSION)
+        else
+            reasons[#reasons + 1] = tostring(loaded)
         end
-        reasons[#reasons + 1] = tostring(loaded)
     end
     load_error = "cannot load libwebhook_notification (set WEBHOOK_NOTIFICATION_LIB): "
         .. table.concat(reasons, "; ")
@@ -107,6 +117,18 @@ end
 
 local has_cjson, cjson = pcall(require, "cjson.safe")
 
+--- `text` when it is a string the C side can take whole (a NUL byte would end it early), else
+--- nil and why, naming `name`.
+local function c_string(text, name)
+    if type(text) ~= "string" then
+        return nil, name .. " must be a string"
+    end
+    if text:find("\0", 1, true) then
+        return nil, name .. " contains a NUL byte"
+    end
+    return text
+end
+
 --- JSON text for a host value: nil stays NULL, strings pass through, tables need cjson.
 local function json(value, name)
     if value == nil then
@@ -114,7 +136,7 @@ local function json(value, name)
     end
     local kind = type(value)
     if kind == "string" then
-        return value
+        return c_string(value, name)
     end
     if kind ~= "table" then
         return nil, name .. " must be a table or a JSON string"
@@ -169,6 +191,18 @@ local function open(constructor, config, plugin_name)
     if type(config) ~= "string" then
         return nil, "config must be YAML or JSON text, or a table"
     end
+    local cerr
+    config, cerr = c_string(config, "config")
+    if not config then
+        return nil, cerr
+    end
+    if plugin_name ~= nil then
+        local nerr
+        plugin_name, nerr = c_string(plugin_name, "plugin_name")
+        if not plugin_name then
+            return nil, nerr
+        end
+    end
     local out = ffi.new("WebhookPlugin *[1]")
     local err = ffi.new("char *[1]")
     local message = failure(lib[constructor](config, plugin_name, out, err), err)
@@ -205,6 +239,9 @@ function M.version()
 end
 
 local function usable(self)
+    if type(self) ~= "table" then
+        return nil, "call methods with a colon: n:invoke(...)"
+    end
     if self.handle == nil then
         return nil, "the notifier is closed"
     end
@@ -217,6 +254,11 @@ function Notifier:invoke(hook, payload, context)
     local handle, closed = usable(self)
     if not handle then
         return nil, closed
+    end
+    local herr
+    hook, herr = c_string(hook, "hook")
+    if not hook then
+        return nil, herr
     end
     local payload_text, perr = json(payload, "payload")
     if perr then
@@ -233,6 +275,11 @@ function Notifier:invoke(hook, payload, context)
     end
     local text = take_string(result[0]) or ""
     -- {"continue_processing": true, ..., "metadata": {"webhook_event": "<event>", ...}}
+    if has_cjson then
+        local decoded = cjson.decode(text)
+        local metadata = type(decoded) == "table" and decoded.metadata
+        return type(metadata) == "table" and metadata.webhook_event or false
+    end
     return text:match('"webhook_event"%s*:%s*"([%w_]+)"') or false
 end
 
@@ -242,6 +289,11 @@ function Notifier:notify(event, context, violation, metadata)
     local handle, closed = usable(self)
     if not handle then
         return nil, closed
+    end
+    local eerr
+    event, eerr = c_string(event, "event")
+    if not event then
+        return nil, eerr
     end
     local texts = {}
     for i, pair in ipairs({ { context, "context" }, { violation, "violation" }, { metadata, "metadata" } }) do
@@ -259,8 +311,13 @@ function Notifier:notify(event, context, violation, metadata)
     return true
 end
 
+--- `seconds` (default 5) as whole milliseconds for the C side, or nil and why.
 local function milliseconds(seconds)
-    return math.max(0, math.min(math.floor((seconds or 5) * 1000), 4294967295))
+    local value = seconds == nil and 5 or tonumber(seconds)
+    if type(seconds) ~= "number" and seconds ~= nil or value == nil or value ~= value then
+        return nil, "seconds must be a number"
+    end
+    return math.max(0, math.min(math.floor(value * 1000), 4294967295))
 end
 
 --- Waits at most `seconds` (default 5) until nothing is queued or in flight.
@@ -269,8 +326,12 @@ function Notifier:flush(seconds)
     if not handle then
         return nil, closed
     end
+    local ms, merr = milliseconds(seconds)
+    if not ms then
+        return nil, merr
+    end
     local err = ffi.new("char *[1]")
-    local message = failure(lib.webhook_plugin_flush(handle, milliseconds(seconds), err), err)
+    local message = failure(lib.webhook_plugin_flush(handle, ms, err), err)
     if message then
         return nil, message
     end
@@ -312,15 +373,22 @@ end
 --- is left is counted as dropped, or kept by a durable outbox), or detaches an attached
 --- handle at once. Idempotent; the handle is unusable afterwards.
 function Notifier:close(seconds)
+    if type(self) ~= "table" then
+        return nil, "call methods with a colon: n:close(...)"
+    end
     local handle = self.handle
     if handle == nil then
         return true
+    end
+    local ms, merr = milliseconds(seconds)
+    if not ms then
+        return nil, merr
     end
     self.handle = nil
     local message
     if not self.attached then
         local err = ffi.new("char *[1]")
-        message = failure(lib.webhook_plugin_close(handle, milliseconds(seconds), err), err)
+        message = failure(lib.webhook_plugin_close(handle, ms, err), err)
     end
     ffi.gc(handle, nil)
     lib.webhook_plugin_free(handle)

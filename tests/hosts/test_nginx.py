@@ -168,6 +168,11 @@ def test_tool_calls_and_limit_req_429s_arrive_signed_and_the_lua_api_reports(ngi
     assert "must be a table or a JSON string" in probe["bad_type"]["err"]
     assert "closed" in probe["after_close"]["err"]
     assert "webhooks[0].url" in probe["bad_config"]["err"]
+    assert probe["reloaded"], "the module loads again in one Lua state (lua_code_cache off)"
+    for name, outcome in probe["misuse"].items():
+        assert not outcome["raised"], f"{name} raised into the gateway: {outcome}"
+        assert not outcome["value"] and outcome["err"], f"{name}: {outcome}"
+    assert "NUL" in probe["misuse"]["config_nul"]["err"] and "NUL" in probe["misuse"]["payload_nul"]["err"]
 
 
 def test_reload_and_quit_lose_nothing(nginx, receiver):

@@ -95,6 +95,30 @@ function M.probe()
     results.after_close = { ok = ok, err = err }
     ok, err = wn.new("webhooks: [{url: 'ftp://x'}]", "probe")
     results.bad_config = { ok = ok, err = err }
+    -- No argument of any type raises into the gateway: each call returns nil and a message.
+    local misuse = {
+        notify_number = function() return notifier:notify(123) end,
+        notify_table = function() return notifier:notify({}) end,
+        hook_number = function() return notifier:invoke(7, "{}") end,
+        name_number = function() return wn.new("webhooks: []", 42) end,
+        name_table = function() return wn.new("webhooks: []", {}) end,
+        config_nul = function() return wn.new("webhooks: []\0trailing", "probe") end,
+        payload_nul = function() return notifier:invoke("tool_post_invoke", '{"name": "a"}\0') end,
+        flush_text = function() return notifier:flush("abc") end,
+        close_text = function() return notifier:close("abc") end,
+        dot_call = function() return notifier.stats(5) end,
+    }
+    -- Loaded again in the same Lua state (what `lua_code_cache off` does per request): the
+    -- module must not redefine its C declarations.
+    package.loaded["webhook_notification"] = nil
+    local reloaded, again = pcall(require, "webhook_notification")
+    results.reloaded = reloaded and type(again.new) == "function"
+    package.loaded["webhook_notification"] = wn
+    results.misuse = {}
+    for name, call in pairs(misuse) do
+        local raised, value, message = pcall(call)
+        results.misuse[name] = { raised = not raised, value = value ~= nil, err = message or value }
+    end
     ngx.say(cjson.encode(results))
 end
 
