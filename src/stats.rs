@@ -24,8 +24,8 @@ pub struct OutboxStatus {
     /// New deliveries the outbox has settled so far (0 for memory): written durably, or
     /// (redis, which writes only the last state of a batch) delivered before they had to be.
     pub committed: u64,
-    /// Changes not yet in the store (waiting for the next commit, or in the batch being
-    /// written): what a crash now would lose.
+    /// Changes not yet in the store (events admitted and not yet routed, changes waiting for
+    /// the next commit, or in the batch being written): what a crash now would lose.
     pub uncommitted: u64,
     /// Whether the store is reachable (always true for memory).
     pub connected: bool,

@@ -472,3 +472,40 @@ fn worker_processes_share_one_directory_and_a_killed_ones_deliveries_resume_once
         child.wait().unwrap();
     }
 }
+
+#[test]
+fn uncommitted_counts_every_admitted_delivery_not_yet_in_the_store() {
+    // `uncommitted: 0` must mean a crash now loses nothing: events admitted but not yet routed
+    // to their queue (so in no journal yet) count too. With nothing ending (a black hole holds
+    // the one attempt in flight), every pending delivery is committed or uncommitted.
+    let dir = tempdir("uncommitted");
+    let hole = common::receiver::BlackHole::start();
+    let config = format!(
+        "queue_capacity: 100000\noutbox: {{type: disk, path: '{}'}}\nwebhooks: [{{url: '{}', events: [tool_success], max_concurrency: 1, timeout: 120, circuit_breaker: false}}]",
+        dir.display(),
+        hole.url("/")
+    );
+    let n = Notifier::from_config_text(&config, None).unwrap();
+    for i in 0..20_000 {
+        n.notify(
+            Event::ToolSuccess,
+            &json!({"request_id": format!("evt-{i}")}),
+            None,
+            None,
+        )
+        .unwrap();
+        if i % 500 == 0 {
+            let s = n.stats();
+            assert!(
+                s.pending <= s.outbox.committed + s.outbox.uncommitted,
+                "{} pending, {} committed, {} uncommitted",
+                s.pending,
+                s.outbox.committed,
+                s.outbox.uncommitted
+            );
+        }
+    }
+    wait_until("all committed", WAIT, || n.stats().outbox.committed == 20_000);
+    assert_eq!(n.stats().outbox.uncommitted, 0);
+    n.close(Duration::ZERO).ok();
+}

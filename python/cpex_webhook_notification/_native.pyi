@@ -2,7 +2,7 @@
 
 from typing import final
 
-__all__ = ["ClosedError", "ConfigError", "NativeNotifier", "ParseError", "WebhookError", "__version__", "cli_main", "drain_at_exit"]
+__all__ = ["ClosedError", "ConfigError", "NativeNotifier", "ParseError", "WebhookError", "__version__", "cli_main", "drain_at_exit", "violation_event"]
 
 __version__: str
 

@@ -251,6 +251,11 @@ impl Intake {
         self.generation != runtime::generation()
     }
 
+    /// Admitted events not yet routed to their webhooks' queues (nor journaled).
+    pub fn unrouted(&self) -> usize {
+        self.unrouted.load(SeqCst)
+    }
+
     /// Counts a hook call whose host data could not become an event.
     pub fn host_error(&self) -> u64 {
         self.host_errors.fetch_add(1, Relaxed) + 1

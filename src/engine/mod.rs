@@ -305,12 +305,12 @@ impl Engine {
                 })
             })
             .collect();
-        let mut stats = Stats::new(
-            intake.ledger.pending(),
-            intake.host_errors(),
-            webhooks,
-            intake.queue.status(),
-        );
+        let mut outbox = intake.queue.status();
+        if intake.queue.durable() {
+            // Events admitted but not yet routed are in no journal yet: a crash now loses them.
+            outbox.uncommitted += intake.unrouted() as u64;
+        }
+        let mut stats = Stats::new(intake.ledger.pending(), intake.host_errors(), webhooks, outbox);
         stats.dead_letters = intake.queue.dead_letters_held();
         stats.dead_letters_evicted = intake.queue.dead_letters_evicted();
         stats

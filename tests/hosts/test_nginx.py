@@ -68,6 +68,7 @@ http {{
           content = {{{{type = "text", text = broken and "backend down" or "found"}}}}}}}}))
       }}
     }}
+    location = /event {{ content_by_lua_block {{ require("mcp_webhooks").event() }} }}
     location = /stats {{ content_by_lua_block {{ require("mcp_webhooks").stats() }} }}
     location = /metrics {{ content_by_lua_block {{ require("mcp_webhooks").metrics() }} }}
     location = /probe {{ content_by_lua_block {{ require("mcp_webhooks").probe() }} }}
@@ -205,23 +206,28 @@ def test_two_workers_share_a_disk_outbox_and_a_killed_ones_deliveries_arrive(rec
     process, port, _ = next(run)
     try:
         calls = 30
-        for i in range(calls):
-            assert tool_call(port, "search", i) == 200
+        for _ in range(calls):  # each event admitted before its call is answered
+            assert call(port, "/event", {})[0] == 200
         first = receiver.wait_for(1)[0]  # a worker's delivery in flight, held
         victim = int(first.json()["server_id"].removeprefix("nginx-worker-"))
-        # The log phase (where events are admitted) runs after each response: wait until the
-        # victim itself reports everything it admitted committed.
+        # Wait until the victim itself reports everything it admitted committed.
         deadline = time.monotonic() + 30
         while True:
             stats = json.loads(call(port, "/stats")[1])
             if stats["worker"] == victim and stats["outbox"]["uncommitted"] == 0:
+                victim_stats = stats
                 break
             assert time.monotonic() < deadline, "the victim never reported its journal committed"
         os.kill(victim, signal.SIGKILL)
         release.set()
         deadline = time.monotonic() + 30
         while len({r.json()["request_id"] for r in events(receiver, "tool_success")}) < calls:
-            assert time.monotonic() < deadline, "the killed worker's deliveries never arrived"
+            arrived_ids = {r.json()["request_id"] for r in events(receiver, "tool_success")}
+            assert time.monotonic() < deadline, (
+                f"the killed worker's deliveries never arrived: {len(arrived_ids)} of {calls}; "
+                f"outbox: {sorted(os.listdir(tmp_path / 'outbox'))}; the victim said {victim_stats['pending']} pending, "
+                f"{victim_stats['outbox']}; arrived by admitter: "
+                f"{sorted((r.json()['server_id'], r.json()['request_id'][:6]) for r in events(receiver, 'tool_success'))}")
             time.sleep(0.05)
         arrived = events(receiver, "tool_success")
         by_request: dict[str, set[str]] = {}

@@ -68,6 +68,14 @@ function M.log()
     end
 end
 
+-- POST /event: a tool_success raised before the response is sent (the log phase runs after
+-- it), so a client that got its answer knows the event was admitted.
+function M.event()
+    local ok, err = notifier:notify("tool_success", context(), nil, { tool_name = "search" })
+    ngx.status = ok and 200 or 500
+    ngx.say(ok and "{}" or err)
+end
+
 -- GET /stats, /metrics, /probe: the Lua API's values and its errors, for the test to read.
 function M.stats()
     local stats = notifier:stats()
