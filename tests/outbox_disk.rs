@@ -227,12 +227,8 @@ fn closing_at_once_keeps_or_counts_every_admitted_event() {
     disk::wait_let_go(&dir);
     let rx = Receiver::start_on(port, |_| Reply::status(200));
     let second = Notifier::from_config_text(&config(&url), None).unwrap();
-    let kept = second.stats().webhooks[0].queued;
-    assert_eq!(
-        second.stats().outbox.adopted,
-        kept,
-        "what the first left, adopted at the start"
-    );
+    // What the first left is adopted at the start (and starts going out at once).
+    let kept = second.stats().outbox.adopted;
     println!("disk close at once: {kept} kept, {dropped} counted as dropped, of {events}");
     assert_eq!(kept + dropped, events as u64);
     assert!(second.flush(WAIT));
@@ -358,6 +354,7 @@ fn a_full_disk_fails_commits_visibly_and_they_resume_when_space_returns() {
     });
     n.close(Duration::from_secs(5)).unwrap();
     drop(n);
+    disk::wait_let_go(&tmpfs.0.join("outbox"));
     let again = Notifier::from_config_text(&config, None).unwrap();
     assert_eq!(again.stats().pending, 500, "every delivery was kept");
     again.close(Duration::ZERO).ok();
@@ -505,7 +502,9 @@ fn uncommitted_counts_every_admitted_delivery_not_yet_in_the_store() {
             );
         }
     }
-    wait_until("all committed", WAIT, || n.stats().outbox.committed == 20_000);
-    assert_eq!(n.stats().outbox.uncommitted, 0);
+    wait_until("all committed", WAIT, || {
+        let s = n.stats();
+        s.outbox.committed == 20_000 && s.outbox.uncommitted == 0
+    });
     n.close(Duration::ZERO).ok();
 }

@@ -305,10 +305,13 @@ impl Engine {
                 })
             })
             .collect();
+        // Read before the journal (routing journals a ticket, then counts it routed), so that a
+        // delivery moving on meanwhile is counted twice, never missed.
+        let unrouted = intake.unrouted() as u64;
         let mut outbox = intake.queue.status();
         if intake.queue.durable() {
             // Events admitted but not yet routed are in no journal yet: a crash now loses them.
-            outbox.uncommitted += intake.unrouted() as u64;
+            outbox.uncommitted += unrouted;
         }
         let mut stats = Stats::new(intake.ledger.pending(), intake.host_errors(), webhooks, outbox);
         stats.dead_letters = intake.queue.dead_letters_held();
@@ -483,6 +486,9 @@ async fn commit_loop(intake: Arc<Intake>) {
         tokio::select! {
             _ = lifecycle.wait_for(|h| *h == Lifecycle::Stopped) => return,
             _ = tokio::time::sleep(INTERVAL) => {}
+        }
+        if !intake.queue.outbox_work() {
+            continue; // idle: no hand-off to the blocking pool
         }
         let intake = Arc::clone(&intake);
         let done = tokio::task::spawn_blocking(move || {

@@ -244,6 +244,12 @@ impl Queue {
         self.journal.is_some()
     }
 
+    /// Whether the outbox has anything to do now: changes to commit, or a claim round due (an
+    /// idle durable engine then costs nothing between its claim rounds).
+    pub fn outbox_work(&self) -> bool {
+        self.journal.as_ref().is_some_and(Journal::has_work)
+    }
+
     /// Writes what the journal recorded so far (group commit).
     pub fn commit(&self) -> Result<(), String> {
         self.journal.as_ref().map_or(Ok(()), Journal::commit)

@@ -8,7 +8,7 @@
 //! the webhooks' queue capacities.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -153,6 +153,12 @@ impl Journal {
     /// Writes every change recorded so far in one transaction.
     pub fn commit(&self) -> Result<(), String> {
         if !self.store.ready() {
+            // Between reconnect attempts the journal stays one change per undelivered
+            // delivery: compacted on every tick, not only after a failed write.
+            let mut changes = self.changes();
+            let pending = std::mem::take(&mut *changes);
+            *changes = compact(pending);
+            drop(changes);
             let error = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
             return Err(error.unwrap_or_else(|| "outbox store unavailable".into()));
         }
@@ -170,6 +176,11 @@ impl Journal {
             changes.extend(newer);
             message
         })
+    }
+
+    /// Whether a commit or a claim would do anything now.
+    pub fn has_work(&self) -> bool {
+        !self.changes().is_empty() || self.store.claim_due()
     }
 
     /// What the store hands over now (at most `room[webhook]` deliveries per webhook).
@@ -211,13 +222,16 @@ impl Journal {
 
     /// What `stats.outbox` shows.
     pub fn status(&self) -> OutboxStatus {
+        // Uncommitted before committed: a batch finishing meanwhile is then counted in both,
+        // never in neither.
+        let uncommitted = {
+            let changes = self.changes();
+            changes.len() as u64 + self.writing.load(Relaxed)
+        };
         OutboxStatus {
             kind: self.store.kind(),
-            committed: self.committed.load(Relaxed),
-            uncommitted: {
-                let changes = self.changes();
-                changes.len() as u64 + self.writing.load(Relaxed)
-            },
+            committed: self.committed.load(SeqCst),
+            uncommitted,
             connected: self.store.connected(),
             unreadable: self.store.unreadable(),
             held: self.store.held(),
@@ -239,7 +253,7 @@ impl Journal {
             .count() as u64;
         match self.store.write(&plan_of(&batch)) {
             Ok(()) => {
-                self.committed.fetch_add(written, Relaxed);
+                self.committed.fetch_add(written, SeqCst);
                 self.set_error(None);
                 Ok(())
             }
@@ -465,5 +479,58 @@ mod tests {
         assert_eq!(shape, expected);
         // Compacting again changes nothing: a store down for long keeps one change each.
         assert_eq!(compact(kept).len(), 2);
+    }
+
+    /// A store that is waiting to reconnect.
+    struct Down;
+
+    impl Store for Down {
+        fn kind(&self) -> &'static str {
+            "down"
+        }
+        fn write(&self, _: &Plan) -> Result<(), String> {
+            Err("down".into())
+        }
+        fn release(&self) {}
+        fn ready(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn while_the_store_waits_to_reconnect_every_tick_compacts_the_journal() {
+        let journal = Journal::new(Arc::new(Down), vec!["w".into()], vec!["u".into()]);
+        let body = Bytes::from_static(b"{}");
+        let mut kept = Vec::new();
+        for round in 0..50 {
+            // 20 deliveries admitted per tick; half end at once, the rest are retried.
+            for i in 0..20 {
+                let id = Uuid::new_v4();
+                let pending = |attempts, new| Pending {
+                    id,
+                    webhook: 0,
+                    event: Event::ToolError,
+                    attempts,
+                    due: Instant::now(),
+                    body: &body,
+                    trace: None,
+                    new,
+                };
+                assert!(journal.pending(pending(0, true)));
+                match i % 2 {
+                    0 => journal.ended(id),
+                    _ => {
+                        assert!(journal.pending(pending(1, false)));
+                        kept.push(id);
+                    }
+                }
+            }
+            assert!(journal.commit().is_err(), "round {round}: the store is down");
+            assert_eq!(
+                journal.changes().len(),
+                kept.len(),
+                "one change per undelivered delivery"
+            );
+        }
     }
 }

@@ -252,6 +252,11 @@ pub(crate) trait Store: Send + Sync {
     fn take_dead(&self, ids: &[Uuid]) -> Vec<bool> {
         vec![true; ids.len()]
     }
+    /// Whether [`Store::claim`] would do anything now (a round is due, or something waits to
+    /// be taken): never waits on the store.
+    fn claim_due(&self) -> bool {
+        false
+    }
     /// Deliveries to take over now, at most `room[webhook]` per webhook, and dead letters read
     /// from the store (before the store reports itself connected).
     fn claim(&self, _room: &[usize]) -> Claimed {

@@ -382,6 +382,18 @@ impl Store for DiskView {
         ids.iter().map(|id| self.outbox.dead.take(id)).collect()
     }
 
+    fn claim_due(&self) -> bool {
+        if self.released.load(Relaxed) {
+            return false;
+        }
+        let pool_changed = self.looked.load(Relaxed) != self.outbox.generation.load(Relaxed);
+        let scan_due = match self.outbox.state.try_lock() {
+            Ok(state) => Instant::now() >= state.next_scan,
+            Err(_) => false,
+        };
+        pool_changed || scan_due
+    }
+
     fn claim(&self, room: &[usize]) -> Claimed {
         if self.released.load(Relaxed) {
             return Claimed::default();

@@ -58,8 +58,9 @@ use crate::store::{lock_until, now_ms, Claimed, Plan, Record, Resumed, Store};
 
 /// The consumer group of every delivery stream.
 const GROUP: &str = "webhook-notification";
-/// How often this process looks for deliveries to take over.
-const CLAIM_INTERVAL: Duration = Duration::from_millis(100);
+/// How often this process looks for deliveries to take over: a tenth of `claim_after` (a dead
+/// replica's deliveries wait that long anyway), between these bounds.
+const CLAIM_INTERVAL: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 /// How long connecting may take, and each call (less once close has a deadline).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,6 +74,8 @@ pub(crate) struct RedisStore {
     /// Webhook ids in config order.
     ids: Vec<String>,
     claim_after: Duration,
+    /// How often claim rounds run (see [`CLAIM_INTERVAL`]).
+    claim_interval: Duration,
     /// How long a delivery of a webhook no replica has loaded waits before it is dead-lettered.
     orphan_after: Duration,
     /// When this store was created (orphans wait `orphan_after` from here, too).
@@ -116,6 +119,7 @@ impl RedisStore {
             consumer: format!("{}-{:08x}", std::process::id(), fastrand::u32(..)),
             ids,
             claim_after: outbox.claim_after,
+            claim_interval: (outbox.claim_after / 10).clamp(CLAIM_INTERVAL.0, CLAIM_INTERVAL.1),
             orphan_after,
             opened: now,
             dead_capacity,
@@ -550,6 +554,13 @@ impl Store for RedisStore {
         self.take_dead_letters(&mut state, ids)
     }
 
+    fn claim_due(&self) -> bool {
+        // A busy state (a call in flight) means a round runs or will: nothing to add now.
+        self.state
+            .try_lock()
+            .is_ok_and(|state| !state.released && Instant::now() >= state.next_claim)
+    }
+
     fn claim(&self, room: &[usize]) -> Claimed {
         let mut state = self.state();
         let state = &mut *state;
@@ -557,7 +568,7 @@ impl Store for RedisStore {
         if now < state.next_claim {
             return Claimed::default();
         }
-        state.next_claim = now + CLAIM_INTERVAL;
+        state.next_claim = now + self.claim_interval;
         let mut resumed = std::mem::take(&mut state.adopted);
         let result = self.with_connection(state, |store, connection, state| {
             if Instant::now() >= state.next_renewal {
