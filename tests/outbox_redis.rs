@@ -888,15 +888,7 @@ fn flushall_on_a_live_outbox_redis_delivers_each_event_once() {
     submit(&n, events / 2);
     wait_until("some delivered", WAIT, || n.stats().delivered >= 500);
     assert_eq!(redis.cli(&["flushall"]).trim(), "OK");
-    for i in events / 2..events {
-        n.notify(
-            Event::ToolSuccess,
-            &json!({"request_id": format!("evt-{i}")}),
-            None,
-            None,
-        )
-        .unwrap();
-    }
+    host::submit_range(&n, events / 2..events);
     assert!(n.flush(WAIT));
     // A stale stream entry (left by a write that failed after the server ran it) would be
     // taken over after claim_after and delivered again before the stream empties.

@@ -72,7 +72,12 @@ pub fn run_host() {
 
 /// Raises `count` tool_success events with request ids `evt-0`, `evt-1`, ….
 pub fn submit(n: &Notifier, count: usize) {
-    for i in 0..count {
+    submit_range(n, 0..count);
+}
+
+/// Raises a tool_success event with request id `evt-{i}` for each `i` of `ids`.
+pub fn submit_range(n: &Notifier, ids: std::ops::Range<usize>) {
+    for i in ids {
         let context = json!({"request_id": format!("evt-{i}")});
         n.notify(Event::ToolSuccess, &context, None, None).unwrap();
     }

@@ -68,16 +68,27 @@ def serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
     return server
 
 
-def receiver(recorder: Recorder) -> ThreadingHTTPServer:
+def receiver(recorder: Recorder, answer=None) -> ThreadingHTTPServer:
+    """A webhook receiver recording every request (with the sender's port as `client-port`);
+    `answer(path)` gives the status, and may block to hold the request (default: /slow
+    answers after SLOW_SECONDS, everything 200)."""
+
+    def default(path: str) -> int:
+        if path == "/slow":
+            time.sleep(SLOW_SECONDS)
+        return 200
+
+    answer = answer or default
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            recorder.add(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            if self.path == "/slow":
-                time.sleep(SLOW_SECONDS)
-            self.send_response(200)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            headers["client-port"] = str(self.client_address[1])
+            recorder.add(self.path, headers, body)
+            self.send_response(answer(self.path))
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -85,6 +96,22 @@ def receiver(recorder: Recorder) -> ThreadingHTTPServer:
             pass
 
     return serve(Handler)
+
+
+def disk_outbox_plugins(outbox: Path, webhooks: str, template: str) -> str:
+    """A gateway plugin config file (a Gateway `plugins` text: `{hooks}` is the receiver's URL)
+    with our plugin alone on `tool_post_invoke`, on the disk outbox `outbox`, with `webhooks`
+    (YAML lines) and `template` as tool_success's payload template."""
+    return (
+        "plugin_settings:\n  plugin_timeout: 30\n  fail_on_plugin_error: true\nplugin_dirs: []\nplugins:\n"
+        '  - name: "WebhookNotification"\n    kind: "cpex_webhook_notification.WebhookNotificationPlugin"\n'
+        '    hooks: ["tool_post_invoke"]\n    mode: "permissive"\n    priority: 900\n    config:\n'
+        "      {{% raw %}}\n"
+        f'      outbox: {{{{type: disk, path: "{outbox}"}}}}\n      shutdown_timeout: 2\n'
+        f"      webhooks:\n{webhooks}"
+        f"      payload_templates:\n        tool_success: '{template}'\n"
+        "      {{% endraw %}}\n"
+    )
 
 
 def backend() -> ThreadingHTTPServer:

@@ -13,64 +13,20 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from e2e import Gateway, Recorder, backend, check, serve
+from e2e import Gateway, Recorder, backend, check, disk_outbox_plugins, receiver
 
-PLUGINS = """\
-plugin_settings:
-  plugin_timeout: 30
-  fail_on_plugin_error: true
-plugin_dirs: []
-plugins:
-  - name: "WebhookNotification"
-    kind: "cpex_webhook_notification.WebhookNotificationPlugin"
-    hooks: ["tool_post_invoke"]
-    mode: "permissive"
-    priority: 900
-    config:
-      {{% raw %}}
-      outbox: {{type: disk, path: "OUTBOX_PATH"}}
-      shutdown_timeout: 2
-      webhooks:
+WEBHOOKS = """\
         - url: "{hooks}/base"
           events: [tool_success]
-      payload_templates:
-        tool_success: '{{"request_id": "{{{{request_id}}}}", "tool": "{{{{metadata.tool_name}}}}"}}'
-      {{% endraw %}}
 """
+TEMPLATE = '{{"request_id": "{{{{request_id}}}}", "tool": "{{{{metadata.tool_name}}}}"}}'
 CALLS = 3
 
 
-class Refusing(Recorder):
-    """Records every request; answers 503 until `accepting` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.accepting = threading.Event()
-
-
-def receiver(recorder: Refusing):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            recorder.add(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            self.send_response(200 if recorder.accepting.is_set() else 503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    return serve(Handler)
-
-
 def start(work: Path, hooks_url: str, teams: list[str]) -> Gateway:
-    plugins = PLUGINS.replace("OUTBOX_PATH", str(work / "outbox"))
-    gateway = Gateway(work, hooks_url, plugins=plugins)
+    gateway = Gateway(work, hooks_url, plugins=disk_outbox_plugins(work / "outbox", WEBHOOKS, TEMPLATE))
     if teams:
         gateway.token = gateway.mint_token("--admin", "--teams", ",".join(teams))
     return gateway
@@ -85,8 +41,9 @@ def delivery_ids(recorder: Recorder, path: str) -> dict[str, set[str]]:
 
 
 def main(work: Path) -> None:
-    recorder = Refusing()
-    hooks, rest = receiver(recorder), backend()
+    recorder = Recorder()
+    accepting = threading.Event()  # the receivers refuse (503) until it is set
+    hooks, rest = receiver(recorder, lambda path: 200 if accepting.is_set() else 503), backend()
     hooks_url = f"http://127.0.0.1:{hooks.server_address[1]}"
     upstream = f"http://127.0.0.1:{rest.server_address[1]}"
     gateway = start(work, hooks_url, [])
@@ -118,7 +75,7 @@ def main(work: Path) -> None:
     print(f"gateway teams: two teams' bindings, one disk outbox: each team's {CALLS} events at its own receiver only; "
           "gateway stopped with them pending")
 
-    recorder.accepting.set()
+    accepting.set()
     gateway = start(work, hooks_url, teams)
     try:
         # A binding is built again on its team's first call after the restart.

@@ -14,71 +14,24 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-import subprocess
-
-from e2e import ADMIN, Gateway, Recorder, backend, check, serve
+from e2e import ADMIN, Gateway, Recorder, backend, check, disk_outbox_plugins, receiver
 
 WORKERS = 5
 CALLS = 40
 
-PLUGINS = """\
-plugin_settings:
-  plugin_timeout: 30
-  fail_on_plugin_error: true
-plugin_dirs: []
-plugins:
-  - name: "WebhookNotification"
-    kind: "cpex_webhook_notification.WebhookNotificationPlugin"
-    hooks: ["tool_post_invoke"]
-    mode: "permissive"
-    priority: 900
-    config:
-      {{% raw %}}
-      outbox: {{type: disk, path: "OUTBOX_PATH"}}
-      webhooks:
+WEBHOOKS = """\
         - url: "{hooks}/hook"
           events: [tool_success]
           max_concurrency: 1
           circuit_breaker: false
-      payload_templates:
-        tool_success: '{{"request_id": "{{{{request_id}}}}", "user": "{{{{user}}}}"}}'
-      {{% endraw %}}
 """
-
-
-class HoldingRecorder(Recorder):
-    """Records every request; while `holding` is set, answers none of them (they stay in flight)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.released = threading.Event()
-        self.released.set()
-
-
-def receiver(recorder: HoldingRecorder):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            headers["client-port"] = str(self.client_address[1])
-            recorder.add(self.path, headers, body)
-            recorder.released.wait(120)
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    return serve(Handler)
+TEMPLATE = '{{"request_id": "{{{{request_id}}}}", "user": "{{{{user}}}}"}}'
 
 
 def holders(gateway: Gateway, outbox: Path) -> dict[int, str]:
@@ -104,9 +57,12 @@ def sender(port: int) -> int:
 
 
 def main(work: Path) -> None:
-    recorder = HoldingRecorder()
-    hooks, rest = receiver(recorder), backend()
-    plugins = PLUGINS.replace("OUTBOX_PATH", str(work / "outbox"))
+    recorder = Recorder()
+    released = threading.Event()
+    released.set()
+    # While `released` is clear, every delivery is held in flight (answered once it is set).
+    hooks, rest = receiver(recorder, lambda path: (released.wait(120), 200)[1]), backend()
+    plugins = disk_outbox_plugins(work / "outbox", WEBHOOKS, TEMPLATE)
     gateway = Gateway(work, f"http://127.0.0.1:{hooks.server_address[1]}", plugins=plugins, workers=WORKERS)
     try:
         upstream = f"http://127.0.0.1:{rest.server_address[1]}"
@@ -137,7 +93,7 @@ def main(work: Path) -> None:
 
         # Hold deliveries in flight, queue more in every worker, then SIGKILL one that has some:
         # the sender of a held delivery (max_concurrency 1: its later events wait in its queue).
-        recorder.released.clear()
+        released.clear()
         before = len(recorder.requests["/hook"])
         for _ in range(CALLS):
             check(gateway.call_tool(tool, {}), "a tool call failed")
@@ -148,7 +104,7 @@ def main(work: Path) -> None:
         # and committed within its 5 ms group commit; the delivery it holds was sent after that.
         time.sleep(0.1)
         os.kill(victim, signal.SIGKILL)
-        recorder.released.set()
+        released.set()
         expected = warm + 2 * CALLS
         got = recorder.wait("/hook", expected, 120)
         deadline = time.monotonic() + 60
@@ -169,7 +125,7 @@ def main(work: Path) -> None:
         print(f"gateway workers: a worker SIGKILLed with deliveries held in flight: gunicorn replaced it, its file was "
               f"adopted, all {expected} events arrived, {twice} twice")
     finally:
-        recorder.released.set()
+        released.set()
         gateway.stop()
         hooks.shutdown()
         rest.shutdown()

@@ -328,34 +328,22 @@ fn read_all(db: &Database) -> Result<Adopted, redb::Error> {
         .collect::<Vec<_>>();
     let has = |table: Table| tables.iter().any(|name| name == table.name());
     if has(DELIVERIES) {
-        for entry in read.open_table(DELIVERIES)?.iter()? {
-            let (key, value) = entry?;
-            let id = Uuid::from_slice(key.value()).unwrap_or_default();
-            match serde_json::from_slice::<Record>(value.value()) {
-                Ok(mut record) => {
-                    record.id = id;
-                    adopted.records.push(record);
-                    adopted.raw.push((id, value.value().to_vec()));
-                }
-                Err(_) => adopted
-                    .unreadable
-                    .push((aside_key(DELIVERIES, key.value()), value.value().to_vec())),
-            }
-        }
+        each::<Record>(
+            &read,
+            DELIVERIES,
+            &mut adopted,
+            |id, mut record, value, adopted| {
+                record.id = id;
+                adopted.records.push(record);
+                adopted.raw.push((id, value.to_vec()));
+            },
+        )?;
     }
     if has(DEAD_LETTERS) {
-        for entry in read.open_table(DEAD_LETTERS)?.iter()? {
-            let (key, value) = entry?;
-            match serde_json::from_slice::<DeadRecord>(value.value()) {
-                Ok(mut record) => {
-                    record.id = Uuid::from_slice(key.value()).unwrap_or_default();
-                    adopted.dead.push(record);
-                }
-                Err(_) => adopted
-                    .unreadable
-                    .push((aside_key(DEAD_LETTERS, key.value()), value.value().to_vec())),
-            }
-        }
+        each::<DeadRecord>(&read, DEAD_LETTERS, &mut adopted, |id, mut record, _, adopted| {
+            record.id = id;
+            adopted.dead.push(record);
+        })?;
     }
     if has(UNREADABLE) {
         for entry in read.open_table(UNREADABLE)?.iter()? {
@@ -367,6 +355,31 @@ fn read_all(db: &Database) -> Result<Adopted, redb::Error> {
     }
     adopted.records.sort_by_key(|r| r.due_ms);
     Ok(adopted)
+}
+
+/// Calls `keep` with each record of `table` that parses as `T` (its delivery id, the record, what
+/// was stored); the others go to `adopted.unreadable`.
+fn each<T: serde::de::DeserializeOwned>(
+    read: &redb::ReadTransaction,
+    table: Table,
+    adopted: &mut Adopted,
+    mut keep: impl FnMut(Uuid, T, &[u8], &mut Adopted),
+) -> Result<(), redb::Error> {
+    for entry in read.open_table(table)?.iter()? {
+        let (key, value) = entry?;
+        match serde_json::from_slice::<T>(value.value()) {
+            Ok(record) => keep(
+                Uuid::from_slice(key.value()).unwrap_or_default(),
+                record,
+                value.value(),
+                adopted,
+            ),
+            Err(_) => adopted
+                .unreadable
+                .push((aside_key(table, key.value()), value.value().to_vec())),
+        }
+    }
+    Ok(())
 }
 
 fn aside_key(table: Table, key: &[u8]) -> Vec<u8> {
