@@ -15,6 +15,9 @@
 //!   starts, so that several processes on one directory start together (`tests/bench/workers.sh`).
 //! - `shared-hooks DIR`: hook cost of one config on a disk outbox alone, and with a second
 //!   config (another team) on the same directory taking events too, interleaved rounds.
+//! - `idle REDIS_URL WEBHOOKS SECONDS`: an engine with WEBHOOKS webhooks on a Redis outbox
+//!   (default `claim_after`), doing nothing for SECONDS (`tests/bench/workers.sh` counts the
+//!   Redis commands it sends meanwhile).
 //! - `serve`: starts the same receivers, prints their URLs as JSON, serves until stdin closes
 //!   (so the Python benchmark measures against receivers in another process).
 //!
@@ -479,6 +482,21 @@ fn shared_hooks(dir: &str) {
     let _ = team.close(Duration::ZERO);
 }
 
+/// An idle engine on a Redis outbox (see the module doc).
+fn idle(redis: &str, webhooks: usize, seconds: u64) {
+    let hooks: Vec<String> = (0..webhooks)
+        .map(|i| format!(r#"{{"url": "http://127.0.0.1:9/{i}", "id": "idle-{i}"}}"#))
+        .collect();
+    let key = format!("bench-idle-{}", std::process::id());
+    let config = format!(
+        r#"{{"outbox": {{"type": "redis", "url": "{redis}", "key": "{key}"}}, "webhooks": [{}]}}"#,
+        hooks.join(", ")
+    );
+    let notifier = Notifier::from_config_text(&config, None).unwrap();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let _ = notifier.close(Duration::from_secs(5));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
@@ -490,7 +508,8 @@ fn main() {
         ["memory", n, capacity] => memory(n.parse().unwrap(), capacity.parse().unwrap()),
         ["disk-commit", dir, n] => disk_commit(dir, n.parse().unwrap()),
         ["shared-hooks", dir] => shared_hooks(dir),
+        ["idle", redis, webhooks, seconds] => idle(redis, webhooks.parse().unwrap(), seconds.parse().unwrap()),
         ["serve"] => serve(),
-        _ => eprintln!("usage: hooks | alerting | digest-hooks REDIS_URL | throughput URL N | bare-reqwest URL N | memory N CAPACITY | disk-commit DIR N | shared-hooks DIR | serve"),
+        _ => eprintln!("usage: hooks | alerting | digest-hooks REDIS_URL | throughput URL N | bare-reqwest URL N | memory N CAPACITY | disk-commit DIR N | shared-hooks DIR | idle REDIS_URL WEBHOOKS SECONDS | serve"),
     }
 }

@@ -196,6 +196,11 @@ def workers_section(rows: list[dict]) -> list[str]:
                 f"| alone | {fmt_us(med['alone'])} / {fmt_us(p99['alone'])} | 1.00× |",
                 f"| beside a second config on the directory | {fmt_us(med['shared'])} / {fmt_us(p99['shared'])} | "
                 f"{med['shared'] / med['alone']:.2f}× |", ""]
+    idle = next((r for r in rows if r["bench"] == "idle-redis"), None)
+    if idle:
+        out += [f"An idle replica on a Redis outbox ({idle['webhooks']} webhooks, `claim_after` 60 s): "
+                f"{idle['commands']} Redis commands in {idle['seconds']} s "
+                f"({idle['commands'] / idle['seconds']:.1f}/s: a claim round every 1 s, renewals every 20 s).", ""]
     return out
 
 

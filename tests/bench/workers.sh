@@ -24,3 +24,17 @@ for run in 1 2 3; do
     rm -f "${fifos[@]}"
 done
 "$BENCH" shared-hooks "$OUT/workers-shared"
+# An idle replica on a Redis outbox (5 webhooks): the Redis commands it sends per second,
+# counted by the server between 5 s and 25 s after it started (its start-up excluded).
+if [[ -n "${BENCH_REDIS_URL:-}" ]]; then
+    port=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.urlparse(sys.argv[1]).port)' "$BENCH_REDIS_URL")
+    "$BENCH" idle "$BENCH_REDIS_URL" 5 30 &
+    idle=$!
+    sleep 5
+    before=$(redis-cli -p "$port" info stats | sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p')
+    sleep 20
+    after=$(redis-cli -p "$port" info stats | sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p')
+    wait "$idle"
+    # Two INFO calls of ours are among them.
+    echo "{\"bench\": \"idle-redis\", \"webhooks\": 5, \"seconds\": 20, \"commands\": $((after - before - 1))}"
+fi

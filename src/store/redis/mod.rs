@@ -524,10 +524,11 @@ impl Store for RedisStore {
         });
         if let Err(e) = handed_back {
             log::warn!("could not hand pending deliveries back at close ({e}); another process takes them over after claim_after");
+            // Only a failed hand-back says "not connected": a clean close is no outage.
+            self.connected.store(false, Relaxed);
         }
         state.connection = None;
         state.released = true;
-        self.connected.store(false, Relaxed);
     }
 
     fn close_by(&self, deadline: Instant) {
