@@ -225,30 +225,41 @@ pub const MAX_HOST_STRING: usize = 16 * 1024;
 /// `value` with every string longer than [`MAX_HOST_STRING`] bytes cut (on a character
 /// boundary) and marked with a trailing "…"; the rest as it is.
 pub fn capped(value: Value) -> Value {
-    if !too_long(&value) {
+    capped_at(value, MAX_HOST_STRING)
+}
+
+/// `value` with every string longer than `limit` bytes cut (on a character boundary) to at
+/// most `limit` bytes, marked with a trailing "…"; the rest as it is.
+pub fn capped_at(value: Value, limit: usize) -> Value {
+    if !too_long(&value, limit) {
         return value;
     }
     match value {
-        Value::String(text) if text.len() > MAX_HOST_STRING => {
-            let mut end = MAX_HOST_STRING - '…'.len_utf8();
+        Value::String(text) if text.len() > limit => {
+            let mut end = limit.saturating_sub('…'.len_utf8());
             while !text.is_char_boundary(end) {
                 end -= 1;
             }
             Value::String(format!("{}…", &text[..end]))
         }
-        Value::Array(items) => Value::Array(items.into_iter().map(capped).collect()),
-        Value::Object(fields) => Value::Object(fields.into_iter().map(|(k, v)| (k, capped(v))).collect()),
+        Value::Array(items) => Value::Array(items.into_iter().map(|v| capped_at(v, limit)).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, capped_at(v, limit)))
+                .collect(),
+        ),
         other => other,
     }
 }
 
-/// Whether `value` holds a string longer than [`MAX_HOST_STRING`] (a walk without copying,
-/// so the usual short values cost no allocation).
-fn too_long(value: &Value) -> bool {
+/// Whether `value` holds a string longer than `limit` bytes (a walk without copying, so the
+/// usual short values cost no allocation).
+pub fn too_long(value: &Value, limit: usize) -> bool {
     match value {
-        Value::String(text) => text.len() > MAX_HOST_STRING,
-        Value::Array(items) => items.iter().any(too_long),
-        Value::Object(fields) => fields.values().any(too_long),
+        Value::String(text) => text.len() > limit,
+        Value::Array(items) => items.iter().any(|v| too_long(v, limit)),
+        Value::Object(fields) => fields.values().any(|v| too_long(v, limit)),
         _ => false,
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 use crate::config::DigestSettings;
-use crate::events::Event;
+use crate::events::{capped_at, too_long, Event};
 use crate::matching::{group_key, group_of};
 use crate::store::redis::{Share, Taken};
 
@@ -175,7 +175,7 @@ impl Digest {
         let now = Instant::now();
         let key = group_key(webhook_id, &values);
         let mut group = Group::new(&values, key, false, event, now);
-        group.latest = compact(vars);
+        group.latest = latest(vars);
         group.pending = count;
         group.first_seen = Some(group.last_seen);
         group.samples = vec![(now, sample); settings.samples.min(count as usize)];
@@ -199,7 +199,7 @@ impl Digest {
     ) -> (Option<Message>, Aged) {
         let wall = SystemTime::now();
         let settings = &self.settings;
-        let mut values = group_of(&settings.group_by, vars);
+        let mut values = bounded(group_of(&settings.group_by, vars));
         let mut key = group_key(&self.webhook_id, &values);
         let overflow = !self.groups.contains_key(&key) && self.groups.len() >= settings.max_groups;
         if overflow {
@@ -214,7 +214,7 @@ impl Digest {
         if group.samples.len() < settings.samples {
             group.samples.push((now, sample(vars)));
         }
-        group.latest = compact(vars);
+        group.latest = latest(vars);
         group.latest_event = event;
         group.last_event = now;
         group.last_seen = wall;
@@ -415,6 +415,45 @@ fn epoch_ms(at: SystemTime) -> u64 {
 /// A map as compact JSON text.
 fn compact(map: &Map<String, Value>) -> Box<str> {
     serde_json::to_string(map).unwrap_or_default().into_boxed_str()
+}
+
+/// Bytes of one string a group keeps (a group_by value, a string of its latest event): an
+/// open group costs at most a few KB whatever the events' strings (DESIGN: 4 KB).
+const GROUP_STRING: usize = 256;
+/// Bytes of the latest event's variables a group keeps at most; past that only the fields a
+/// message shows stay (`payload` and the rest of `metadata` go).
+const GROUP_LATEST: usize = 3 * 1024;
+
+/// `values` with each string cut at [`GROUP_STRING`] bytes (in the key and the message).
+fn bounded(values: Map<String, Value>) -> Map<String, Value> {
+    match capped_at(Value::Object(values), GROUP_STRING) {
+        Value::Object(values) => values,
+        _ => unreachable!("an object stays an object"),
+    }
+}
+
+/// The latest event's variables as a group keeps them: strings cut at [`GROUP_STRING`] bytes,
+/// and at most [`GROUP_LATEST`] bytes in all.
+fn latest(vars: &Map<String, Value>) -> Box<str> {
+    if !vars.values().any(|v| too_long(v, GROUP_STRING)) {
+        let text = compact(vars);
+        if text.len() <= GROUP_LATEST {
+            return text;
+        }
+    }
+    let mut kept: Map<String, Value> = vars
+        .iter()
+        .map(|(k, v)| (k.clone(), capped_at(v.clone(), GROUP_STRING)))
+        .collect();
+    let text = compact(&kept);
+    if text.len() <= GROUP_LATEST {
+        return text;
+    }
+    kept.remove("payload");
+    if let Some(Value::Object(metadata)) = kept.get_mut("metadata") {
+        metadata.retain(|k, _| matches!(k.as_str(), "tool_name" | "prompt_id" | "resource_uri" | "error"));
+    }
+    compact(&kept)
 }
 
 /// JSON text this module wrote, parsed back.
