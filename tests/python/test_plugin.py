@@ -597,3 +597,24 @@ async def test_the_seed_basic_config_loads_through_cpex(receiver, gateway):
     assert body["metadata"] == {"tool_name": "search"}
     await manager.shutdown()
     assert len(receiver.requests) == 1
+
+
+async def test_the_gateways_trace_id_reaches_traceparent_and_a_fresh_one_otherwise(receiver):
+    from cpex.framework.observability import current_trace_id
+
+    plugin = direct({"webhooks": [{"url": receiver.url(), "events": ["tool_success"]}],
+                     "payload_templates": {"tool_success": '{"trace": "{{trace_id}}"}'}})
+    payload = ToolPostInvokePayload(name="search", result={"content": []})
+    token = current_trace_id.set("4bf92f35-77b3-4da6-a3ce-929d0e0e4736")  # the gateway's request trace
+    try:
+        await plugin.tool_post_invoke(payload, PluginContext(global_context=ctx()))
+    finally:
+        current_trace_id.reset(token)
+    await plugin.tool_post_invoke(payload, PluginContext(global_context=ctx()))
+    got = await receiver.arrived(2)  # delivered concurrently: in either order
+    traced = [r for r in got if r.json()["trace"] == "4bf92f3577b34da6a3ce929d0e0e4736"]
+    fresh = [r for r in got if r not in traced]
+    assert len(traced) == len(fresh) == 1, [r.json() for r in got]
+    assert traced[0].headers["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+    assert fresh[0].headers["traceparent"].split("-")[1] == fresh[0].json()["trace"]
+    await plugin.shutdown()
