@@ -116,9 +116,7 @@ fn config(store: Store, index: usize, url: &str, place: &str) -> String {
 }
 
 fn redis_url() -> String {
-    static SERVER: std::sync::OnceLock<(String, Option<common::redis::RedisServer>)> =
-        std::sync::OnceLock::new();
-    SERVER.get_or_init(common::redis::server).0.clone()
+    common::redis::shared_url()
 }
 
 /// Runs `ops` against `store` and checks what the receiver saw.

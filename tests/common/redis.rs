@@ -219,6 +219,37 @@ pub fn ping(port: u16) -> bool {
     stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }
 
+/// The pid of the server [`shared_url`] started, killed at exit by [`reap`].
+static SHARED_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn reap() {
+    let pid = SHARED_PID.load(std::sync::atomic::Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) on a pid this process started; nothing else is touched at exit.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// The URL of a Redis shared by every test of this binary: the one tests/run.sh started
+/// (`WEBHOOK_TEST_REDIS_URL`), or one started on first use and killed when the test binary
+/// exits (a static is never dropped: without the exit hook it would outlive the run).
+pub fn shared_url() -> String {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| match std::env::var("WEBHOOK_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            let server = RedisServer::start();
+            SHARED_PID.store(server.child.id() as i32, std::sync::atomic::Ordering::SeqCst);
+            // SAFETY: registers a plain function; it only reads an atomic and calls kill(2).
+            unsafe { libc::atexit(reap) };
+            let url = server.url();
+            std::mem::forget(server); // killed at exit by `reap`
+            url
+        }
+    })
+    .clone()
+}
+
 /// The Redis a test uses: the one tests/run.sh started (`WEBHOOK_TEST_REDIS_URL`), or one of
 /// its own (returned so it lives as long as the test). Tests sharing a server use their own
 /// `key`.
