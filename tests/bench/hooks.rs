@@ -10,9 +10,10 @@
 //! - `bare-reqwest URL N`: the same N POSTs through reqwest alone, the HTTP stack's ceiling.
 //! - `memory N CAPACITY`: peak RSS while N events flood a dead receiver with a queue of
 //!   CAPACITY events, and RSS after they drain (one process per run, so runs do not share a heap).
-//! - `disk-commit DIR N`: how fast one process commits N admitted events to the disk outbox
-//!   DIR (a black-hole receiver keeps them pending); it waits for a line on stdin before it
-//!   starts, so that several processes on one directory start together (`tests/bench/workers.sh`).
+//! - `disk-commit DIR N [RATE]`: how fast one process commits N admitted events to the disk
+//!   outbox DIR (a black-hole receiver keeps them pending), admitting as fast as it can or RATE
+//!   events a second; it waits for a line on stdin before it starts, so that several processes
+//!   on one directory start together (`tests/bench/workers.sh`).
 //! - `shared-hooks DIR`: hook cost of one config on a disk outbox alone, and with a second
 //!   config (another team) on the same directory taking events too, interleaved rounds.
 //! - `idle REDIS_URL WEBHOOKS SECONDS`: an engine with WEBHOOKS webhooks on a Redis outbox
@@ -414,7 +415,7 @@ fn disk_config(dir: &str, id: &str, url: &str) -> String {
 }
 
 /// Commits per second of one process on the disk outbox `dir` (see the module doc).
-fn disk_commit(dir: &str, n: u64) {
+fn disk_commit(dir: &str, n: u64, rate: Option<f64>) {
     let hole = BlackHole::start();
     let url = format!("http://{}/", hole.addr);
     let notifier = Notifier::from_config_text(&disk_config(dir, "bench", &url), None).unwrap();
@@ -423,7 +424,15 @@ fn disk_commit(dir: &str, n: u64) {
     let mut go = String::new();
     let _ = std::io::stdin().read_line(&mut go);
     let start = Instant::now();
-    for _ in 0..n {
+    for i in 0..n {
+        if let Some(rate) = rate {
+            // Sleeps (a gateway worker between requests), in steps of at least a millisecond.
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            let ahead = due.saturating_duration_since(Instant::now());
+            if ahead >= Duration::from_millis(1) {
+                std::thread::sleep(ahead);
+            }
+        }
         notifier
             .invoke(Hook::ToolPostInvoke, payload.clone(), &context)
             .unwrap();
@@ -434,7 +443,7 @@ fn disk_commit(dir: &str, n: u64) {
     let seconds = start.elapsed().as_secs_f64();
     println!(
         "{}",
-        json!({"bench": "disk-commit", "events": n, "seconds": seconds, "per_second": n as f64 / seconds})
+        json!({"bench": "disk-commit", "events": n, "rate": rate, "seconds": seconds, "per_second": n as f64 / seconds})
     );
     let _ = notifier.close(Duration::ZERO);
 }
@@ -506,7 +515,8 @@ fn main() {
         ["throughput", url, n] => throughput(url, n.parse().unwrap()),
         ["bare-reqwest", url, n] => bare_reqwest(url, n.parse().unwrap()),
         ["memory", n, capacity] => memory(n.parse().unwrap(), capacity.parse().unwrap()),
-        ["disk-commit", dir, n] => disk_commit(dir, n.parse().unwrap()),
+        ["disk-commit", dir, n] => disk_commit(dir, n.parse().unwrap(), None),
+        ["disk-commit", dir, n, rate] => disk_commit(dir, n.parse().unwrap(), Some(rate.parse().unwrap())),
         ["shared-hooks", dir] => shared_hooks(dir),
         ["idle", redis, webhooks, seconds] => idle(redis, webhooks.parse().unwrap(), seconds.parse().unwrap()),
         ["serve"] => serve(),

@@ -7,22 +7,29 @@
 set -euo pipefail
 BENCH=$1 OUT=$2
 EVENTS=${WORKERS_BENCH_EVENTS:-50000}
-for run in 1 2 3; do
-    dir="$OUT/workers-alone-$run" && rm -rf "$dir"
-    echo go | "$BENCH" disk-commit "$dir" "$EVENTS" | sed 's/"bench": *"disk-commit"/"bench":"disk-commit","impl":"alone"/'
-    dir="$OUT/workers-five-$run" && rm -rf "$dir" && mkdir -p "$dir"
-    pids=() fifos=()
-    for i in 1 2 3 4 5; do
-        fifo="$OUT/workers-go-$run-$i" && rm -f "$fifo" && mkfifo "$fifo" && fifos+=("$fifo")
-        "$BENCH" disk-commit "$dir" "$EVENTS" < "$fifo" \
-            | sed 's/"bench": *"disk-commit"/"bench":"disk-commit","impl":"five"/' &
-        pids+=($!)
+# commit_runs LABEL [RATE]: one process alone, then five together, three times; each admits
+# EVENTS as fast as it can, or RATE a second (a gateway worker's load, below saturation).
+commit_runs() {
+    local label=$1 rate=${2:-}
+    for run in 1 2 3; do
+        dir="$OUT/workers-$label-alone-$run" && rm -rf "$dir"
+        echo go | "$BENCH" disk-commit "$dir" "$EVENTS" $rate | sed "s/\"bench\": *\"disk-commit\"/\"bench\":\"disk-commit\",\"impl\":\"alone\",\"load\":\"$label\"/"
+        dir="$OUT/workers-$label-five-$run" && rm -rf "$dir" && mkdir -p "$dir"
+        pids=() fifos=()
+        for i in 1 2 3 4 5; do
+            fifo="$OUT/workers-go-$run-$i" && rm -f "$fifo" && mkfifo "$fifo" && fifos+=("$fifo")
+            "$BENCH" disk-commit "$dir" "$EVENTS" $rate < "$fifo" \
+                | sed "s/\"bench\": *\"disk-commit\"/\"bench\":\"disk-commit\",\"impl\":\"five\",\"load\":\"$label\"/" &
+            pids+=($!)
+        done
+        # A fifo per process, opened by the shell only now: all five start together.
+        for fifo in "${fifos[@]}"; do echo go > "$fifo" & done
+        wait "${pids[@]}"
+        rm -f "${fifos[@]}"
     done
-    # A fifo per process, opened by the shell only now: all five start together.
-    for fifo in "${fifos[@]}"; do echo go > "$fifo" & done
-    wait "${pids[@]}"
-    rm -f "${fifos[@]}"
-done
+}
+commit_runs flat
+commit_runs paced 10000
 "$BENCH" shared-hooks "$OUT/workers-shared"
 # An idle replica on a Redis outbox (5 webhooks): the Redis commands it sends per second,
 # counted by the server between 5 s and 25 s after it started (its start-up excluded).
