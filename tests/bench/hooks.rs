@@ -19,6 +19,8 @@
 //! - `idle REDIS_URL WEBHOOKS SECONDS`: an engine with WEBHOOKS webhooks on a Redis outbox
 //!   (default `claim_after`), doing nothing for SECONDS (`tests/bench/workers.sh` counts the
 //!   Redis commands it sends meanwhile).
+//! - `idle-groups N SECONDS`: opens N digest groups, lets them sit idle for SECONDS, and
+//!   reports the process's CPU time meanwhile (the digest timer's cost over idle groups).
 //! - `serve`: starts the same receivers, prints their URLs as JSON, serves until stdin closes
 //!   (so the Python benchmark measures against receivers in another process).
 //!
@@ -491,6 +493,42 @@ fn shared_hooks(dir: &str) {
     let _ = team.close(Duration::ZERO);
 }
 
+/// CPU seconds this process has used so far (user + system).
+fn cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let time = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// The digest timer's CPU over `n` idle groups (see the module doc).
+fn idle_groups(n: usize, seconds: u64) {
+    let config = format!(
+        r#"{{"queue_capacity": 1000000, "webhooks": [{{"url": "http://127.0.0.1:{}/", "events": ["tool_error"],
+            "digest": {{"group_by": ["user"], "group_wait": "1h", "resolve_after": "1h", "max_groups": 1000000, "samples": 0}}}}]}}"#,
+        dead_port()
+    );
+    let notifier = Notifier::from_config_text(&config, None).unwrap();
+    for i in 0..n {
+        let context = json!({"request_id": format!("r{i}"), "user": format!("user-{i}")});
+        notifier.notify(Event::ToolError, &context, None, None).unwrap();
+    }
+    assert!(notifier.flush(Duration::from_secs(120)));
+    std::thread::sleep(Duration::from_secs(1)); // the tick after the last event has looked
+    let (cpu, start) = (cpu_seconds(), Instant::now());
+    std::thread::sleep(Duration::from_secs(seconds));
+    let share = (cpu_seconds() - cpu) / start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"bench": "idle-groups", "groups": notifier.stats().webhooks[0].groups, "seconds": seconds, "cpu_share": share})
+    );
+    let _ = notifier.close(Duration::ZERO);
+}
+
 /// An idle engine on a Redis outbox (see the module doc).
 fn idle(redis: &str, webhooks: usize, seconds: u64) {
     let hooks: Vec<String> = (0..webhooks)
@@ -519,7 +557,8 @@ fn main() {
         ["disk-commit", dir, n, rate] => disk_commit(dir, n.parse().unwrap(), Some(rate.parse().unwrap())),
         ["shared-hooks", dir] => shared_hooks(dir),
         ["idle", redis, webhooks, seconds] => idle(redis, webhooks.parse().unwrap(), seconds.parse().unwrap()),
+        ["idle-groups", n, seconds] => idle_groups(n.parse().unwrap(), seconds.parse().unwrap()),
         ["serve"] => serve(),
-        _ => eprintln!("usage: hooks | alerting | digest-hooks REDIS_URL | throughput URL N | bare-reqwest URL N | memory N CAPACITY | disk-commit DIR N | shared-hooks DIR | idle REDIS_URL WEBHOOKS SECONDS | serve"),
+        _ => eprintln!("usage: hooks | alerting | digest-hooks REDIS_URL | throughput URL N | bare-reqwest URL N | memory N CAPACITY | disk-commit DIR N | shared-hooks DIR | idle REDIS_URL WEBHOOKS SECONDS | idle-groups N SECONDS | serve"),
     }
 }

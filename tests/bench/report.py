@@ -212,6 +212,17 @@ def workers_section(rows: list[dict]) -> list[str]:
     return out
 
 
+def idle_groups_section(rows: list[dict]) -> list[str]:
+    """The digest timer's CPU over idle groups."""
+    run = next((r for r in rows if r["bench"] == "idle-groups"), None)
+    if not run:
+        return []
+    return ["## Digest groups: idle CPU", "",
+            f"`hooks idle-groups`: {run['groups']:,} open digest groups (`group_wait`/`resolve_after` 1 h), then "
+            f"{run['seconds']} s with no event: the process used **{run['cpu_share'] * 100:.2f}%** of a core "
+            "(the timer looks at a digest's groups only when one may be due).", ""]
+
+
 def observer_section(rows: list[dict]) -> list[str]:
     """The violation observer's cost per plugin call when nothing is violated."""
     runs = [r for r in rows if r["bench"] == "observer"]
@@ -433,6 +444,7 @@ def main() -> None:
         out.append("")
     out += alerting_section(rows)
     out += fleet_section(rows)
+    out += idle_groups_section(rows)
     out += workers_section(rows)
     out += observer_section(rows)
     print("\n".join(out))

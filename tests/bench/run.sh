@@ -93,6 +93,7 @@ while [ ! -s "$OUT/receivers.json" ]; do sleep 0.1; done
 "$VENV/bin/python" tests/bench/alerting_bench.py "$FAST" | tee -a "$RESULTS"
 for _ in 1 2 3; do "$VENV/bin/python" tests/bench/observer_bench.py | tee -a "$RESULTS"; done
 bash tests/bench/workers.sh "$BENCH" "$OUT" | tee -a "$RESULTS"
+"$BENCH" idle-groups 200000 10 | tee -a "$RESULTS"
 exec 9>&-
 
 echo "== the disk outbox: hook cost and deliveries/s (same receivers, same nginx)"
