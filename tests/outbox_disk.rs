@@ -505,3 +505,28 @@ fn uncommitted_counts_every_admitted_delivery_not_yet_in_the_store() {
     });
     n.close(Duration::ZERO).ok();
 }
+
+#[test]
+fn a_delivery_resumed_after_a_restart_keeps_its_trace() {
+    let dir = tempdir("trace");
+    let port = dead_port();
+    let config = format!(
+        "shutdown_timeout: 1\noutbox: {{type: disk, path: '{}'}}\nwebhooks: [{{url: 'http://127.0.0.1:{port}/', events: [tool_success], retry_schedule: [2s, 1h], circuit_breaker: false}}]",
+        dir.display()
+    );
+    let first = Notifier::from_config_text(&config, None).unwrap();
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let context = json!({"request_id": "traced", "traceparent": format!("00-{trace}-b7ad6b7169203331-01"), "tracestate": "k=v"});
+    first.notify(Event::ToolSuccess, &context, None, None).unwrap();
+    wait_until("the first attempt failed", WAIT, || first.stats().retries >= 1);
+    first.close(Duration::from_secs(5)).unwrap();
+    drop(first);
+    disk::wait_let_go(&dir);
+    let rx = Receiver::start_on(port, |_| Reply::status(200));
+    let second = Notifier::from_config_text(&config, None).unwrap();
+    let got = rx.wait_for(1, WAIT).remove(0);
+    let parent = got.header("traceparent").unwrap();
+    assert!(parent.starts_with(&format!("00-{trace}-")), "{parent}");
+    assert_eq!(got.header("tracestate"), Some("k=v"));
+    second.close(Duration::ZERO).ok();
+}
