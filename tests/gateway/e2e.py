@@ -235,8 +235,9 @@ class Gateway:
             command = [str(Path(sys.executable).parent / "gunicorn"), "mcpgateway.main:app", "--preload",
                        "--worker-class", "uvicorn.workers.UvicornWorker", "--workers", str(workers),
                        "--bind", f"127.0.0.1:{self.port}", "--timeout", "120"]
+        # A session of its own: stop() signals the whole group (gunicorn's workers included).
         self.process = subprocess.Popen(command, env=self.env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
-                                        cwd=work)
+                                        cwd=work, start_new_session=True)
         deadline = time.monotonic() + 120
         while True:
             assert self.process.poll() is None, f"the gateway exited; see {self.log}"
@@ -282,12 +283,19 @@ class Gateway:
         return self.log.read_text(errors="replace").count("Loaded plugin: WebhookNotification")
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
+        """TERM to the gateway's process group, then KILL to whatever of it is left (a worker
+        that outlived its master would keep running after the test)."""
+        group = self.process.pid  # its own session: the group id is its pid
+        os.killpg(group, signal.SIGTERM)
         try:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            pass
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
 
 
 def calls_across_a_rebuild(gateway: Gateway, tool: str) -> tuple[list[float], int]:
