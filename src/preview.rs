@@ -1,6 +1,7 @@
 //! What a delivery of an event would look like, without sending it: for each subscribed,
 //! enabled webhook, the request headers (credentials masked) and the exact body — a digest
-//! webhook's as the message of a group of `count` such events. The CLI's `render` prints it;
+//! webhook's as the message of a group of `count` such events, a batching webhook's as a
+//! batch of `count` of them. The CLI's `render` prints it;
 //! its `send` then delivers for real; `check` measures format bodies against their channel.
 
 use serde::Serialize;
@@ -11,8 +12,8 @@ use crate::config::Config;
 use crate::engine::Digest;
 use crate::error::{Error, Result};
 use crate::events::{notification, Event};
-use crate::formats::{violations, Format};
-use crate::render::{default_body, request_headers, Job, Source, USER_AGENT};
+use crate::formats::violations;
+use crate::render::{batch_body, batch_element, default_body, request_headers, Job, Source, USER_AGENT};
 
 /// One webhook's request, as it would be sent.
 #[derive(Debug, Serialize)]
@@ -48,11 +49,18 @@ pub fn preview(
             Digest::preview(settings, &webhook.id, event, &vars, sample, count.max(1)).vars
         });
         let source = Source::of(config, webhook, event, false);
-        let body = source
+        let mut body = source
             .render(webhook, message.as_ref().unwrap_or(&vars), event, &id)
             .map_err(Error::Parse)?;
+        // A batching webhook's request: a batch of `count` such events.
+        let framed = webhook.batch.map(|_| count.clamp(1, 10_000) as u32);
+        if let Some(events) = framed {
+            let element = batch_element(webhook, body, &vars).map_err(Error::Parse)?;
+            let elements = std::iter::repeat_n(&element[..], events as usize);
+            body = batch_body(webhook, plugin_name, elements);
+        }
         let mut headers = vec![("user-agent".to_owned(), USER_AGENT.to_owned())];
-        for (name, value) in &request_headers(webhook, event, &id, &body, &trace, 0) {
+        for (name, value) in &request_headers(webhook, (event, framed), &id, &body, &trace, 0) {
             let shown = match value.is_sensitive() {
                 true => "***".to_owned(),
                 false => String::from_utf8_lossy(value.as_bytes()).into_owned(),
@@ -83,7 +91,7 @@ pub fn channel_warnings(config: &Config, plugin_name: &str) -> Vec<String> {
     let mut warnings = Vec::new();
     for (index, webhook) in config.webhooks.iter().enumerate() {
         let format = webhook.alerting.format;
-        if format == Format::Default {
+        if !format.is_channel() {
             continue;
         }
         for &event in &webhook.events {

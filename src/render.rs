@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::config::{Config, Webhook};
 use crate::events::{Context, Event};
-use crate::formats::{self, Format};
+use crate::formats::{self, batch, Format};
 use crate::matching::{group_key, group_of, Field};
 use crate::severity::Severities;
 use crate::template::Template;
@@ -116,8 +116,8 @@ impl<'a> Source<'a> {
         ) {
             (true, _, _) => Source::Template(Template::builtin()),
             (false, Some(template), _) => Source::Template(template),
-            (false, None, Format::Default) => Source::Template(Template::builtin()),
-            (false, None, format) => Source::Format(format),
+            (false, None, format) if format.is_channel() => Source::Format(format),
+            (false, None, _) => Source::Template(Template::builtin()),
         }
     }
 
@@ -167,12 +167,35 @@ fn dedup_key(webhook: &Webhook, vars: &Map<String, Value>) -> String {
     group_key(&webhook.id, &group_of(&fields, vars))
 }
 
+/// The element of one event in `webhook`'s batches (`body` unchanged for a webhook that
+/// does not batch).
+pub(crate) fn batch_element(
+    webhook: &Webhook,
+    body: Bytes,
+    vars: &Map<String, Value>,
+) -> Result<Bytes, String> {
+    match webhook.batch {
+        Some(_) => batch::element(webhook.alerting.format, body, vars),
+        None => Ok(body),
+    }
+}
+
+/// The request body of one of `webhook`'s batches of `elements`.
+pub(crate) fn batch_body<'a>(
+    webhook: &Webhook,
+    plugin_name: &str,
+    elements: impl Iterator<Item = &'a [u8]>,
+) -> Bytes {
+    batch::frame(webhook.alerting.format, plugin_name, elements)
+}
+
 /// The headers of one attempt (all but `User-Agent`, which the client adds): content type,
-/// event, delivery id, the W3C trace context of attempt number `attempt` (0-based), the
-/// webhook's static and credential headers, and its signature over `body` at the current time.
+/// event (a batch of `framed` events: its size instead), delivery id, the W3C trace context of
+/// attempt number `attempt` (0-based), the webhook's static and credential headers, and its
+/// signature over `body` at the current time.
 pub(crate) fn request_headers(
     webhook: &Webhook,
-    event: Event,
+    (event, framed): (Event, Option<u32>),
     id: &Uuid,
     body: &[u8],
     trace: &Trace,
@@ -184,11 +207,23 @@ pub(crate) fn request_headers(
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(
-        HeaderName::from_static("x-webhook-event"),
-        HeaderValue::from_static(event.name()),
-    );
+    match framed {
+        Some(events) => {
+            let content_type = batch::content_type(webhook.alerting.format);
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            headers.insert(
+                HeaderName::from_static("x-webhook-batch-size"),
+                HeaderValue::from(events),
+            );
+        }
+        None => {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(
+                HeaderName::from_static("x-webhook-event"),
+                HeaderValue::from_static(event.name()),
+            );
+        }
+    }
     headers.insert(
         HeaderName::from_static("x-webhook-delivery"),
         HeaderValue::from_str(&id).expect("a UUID is a header value"),

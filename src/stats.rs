@@ -86,6 +86,8 @@ pub struct WebhookStats {
     /// merged in Redis, one replica sends each message); false without a Redis outbox, or
     /// while cut off from it (this process then digests on its own).
     pub digest_shared: bool,
+    /// Batch requests delivered (a batching webhook; its other counters count events).
+    pub batches: u64,
     /// Status of the latest response, if any came back.
     pub last_status: Option<u16>,
     /// The latest failure, secret-free.
@@ -159,6 +161,7 @@ mod tests {
             groups: 0,
             digest_messages: 0,
             digest_shared: false,
+            batches: 0,
             last_status: None,
             last_error: None,
             latency_p50_ms: None,

@@ -47,13 +47,15 @@ type WebhookStats struct {
 	// turned away; BelowThreshold digest events that aged out before their group fired;
 	// Groups the digest groups open; DigestMessages the digest messages queued so far;
 	// DigestShared is true while the fleet digests the groups (a Redis outbox, reachable).
-	Filtered       uint64   `json:"filtered"`
-	BelowThreshold uint64   `json:"below_threshold"`
-	Groups         uint64   `json:"groups"`
-	DigestMessages uint64   `json:"digest_messages"`
-	DigestShared   bool     `json:"digest_shared"`
-	LastStatus     *int     `json:"last_status"`
-	LastError      *string  `json:"last_error"`
-	LatencyP50Ms   *float64 `json:"latency_p50_ms"`
-	LatencyP99Ms   *float64 `json:"latency_p99_ms"`
+	Filtered       uint64 `json:"filtered"`
+	BelowThreshold uint64 `json:"below_threshold"`
+	Groups         uint64 `json:"groups"`
+	DigestMessages uint64 `json:"digest_messages"`
+	DigestShared   bool   `json:"digest_shared"`
+	// Batches counts batch requests delivered (a batching webhook counts events elsewhere).
+	Batches      uint64   `json:"batches"`
+	LastStatus   *int     `json:"last_status"`
+	LastError    *string  `json:"last_error"`
+	LatencyP50Ms *float64 `json:"latency_p50_ms"`
+	LatencyP99Ms *float64 `json:"latency_p99_ms"`
 }

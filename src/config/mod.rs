@@ -7,6 +7,7 @@
 
 mod alerting;
 mod auth;
+mod batch;
 mod document;
 mod expand;
 mod fields;
@@ -31,6 +32,7 @@ use crate::template::Template;
 #[cfg(test)]
 pub use alerting::Threshold;
 pub use alerting::{Alerting, DigestSettings};
+pub use batch::BatchSettings;
 use fields::{compile, event_key, in_range, seconds};
 pub use outbox::{OutboxConfig, RedisOutbox};
 use schema::RawConfig;

@@ -92,6 +92,7 @@ pub(super) struct RawWebhook {
     pub(super) exclude: Option<BTreeMap<String, OneOrMany>>,
     pub(super) min_severity: Option<Severity>,
     pub(super) digest: Option<RawDigest>,
+    pub(super) batch: Option<RawBatch>,
 }
 
 impl RawWebhook {
@@ -125,6 +126,23 @@ pub(super) struct RawAlerting {
 pub(super) enum OneOrMany {
     One(String),
     Many(Vec<String>),
+}
+
+/// `batch` as written (see `batch::build`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBatch {
+    pub(super) max_events: Option<u64>,
+    pub(super) max_bytes: Option<RawSize>,
+    pub(super) max_wait: Option<RawDuration>,
+}
+
+/// A size: bytes, or text with a unit (`1MiB`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawSize {
+    Bytes(u64),
+    Text(String),
 }
 
 #[derive(Deserialize)]

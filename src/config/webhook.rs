@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::alerting::{self, Alerting};
 use super::auth::{header_name, header_value, sensitive_header};
+use super::batch::{self, BatchSettings};
 use super::expand;
 use super::fields::{in_range, seconds};
 use super::redact::redact;
@@ -57,6 +58,8 @@ pub struct Webhook {
     pub proxy: ProxySetting,
     /// Match, severity, digest and channel format (all optional).
     pub alerting: Alerting,
+    /// Many events per request (log and SIEM sinks), if set.
+    pub batch: Option<BatchSettings>,
 }
 
 /// A webhook's TLS material, read at load.
@@ -281,7 +284,11 @@ impl RawWebhook {
         network: &NetworkPolicy,
     ) -> Result<Webhook> {
         let field = |name: &str| format!("{at}.{name}");
-        let alerting = alerting::build(at, self.take_alerting())?;
+        let mut alerting = alerting::build(at, self.take_alerting())?;
+        let batch = batch::build(at, self.batch.take(), alerting.format, alerting.digest.is_some())?;
+        if batch.is_some() && alerting.format == Format::Default {
+            alerting.format = Format::Ndjson;
+        }
         let url = check_url(&field("url"), &self.url)?;
         if network.require_https && url.scheme() != "https" {
             return Err(Error::config(
@@ -366,6 +373,7 @@ impl RawWebhook {
             tls: self.tls.map(|t| t.build(&field("tls"))).transpose()?,
             proxy: proxy_of(&field("proxy"), self.proxy, network)?,
             alerting,
+            batch,
         })
     }
 }

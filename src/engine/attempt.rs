@@ -102,7 +102,7 @@ pub(crate) async fn attempt(
     };
     let headers = request_headers(
         webhook,
-        ticket.event,
+        (ticket.event, ticket.framed),
         &ticket.id,
         &ticket.body,
         trace,

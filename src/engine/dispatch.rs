@@ -21,7 +21,7 @@ use super::ledger::Ticket;
 use super::queue::Next;
 use crate::events::{Context, Event};
 use crate::metrics::Outcome;
-use crate::render::{object, Job};
+use crate::render::{batch_body, object, Job};
 use crate::store::DeadLetter;
 
 /// What the dispatchers of one engine share: the intake (config, queues, ledger, wakers,
@@ -79,9 +79,27 @@ impl Dispatch {
         );
     }
 
-    /// Ends `ticket` as failed for good and keeps it as a dead letter.
+    /// One delivery of a batching webhook's `tickets` (from [`Queue::next_batch`]): a
+    /// whole one as it is, else a batch framing their elements.
+    ///
+    /// [`Queue::next_batch`]: super::queue::Queue::next_batch
+    fn batch(&self, mut tickets: Vec<Ticket>) -> Ticket {
+        if tickets.len() == 1 && tickets[0].is_whole() {
+            return tickets.pop().expect("one ticket");
+        }
+        let webhook = &self.intake.config.webhooks[tickets[0].webhook];
+        let elements = tickets.iter().map(|t| &t.body[..]);
+        let body = batch_body(webhook, &self.intake.plugin_name, elements);
+        Ticket::batch(tickets, body)
+    }
+
+    /// Ends `ticket` as failed for good and keeps it as a dead letter (a batch: one letter
+    /// holding its events, which the store forgets).
     fn dead_letter(&self, ticket: Ticket, status: Option<u16>, error: String) {
         let webhook = &self.intake.config.webhooks[ticket.webhook];
+        if ticket.is_batch() {
+            self.intake.queue.ack(&ticket);
+        }
         let letter = DeadLetter {
             webhook: Some(ticket.webhook),
             webhook_id: webhook.id.clone(),
@@ -92,6 +110,7 @@ impl Dispatch {
             last_error: error.clone(),
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             body: ticket.body.clone(),
+            batch: ticket.framed,
         };
         let message = format!(
             "webhook {} ({}) {} delivery {} failed after {} attempts: {error}",
@@ -158,7 +177,18 @@ pub(crate) async fn run(engine: Arc<Dispatch>, index: usize) {
         if !intake.is(Lifecycle::Running) {
             continue;
         }
-        let ticket = match intake.queue.next_due(index, Instant::now()) {
+        let next = match &webhook.batch {
+            Some(limits) => match intake
+                .queue
+                .next_batch(index, Instant::now(), limits, intake.hurrying())
+            {
+                Next::Ready(tickets) => Next::Ready(engine.batch(tickets)),
+                Next::At(at) => Next::At(at),
+                Next::Empty => Next::Empty,
+            },
+            None => intake.queue.next_due(index, Instant::now()),
+        };
+        let ticket = match next {
             Next::Ready(ticket) => ticket,
             Next::At(due) => {
                 pause(&mut halt, waker, Some(due)).await;

@@ -24,7 +24,7 @@ use crate::config::{Alerting, Config};
 use crate::error::{Error, Result};
 use crate::events::{Context, Event};
 use crate::metrics::Outcome;
-use crate::render::{default_body, object, render_json, Job, Source};
+use crate::render::{batch_element, default_body, object, render_json, Job, Source};
 use crate::severity::Severity;
 use crate::trace::Trace;
 
@@ -68,6 +68,8 @@ pub(crate) struct Intake {
     /// Events admitted and not yet routed into the queues.
     unrouted: AtomicUsize,
     closed: AtomicBool,
+    /// Flushes waiting now: batches then leave without waiting for `max_wait`.
+    hurrying: AtomicUsize,
     /// The process generation the engine's tasks run in (see `runtime`).
     generation: u32,
     host_errors: AtomicU64,
@@ -112,6 +114,7 @@ impl Intake {
             admitting: AtomicUsize::new(0),
             unrouted: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            hurrying: AtomicUsize::new(0),
             generation: runtime::generation(),
             host_errors: AtomicU64::new(0),
             events: Default::default(),
@@ -233,12 +236,27 @@ impl Intake {
     /// closed check and its admission.
     pub fn close(&self) {
         self.closed.store(true, SeqCst);
+        self.wakers.iter().for_each(Notify::notify_one); // batches leave at once
         self.ledger.wait_for(None, || self.admitting.load(SeqCst) == 0);
     }
 
     /// Waits until every admitted event is routed, or `deadline` passes; false then.
     pub fn wait_routed(&self, deadline: Option<Instant>) -> bool {
         self.ledger.wait_for(deadline, || self.unrouted.load(SeqCst) == 0)
+    }
+
+    /// Makes batches leave at once (and wakes the dispatchers) until the guard is dropped:
+    /// for a flush, which waits for everything to be delivered.
+    pub fn hurry(&self) -> Hurry<'_> {
+        self.hurrying.fetch_add(1, SeqCst);
+        self.wakers.iter().for_each(Notify::notify_one);
+        Hurry(self)
+    }
+
+    /// Whether a batch should leave now rather than wait for more events (a flush or close
+    /// waits for it).
+    pub fn hurrying(&self) -> bool {
+        self.hurrying.load(SeqCst) > 0 || self.is_closed()
     }
 
     /// Whether `close` has begun.
@@ -337,6 +355,7 @@ impl Intake {
                     .clone(),
                 source => source.render(webhook, &vars, event, &ticket.id),
             };
+            let body = body.and_then(|body| batch_element(webhook, body, &vars));
             match body {
                 Ok(body) => {
                     ticket.body = body;
@@ -479,6 +498,15 @@ impl Intake {
         let mut job = Job::new(Event::PluginError, context, object(metadata), None);
         job.builtin_template = true;
         let _ = self.admit(job, None);
+    }
+}
+
+/// A flush under way (see [`Intake::hurry`]).
+pub(crate) struct Hurry<'a>(&'a Intake);
+
+impl Drop for Hurry<'_> {
+    fn drop(&mut self) {
+        self.0.hurrying.fetch_sub(1, SeqCst);
     }
 }
 

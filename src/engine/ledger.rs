@@ -135,6 +135,12 @@ pub struct Ticket {
     /// Its event's W3C trace (shared by the event's deliveries); None for a replayed dead
     /// letter or a delivery stored before v4, whose attempts each start a fresh trace.
     pub trace: Option<std::sync::Arc<Trace>>,
+    /// Events its body frames when it is a whole batch (a batch, or a replayed batch dead
+    /// letter); None for one event's body.
+    pub framed: Option<u32>,
+    /// A batch's events (None for any other delivery): the batch is sent, retried and ended
+    /// as one delivery, and each member's end is counted when the batch ends.
+    members: Option<Vec<Ticket>>,
     ledger: std::sync::Arc<Ledger>,
     ended: bool,
     /// Kept by a durable outbox: if the process lets go of it unended (close), it waits there
@@ -156,10 +162,66 @@ impl Ticket {
             attempts: 0,
             first_attempt: None,
             trace: None,
+            framed: None,
+            members: None,
             ledger,
             ended: false,
             durable: false,
             group: None,
+        }
+    }
+
+    /// A batch of `members` (at least one, of one webhook) whose framed body is `body`: one
+    /// delivery with an id and a trace of its own, which takes no queue slot itself.
+    pub fn batch(members: Vec<Ticket>, body: Bytes) -> Self {
+        let first = &members[0];
+        Ticket {
+            webhook: first.webhook,
+            event: first.event,
+            id: Uuid::new_v4(),
+            body,
+            attempts: members.iter().map(|m| m.attempts).max().unwrap_or(0),
+            first_attempt: None,
+            trace: Some(std::sync::Arc::new(Trace::random())),
+            framed: Some(members.len() as u32),
+            ledger: std::sync::Arc::clone(&first.ledger),
+            ended: false,
+            durable: true,
+            group: None,
+            members: Some(members),
+        }
+    }
+
+    /// Whether it is a batch of events (see [`Ticket::batch`]).
+    pub fn is_batch(&self) -> bool {
+        self.members.is_some()
+    }
+
+    /// Whether its body is sent as it is, never framed with others (a batch, a replayed
+    /// batch dead letter).
+    pub fn is_whole(&self) -> bool {
+        self.framed.is_some()
+    }
+
+    /// What a store keeps of it: the batch's events, else itself.
+    pub fn records(&self) -> &[Ticket] {
+        self.members.as_deref().unwrap_or(std::slice::from_ref(self))
+    }
+
+    /// The batch's events (empty for any other delivery), updated with the batch's attempts.
+    pub fn members_mut(&mut self) -> &mut [Ticket] {
+        let attempts = self.attempts;
+        let members = self.members.as_deref_mut().unwrap_or_default();
+        members.iter_mut().for_each(|m| m.attempts = attempts);
+        members
+    }
+
+    /// Ends a batch's members with `end` (each one counted); empty for any other delivery.
+    fn end_members(&mut self, mut end: impl FnMut(Ticket)) {
+        let first_attempt = self.first_attempt;
+        for mut member in self.members.as_mut().map(std::mem::take).unwrap_or_default() {
+            member.first_attempt = first_attempt;
+            end(member);
         }
     }
 
@@ -179,20 +241,29 @@ impl Ticket {
         &self.ledger.counters[self.webhook]
     }
 
-    /// Ends it as delivered with `status`.
+    /// Ends it as delivered with `status` (a batch: each of its events, and one batch).
     pub fn delivered(mut self, status: u16) {
+        self.ended = true;
+        if self.members.is_some() {
+            self.counters().batch_delivered();
+            return self.end_members(|member| member.delivered(status));
+        }
         let latency = self.first_attempt.map_or(Duration::ZERO, |t| t.elapsed());
         self.counters().delivered(status, latency);
         self.counters()
             .metrics
             .ended(self.event, Outcome::Delivered, Some(latency));
-        self.ended = true;
     }
 
     /// Ends it as failed for good; returns how many deliveries of the webhook have now
     /// failed in a row (for paced warnings).
     pub fn failed(mut self, status: Option<u16>, error: String) -> u64 {
         self.ended = true;
+        if self.members.is_some() {
+            let mut streak = 0;
+            self.end_members(|member| streak = member.failed(status, error.clone()));
+            return streak;
+        }
         let took = self.first_attempt.map(|t| t.elapsed());
         self.counters().metrics.ended(self.event, Outcome::Failed, took);
         self.counters().failed(status, error)
@@ -201,6 +272,9 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        if self.members.is_some() {
+            return; // a batch takes no slot; its members (if any are left) count themselves
+        }
         if !self.ended && !self.durable {
             self.counters().dropped(1);
             self.counters().metrics.ended(self.event, Outcome::Dropped, None);
@@ -248,6 +322,8 @@ pub struct WebhookCounters {
     digest_messages: AtomicU64,
     /// Whether its digest groups are the fleet's now (see `stats::WebhookStats`).
     digest_shared: AtomicBool,
+    /// Batch requests delivered.
+    batches: AtomicU64,
     /// Events admitted and not yet routed through the alerting stage (see [`Routing`]).
     routing: AtomicU64,
     /// Failures since the last success (reset by a delivery); paces failure logging.
@@ -310,6 +386,11 @@ impl WebhookCounters {
     /// Events aged out of a threshold's window unfired.
     pub fn below_threshold(&self, count: u64) {
         self.below_threshold.fetch_add(count, Relaxed);
+    }
+
+    /// A batch request was delivered.
+    pub fn batch_delivered(&self) {
+        self.batches.fetch_add(1, Relaxed);
     }
 
     /// A digest message was queued.
@@ -389,6 +470,7 @@ impl WebhookCounters {
             groups: self.groups(),
             digest_messages: self.digest_messages.load(Relaxed),
             digest_shared: self.digest_shared.load(Relaxed),
+            batches: self.batches.load(Relaxed),
             last_status: last.status,
             last_error: last.error.clone(),
             latency_p50_ms: percentile(&sorted, 0.50),

@@ -179,7 +179,8 @@ impl Engine {
                 continue;
             }
             let ledger = Arc::clone(&intake.ledger);
-            let ticket = Ticket::new(ledger, index, letter.event, letter.delivery_id, letter.body);
+            let mut ticket = Ticket::new(ledger, index, letter.event, letter.delivery_id, letter.body);
+            ticket.framed = letter.batch;
             intake.requeue(ticket, None);
             replayed += 1;
         }
@@ -210,6 +211,8 @@ impl Engine {
         if !intake.wait_routed(deadline) {
             return false;
         }
+        // Batches leave at once from here on, with what was admitted before the flush.
+        let _hurry = intake.hurry();
         intake.send_digests_now(false, None);
         intake.ledger.wait_idle(deadline)
     }
@@ -440,6 +443,7 @@ fn resume(intake: &Intake, resumed: Vec<Resumed>) {
                 last_error: "no loaded config has its webhook after outbox.orphan_after".into(),
                 time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
                 body: r.body,
+                batch: r.batch,
             };
             intake.queue.dead_letter(letter);
             continue;
@@ -451,6 +455,7 @@ fn resume(intake: &Intake, resumed: Vec<Resumed>) {
         ticket.mark_durable();
         ticket.attempts = r.attempts;
         ticket.trace = r.trace.map(Arc::new);
+        ticket.framed = r.batch;
         intake.requeue(ticket, Some(r.due));
         resumed_count += 1;
     }

@@ -11,14 +11,15 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use super::ledger::Ticket;
+use crate::config::BatchSettings;
 use crate::stats::OutboxStatus;
 use crate::store::journal::{Journal, Pending, Released};
 use crate::store::{Claimed, DeadLetter, Resumed};
 
 /// What a webhook's dispatcher should do next.
-pub(crate) enum Next {
-    /// Attempt this delivery now.
-    Ready(Ticket),
+pub(crate) enum Next<T = Ticket> {
+    /// Attempt this delivery (or send this batch) now.
+    Ready(T),
     /// Nothing is due before this instant.
     At(Instant),
     /// Nothing is queued.
@@ -54,6 +55,51 @@ struct Lane {
     ready: VecDeque<Ticket>,
     delayed: BinaryHeap<Reverse<Delayed>>,
     seq: u64,
+    /// Bytes of the bodies in `ready` (a batch leaves once it holds `max_bytes`).
+    ready_bytes: usize,
+    /// Since when `ready` has not been empty (a batch leaves `max_wait` after).
+    ready_since: Option<Instant>,
+}
+
+impl Lane {
+    fn push_back(&mut self, ticket: Ticket) {
+        self.opened();
+        self.ready_bytes += ticket.body.len();
+        self.ready.push_back(ticket);
+    }
+
+    fn push_front(&mut self, ticket: Ticket) {
+        self.opened();
+        self.ready_bytes += ticket.body.len();
+        self.ready.push_front(ticket);
+    }
+
+    fn opened(&mut self) {
+        if self.ready.is_empty() {
+            self.ready_since = Some(Instant::now());
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Ticket> {
+        let ticket = self.ready.pop_front()?;
+        self.ready_bytes -= ticket.body.len();
+        if self.ready.is_empty() {
+            self.ready_since = None;
+        }
+        Some(ticket)
+    }
+
+    /// The retry due first, if it is due at `now`.
+    fn due_retry(&self, now: Instant) -> Option<&Ticket> {
+        self.delayed
+            .peek()
+            .filter(|d| d.0.due <= now)
+            .map(|d| &d.0.ticket)
+    }
+
+    fn pop_retry(&mut self) -> Ticket {
+        self.delayed.pop().expect("peeked").0.ticket
+    }
 }
 
 /// The queues and dead letters of one engine, and its journal when the outbox is durable.
@@ -95,10 +141,15 @@ impl Queue {
         &self.dead_per_webhook[webhook.map_or(last, |w| w.min(last))]
     }
 
-    /// Journals `ticket` as pending, due at `due` (a durable outbox), and marks it durable.
+    /// Journals `ticket` as pending, due at `due` (a durable outbox), and marks it durable;
+    /// a batch's retry journals each of its events with the batch's attempts.
     fn journal_pending(&self, ticket: &mut Ticket, due: Instant, new: bool) {
         let Some(journal) = &self.journal else { return };
-        if journal.pending(pending(ticket, due, new)) {
+        if ticket.is_batch() {
+            for member in ticket.members_mut() {
+                journal.pending(pending(member, due, false));
+            }
+        } else if journal.pending(pending(ticket, due, new)) {
             ticket.mark_durable();
         }
     }
@@ -106,12 +157,12 @@ impl Queue {
     /// Queues a new delivery, due now.
     pub fn push(&self, mut ticket: Ticket) {
         self.journal_pending(&mut ticket, Instant::now(), true);
-        self.lane(ticket.webhook).ready.push_back(ticket);
+        self.lane(ticket.webhook).push_back(ticket);
     }
 
     /// Returns a delivery the dispatcher took but may not send yet; it goes first.
     pub fn push_front(&self, ticket: Ticket) {
-        self.lane(ticket.webhook).ready.push_front(ticket);
+        self.lane(ticket.webhook).push_front(ticket);
     }
 
     /// Queues a retry, due at `due`.
@@ -137,26 +188,83 @@ impl Queue {
         let mut lane = self.lane(webhook);
         let retry_due = lane.delayed.peek().map(|d| d.0.due);
         match retry_due {
-            Some(due) if due <= now => Next::Ready(lane.delayed.pop().expect("peeked").0.ticket),
-            _ => match lane.ready.pop_front() {
+            Some(due) if due <= now => Next::Ready(lane.pop_retry()),
+            _ => match lane.pop_front() {
                 Some(ticket) => Next::Ready(ticket),
                 None => retry_due.map_or(Next::Empty, Next::At),
             },
         }
     }
 
+    /// The next batch of a batching `webhook` at `now` (a whole delivery — a batch's retry, a
+    /// replayed batch — alone), or when one will be due: events wait until `limits` are
+    /// reached, a retry of one of them is due, or the first has waited `max_wait`; `hurry`
+    /// (a flush or close waits) sends what there is at once. An event larger than
+    /// `max_bytes` goes alone.
+    pub fn next_batch(
+        &self,
+        webhook: usize,
+        now: Instant,
+        limits: &BatchSettings,
+        hurry: bool,
+    ) -> Next<Vec<Ticket>> {
+        let mut lane = self.lane(webhook);
+        if lane.due_retry(now).is_some_and(Ticket::is_whole) {
+            return Next::Ready(vec![lane.pop_retry()]);
+        }
+        if lane.ready.front().is_some_and(Ticket::is_whole) {
+            return Next::Ready(lane.pop_front().into_iter().collect());
+        }
+        let full = lane.ready.len() >= limits.max_events || lane.ready_bytes >= limits.max_bytes;
+        let waited = lane.ready_since.map(|since| since + limits.max_wait);
+        let send = full || lane.due_retry(now).is_some() || (hurry && !lane.ready.is_empty());
+        if !send && waited.is_none_or(|at| at > now) {
+            let retry_due = lane.delayed.peek().map(|d| d.0.due);
+            return match (waited, retry_due) {
+                (Some(a), Some(b)) => Next::At(a.min(b)),
+                (Some(at), None) | (None, Some(at)) => Next::At(at),
+                (None, None) => Next::Empty,
+            };
+        }
+        let (mut batch, mut bytes) = (Vec::new(), 0);
+        while batch.len() < limits.max_events {
+            let retry = lane.due_retry(now).filter(|t| !t.is_whole()).is_some();
+            let next = match retry {
+                true => lane.due_retry(now),
+                false => lane.ready.front().filter(|t| !t.is_whole()),
+            };
+            let Some(size) = next.map(|t| t.body.len()) else {
+                break;
+            };
+            if !batch.is_empty() && bytes + size > limits.max_bytes {
+                break;
+            }
+            bytes += size;
+            batch.extend(match retry {
+                true => Some(lane.pop_retry()),
+                false => lane.pop_front(),
+            });
+        }
+        if !lane.ready.is_empty() {
+            lane.ready_since = Some(now); // what is left starts the next batch
+        }
+        Next::Ready(batch)
+    }
+
     /// Takes every queued delivery of `webhook` (abandoned at close).
     pub fn drain(&self, webhook: usize) -> Vec<Ticket> {
         let mut lane = self.lane(webhook);
         let mut tickets: Vec<Ticket> = lane.ready.drain(..).collect();
+        (lane.ready_bytes, lane.ready_since) = (0, None);
         tickets.extend(lane.delayed.drain().map(|d| d.0.ticket));
         tickets
     }
 
-    /// A delivery succeeded: the store forgets it.
+    /// A delivery (a batch: each of its events) succeeded or ended as a dead letter: the
+    /// store forgets it.
     pub fn ack(&self, ticket: &Ticket) {
         if let Some(journal) = &self.journal {
-            journal.ended(ticket.id);
+            ticket.records().iter().for_each(|r| journal.ended(r.id));
         }
     }
 
@@ -306,7 +414,9 @@ impl Queue {
             let ready = lane.ready.iter().map(|ticket| (ticket, now));
             let delayed = lane.delayed.iter().map(|d| (&d.0.ticket, d.0.due));
             for (ticket, due) in ready.chain(delayed) {
-                journal.pending(pending(ticket, due, false));
+                for record in ticket.records() {
+                    journal.pending(pending(record, due, false));
+                }
             }
         }
     }
@@ -334,6 +444,7 @@ fn pending(ticket: &Ticket, due: Instant, new: bool) -> Pending<'_> {
         due,
         body: &ticket.body,
         trace: ticket.trace.as_deref(),
+        batch: ticket.framed,
         new,
     }
 }

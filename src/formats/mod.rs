@@ -4,6 +4,7 @@
 //! limits: long text is cut with "…", never sent for the channel to refuse. [`violations`]
 //! checks a body against those limits (used by `check` for templates and by the tests).
 
+pub(crate) mod batch;
 mod discord;
 mod pagerduty;
 mod slack;
@@ -26,6 +27,14 @@ pub enum Format {
     Discord,
     #[serde(rename = "pagerduty")]
     PagerDuty,
+    /// Batches: one compact body per line (the default with `batch`).
+    Ndjson,
+    /// Batches: a JSON array of bodies.
+    JsonArray,
+    /// Batches: Splunk HTTP Event Collector events, concatenated.
+    SplunkHec,
+    /// Batches: an OTLP/HTTP JSON `LogsData`, one log record per event.
+    OtlpLogs,
 }
 
 impl Format {
@@ -37,7 +46,25 @@ impl Format {
             Format::Teams => "teams",
             Format::Discord => "discord",
             Format::PagerDuty => "pagerduty",
+            Format::Ndjson => "ndjson",
+            Format::JsonArray => "json_array",
+            Format::SplunkHec => "splunk_hec",
+            Format::OtlpLogs => "otlp_logs",
         }
+    }
+
+    /// Whether it frames batches of template bodies (log and SIEM sinks).
+    pub fn batches(self) -> bool {
+        matches!(
+            self,
+            Format::Ndjson | Format::JsonArray | Format::SplunkHec | Format::OtlpLogs
+        )
+    }
+
+    /// Whether it is a channel's own body (Slack, Teams, Discord, PagerDuty), built
+    /// without templates.
+    pub fn is_channel(self) -> bool {
+        self != Format::Default && !self.batches()
     }
 
     /// Whether a group that closes after `resolve_after` sends a resolve message.
@@ -46,28 +73,32 @@ impl Format {
     }
 }
 
-/// The body of one message in `format` (None for `Default`, which the templates render):
+/// The body of one message in `format` (None unless a channel format: the templates render
+/// the others):
 /// `vars` are the event's template variables, with `digest` when it is a digest message;
 /// `routing_key` is PagerDuty's and `dedup_key` the alert's stable key.
 pub fn body(format: Format, vars: &Map<String, Value>, routing_key: &str, dedup_key: &str) -> Option<Value> {
     let alert = Alert::of(vars);
+    if !format.is_channel() {
+        return None;
+    }
     Some(match format {
-        Format::Default => return None,
         Format::Slack => slack::body(&alert),
         Format::Teams => teams::body(&alert),
         Format::Discord => discord::body(&alert),
         Format::PagerDuty => pagerduty::body(&alert, routing_key, dedup_key),
+        _ => unreachable!("checked to be a channel format"),
     })
 }
 
 /// Where `body` exceeds `format`'s limits (empty when it fits).
 pub fn violations(format: Format, body: &Value) -> Vec<String> {
     match format {
-        Format::Default => Vec::new(),
         Format::Slack => slack::violations(body),
         Format::Teams => teams::violations(body),
         Format::Discord => discord::violations(body),
         Format::PagerDuty => pagerduty::violations(body),
+        _ => Vec::new(),
     }
 }
 

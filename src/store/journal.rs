@@ -30,6 +30,8 @@ pub(crate) struct Pending<'a> {
     pub due: Instant,
     pub body: &'a Bytes,
     pub trace: Option<&'a Trace>,
+    /// Events its body frames when it is a whole batch.
+    pub batch: Option<u32>,
     /// Not yet in the store (a new delivery, not a retry).
     pub new: bool,
 }
@@ -104,6 +106,7 @@ impl Journal {
             body: String::from_utf8_lossy(delivery.body).into_owned(),
             trace: delivery.trace.cloned(),
             url: Some(self.urls[delivery.webhook].clone()),
+            batch: delivery.batch,
         };
         let value = serde_json::to_vec(&record).expect("a record serialises");
         let mut changes = self.changes();
@@ -514,6 +517,7 @@ mod tests {
                     due: Instant::now(),
                     body: &body,
                     trace: None,
+                    batch: None,
                     new,
                 };
                 assert!(journal.pending(pending(0, true)));

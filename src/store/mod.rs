@@ -40,6 +40,10 @@ pub(crate) struct Record {
     /// a delivery is resumed only by an engine with that webhook id for that URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Events its body frames when it is a whole batch (a replayed batch dead letter); None
+    /// for one event's body (v4; absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
 }
 
 impl Record {
@@ -53,6 +57,7 @@ impl Record {
             due: instant_of(self.due_ms),
             body: Bytes::from(self.body),
             trace: self.trace,
+            batch: self.batch,
         }
     }
 }
@@ -67,6 +72,8 @@ pub(crate) struct Resumed {
     pub due: Instant,
     pub body: Bytes,
     pub trace: Option<Trace>,
+    /// Events its body frames when it is a whole batch (see [`Record::batch`]).
+    pub batch: Option<u32>,
 }
 
 /// A delivery that failed for good (a non-retryable answer, or retries exhausted).
@@ -85,6 +92,8 @@ pub struct DeadLetter {
     pub time: String,
     /// The body that was sent: the event's variables as the template rendered them.
     pub body: Bytes,
+    /// Events the body holds when it is a batch (one dead letter for the whole batch).
+    pub batch: Option<u32>,
 }
 
 /// A dead letter as hosts see it (stats-like JSON; the body as a JSON value).
@@ -98,6 +107,9 @@ pub struct DeadLetterView {
     pub last_error: String,
     pub time: String,
     pub body: Value,
+    /// Events the body holds when it is a batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_events: Option<u32>,
 }
 
 impl DeadLetter {
@@ -111,7 +123,9 @@ impl DeadLetter {
             last_status: self.last_status,
             last_error: self.last_error.clone(),
             time: self.time.clone(),
-            body: serde_json::from_slice(&self.body).unwrap_or(Value::Null),
+            body: serde_json::from_slice(&self.body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.body).into_owned())),
+            batch_events: self.batch,
         }
     }
 }
@@ -131,6 +145,10 @@ pub(crate) struct DeadRecord {
     /// Its webhook's URL fingerprint (see [`Record::url`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Events its body frames when it is a whole batch (a replayed batch dead letter); None
+    /// for one event's body (v4; absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
 }
 
 impl DeadRecord {
@@ -146,6 +164,7 @@ impl DeadRecord {
             time: time.to_owned(),
             body: record.body.clone(),
             url: record.url.clone(),
+            batch: record.batch,
         }
     }
 
@@ -161,6 +180,7 @@ impl DeadRecord {
             time: letter.time.clone(),
             body: String::from_utf8_lossy(&letter.body).into_owned(),
             url: None,
+            batch: letter.batch,
         }
     }
 
@@ -176,6 +196,7 @@ impl DeadRecord {
             last_error: self.last_error,
             time: self.time,
             body: Bytes::from(self.body),
+            batch: self.batch,
         }
     }
 }

@@ -1,0 +1,123 @@
+//! Batch framing for log and SIEM sinks (DESIGN "Batches"). Each event's rendered body
+//! becomes one *element* when the event is rendered (so a stored delivery keeps it whole):
+//! `ndjson` the compact body, `json_array` the body, `splunk_hec` a HEC event object,
+//! `otlp_logs` an OTLP log record. A batch's request body frames its elements.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::{json, Map, Value};
+
+use super::Format;
+
+/// The library's name as sinks see it (Splunk `source`, the OTLP scope).
+const SOURCE: &str = "webhook-notification";
+
+/// The element of one event in `format`'s batches: `body` is the event's rendered JSON,
+/// `vars` its template variables.
+pub fn element(format: Format, body: Bytes, vars: &Map<String, Value>) -> Result<Bytes, String> {
+    let parsed = || serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string());
+    match format {
+        // Template values are encoded compactly: only the template's own layout can hold a
+        // line break, and then the body is written again on one line.
+        Format::Ndjson if body.iter().any(|b| matches!(b, b'\n' | b'\r')) => {
+            Ok(Bytes::from(parsed()?.to_string()))
+        }
+        Format::SplunkHec => {
+            let (secs, nanos) = raised(vars);
+            let time = secs as f64 + f64::from(nanos / 1_000_000) / 1000.0;
+            let event = json!({"time": time, "host": text(vars, "plugin_name"), "source": SOURCE,
+                "sourcetype": "_json", "event": parsed()?});
+            Ok(Bytes::from(event.to_string()))
+        }
+        Format::OtlpLogs => Ok(Bytes::from(log_record(&body, vars).to_string())),
+        _ => Ok(body),
+    }
+}
+
+/// The request body of a batch of `elements` in `format`; `plugin_name` names the service.
+pub fn frame<'a>(format: Format, plugin_name: &str, elements: impl Iterator<Item = &'a [u8]>) -> Bytes {
+    let (open, separator, close): (String, &[u8], &[u8]) = match format {
+        Format::Ndjson | Format::SplunkHec => (String::new(), b"\n", b"\n"),
+        Format::OtlpLogs => {
+            let resource = json!({"attributes": [attribute("service.name", plugin_name)]});
+            let scope = json!({"name": SOURCE, "version": env!("CARGO_PKG_VERSION")});
+            let open = format!(
+                r#"{{"resourceLogs":[{{"resource":{resource},"scopeLogs":[{{"scope":{scope},"logRecords":["#
+            );
+            (open, b",", b"]}]}]}")
+        }
+        _ => ("[".into(), b",", b"]"),
+    };
+    let mut body = BytesMut::from(open.as_bytes());
+    for (i, element) in elements.enumerate() {
+        if i > 0 {
+            body.put_slice(separator);
+        }
+        body.put_slice(element);
+    }
+    body.put_slice(close);
+    body.freeze()
+}
+
+/// The `Content-Type` of `format`'s batches.
+pub fn content_type(format: Format) -> &'static str {
+    match format {
+        Format::Ndjson => "application/x-ndjson",
+        _ => "application/json",
+    }
+}
+
+/// An OTLP log record of one event (OTLP/HTTP JSON encoding: 64-bit integers as strings,
+/// trace and span ids as hex).
+fn log_record(body: &[u8], vars: &Map<String, Value>) -> Value {
+    let (secs, nanos) = raised(vars);
+    let severity = text(vars, "severity");
+    let number = match severity {
+        "critical" => 21,
+        "error" => 17,
+        "warning" => 13,
+        _ => 9,
+    };
+    let attributes: Vec<Value> = [
+        ("event", "event"),
+        ("request_id", "request_id"),
+        ("user", "user"),
+        ("tenant_id", "tenant_id"),
+    ]
+    .into_iter()
+    .filter(|(_, var)| !text(vars, var).is_empty())
+    .map(|(key, var)| attribute(key, text(vars, var)))
+    .collect();
+    let mut record = json!({
+        "timeUnixNano": (u128::from(secs) * 1_000_000_000 + u128::from(nanos)).to_string(),
+        "severityNumber": number,
+        "severityText": severity,
+        "body": {"stringValue": String::from_utf8_lossy(body)},
+        "attributes": attributes,
+    });
+    for (key, var) in [("traceId", "trace_id"), ("spanId", "span_id")] {
+        if !text(vars, var).is_empty() {
+            record[key] = text(vars, var).into();
+        }
+    }
+    record
+}
+
+/// An OTLP string attribute.
+fn attribute(key: &str, value: &str) -> Value {
+    json!({"key": key, "value": {"stringValue": value}})
+}
+
+/// The string variable `name` ("" when absent or not a string).
+fn text<'a>(vars: &'a Map<String, Value>, name: &str) -> &'a str {
+    vars.get(name).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// When the event was raised (its `timestamp`, else now): seconds and nanoseconds since the
+/// Unix epoch.
+fn raised(vars: &Map<String, Value>) -> (u64, u32) {
+    let time = humantime::parse_rfc3339(text(vars, "timestamp")).unwrap_or_else(|_| SystemTime::now());
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    (since.as_secs(), since.subsec_nanos())
+}
