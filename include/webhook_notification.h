@@ -3,6 +3,7 @@
 #ifndef WEBHOOK_NOTIFICATION_H
 #define WEBHOOK_NOTIFICATION_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /**
@@ -114,6 +115,45 @@ int32_t webhook_plugin_invoke(WebhookPlugin *p,
                               const char *context_json,
                               char **result_json,
                               char **error);
+
+/**
+ * `webhook_plugin_invoke` without the result document, for hosts that only want the event:
+ * `*event_out` is the index of the event raised (see `webhook_event_name`), or -1 when the
+ * call raised none — a quiet pre-hook, or a hook no webhook takes.
+ *
+ * # Safety
+ * As for `webhook_plugin_invoke`; `event_out` is NULL or writable.
+ */
+int32_t webhook_plugin_invoke_event(WebhookPlugin *p,
+                                    const char *hook,
+                                    const char *payload_json,
+                                    const char *context_json,
+                                    int32_t *event_out,
+                                    char **error);
+
+/**
+ * Sets `*wanted` to whether some enabled webhook takes an event that a call of `hook` can
+ * raise. When none does, invoking that hook returns at once without reading its documents:
+ * a host may skip building them. The answer never changes for a handle (ask once per hook).
+ *
+ * # Safety
+ * `p` is a live handle; `hook` NUL-terminated; `wanted` and `error` NULL or writable.
+ */
+int32_t webhook_plugin_wants_hook(const WebhookPlugin *p,
+                                  const char *hook,
+                                  bool *wanted,
+                                  char **error);
+
+/**
+ * The name of event `index` (`0..webhook_event_count()`, the order of DESIGN's event
+ * list), a static string; NULL for any other index.
+ */
+const char *webhook_event_name(int32_t index);
+
+/**
+ * How many events there are (see `webhook_event_name`).
+ */
+int32_t webhook_event_count(void);
 
 /**
  * Raises `event` (e.g. `rate_limit_exceeded`) directly. `violation_json` (nullable) replaces

@@ -110,6 +110,38 @@ impl Hook {
         (key, payload.get(field).cloned().unwrap_or(Value::Null))
     }
 
+    /// The events a call of this hook can raise: a violation's, and its own outcome.
+    pub fn events(self) -> &'static [Event] {
+        use Event::*;
+        match self {
+            Hook::ToolPostInvoke => &[
+                Violation,
+                RateLimitExceeded,
+                PiiDetected,
+                HarmfulContent,
+                ToolSuccess,
+                ToolError,
+            ],
+            Hook::PromptPostFetch => &[
+                Violation,
+                RateLimitExceeded,
+                PiiDetected,
+                HarmfulContent,
+                PromptSuccess,
+            ],
+            Hook::ResourcePostFetch => &[
+                Violation,
+                RateLimitExceeded,
+                PiiDetected,
+                HarmfulContent,
+                ResourceSuccess,
+            ],
+            Hook::ToolPreInvoke | Hook::PromptPreFetch | Hook::ResourcePreFetch => {
+                &[Violation, RateLimitExceeded, PiiDetected, HarmfulContent]
+            }
+        }
+    }
+
     /// The payload field naming the hook's subject: `name`, `prompt_id` or `uri`.
     pub fn subject_field(self) -> &'static str {
         match self {

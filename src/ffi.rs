@@ -12,6 +12,7 @@
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -20,7 +21,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::events::{parse_document, plugin_result, Event, Hook};
 use crate::logging;
-use crate::notifier::Notifier;
+use crate::notifier::{Notifier, Submission};
 
 /// Version of this C API; bumped on any breaking change (a function removed, renamed or
 /// re-typed, or a changed meaning). New status codes added at the end are not breaking.
@@ -163,22 +164,14 @@ pub unsafe extern "C" fn webhook_plugin_invoke(
     error: *mut *mut c_char,
 ) -> i32 {
     boundary(error, || {
-        // SAFETY: `result_json` is NULL or writable, `p` a live handle, and the strings NULL
-        // or NUL-terminated for the duration of the call (the caller's contract).
-        let (plugin, hook, payload, context) = unsafe {
+        // SAFETY: `result_json` is NULL or writable (the caller's contract).
+        unsafe {
             if !result_json.is_null() {
                 *result_json = ptr::null_mut();
             }
-            (
-                plugin(p)?,
-                required_str(hook, "hook")?,
-                required_str(payload_json, "payload_json")?,
-                optional_json(context_json, "context_json")?,
-            )
-        };
-        let hook = Hook::from_name(hook)?;
-        let payload = parse_document(Some(payload), "payload_json")?;
-        let submission = plugin.notifier.invoke(hook, payload, &context)?;
+        }
+        // SAFETY: the caller's contract.
+        let submission = unsafe { invoke_call(p, hook, payload_json, context_json) }?;
         if !result_json.is_null() {
             let result = c_string(plugin_result(submission.event, submission.queued));
             // SAFETY: checked non-NULL above; writable by the caller's contract.
@@ -186,6 +179,108 @@ pub unsafe extern "C" fn webhook_plugin_invoke(
         }
         Ok(())
     })
+}
+
+/// `webhook_plugin_invoke` without the result document, for hosts that only want the event:
+/// `*event_out` is the index of the event raised (see `webhook_event_name`), or -1 when the
+/// call raised none — a quiet pre-hook, or a hook no webhook takes.
+///
+/// # Safety
+/// As for `webhook_plugin_invoke`; `event_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn webhook_plugin_invoke_event(
+    p: *mut WebhookPlugin,
+    hook: *const c_char,
+    payload_json: *const c_char,
+    context_json: *const c_char,
+    event_out: *mut i32,
+    error: *mut *mut c_char,
+) -> i32 {
+    boundary(error, || {
+        // SAFETY: the caller's contract.
+        let submission = unsafe { invoke_call(p, hook, payload_json, context_json) }?;
+        if !event_out.is_null() {
+            // SAFETY: checked non-NULL; writable by the caller's contract.
+            unsafe { *event_out = submission.event.map_or(-1, |e| e as i32) };
+        }
+        Ok(())
+    })
+}
+
+/// One hook call: a hook no webhook takes is answered before its documents are read.
+///
+/// # Safety
+/// As for `webhook_plugin_invoke`.
+unsafe fn invoke_call(
+    p: *mut WebhookPlugin,
+    hook: *const c_char,
+    payload_json: *const c_char,
+    context_json: *const c_char,
+) -> Result<Submission, Error> {
+    // SAFETY: `p` a live handle, `hook` NULL or NUL-terminated (the caller's contract).
+    let (plugin, hook) = unsafe { (plugin(p)?, Hook::from_name(required_str(hook, "hook")?)?) };
+    if payload_json.is_null() {
+        return Err(Error::InvalidArgument("`payload_json` is NULL".into()));
+    }
+    if !plugin.notifier.wants_hook(hook) {
+        return plugin.notifier.invoke(hook, Value::Null, &Value::Null);
+    }
+    // SAFETY: NULL or NUL-terminated for the duration of the call (the caller's contract).
+    let (payload, context) = unsafe {
+        (
+            required_str(payload_json, "payload_json")?,
+            optional_json(context_json, "context_json")?,
+        )
+    };
+    let payload = parse_document(Some(payload), "payload_json")?;
+    plugin.notifier.invoke(hook, payload, &context)
+}
+
+/// Sets `*wanted` to whether some enabled webhook takes an event that a call of `hook` can
+/// raise. When none does, invoking that hook returns at once without reading its documents:
+/// a host may skip building them. The answer never changes for a handle (ask once per hook).
+///
+/// # Safety
+/// `p` is a live handle; `hook` NUL-terminated; `wanted` and `error` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn webhook_plugin_wants_hook(
+    p: *const WebhookPlugin,
+    hook: *const c_char,
+    wanted: *mut bool,
+    error: *mut *mut c_char,
+) -> i32 {
+    boundary(error, || {
+        // SAFETY: the caller's contract; the handle is only read.
+        let (plugin, hook) = unsafe { (plugin(p.cast_mut())?, required_str(hook, "hook")?) };
+        let answer = plugin.notifier.wants_hook(Hook::from_name(hook)?);
+        if !wanted.is_null() {
+            // SAFETY: checked non-NULL; writable by the caller's contract.
+            unsafe { *wanted = answer };
+        }
+        Ok(())
+    })
+}
+
+/// The name of event `index` (`0..webhook_event_count()`, the order of DESIGN's event
+/// list), a static string; NULL for any other index.
+#[no_mangle]
+pub extern "C" fn webhook_event_name(index: i32) -> *const c_char {
+    static NAMES: LazyLock<Vec<CString>> = LazyLock::new(|| {
+        Event::ALL
+            .iter()
+            .map(|e| CString::new(e.name()).expect("event names hold no NUL"))
+            .collect()
+    });
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .map_or(ptr::null(), |name| name.as_ptr())
+}
+
+/// How many events there are (see `webhook_event_name`).
+#[no_mangle]
+pub extern "C" fn webhook_event_count() -> i32 {
+    Event::ALL.len() as i32
 }
 
 /// Raises `event` (e.g. `rate_limit_exceeded`) directly. `violation_json` (nullable) replaces

@@ -42,6 +42,14 @@ pub struct Submission {
     pub queued: bool,
 }
 
+impl Submission {
+    /// A call that raised no event (a quiet pre-hook, or a hook no webhook takes).
+    pub const NONE: Submission = Submission {
+        event: None,
+        queued: false,
+    };
+}
+
 impl Notifier {
     /// Starts a notifier with an engine of its own; `plugin_name` fills `{{plugin_name}}`.
     /// Fails only when a durable outbox cannot be opened (naming `outbox.path`).
@@ -70,17 +78,27 @@ impl Notifier {
     /// cpex PluginContext or bare global context (see [`Context::from_json`]). Never waits
     /// on the network.
     pub fn invoke(&self, hook: Hook, payload: Value, context: &Value) -> Result<Submission> {
+        if !self.wants_hook(hook) {
+            return self.invoke_in(hook, Value::Null, Context::default()); // nothing to read
+        }
         self.invoke_in(hook, payload, Context::from_json(context)?)
+    }
+
+    /// Whether some enabled webhook takes an event that a call of `hook` can raise. When none
+    /// does, a call is answered at once with no event, its payload and context unread: hosts
+    /// may skip building them (the Lua module asks once per hook).
+    pub fn wants_hook(&self, hook: Hook) -> bool {
+        self.engine.config().wants_hook(hook)
     }
 
     /// [`invoke`](Self::invoke) for hosts that read the context's fields themselves.
     pub fn invoke_in(&self, hook: Hook, payload: Value, context: Context) -> Result<Submission> {
         self.ensure_attached()?;
+        if !self.wants_hook(hook) {
+            return Ok(Submission::NONE);
+        }
         let Some((event, metadata)) = classify(hook, &payload, &context) else {
-            return Ok(Submission {
-                event: None,
-                queued: false,
-            });
+            return Ok(Submission::NONE);
         };
         let config = self.engine.config();
         let payload = config

@@ -51,6 +51,18 @@ int32_t webhook_plugin_invoke(WebhookPlugin *p,
                               const char *context_json,
                               char **result_json,
                               char **error);
+int32_t webhook_plugin_invoke_event(WebhookPlugin *p,
+                                    const char *hook,
+                                    const char *payload_json,
+                                    const char *context_json,
+                                    int32_t *event_out,
+                                    char **error);
+int32_t webhook_plugin_wants_hook(const WebhookPlugin *p,
+                                  const char *hook,
+                                  bool *wanted,
+                                  char **error);
+const char *webhook_event_name(int32_t index);
+int32_t webhook_event_count(void);
 int32_t webhook_plugin_notify(WebhookPlugin *p,
                               const char *event,
                               const char *context_json,
@@ -71,6 +83,9 @@ end
 local M = { _VERSION = "0.1.0" }
 
 local lib, load_error
+
+--- Event names by the index `webhook_plugin_invoke_event` reports (filled once loaded).
+local event_names = {}
 
 --- The shared library, loaded on first use (so `require` never fails for want of it).
 local function library()
@@ -102,6 +117,9 @@ local function library()
             local abi = tonumber(loaded.webhook_abi_version())
             if abi == tonumber(loaded.WEBHOOK_ABI_VERSION) then
                 lib = loaded
+                for i = 0, tonumber(lib.webhook_event_count()) - 1 do
+                    event_names[i] = ffi.string(lib.webhook_event_name(i))
+                end
                 return lib
             end
             reasons[#reasons + 1] = candidate .. " has ABI version " .. abi .. ", this module needs "
@@ -169,6 +187,24 @@ local function failure(status, err)
     return take_string(err[0]) or ("webhook-notification status " .. tonumber(status))
 end
 
+-- Out-parameters reused by every call: a Lua state runs one call at a time.
+local event_out, err_out = ffi.new("int32_t[1]"), ffi.new("char *[1]")
+
+--- Whether some webhook of `handle` takes an event a call of `hook` can raise; nil and why
+--- for a hook name that is not one.
+local function wants(handle, hook)
+    local name, nerr = c_string(hook, "hook")
+    if not name then
+        return nil, nerr
+    end
+    local wanted = ffi.new("bool[1]")
+    local message = failure(lib.webhook_plugin_wants_hook(handle, name, wanted, err_out), err_out)
+    if message then
+        return nil, message
+    end
+    return wanted[0]
+end
+
 local Notifier = {}
 Notifier.__index = Notifier
 
@@ -216,7 +252,8 @@ local function open(constructor, config, plugin_name)
         end
         lib.webhook_plugin_free(p)
     end)
-    return setmetatable({ handle = handle, attached = attached }, Notifier)
+    -- `wanted`: per hook name, whether any webhook takes its events (asked once).
+    return setmetatable({ handle = handle, attached = attached, wanted = {} }, Notifier)
 end
 
 --- A notifier with an engine of its own (nginx workers, Kong/APISIX `init_worker`).
@@ -255,10 +292,18 @@ function Notifier:invoke(hook, payload, context)
     if not handle then
         return nil, closed
     end
-    local herr
-    hook, herr = c_string(hook, "hook")
-    if not hook then
-        return nil, herr
+    -- A hook no webhook takes costs a table lookup: nothing is encoded, nothing crosses to C.
+    local wanted = self.wanted[hook]
+    if wanted == nil then
+        local werr
+        wanted, werr = wants(handle, hook)
+        if wanted == nil then
+            return nil, werr
+        end
+        self.wanted[hook] = wanted
+    end
+    if not wanted then
+        return false
     end
     local payload_text, perr = json(payload, "payload")
     if perr then
@@ -268,19 +313,11 @@ function Notifier:invoke(hook, payload, context)
     if cerr then
         return nil, cerr
     end
-    local result, err = ffi.new("char *[1]"), ffi.new("char *[1]")
-    local message = failure(lib.webhook_plugin_invoke(handle, hook, payload_text, context_text, result, err), err)
+    local message = failure(lib.webhook_plugin_invoke_event(handle, hook, payload_text, context_text, event_out, err_out), err_out)
     if message then
         return nil, message
     end
-    local text = take_string(result[0]) or ""
-    -- {"continue_processing": true, ..., "metadata": {"webhook_event": "<event>", ...}}
-    if has_cjson then
-        local decoded = cjson.decode(text)
-        local metadata = type(decoded) == "table" and decoded.metadata
-        return type(metadata) == "table" and metadata.webhook_event or false
-    end
-    return text:match('"webhook_event"%s*:%s*"([%w_]+)"') or false
+    return event_names[tonumber(event_out[0])] or false
 end
 
 --- Raises `event` directly; `context`, `violation` and `metadata` are tables or JSON text

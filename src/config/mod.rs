@@ -25,7 +25,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::events::Event;
+use crate::events::{Event, Hook};
 use crate::network::NetworkPolicy;
 use crate::severity::Severities;
 use crate::template::Template;
@@ -68,6 +68,9 @@ pub struct Config {
     /// SHA-256 of the expanded document and template files: instances whose configs have
     /// the same identity (and the same plugin name) share one engine.
     pub identity: [u8; 32],
+    /// Per hook (in [`Hook::ALL`] order), whether some enabled webhook takes an event a call
+    /// of it can raise: a call of a hook nobody takes is answered before anything is parsed.
+    hooks_wanted: [bool; Hook::ALL.len()],
 }
 
 impl Config {
@@ -125,7 +128,10 @@ impl Config {
             Some(source) => Some(compile("default_template", &source)?),
             None => None,
         };
+        let hooks_wanted =
+            Hook::ALL.map(|(hook, _)| hook.events().iter().any(|&e| webhooks.iter().any(|w| w.wants(e))));
         Ok(Config {
+            hooks_wanted,
             webhooks,
             templates,
             default_template,
@@ -151,6 +157,11 @@ impl Config {
     #[cfg(test)]
     pub(crate) fn set_template_unchecked(&mut self, event: Event, template: Template) {
         self.templates.insert(event, template);
+    }
+
+    /// Whether some enabled webhook takes an event that a call of `hook` can raise.
+    pub fn wants_hook(&self, hook: Hook) -> bool {
+        self.hooks_wanted[hook as usize]
     }
 
     /// The template for `event`: its own, else `default_template`, else the built-in one.

@@ -198,6 +198,38 @@ static void test_every_status_code(void) {
     rx_stop(slow);
 }
 
+/* The event-only entry points: a hook no webhook takes is answered without reading its
+ * documents (even malformed ones), and the event raised comes back as an index. */
+static void test_invoke_event_and_wanted_hooks(void) {
+    WebhookPlugin *p = plugin_for("webhooks: [{url: 'http://127.0.0.1:9/', events: [tool_error], enabled: true}]");
+    char *error = NULL;
+    bool wanted = true;
+    int rc = webhook_plugin_wants_hook(p, "prompt_post_fetch", &wanted, &error);
+    CHECK(status_of(rc, error, NULL) == WEBHOOK_OK && !wanted, "prompt_post_fetch unwanted");
+    rc = webhook_plugin_wants_hook(p, "tool_post_invoke", &wanted, &error);
+    CHECK(status_of(rc, error, NULL) == WEBHOOK_OK && wanted, "tool_post_invoke wanted");
+    rc = webhook_plugin_wants_hook(p, "tool_mid_invoke", &wanted, &error);
+    CHECK(status_of(rc, error, "unknown hook") == WEBHOOK_INVALID_ARGUMENT, "unknown hook");
+
+    int32_t event = 7;
+    rc = webhook_plugin_invoke_event(p, "prompt_post_fetch", "{not json", "[", &event, &error);
+    CHECK(status_of(rc, error, NULL) == WEBHOOK_OK && event == -1, "unwanted hook: %d", event);
+    rc = webhook_plugin_invoke_event(p, "prompt_post_fetch", NULL, NULL, &event, &error);
+    CHECK(status_of(rc, error, "payload_json") == WEBHOOK_INVALID_ARGUMENT, "NULL payload still refused");
+    rc = webhook_plugin_invoke_event(p, "tool_post_invoke", "{not json", NULL, &event, &error);
+    CHECK(status_of(rc, error, "payload_json") == WEBHOOK_PARSE_ERROR, "wanted hook parses");
+    rc = webhook_plugin_invoke_event(p, "tool_post_invoke",
+                                     "{\"name\": \"t\", \"result\": {\"isError\": true}}", NULL, &event, &error);
+    CHECK(status_of(rc, error, NULL) == WEBHOOK_OK && event >= 0 &&
+              strcmp(webhook_event_name(event), "tool_error") == 0,
+          "tool_error raised: %d", event);
+    CHECK(webhook_event_count() == 11 && strcmp(webhook_event_name(0), "violation") == 0 &&
+              webhook_event_name(11) == NULL && webhook_event_name(-1) == NULL,
+          "event names");
+    webhook_plugin_close(p, 0, NULL);
+    webhook_plugin_free(p);
+}
+
 struct worker {
     WebhookPlugin *p;
     int calls, failures;
@@ -302,6 +334,7 @@ int main(void) {
     test_versions();
     test_every_event_with_every_auth_type();
     test_every_status_code();
+    test_invoke_event_and_wanted_hooks();
     test_eight_threads_at_once();
     test_metrics();
     test_invoke_latency_with_a_dead_receiver();

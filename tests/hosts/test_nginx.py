@@ -167,6 +167,8 @@ def test_tool_calls_and_limit_req_429s_arrive_signed_and_the_lua_api_reports(ngi
     assert "unknown hook" in probe["unknown_hook"]["err"]
     assert "payload" in probe["bad_json"]["err"]
     assert "must be a table or a JSON string" in probe["bad_type"]["err"]
+    assert probe["unwanted"] == {"ok": False}, "a hook nobody takes: false, its payload unread"
+    assert "payload" in probe["wanted_bad_json"]["err"]
     assert "closed" in probe["after_close"]["err"]
     assert "webhooks[0].url" in probe["bad_config"]["err"]
     assert probe["reloaded"], "the module loads again in one Lua state (lua_code_cache off)"

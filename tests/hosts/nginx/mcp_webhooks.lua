@@ -97,6 +97,13 @@ function M.probe()
     results.bad_json = { ok = ok, err = err }
     ok, err = notifier:invoke("tool_post_invoke", 42, nil)
     results.bad_type = { ok = ok, err = err }
+    -- A hook whose events no webhook takes is answered without reading its documents.
+    local narrow = wn.new("webhooks: [{url: 'http://127.0.0.1:9/', events: [tool_success]}]", "probe")
+    ok, err = narrow:invoke("prompt_post_fetch", "{not json", nil)
+    results.unwanted = { ok = ok, err = err }
+    ok, err = narrow:invoke("tool_post_invoke", "{not json", nil)
+    results.wanted_bad_json = { ok = ok, err = err }
+    narrow:close(0)
     local closed = wn.new("webhooks: []", "probe")
     closed:close(0)
     ok, err = closed:notify("violation", nil, nil, nil)
