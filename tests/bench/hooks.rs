@@ -310,6 +310,64 @@ fn throughput(url: &str, n: usize) {
     );
 }
 
+/// Events per second and bytes of bodies per second to `url` through a batching webhook
+/// (ndjson, 500 events a batch) from the Rust API, with the CPU the delivery runtime spent
+/// per event: the process's CPU time less the submitting thread's.
+fn batched(url: &str, n: usize) {
+    let text = format!(
+        r#"{{{} "queue_capacity": {n}, "webhooks": [{{"url": "{url}", "events": ["tool_success"], "max_concurrency": 4, "batch": {{"max_events": 500, "max_wait": "50ms"}}}}]}}"#,
+        outbox()
+    );
+    let config = webhook_notification::Config::load(&text).unwrap();
+    let context: Value = serde_json::from_str(CONTEXT).unwrap();
+    let shown = preview(&config, "bench", Event::ToolSuccess, &context, None, None, 1).unwrap();
+    let event_bytes = shown[0].body.len(); // one event's line
+    let notifier = Notifier::new(config, Some("bench")).unwrap();
+    let payload: Value = serde_json::from_str(PAYLOAD).unwrap();
+    let (cpu_before, start) = (process_cpu(), Instant::now());
+    let own_before = thread_cpu();
+    for _ in 0..n {
+        let submission = notifier
+            .invoke(Hook::ToolPostInvoke, payload.clone(), &context)
+            .unwrap();
+        assert!(submission.queued);
+    }
+    let own = thread_cpu() - own_before;
+    assert!(notifier.flush(Duration::from_secs(600)));
+    let secs = start.elapsed().as_secs_f64();
+    let delivery_cpu = process_cpu() - cpu_before - own;
+    let stats = notifier.stats();
+    assert_eq!(stats.delivered, n as u64, "{stats:?}");
+    let batches = stats.webhooks[0].batches;
+    println!(
+        "{}",
+        json!({"bench": "batched", "events": n, "batches": batches, "seconds": secs,
+            "per_second": n as f64 / secs, "mib_per_second": (n * event_bytes) as f64 / secs / (1 << 20) as f64,
+            "event_bytes": event_bytes, "delivery_cpu_us_per_event": delivery_cpu * 1e6 / n as f64,
+            "hook_cpu_us_per_event": own * 1e6 / n as f64})
+    );
+}
+
+/// CPU seconds this process has used (all threads).
+fn process_cpu() -> f64 {
+    cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// CPU seconds the calling thread has used.
+fn thread_cpu() -> f64 {
+    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+fn cpu_clock(clock: libc::clockid_t) -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a writable timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
 /// The HTTP stack alone, as a peer for `throughput`: one reqwest client (same settings as
 /// ours) on a one-worker tokio runtime, 64 POSTs of the same size in flight, no queue,
 /// templates or signatures.
@@ -551,6 +609,7 @@ fn main() {
         ["alerting"] => alerting(),
         ["digest-hooks", redis] => digest_hooks(redis),
         ["throughput", url, n] => throughput(url, n.parse().unwrap()),
+        ["batched", url, n] => batched(url, n.parse().unwrap()),
         ["bare-reqwest", url, n] => bare_reqwest(url, n.parse().unwrap()),
         ["memory", n, capacity] => memory(n.parse().unwrap(), capacity.parse().unwrap()),
         ["disk-commit", dir, n] => disk_commit(dir, n.parse().unwrap(), None),
@@ -559,6 +618,6 @@ fn main() {
         ["idle", redis, webhooks, seconds] => idle(redis, webhooks.parse().unwrap(), seconds.parse().unwrap()),
         ["idle-groups", n, seconds] => idle_groups(n.parse().unwrap(), seconds.parse().unwrap()),
         ["serve"] => serve(),
-        _ => eprintln!("usage: hooks | alerting | digest-hooks REDIS_URL | throughput URL N | bare-reqwest URL N | memory N CAPACITY | disk-commit DIR N | shared-hooks DIR | idle REDIS_URL WEBHOOKS SECONDS | idle-groups N SECONDS | serve"),
+        _ => eprintln!("usage: hooks | alerting | digest-hooks REDIS_URL | throughput URL N | batched URL N | bare-reqwest URL N | memory N CAPACITY | disk-commit DIR N | shared-hooks DIR | idle REDIS_URL WEBHOOKS SECONDS | idle-groups N SECONDS | serve"),
     }
 }

@@ -5,7 +5,9 @@
 # every request (`hooked`: the deliveries share the 2 cores), and with the same hook into a
 # digest webhook (`digest`: one message per second); then as a gateway does, proxying to an
 # upstream (RECEIVER's server, keep-alive) without (`proxied`) and with the digest hook
-# (`proxied-digest`). Interleaved runs; prints one JSON row per run.
+# (`proxied-digest`); v4: a batching webhook taking every event (`batched`, `proxied-batched`),
+# and a hook whose events no webhook takes (`unwanted`: decided from the hook name alone).
+# Interleaved runs; prints one JSON row per run.
 # Usage: bash tests/bench/lua_gateway.sh OUT_DIR RECEIVER_URL LIBRARY
 set -euo pipefail
 OUT=$1 RECEIVER=$2 LIB=$3
@@ -31,6 +33,10 @@ http {
       "webhooks": [{"url": "$RECEIVER", "events": ["tool_success"], "max_concurrency": 64}]}]], "bench"))
     digesting = assert(require("webhook_notification").new([[{"webhooks": [{"url": "$RECEIVER",
       "events": ["tool_success"], "digest": {"group_by": ["tool"], "group_interval": "1s"}}]}]], "bench-digest"))
+    batching = assert(require("webhook_notification").new([[{"queue_capacity": 100000, "webhooks": [{"url": "$RECEIVER",
+      "events": ["tool_success"], "batch": {"max_events": 500, "max_wait": "100ms"}}]}]], "bench-batch"))
+    unwanted = assert(require("webhook_notification").new([[{"webhooks": [{"url": "$RECEIVER",
+      "events": ["prompt_success"]}]}]], "bench-unwanted"))
   }
   upstream mcp { server $(python3 -c 'import sys, urllib.parse; print(urllib.parse.urlsplit(sys.argv[1]).netloc)' "$RECEIVER"); keepalive 64; }
   server {
@@ -42,14 +48,17 @@ http {
     }
     location = /invoke-cost {
       content_by_lua_block {
+        local notifiers = {digest = digesting, unwanted = unwanted, batched = batching}
+        local which = ngx.var.arg_which
+        local n = notifiers[which]
         local calls = 100000
         ngx.update_time()
         local started = ngx.now()
         for _ = 1, calls do
-          digesting:invoke("tool_post_invoke", '{"name": "search", "result": {}}', '{"user": "alice"}')
+          n:invoke("tool_post_invoke", '{"name": "search", "result": {}}', '{"user": "alice"}')
         end
         ngx.update_time()
-        ngx.say(string.format('{"bench": "lua-invoke", "calls": %d, "us_per_call": %.3f}', calls, (ngx.now() - started) * 1e6 / calls))
+        ngx.say(string.format('{"bench": "lua-invoke", "notifier": "%s", "calls": %d, "us_per_call": %.3f}', which, calls, (ngx.now() - started) * 1e6 / calls))
       }
     }
     location = /logged {
@@ -60,6 +69,18 @@ http {
     location = /proxied-digest {
       proxy_pass http://mcp/tool; proxy_http_version 1.1; proxy_set_header Connection "";
       log_by_lua_block { digesting:invoke("tool_post_invoke", '{"name": "search", "result": {}}', nil) }
+    }
+    location = /batched {
+      content_by_lua_block { ngx.say("ok") }
+      log_by_lua_block { batching:invoke("tool_post_invoke", '{"name": "search", "result": {}}', nil) }
+    }
+    location = /proxied-batched {
+      proxy_pass http://mcp/tool; proxy_http_version 1.1; proxy_set_header Connection "";
+      log_by_lua_block { batching:invoke("tool_post_invoke", '{"name": "search", "result": {}}', nil) }
+    }
+    location = /unwanted {
+      content_by_lua_block { ngx.say("ok") }
+      log_by_lua_block { unwanted:invoke("tool_post_invoke", '{"name": "search", "result": {}}', nil) }
     }
     location = /digest {
       content_by_lua_block { ngx.say("ok") }
@@ -72,9 +93,11 @@ WEBHOOK_NOTIFICATION_LIB=$LIB LOG_LEVEL=off nginx -c "$OUT/lua-gateway/nginx.con
 trap 'kill "$(cat "$OUT/lua-gateway/nginx.pid")" 2>/dev/null || true' EXIT
 until curl -sf "http://127.0.0.1:$PORT/plain" >/dev/null; do sleep 0.05; done
 # One invoke from Lua (JSON strings in) on the worker's thread, 100,000 in a loop, three times.
-for run in 1 2 3; do curl -sf "http://127.0.0.1:$PORT/invoke-cost"; done
 for run in 1 2 3; do
-    for location in plain logged hooked digest proxied proxied-digest; do
+    for which in digest unwanted; do curl -sf "http://127.0.0.1:$PORT/invoke-cost?which=$which"; done
+done
+for run in 1 2 3; do
+    for location in plain logged hooked digest batched unwanted proxied proxied-digest proxied-batched; do
         wrk -t1 -c32 -d5s "http://127.0.0.1:$PORT/$location" \
             | awk -v run=$run -v location=$location '/Requests\/sec/ {printf "{\"bench\": \"lua-gateway\", \"location\": \"%s\", \"run\": %d, \"per_second\": %s}\n", location, run, $2}'
     done
