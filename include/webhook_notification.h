@@ -188,6 +188,42 @@ int32_t webhook_plugin_flush(WebhookPlugin *p, uint32_t timeout_ms, char **error
 int32_t webhook_plugin_stats(WebhookPlugin *p, char **stats_json, char **error);
 
 /**
+ * Adds a silence to the outbox's store — JSON `{"matchers": ["tool=search", "tenant!=t1"],
+ * "starts_at"?: RFC 3339, "ends_at": RFC 3339 | "duration": "2h", "created_by"?,
+ * "comment"?}` — and sets `*id_out` to its id (free with `webhook_string_free`). Events
+ * matching an active silence are sent to no webhook. `WEBHOOK_PARSE_ERROR` for JSON that does
+ * not parse, `WEBHOOK_INVALID_ARGUMENT` for a mistake or a limit (1,000 silences, 64
+ * matchers, a 1 KiB comment), `WEBHOOK_CONFIG_ERROR` naming `outbox` when its store cannot be
+ * reached. Talks to the store (Redis: a round trip): not for a hook's hot path.
+ *
+ * # Safety
+ * `p` is a live handle; `silence_json` NUL-terminated; `id_out` writable; `error` NULL or
+ * writable.
+ */
+int32_t webhook_plugin_silence_add(WebhookPlugin *p,
+                                   const char *silence_json,
+                                   char **id_out,
+                                   char **error);
+
+/**
+ * Sets `*json_out` to the silences not yet ended, a JSON array of `{id, matchers, starts_at,
+ * ends_at, created_by, comment, state}` with `state` `active` or `pending` (free with
+ * `webhook_string_free`).
+ *
+ * # Safety
+ * `p` is a live handle; `json_out` writable; `error` NULL or writable.
+ */
+int32_t webhook_plugin_silences(WebhookPlugin *p, char **json_out, char **error);
+
+/**
+ * Ends the silence `id` now (`WEBHOOK_INVALID_ARGUMENT` when no silence has that id).
+ *
+ * # Safety
+ * `p` is a live handle; `id` NUL-terminated; `error` NULL or writable.
+ */
+int32_t webhook_plugin_silence_expire(WebhookPlugin *p, const char *id, char **error);
+
+/**
  * Sets `*text` to the plugin's metrics in the Prometheus text exposition format 0.0.4
  * (free with `webhook_string_free`): events, deliveries by webhook id, event and outcome,
  * retries, queue depth, circuit state, dead letters and the delivery-time histogram.

@@ -362,6 +362,74 @@ pub unsafe extern "C" fn webhook_plugin_stats(
     })
 }
 
+/// Adds a silence to the outbox's store — JSON `{"matchers": ["tool=search", "tenant!=t1"],
+/// "starts_at"?: RFC 3339, "ends_at": RFC 3339 | "duration": "2h", "created_by"?,
+/// "comment"?}` — and sets `*id_out` to its id (free with `webhook_string_free`). Events
+/// matching an active silence are sent to no webhook. `WEBHOOK_PARSE_ERROR` for JSON that does
+/// not parse, `WEBHOOK_INVALID_ARGUMENT` for a mistake or a limit (1,000 silences, 64
+/// matchers, a 1 KiB comment), `WEBHOOK_CONFIG_ERROR` naming `outbox` when its store cannot be
+/// reached. Talks to the store (Redis: a round trip): not for a hook's hot path.
+///
+/// # Safety
+/// `p` is a live handle; `silence_json` NUL-terminated; `id_out` writable; `error` NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn webhook_plugin_silence_add(
+    p: *mut WebhookPlugin,
+    silence_json: *const c_char,
+    id_out: *mut *mut c_char,
+    error: *mut *mut c_char,
+) -> i32 {
+    boundary(error, || {
+        // SAFETY: the caller's contract.
+        unsafe {
+            set_string(id_out, "id_out", || {
+                let spec = parse_document(Some(required_str(silence_json, "silence_json")?), "silence_json")?;
+                plugin(p)?.notifier.silence(&spec)
+            })
+        }
+    })
+}
+
+/// Sets `*json_out` to the silences not yet ended, a JSON array of `{id, matchers, starts_at,
+/// ends_at, created_by, comment, state}` with `state` `active` or `pending` (free with
+/// `webhook_string_free`).
+///
+/// # Safety
+/// `p` is a live handle; `json_out` writable; `error` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn webhook_plugin_silences(
+    p: *mut WebhookPlugin,
+    json_out: *mut *mut c_char,
+    error: *mut *mut c_char,
+) -> i32 {
+    boundary(error, || {
+        // SAFETY: the caller's contract.
+        unsafe {
+            set_string(json_out, "json_out", || {
+                Ok(Value::Array(plugin(p)?.notifier.silences()?).to_string())
+            })
+        }
+    })
+}
+
+/// Ends the silence `id` now (`WEBHOOK_INVALID_ARGUMENT` when no silence has that id).
+///
+/// # Safety
+/// `p` is a live handle; `id` NUL-terminated; `error` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn webhook_plugin_silence_expire(
+    p: *mut WebhookPlugin,
+    id: *const c_char,
+    error: *mut *mut c_char,
+) -> i32 {
+    boundary(error, || {
+        // SAFETY: the caller's contract.
+        let (plugin, id) = unsafe { (plugin(p)?, required_str(id, "id")?) };
+        plugin.notifier.expire_silence(id)
+    })
+}
+
 /// Sets `*text` to the plugin's metrics in the Prometheus text exposition format 0.0.4
 /// (free with `webhook_string_free`): events, deliveries by webhook id, event and outcome,
 /// retries, queue depth, circuit state, dead letters and the delivery-time histogram.

@@ -128,6 +128,28 @@ impl Notifier {
         self.engine.admit(Job::new(event, context, metadata, None))
     }
 
+    /// Adds a silence to the outbox's store — `{"matchers": ["tool=search", "tenant!=t1"],
+    /// "duration": "2h"}` (or `starts_at`/`ends_at` in RFC 3339; `created_by`, `comment`) —
+    /// and returns its id. Events matching an active silence are sent to no webhook. Mistakes
+    /// and limits are [`Error::InvalidArgument`]; a store out of reach is a config error at
+    /// `outbox`. Talks to the store: call it from an admin path, not a hook.
+    pub fn silence(&self, spec: &Value) -> Result<String> {
+        self.ensure_attached()?;
+        self.engine.silence(spec)
+    }
+
+    /// The silences not yet ended (active or pending), as JSON objects.
+    pub fn silences(&self) -> Result<Vec<Value>> {
+        self.ensure_attached()?;
+        self.engine.silences()
+    }
+
+    /// Ends the silence `id` now.
+    pub fn expire_silence(&self, id: &str) -> Result<()> {
+        self.ensure_attached()?;
+        self.engine.expire_silence(id)
+    }
+
     /// Blocks until nothing is queued or in flight, or `timeout` passes; true when drained.
     /// A huge timeout (e.g. `Duration::MAX`) means no deadline. Call it from a plain
     /// thread (or `spawn_blocking`), not from inside an async task.

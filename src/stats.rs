@@ -88,6 +88,10 @@ pub struct WebhookStats {
     pub digest_shared: bool,
     /// Batch requests delivered (a batching webhook; its other counters count events).
     pub batches: u64,
+    /// Events its `mute_time_intervals` (or being outside its `active_time_intervals`) held back.
+    pub muted: u64,
+    /// Events an active silence held back.
+    pub silenced: u64,
     /// Status of the latest response, if any came back.
     pub last_status: Option<u16>,
     /// The latest failure, secret-free.
@@ -162,6 +166,8 @@ mod tests {
             digest_messages: 0,
             digest_shared: false,
             batches: 0,
+            muted: 0,
+            silenced: 0,
             last_status: None,
             last_error: None,
             latency_p50_ms: None,

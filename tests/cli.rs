@@ -361,3 +361,92 @@ fn check_warns_when_a_template_gives_a_format_webhook_a_body_its_channel_refuses
     );
     assert!(warning.contains("Adaptive Card 1.4"), "{warning}");
 }
+
+#[test]
+fn silence_add_list_expire_reach_a_running_replica_through_redis() {
+    let (url, _server) = common::redis::server();
+    let rx = Receiver::ok();
+    let key = format!("cli-silences-{}", uuid::Uuid::new_v4().simple());
+    let config_text = format!(
+        "outbox: {{type: redis, url: '{url}', key: '{key}'}}\nwebhooks: [{{url: '{}', id: ops, events: [tool_success]}}]",
+        rx.url("/")
+    );
+    let config = write("silence-redis.yaml", &config_text);
+    let config = config.to_str().unwrap();
+    let running = Notifier::from_config_text(&config_text, Some("replica")).unwrap();
+    let added = run(&[
+        "silence",
+        "add",
+        "--config",
+        config,
+        "-m",
+        "tool=search",
+        "--duration",
+        "1h",
+        "--comment",
+        "migration",
+        "--json",
+    ]);
+    assert!(added.status.success(), "{}", text(&added));
+    let id = serde_json::from_slice::<Value>(&added.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    common::wait_until(
+        "the running replica holds search events back",
+        Duration::from_secs(20),
+        || {
+            running
+                .notify(
+                    Event::ToolSuccess,
+                    &json!({}),
+                    None,
+                    Some(json!({"tool_name": "search"})),
+                )
+                .unwrap();
+            running.stats().webhooks[0].silenced > 0
+        },
+    );
+    let listed = run(&["silence", "list", "--config", config, "--json"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        (listed[0]["id"].as_str(), listed[0]["comment"].as_str()),
+        (Some(id.as_str()), Some("migration"))
+    );
+    let human = text(&run(&["silence", "list", "--config", config]));
+    assert!(
+        human.contains(&id) && human.contains("tool=search") && human.contains("active"),
+        "{human}"
+    );
+    assert!(run(&["silence", "expire", "--config", config, &id])
+        .status
+        .success());
+    let again = run(&["silence", "expire", "--config", config, &id]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again).contains("no silence"), "{}", text(&again));
+    assert_eq!(running.silences().unwrap(), Vec::<Value>::new());
+    running.close(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn silence_needs_an_outbox_the_cli_can_reach() {
+    let config = write("silence-memory.yaml", "webhooks: [{url: 'http://127.0.0.1:9/'}]");
+    let out = run(&["silence", "list", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("outbox") && text(&out).contains("redis"),
+        "{}",
+        text(&out)
+    );
+    let bad = run(&[
+        "silence",
+        "add",
+        "--config",
+        config.to_str().unwrap(),
+        "-m",
+        "tool",
+        "--duration",
+        "1h",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+}

@@ -53,7 +53,10 @@ type WebhookStats struct {
 	DigestMessages uint64 `json:"digest_messages"`
 	DigestShared   bool   `json:"digest_shared"`
 	// Batches counts batch requests delivered (a batching webhook counts events elsewhere).
-	Batches      uint64   `json:"batches"`
+	Batches uint64 `json:"batches"`
+	// Muted counts events a mute time interval held back; Silenced those a silence held back.
+	Muted        uint64   `json:"muted"`
+	Silenced     uint64   `json:"silenced"`
 	LastStatus   *int     `json:"last_status"`
 	LastError    *string  `json:"last_error"`
 	LatencyP50Ms *float64 `json:"latency_p50_ms"`

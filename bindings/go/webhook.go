@@ -172,6 +172,50 @@ func (p *Plugin) Metrics() (string, error) {
 	return string(takeBytes(out)), nil
 }
 
+// Silence adds a silence to the outbox's store and returns its id: events matching it are
+// sent to no webhook while it is active. spec is JSON: {"matchers": ["tool=search",
+// "tenant!=t1"], "duration": "2h"} (or "starts_at"/"ends_at" in RFC 3339; "created_by",
+// "comment"). A mistake or a limit is an error matching ErrInvalidArgument.
+func (p *Plugin) Silence(spec []byte) (string, error) {
+	args, err := cStrings(arg{"silence", spec, false})
+	if err != nil {
+		return "", err
+	}
+	defer freeAll(args)
+	var id, cErr *C.char
+	if err := p.call(func(h *C.WebhookPlugin) C.int32_t {
+		return C.webhook_plugin_silence_add(h, args[0], &id, &cErr)
+	}, &cErr); err != nil {
+		return "", err
+	}
+	return string(takeBytes(id)), nil
+}
+
+// Silences returns the silences not yet ended as a JSON array of {id, matchers, starts_at,
+// ends_at, created_by, comment, state}.
+func (p *Plugin) Silences() ([]byte, error) {
+	var out, cErr *C.char
+	if err := p.call(func(h *C.WebhookPlugin) C.int32_t {
+		return C.webhook_plugin_silences(h, &out, &cErr)
+	}, &cErr); err != nil {
+		return nil, err
+	}
+	return takeBytes(out), nil
+}
+
+// ExpireSilence ends the silence id now.
+func (p *Plugin) ExpireSilence(id string) error {
+	args, err := cStrings(arg{"id", []byte(id), false})
+	if err != nil {
+		return err
+	}
+	defer freeAll(args)
+	var cErr *C.char
+	return p.call(func(h *C.WebhookPlugin) C.int32_t {
+		return C.webhook_plugin_silence_expire(h, args[0], &cErr)
+	}, &cErr)
+}
+
 // Close delivers what is pending for at most the config's shutdown_timeout, then releases
 // the native handle. It returns an error matching ErrTimeout if deliveries had to be
 // abandoned (they are counted as dropped), else nil. It is idempotent (later calls return

@@ -475,3 +475,47 @@ func TestDigestsAndFiltersCountThroughTheCAPI(t *testing.T) {
 		t.Fatalf("the digest messages counted %d events; want 49", total)
 	}
 }
+
+func TestASilenceHoldsMatchingEventsBackUntilExpired(t *testing.T) {
+	rx := newReceiver(t, 0)
+	p := mustNew(t, fmt.Sprintf(`webhooks: [{url: "%s/ops", events: [tool_success]}]`, rx.URL))
+	id, err := p.Silence([]byte(`{"matchers": ["tool=search"], "duration": "1h", "created_by": "gopher"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Silence([]byte(`{"matchers": ["flavour=x"], "duration": "1h"}`)); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("an unknown key: %v; want ErrInvalidArgument", err)
+	}
+	listed, err := p.Silences()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var silences []struct {
+		ID    string `json:"id"`
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal(listed, &silences); err != nil || len(silences) != 1 || silences[0].ID != id || silences[0].State != "active" {
+		t.Fatalf("silences %s (%v); want one active with id %s", listed, err, id)
+	}
+	for _, tool := range []string{"search", "fetch"} {
+		if _, err := p.Invoke("tool_post_invoke", []byte(fmt.Sprintf(`{"name": %q, "result": {}}`, tool)), context); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Flush(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := stats.Webhooks[0]; w.Silenced != 1 || w.Delivered != 1 {
+		t.Fatalf("silenced %d, delivered %d; want 1, 1", w.Silenced, w.Delivered)
+	}
+	if err := p.ExpireSilence(id); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.ExpireSilence(id); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("expiring twice: %v; want ErrInvalidArgument", err)
+	}
+}

@@ -71,6 +71,12 @@ int32_t webhook_plugin_notify(WebhookPlugin *p,
                               char **error);
 int32_t webhook_plugin_flush(WebhookPlugin *p, uint32_t timeout_ms, char **error);
 int32_t webhook_plugin_stats(WebhookPlugin *p, char **stats_json, char **error);
+int32_t webhook_plugin_silence_add(WebhookPlugin *p,
+                                   const char *silence_json,
+                                   char **id_out,
+                                   char **error);
+int32_t webhook_plugin_silences(WebhookPlugin *p, char **json_out, char **error);
+int32_t webhook_plugin_silence_expire(WebhookPlugin *p, const char *id, char **error);
 int32_t webhook_plugin_metrics(WebhookPlugin *p, char **text, char **error);
 int32_t webhook_plugin_close(WebhookPlugin *p, uint32_t timeout_ms, char **error);
 int32_t webhook_plugin_shutdown(WebhookPlugin *p, char **error);
@@ -389,9 +395,9 @@ local function fetch_text(self, fetch)
     return take_string(out[0])
 end
 
---- The stats: a table when cjson is available, else the JSON text.
-function Notifier:stats()
-    local text, err = fetch_text(self, lib.webhook_plugin_stats)
+--- A JSON document the library hands out: a table when cjson is available, else the text.
+local function fetch_json(self, fetch)
+    local text, err = fetch_text(self, fetch)
     if not text then
         return nil, err
     end
@@ -399,6 +405,53 @@ function Notifier:stats()
         return cjson.decode(text)
     end
     return text
+end
+
+--- The stats: a table when cjson is available, else the JSON text.
+function Notifier:stats()
+    return fetch_json(self, lib.webhook_plugin_stats)
+end
+
+--- Adds a silence (a table, or JSON text: `{matchers = {"tool=search"}, duration = "2h"}`)
+--- to the outbox's store; returns its id. Events matching it are sent to no webhook while it
+--- is active. Talks to the store: call it from an admin location, not a hot path.
+function Notifier:silence(spec)
+    local handle, closed = usable(self)
+    if not handle then
+        return nil, closed
+    end
+    local text, err = json(spec, "silence")
+    if not text then
+        return nil, err or "silence is required"
+    end
+    local id = ffi.new("char *[1]")
+    local message = failure(lib.webhook_plugin_silence_add(handle, text, id, err_out), err_out)
+    if message then
+        return nil, message
+    end
+    return take_string(id[0])
+end
+
+--- The silences not yet ended: a table with cjson, else JSON text.
+function Notifier:silences()
+    return fetch_json(self, lib.webhook_plugin_silences)
+end
+
+--- Ends the silence `id` now; true, or nil and why.
+function Notifier:expire_silence(id)
+    local handle, closed = usable(self)
+    if not handle then
+        return nil, closed
+    end
+    local text, err = c_string(id, "id")
+    if not text then
+        return nil, err
+    end
+    local message = failure(lib.webhook_plugin_silence_expire(handle, text, err_out), err_out)
+    if message then
+        return nil, message
+    end
+    return true
 end
 
 --- The Prometheus text exposition of the engine.

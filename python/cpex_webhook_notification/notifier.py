@@ -175,6 +175,24 @@ class Notifier:
         """Sends dead letters again with their delivery ids; returns how many were queued."""
         return self._native.replay_dead_letters(webhook_id)
 
+    def silence(self, spec: dict[str, Any] | str) -> str:
+        """Adds a silence to the outbox's store and returns its id: events matching it are sent
+        to no webhook while it is active. ``spec``: ``{"matchers": ["tool=search", "tenant!=t1"],
+        "duration": "2h"}`` (or ``starts_at``/``ends_at`` in RFC 3339; ``created_by``,
+        ``comment``). A Redis outbox shares it with the fleet, a disk outbox with the
+        directory's processes (and keeps it across restarts). Raises ``WebhookError``
+        for a mistake or a limit."""
+        return self._attached().silence(spec if isinstance(spec, str) else json.dumps(spec))
+
+    def silences(self) -> list[dict[str, Any]]:
+        """The silences not yet ended: id, matchers, starts_at, ends_at, created_by, comment,
+        state (``active`` or ``pending``)."""
+        return json.loads(self._attached().silences_json())
+
+    def expire_silence(self, silence_id: str) -> None:
+        """Ends the silence ``silence_id`` now."""
+        self._attached().expire_silence(silence_id)
+
     def metrics_text(self) -> str:
         """This config's engine's metrics in the Prometheus text exposition format 0.0.4."""
         return self._native.metrics_text()

@@ -154,6 +154,18 @@ class WebhookNotificationPlugin(Plugin):
         """Sends dead letters again with their delivery ids; returns how many were queued."""
         return self._notifier.replay_dead_letters(webhook_id)
 
+    def silence(self, spec: dict[str, Any] | str) -> str:
+        """Adds a silence to the outbox's store; returns its id (see ``Notifier.silence``)."""
+        return self._notifier.silence(spec)
+
+    def silences(self) -> list[dict[str, Any]]:
+        """The silences not yet ended (see ``Notifier.silences``)."""
+        return self._notifier.silences()
+
+    def expire_silence(self, silence_id: str) -> None:
+        """Ends the silence ``silence_id`` now."""
+        self._notifier.expire_silence(silence_id)
+
     async def shutdown(self) -> None:
         """Detaches this instance at once; its engine keeps delivering what is pending (the
         gateway awaits this inside a request, under a lock)."""

@@ -1,10 +1,11 @@
-//! The `webhook-notification` command line: `check`, `render`, `send`, `listen` and
-//! `dead-letters`, implemented once here for the Rust binary and the wheel's console script.
+//! The `webhook-notification` command line: `check`, `render`, `send`, `listen`,
+//! `dead-letters` and `silence`, implemented once here for the Rust binary and the wheel's console script.
 //! Output is human-readable, or JSON with `--json`; colour only on a terminal.
 
 mod check;
 mod listen;
 mod output;
+mod silence;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -27,7 +28,9 @@ Examples:
       --context '{\"user\": \"alice@example.com\"}' --violation '{\"code\": \"RATE_LIMIT\", \"reason\": \"Rate limit exceeded\"}'
   webhook-notification send webhooks.yaml --event tool_error --metadata '{\"tool_name\": \"search\", \"error\": \"boom\"}'
   webhook-notification listen --port 8099 --hmac-secret \"$WEBHOOK_HMAC_SECRET\"
-  webhook-notification dead-letters webhooks.yaml --webhook slack-ops --replay";
+  webhook-notification dead-letters webhooks.yaml --webhook slack-ops --replay
+  webhook-notification silence add --config webhooks.yaml -m tool=search -m tenant!=t1 --duration 2h --comment migration
+  webhook-notification silence list --config webhooks.yaml";
 
 #[derive(Parser)]
 #[command(name = "webhook-notification", version, about = "Check, preview, send and receive gateway webhook notifications", after_help = EXAMPLES)]
@@ -73,6 +76,9 @@ enum Command {
         #[arg(long)]
         replay: bool,
     },
+    /// Add, list or expire silences in a config's outbox (redis: the running fleet).
+    #[command(subcommand)]
+    Silence(silence::SilenceCommand),
 }
 
 #[derive(Args)]
@@ -133,6 +139,7 @@ where
             webhook,
             replay,
         } => dead_letters(&config, webhook.as_deref(), replay, &out),
+        Command::Silence(command) => silence::run(command, &out),
     };
     match result {
         Ok(status) => status,

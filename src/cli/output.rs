@@ -45,6 +45,11 @@ impl Output {
         }
     }
 
+    /// A JSON document as it is (`--json` output of a command that returns data).
+    pub fn document(&self, value: &Value) {
+        println!("{value}");
+    }
+
     /// A warning, on stderr.
     pub fn warn(&self, text: &str) {
         eprintln!("{}: {text}", self.paint("warning", false));

@@ -11,6 +11,7 @@ mod batch;
 mod document;
 mod expand;
 mod fields;
+mod intervals;
 mod network;
 mod outbox;
 mod redact;
@@ -95,11 +96,12 @@ impl Config {
             document::read(doc).map_err(|(field, why)| Error::config(field, why.to_string()))?;
         let default_capacity = in_range("queue_capacity", raw.queue_capacity, 1, 10_000_000)?;
         let network = raw.network.build()?;
+        let intervals = intervals::build(raw.time_intervals)?;
         let webhooks = raw
             .webhooks
             .into_iter()
             .enumerate()
-            .map(|(i, w)| w.build(&format!("webhooks[{i}]"), default_capacity, &network))
+            .map(|(i, w)| w.build(&format!("webhooks[{i}]"), default_capacity, &network, &intervals))
             .collect::<Result<Vec<_>>>()?;
         check_unique_ids(&webhooks)?;
         let mut templates = HashMap::new();

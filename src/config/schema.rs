@@ -34,6 +34,41 @@ pub(super) struct RawConfig {
     pub(super) network: RawNetwork,
     #[serde(default)]
     pub(super) severity: BTreeMap<String, Severity>,
+    #[serde(default)]
+    pub(super) time_intervals: BTreeMap<String, Vec<RawWindow>>,
+}
+
+/// One window of a time interval as written (see `intervals::build`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWindow {
+    #[serde(default)]
+    pub(super) times: Vec<RawTimes>,
+    #[serde(default)]
+    pub(super) weekdays: Vec<RawBound>,
+    #[serde(default)]
+    pub(super) days_of_month: Vec<RawBound>,
+    #[serde(default)]
+    pub(super) months: Vec<RawBound>,
+    #[serde(default)]
+    pub(super) years: Vec<RawBound>,
+    pub(super) location: Option<String>,
+}
+
+/// `{start_time, end_time}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTimes {
+    pub(super) start_time: String,
+    pub(super) end_time: String,
+}
+
+/// A value or an `a:b` range (`monday:friday`, `1:7`, `-1`, `2026`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawBound {
+    Number(i64),
+    Text(String),
 }
 
 #[derive(Deserialize, Default)]
@@ -93,6 +128,10 @@ pub(super) struct RawWebhook {
     pub(super) min_severity: Option<Severity>,
     pub(super) digest: Option<RawDigest>,
     pub(super) batch: Option<RawBatch>,
+    #[serde(default)]
+    pub(super) mute_time_intervals: Vec<String>,
+    #[serde(default)]
+    pub(super) active_time_intervals: Vec<String>,
 }
 
 impl RawWebhook {

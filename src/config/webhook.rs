@@ -2,6 +2,7 @@
 //! TLS material and proxy — built from the document and checked field by field.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
@@ -13,12 +14,14 @@ use super::auth::{header_name, header_value, sensitive_header};
 use super::batch::{self, BatchSettings};
 use super::expand;
 use super::fields::{in_range, seconds};
+use super::intervals::{self, Intervals};
 use super::redact::redact;
 use super::retry::{RawDuration, RetryPolicy, MAX_SCHEDULE_LEN};
 use super::schema::{defaults, RawBreaker, RawTls, RawWebhook};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::formats::Format;
+use crate::intervals::TimeInterval;
 use crate::network::NetworkPolicy;
 use crate::signing::Signer;
 
@@ -60,6 +63,10 @@ pub struct Webhook {
     pub alerting: Alerting,
     /// Many events per request (log and SIEM sinks), if set.
     pub batch: Option<BatchSettings>,
+    /// `mute_time_intervals`: events arriving inside any of these are not sent.
+    pub mute: Vec<Arc<TimeInterval>>,
+    /// `active_time_intervals`: when given, events are sent only inside one of these.
+    pub active: Vec<Arc<TimeInterval>>,
 }
 
 /// A webhook's TLS material, read at load.
@@ -104,6 +111,13 @@ impl Webhook {
     /// Whether this webhook receives `event`.
     pub fn wants(&self, event: Event) -> bool {
         self.enabled && self.events.contains(&event)
+    }
+
+    /// Whether its time intervals hold events back at `now` (muted, or outside its active
+    /// intervals).
+    pub fn muted_at(&self, now: jiff::Timestamp) -> bool {
+        self.mute.iter().any(|i| i.contains(now))
+            || (!self.active.is_empty() && !self.active.iter().any(|i| i.contains(now)))
     }
 }
 
@@ -282,6 +296,7 @@ impl RawWebhook {
         at: &str,
         default_capacity: u64,
         network: &NetworkPolicy,
+        time_intervals: &Intervals,
     ) -> Result<Webhook> {
         let field = |name: &str| format!("{at}.{name}");
         let mut alerting = alerting::build(at, self.take_alerting())?;
@@ -374,6 +389,16 @@ impl RawWebhook {
             proxy: proxy_of(&field("proxy"), self.proxy, network)?,
             alerting,
             batch,
+            mute: intervals::named(
+                &field("mute_time_intervals"),
+                &self.mute_time_intervals,
+                time_intervals,
+            )?,
+            active: intervals::named(
+                &field("active_time_intervals"),
+                &self.active_time_intervals,
+                time_intervals,
+            )?,
         })
     }
 }

@@ -20,6 +20,7 @@ use super::fleet::{FleetDigests, EXCHANGE_INTERVAL};
 use super::ledger::{Ledger, Routing, Ticket};
 use super::queue::Queue;
 use super::runtime;
+use super::silences::Silences;
 use crate::config::{Alerting, Config};
 use crate::error::{Error, Result};
 use crate::events::{Context, Event};
@@ -62,6 +63,8 @@ pub(crate) struct Intake {
     digests: Vec<Option<Mutex<Digest>>>,
     /// With a Redis outbox and some webhook digesting: the fleet's side of the digests.
     fleet: Option<FleetDigests>,
+    /// The outbox's silences.
+    pub silences: Silences,
     sender: mpsc::UnboundedSender<Admitted>,
     /// Hook calls between their closed check and their admission; `close` waits for zero.
     admitting: AtomicUsize,
@@ -89,6 +92,7 @@ impl Intake {
         plugin_name: &str,
         queue: Queue,
         fleet: Option<FleetDigests>,
+        silences: Silences,
     ) -> (Self, mpsc::UnboundedReceiver<Admitted>) {
         let webhooks = config.webhooks.len();
         let (sender, receiver) = mpsc::unbounded_channel();
@@ -110,6 +114,7 @@ impl Intake {
                 })
                 .collect(),
             fleet,
+            silences,
             sender,
             admitting: AtomicUsize::new(0),
             unrouted: AtomicUsize::new(0),
@@ -317,13 +322,24 @@ impl Intake {
         let (event, builtin) = (job.event, job.builtin_template);
         let (vars, trace) = job.vars(&self.plugin_name, &self.config.severities);
         let trace = Arc::new(trace);
+        let now = jiff::Timestamp::now();
+        let silences = self.silences.current();
+        let silenced = !silences.is_empty() && silences.silences(&vars, now);
         for routing in alerting {
             let index = routing.webhook;
             drop(routing);
             let webhook = &self.config.webhooks[index];
             let counters = &self.ledger.counters[index];
+            if silenced {
+                counters.silenced();
+                continue;
+            }
             if !admits(&webhook.alerting, &vars, self.config.severities.of(event)) {
                 counters.filtered();
+                continue;
+            }
+            if webhook.muted_at(now) {
+                counters.muted();
                 continue;
             }
             match &self.digests[index] {
@@ -346,9 +362,18 @@ impl Intake {
         let mut shared: Option<std::result::Result<Bytes, String>> = None;
         let mut failed = Vec::new();
         for mut ticket in tickets {
+            let webhook = &self.config.webhooks[ticket.webhook];
+            if silenced || webhook.muted_at(now) {
+                let counters = ticket.counters();
+                match silenced {
+                    true => counters.silenced(),
+                    false => counters.muted(),
+                }
+                ticket.withhold();
+                continue;
+            }
             ticket.id = Uuid::new_v4();
             ticket.trace = Some(Arc::clone(&trace));
-            let webhook = &self.config.webhooks[ticket.webhook];
             let body = match Source::of(&self.config, webhook, event, builtin) {
                 Source::Template(t) if !t.varies_per_delivery() => shared
                     .get_or_insert_with(|| render_json(t, &vars, event, None))

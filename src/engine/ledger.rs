@@ -241,6 +241,12 @@ impl Ticket {
         &self.ledger.counters[self.webhook]
     }
 
+    /// Ends it unsent: a silence or a mute interval held its event back (counted by the
+    /// caller).
+    pub fn withhold(mut self) {
+        self.ended = true;
+    }
+
     /// Ends it as delivered with `status` (a batch: each of its events, and one batch).
     pub fn delivered(mut self, status: u16) {
         self.ended = true;
@@ -324,6 +330,10 @@ pub struct WebhookCounters {
     digest_shared: AtomicBool,
     /// Batch requests delivered.
     batches: AtomicU64,
+    /// Events a mute (or outside an active) time interval held back.
+    muted: AtomicU64,
+    /// Events an active silence held back.
+    silenced: AtomicU64,
     /// Events admitted and not yet routed through the alerting stage (see [`Routing`]).
     routing: AtomicU64,
     /// Failures since the last success (reset by a delivery); paces failure logging.
@@ -386,6 +396,16 @@ impl WebhookCounters {
     /// Events aged out of a threshold's window unfired.
     pub fn below_threshold(&self, count: u64) {
         self.below_threshold.fetch_add(count, Relaxed);
+    }
+
+    /// A time interval held an event back.
+    pub fn muted(&self) {
+        self.muted.fetch_add(1, Relaxed);
+    }
+
+    /// A silence held an event back.
+    pub fn silenced(&self) {
+        self.silenced.fetch_add(1, Relaxed);
     }
 
     /// A batch request was delivered.
@@ -471,6 +491,8 @@ impl WebhookCounters {
             digest_messages: self.digest_messages.load(Relaxed),
             digest_shared: self.digest_shared.load(Relaxed),
             batches: self.batches.load(Relaxed),
+            muted: self.muted.load(Relaxed),
+            silenced: self.silenced.load(Relaxed),
             last_status: last.status,
             last_error: last.error.clone(),
             latency_p50_ms: percentile(&sorted, 0.50),

@@ -15,6 +15,7 @@ mod ledger;
 mod queue;
 mod registry;
 mod runtime;
+mod silences;
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, LazyLock};
@@ -41,6 +42,7 @@ use ledger::{Ticket, WebhookLabels};
 use queue::Queue;
 use registry::{Registry, Shareable};
 pub use runtime::WORKER_THREADS_ENV;
+pub(crate) use silences::Silences;
 
 /// One engine per config (Python instances share one; C and Go handles own one each).
 pub(crate) struct Engine {
@@ -96,7 +98,9 @@ impl Engine {
         queue.keep_stored_dead_letters(found.dead);
         let clients = clients(&config);
         let fleet_digests = fleet.is_some();
-        let (intake, receiver) = Intake::new(config, plugin_name, queue, fleet);
+        let store = crate::store::silences::open(&config.outbox).map_err(|e| Error::config("outbox", e))?;
+        let silences = Silences::new(store);
+        let (intake, receiver) = Intake::new(config, plugin_name, queue, fleet, silences);
         let intake = Arc::new(intake);
         let dispatch = Arc::new(Dispatch::new(Arc::clone(&intake), clients));
         let engine = Arc::new(Engine {
@@ -124,6 +128,9 @@ impl Engine {
         }
         if engine.intake.queue.durable() {
             handle.spawn(commit_loop(Arc::clone(&engine.intake)));
+        }
+        if engine.intake.silences.shared() {
+            handle.spawn(refresh_silences(Arc::clone(&engine.intake)));
         }
         Ok(engine)
     }
@@ -194,6 +201,21 @@ impl Engine {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Adds a silence (see [`crate::silence::Silence::new`]); returns its id.
+    pub fn silence(&self, spec: &serde_json::Value) -> Result<String> {
+        self.intake.silences.add(spec)
+    }
+
+    /// The silences not yet ended, as JSON objects.
+    pub fn silences(&self) -> Result<Vec<serde_json::Value>> {
+        self.intake.silences.list()
+    }
+
+    /// Ends the silence `id` now.
+    pub fn expire_silence(&self, id: &str) -> Result<()> {
+        self.intake.silences.expire(id)
     }
 
     /// Counts a hook call whose host data could not become an event.
@@ -466,6 +488,21 @@ fn resume(intake: &Intake, resumed: Vec<Resumed>) {
         warn!(
             "{orphans} pending deliveries of webhooks no loaded config had for outbox.orphan_after: moved to dead letters"
         );
+    }
+}
+
+/// Reads the outbox's silences again every [`silences::REFRESH`] (off the runtime's worker
+/// thread) until the engine stops: what another process adds or expires applies here within
+/// a second.
+async fn refresh_silences(intake: Arc<Intake>) {
+    let mut lifecycle = intake.lifecycle.subscribe();
+    loop {
+        tokio::select! {
+            _ = lifecycle.wait_for(|h| *h == Lifecycle::Stopped) => return,
+            _ = tokio::time::sleep(silences::REFRESH) => {}
+        }
+        let intake = Arc::clone(&intake);
+        let _ = tokio::task::spawn_blocking(move || intake.silences.refresh()).await;
     }
 }
 

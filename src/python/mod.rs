@@ -224,6 +224,24 @@ impl NativeNotifier {
         self.notifier.replay_dead_letters(webhook_id).map_err(to_py)
     }
 
+    /// Adds a silence (JSON text, see `Notifier::silence`) to the outbox's store, without the
+    /// GIL (a Redis store is a round trip); returns its id.
+    fn silence(&self, py: Python<'_>, spec: &str) -> PyResult<String> {
+        let spec = parse(Some(spec), "silence")?;
+        py.detach(|| self.notifier.silence(&spec)).map_err(to_py)
+    }
+
+    /// The silences not yet ended, as JSON text.
+    fn silences_json(&self, py: Python<'_>) -> PyResult<String> {
+        let silences = py.detach(|| self.notifier.silences()).map_err(to_py)?;
+        Ok(Value::Array(silences).to_string())
+    }
+
+    /// Ends the silence `id` now.
+    fn expire_silence(&self, py: Python<'_>, id: &str) -> PyResult<()> {
+        py.detach(|| self.notifier.expire_silence(id)).map_err(to_py)
+    }
+
     /// Whether this instance was created before `fork()` in a parent process (it refuses
     /// events; build a new one).
     #[getter]

@@ -8,6 +8,7 @@
 pub(crate) mod disk;
 pub(crate) mod journal;
 pub(crate) mod redis;
+pub(crate) mod silences;
 pub(crate) mod tenants;
 
 use std::sync::{Mutex, MutexGuard};

@@ -304,6 +304,29 @@ static void test_invoke_latency_with_a_dead_receiver(void) {
     webhook_plugin_free(p);
 }
 
+/* Silences through the three C entry points: add (an id out), list (a JSON array), expire. */
+static void test_silences(void) {
+    WebhookPlugin *p = plugin_for("webhooks: [{url: 'http://127.0.0.1:9/', events: [tool_success]}]");
+    char *error = NULL, *id = NULL, *listed = NULL;
+    int rc = webhook_plugin_silence_add(p, "{\"matchers\": [\"tool=search\"], \"duration\": \"1h\"}", &id, &error);
+    CHECK(status_of(rc, error, NULL) == WEBHOOK_OK && id && strlen(id) == 36, "silence added: %s", id ? id : "(null)");
+    rc = webhook_plugin_silences(p, &listed, &error);
+    CHECK(status_of(rc, error, NULL) == WEBHOOK_OK && listed && strstr(listed, id) && strstr(listed, "\"active\""),
+          "listed: %s", listed ? listed : "(null)");
+    webhook_string_free(listed);
+    rc = webhook_plugin_silence_add(p, "{\"matchers\": [\"tool=search\"]}", &listed, &error);
+    CHECK(status_of(rc, error, "ends_at") == WEBHOOK_INVALID_ARGUMENT && listed == NULL, "no end");
+    rc = webhook_plugin_silence_add(p, "{not json", &listed, &error);
+    CHECK(status_of(rc, error, "silence_json") == WEBHOOK_PARSE_ERROR, "bad JSON");
+    rc = webhook_plugin_silence_expire(p, id, &error);
+    CHECK(status_of(rc, error, NULL) == WEBHOOK_OK, "expired");
+    rc = webhook_plugin_silence_expire(p, id, &error);
+    CHECK(status_of(rc, error, "no silence") == WEBHOOK_INVALID_ARGUMENT, "expired twice");
+    webhook_string_free(id);
+    webhook_plugin_close(p, 0, NULL);
+    webhook_plugin_free(p);
+}
+
 static void test_metrics(void) {
     rx_server *rx = rx_start(0);
     char config[256];
@@ -335,6 +358,7 @@ int main(void) {
     test_every_event_with_every_auth_type();
     test_every_status_code();
     test_invoke_event_and_wanted_hooks();
+    test_silences();
     test_eight_threads_at_once();
     test_metrics();
     test_invoke_latency_with_a_dead_receiver();

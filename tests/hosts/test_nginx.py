@@ -169,6 +169,9 @@ def test_tool_calls_and_limit_req_429s_arrive_signed_and_the_lua_api_reports(ngi
     assert "must be a table or a JSON string" in probe["bad_type"]["err"]
     assert probe["unwanted"] == {"ok": False}, "a hook nobody takes: false, its payload unread"
     assert "payload" in probe["wanted_bad_json"]["err"]
+    silence = probe["silence"]
+    assert len(silence["id"]) == 36 and silence["listed"] == 1 and silence["comment"] == "from lua", silence
+    assert silence["expired"] is True and "no silence" in silence["again"] and "flavour" in silence["bad"]
     assert "closed" in probe["after_close"]["err"]
     assert "webhooks[0].url" in probe["bad_config"]["err"]
     assert probe["reloaded"], "the module loads again in one Lua state (lua_code_cache off)"

@@ -91,3 +91,19 @@ def test_close_detaches_waiting_at_most_its_timeout_and_later_calls_are_refused(
     assert other.close() is True
     receiver.wait_completed(2)
     assert json.loads(json.dumps(other.dead_letters())) == []
+
+
+def test_silences_hold_matching_events_back_and_expire(receiver):
+    n = Notifier(config(receiver, ["tool_success", "tool_error"]), "plain")
+    silence_id = n.silence({"matchers": ["event=tool_error", "tenant!=t1"], "duration": "30m", "created_by": "ops"})
+    failed = {"name": "search", "result": {"isError": True, "content": [{"type": "text", "text": "down"}]}}
+    assert n.invoke("tool_post_invoke", failed, {"tenant_id": "acme"}) == "tool_error"
+    assert n.invoke("tool_post_invoke", {"name": "search", "result": {}}, {"tenant_id": "acme"}) == "tool_success"
+    assert n.flush(10)
+    assert [r.headers["x-webhook-event"] for r in receiver.requests] == ["tool_success"]
+    assert n.stats()["webhooks"][0]["silenced"] == 1
+    [listed] = n.silences()
+    assert (listed["id"], listed["matchers"], listed["created_by"]) == (silence_id, ["event=tool_error", "tenant!=t1"], "ops")
+    n.expire_silence(silence_id)
+    assert n.silences() == []
+    n.close()

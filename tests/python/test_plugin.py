@@ -618,3 +618,27 @@ async def test_the_gateways_trace_id_reaches_traceparent_and_a_fresh_one_otherwi
     assert traced[0].headers["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
     assert fresh[0].headers["traceparent"].split("-")[1] == fresh[0].json()["trace"]
     await plugin.shutdown()
+
+
+async def test_a_silence_set_through_the_plugin_holds_matching_events_back(receiver, gateway, tmp_path):
+    outbox = tmp_path / "outbox"
+    manager = await gateway(gateway_yaml(f"""
+        outbox: {{type: disk, path: "{outbox}"}}
+        webhooks:
+          - url: "{receiver.url('/ops')}"
+            id: ops
+            events: ["tool_success"]
+    """))
+    plugin = manager.get_plugin("WebhookNotification")
+    silence_id = plugin.silence({"matchers": ["tool=search"], "duration": "1h", "comment": "migration"})
+    [listed] = plugin.silences()
+    assert (listed["id"], listed["state"], listed["comment"]) == (silence_id, "active", "migration")
+    for tool in ("search", "fetch"):
+        await manager.invoke_hook("tool_post_invoke", ToolPostInvokePayload(name=tool, result={}), ctx())
+    assert await plugin.flush(10)
+    assert [r.json()["metadata"]["tool_name"] for r in receiver.requests] == ["fetch"]
+    assert plugin.stats()["webhooks"][0]["silenced"] == 1
+    plugin.expire_silence(silence_id)
+    assert plugin.silences() == []
+    with pytest.raises(cpex_webhook_notification.WebhookError, match="matchers"):
+        plugin.silence({"matchers": [], "duration": "1h"})

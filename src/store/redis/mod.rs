@@ -39,6 +39,7 @@ mod digests;
 mod link;
 mod replies;
 mod scripts;
+mod silences;
 mod slots;
 mod state;
 mod upgrade;
@@ -49,6 +50,7 @@ use replies::{bytes, field, item, items, text};
 use scripts::{ADD, HAND_BACK, MERGE_DIGEST, TAKE_DIGEST, TAKE_DUE};
 
 pub(crate) use digests::{Rules, Schedule, Share, Taken};
+pub(crate) use silences::RedisSilences;
 use slots::Slots;
 use state::{Held, Place, State};
 
@@ -62,7 +64,7 @@ const GROUP: &str = "webhook-notification";
 /// replica's deliveries wait that long anyway), between these bounds.
 const CLAIM_INTERVAL: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 /// How long connecting may take, and each call (less once close has a deadline).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The Redis store of a fleet's outbox.

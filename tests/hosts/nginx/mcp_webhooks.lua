@@ -103,6 +103,15 @@ function M.probe()
     results.unwanted = { ok = ok, err = err }
     ok, err = narrow:invoke("tool_post_invoke", "{not json", nil)
     results.wanted_bad_json = { ok = ok, err = err }
+    -- Silences through the Lua API.
+    local id = narrow:silence({ matchers = { "tool=search" }, duration = "1h", comment = "from lua" })
+    local listed = narrow:silences()
+    local expired = narrow:expire_silence(id or "")
+    local again, again_err = narrow:expire_silence(id or "")
+    local _, bad_err = narrow:silence({ matchers = { "flavour=x" }, duration = "1h" })
+    results.silence = { id = id, listed = type(listed) == "table" and #listed or -1,
+        comment = type(listed) == "table" and listed[1] and listed[1].comment, expired = expired,
+        again = again == nil and again_err or "expired twice", bad = bad_err }
     narrow:close(0)
     local closed = wn.new("webhooks: []", "probe")
     closed:close(0)
