@@ -4,6 +4,8 @@
 //! window from `starts_at` to `ends_at`. An event matching an active silence is sent to no
 //! webhook. Stores keep them as [`SilenceRecord`]s (see `store::silences`).
 
+use std::collections::HashMap;
+
 use jiff::{SignedDuration, Timestamp};
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
@@ -292,26 +294,56 @@ impl Matcher {
     }
 }
 
-/// The silences of one store at one moment.
+/// The silences of one store at one moment, indexed so that an event is checked against the
+/// few that can match it: a silence with an `=` matcher is found by that key's value in the
+/// event (one lookup per key in use); only silences without one are checked one by one.
 #[derive(Default, Debug)]
 pub struct SilenceSet {
     silences: Vec<Silence>,
+    /// (key, value) of one `=` matcher → the silences holding it.
+    by_value: HashMap<(Field, String), Vec<usize>>,
+    /// The keys `by_value` uses.
+    keys: Vec<Field>,
+    /// Silences with no `=` matcher.
+    scanned: Vec<usize>,
 }
 
 impl SilenceSet {
     /// The set of `records` (those that do not parse, and ended ones, are left out).
     pub fn of(records: &[SilenceRecord], now: Timestamp) -> Self {
-        let silences = records
+        let mut set = SilenceSet::default();
+        set.silences = records
             .iter()
             .filter_map(|r| Silence::from_record(r).ok())
             .filter(|s| s.state(now) != SilenceState::Ended)
             .collect();
-        SilenceSet { silences }
+        for (i, silence) in set.silences.iter().enumerate() {
+            let equal = silence.matchers.iter().find_map(|m| match (&m.test, m.negated) {
+                (Test::Equal(value), false) => Some((m.field.clone(), value.clone())),
+                _ => None,
+            });
+            match equal {
+                Some(key) => {
+                    if !set.keys.contains(&key.0) {
+                        set.keys.push(key.0.clone());
+                    }
+                    set.by_value.entry(key).or_default().push(i);
+                }
+                None => set.scanned.push(i),
+            }
+        }
+        set
     }
 
     /// Whether an active silence matches an event with `vars`.
     pub fn silences(&self, vars: &Map<String, Value>, now: Timestamp) -> bool {
-        self.silences.iter().any(|s| s.silences(vars, now))
+        let candidates = self.keys.iter().flat_map(|key| {
+            let value = key.value(vars).map(text).unwrap_or_default().into_owned();
+            self.by_value.get(&(key.clone(), value)).into_iter().flatten()
+        });
+        candidates
+            .chain(&self.scanned)
+            .any(|&i| self.silences[i].silences(vars, now))
     }
 
     /// Whether it holds any silence (active or pending).
@@ -402,6 +434,25 @@ mod tests {
                 other => panic!("{spec}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_set_finds_the_silences_an_event_can_match_among_a_thousand() {
+        let mut records: Vec<SilenceRecord> = (0..1000)
+            .map(|i| silence(json!([format!("tool=t{i}"), "severity!=info"])).record())
+            .collect();
+        records.push(silence(json!(["user=~.*@example\\.com"])).record());
+        let now = Timestamp::now(); // every silence has started
+        let set = SilenceSet::of(&records, now);
+        let event = |tool: &str, severity: &str, user: &str| {
+            vars(
+                json!({"event": "tool_error", "severity": severity, "user": user, "metadata": {"tool_name": tool}}),
+            )
+        };
+        assert!(set.silences(&event("t500", "error", "a@b.org"), now));
+        assert!(!set.silences(&event("t500", "info", "a@b.org"), now));
+        assert!(!set.silences(&event("t1000", "error", "a@b.org"), now));
+        assert!(set.silences(&event("t1000", "error", "bob@example.com"), now));
     }
 
     #[test]

@@ -66,6 +66,8 @@ echo "== throughput: reqwest alone, then our library (Rust API) with 1 and 2 del
 for run in 1 2 3; do "$BENCH" bare-reqwest "$FAST" 200000; done | tee -a "$RESULTS"
 for run in 1 2 3; do "$BENCH" throughput "$FAST" 200000; done | tee -a "$RESULTS"
 for run in 1 2 3; do WEBHOOK_WORKER_THREADS=2 "$BENCH" throughput "$FAST" 200000 | sed 's/"impl":"rust"/"impl":"rust-2threads"/'; done | tee -a "$RESULTS"
+echo "== the hook with 1,000 active silences"
+"$BENCH" silences 1000 | tee -a "$RESULTS"
 echo "== batched delivery (ndjson, 500 events a request) from the Rust API"
 for run in 1 2 3; do "$BENCH" batched "$FAST" 500000; done | tee -a "$RESULTS"
 
