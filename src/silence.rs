@@ -311,12 +311,14 @@ pub struct SilenceSet {
 impl SilenceSet {
     /// The set of `records` (those that do not parse, and ended ones, are left out).
     pub fn of(records: &[SilenceRecord], now: Timestamp) -> Self {
-        let mut set = SilenceSet::default();
-        set.silences = records
-            .iter()
-            .filter_map(|r| Silence::from_record(r).ok())
-            .filter(|s| s.state(now) != SilenceState::Ended)
-            .collect();
+        let mut set = SilenceSet {
+            silences: records
+                .iter()
+                .filter_map(|r| Silence::from_record(r).ok())
+                .filter(|s| s.state(now) != SilenceState::Ended)
+                .collect(),
+            ..SilenceSet::default()
+        };
         for (i, silence) in set.silences.iter().enumerate() {
             let equal = silence.matchers.iter().find_map(|m| match (&m.test, m.negated) {
                 (Test::Equal(value), false) => Some((m.field.clone(), value.clone())),
