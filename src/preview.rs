@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::engine::Digest;
+use crate::engine::{mail_message, mail_recipients, Digest};
 use crate::error::{Error, Result};
 use crate::events::{notification, Event};
 use crate::formats::violations;
@@ -58,6 +58,17 @@ pub fn preview(
             let element = batch_element(webhook, body, &vars).map_err(Error::Parse)?;
             let elements = std::iter::repeat_n(&element[..], events as usize);
             body = batch_body(webhook, plugin_name, elements);
+        }
+        if let Some(email) = &webhook.email {
+            // The message as it would be mailed (RFC 5322), with its recipients.
+            let message = mail_message(email, &id, &body).map_err(Error::Parse)?;
+            previews.push(Preview {
+                webhook_id: webhook.id.clone(),
+                url: webhook.redacted_url.clone(),
+                headers: vec![("rcpt-to".to_owned(), mail_recipients(email))],
+                body: String::from_utf8_lossy(&message.formatted()).into_owned(),
+            });
+            continue;
         }
         let mut headers = vec![("user-agent".to_owned(), USER_AGENT.to_owned())];
         for (name, value) in &request_headers(webhook, (event, framed), &id, &body, &trace, 0) {

@@ -98,9 +98,10 @@ pub(crate) fn default_body(vars: &Map<String, Value>, event: Event) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// What a webhook's body for an event is made from: the event's configured template wins
-/// (its own, else `default_template`), else the webhook's channel format, else the built-in
-/// template. The library's own plugin_error always uses the built-in template.
+/// What a webhook's body for an event is made from: an email webhook's is always the email
+/// format's; otherwise the event's configured template wins (its own, else
+/// `default_template`), else the webhook's channel format, else the built-in template. The
+/// library's own plugin_error always uses the built-in template.
 pub(crate) enum Source<'a> {
     Template(&'a Template),
     Format(Format),
@@ -114,6 +115,8 @@ impl<'a> Source<'a> {
             config.configured_template(event),
             webhook.alerting.format,
         ) {
+            // A mail is always the email format's (a template renders JSON, not a message).
+            (_, _, Format::Email) => Source::Format(Format::Email),
             (true, _, _) => Source::Template(Template::builtin()),
             (false, Some(template), _) => Source::Template(template),
             (false, None, format) if format.is_channel() => Source::Format(format),
@@ -142,6 +145,16 @@ impl<'a> Source<'a> {
                     }
                     _ => Ok(body),
                 }
+            }
+            Source::Format(Format::Email) => {
+                let subject = match webhook.email.as_ref().and_then(|e| e.subject.as_ref()) {
+                    Some(template) => {
+                        let rendered = render_json(template, vars, event, Some(id))?;
+                        Some(serde_json::from_slice::<String>(&rendered).map_err(|e| e.to_string())?)
+                    }
+                    None => None,
+                };
+                Ok(Bytes::from(formats::email_body(vars, subject).to_string()))
             }
             Source::Format(format) => {
                 let routing_key = webhook.alerting.routing_key.as_deref().unwrap_or_default();

@@ -126,7 +126,7 @@ python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
 # The gateway's own violating plugins, pinned as mcp-contextforge-gateway 1.1.0's [plugins] extra
 # pins them (test_violations.py trips them through a real plugin manager).
-"$VENV/bin/pip" install -q "maturin>=1.7,<2" "cpex>=0.1.4,<0.2" "cpex-rate-limiter==0.1.12" "cpex-pii-filter==0.3.9" pytest pytest-asyncio pytest-timeout standardwebhooks mypy prometheus_client "slack_sdk>=3.30,<4" "opentelemetry-proto>=1.27,<2"
+"$VENV/bin/pip" install -q "maturin>=1.7,<2" "cpex>=0.1.4,<0.2" "cpex-rate-limiter==0.1.12" "cpex-pii-filter==0.3.9" pytest pytest-asyncio pytest-timeout standardwebhooks mypy prometheus_client "slack_sdk>=3.30,<4" "opentelemetry-proto>=1.27,<2" "aiosmtpd>=1.4,<2" "trustme>=1.1,<2"
 "$VENV/bin/maturin" build --quiet -i "$VENV/bin/python" -o "$CARGO_TARGET_DIR/wheels"
 "$VENV/bin/pip" install -q --no-index --find-links "$CARGO_TARGET_DIR/wheels" --force-reinstall --no-deps cpex-webhook-notification
 # The stubs must match the native module, not merely exist.

@@ -128,6 +128,7 @@ pub(super) struct RawWebhook {
     pub(super) min_severity: Option<Severity>,
     pub(super) digest: Option<RawDigest>,
     pub(super) batch: Option<RawBatch>,
+    pub(super) email: Option<RawEmail>,
     #[serde(default)]
     pub(super) mute_time_intervals: Vec<String>,
     #[serde(default)]
@@ -165,6 +166,21 @@ pub(super) struct RawAlerting {
 pub(super) enum OneOrMany {
     One(String),
     Many(Vec<String>),
+}
+
+/// `email` as written (see `email::build`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEmail {
+    pub(super) from: String,
+    pub(super) to: Vec<String>,
+    #[serde(default)]
+    pub(super) cc: Vec<String>,
+    pub(super) subject: Option<String>,
+    #[serde(default, deserialize_with = "credential")]
+    pub(super) username: Option<String>,
+    #[serde(default, deserialize_with = "credential")]
+    pub(super) password: Option<String>,
 }
 
 /// `batch` as written (see `batch::build`).

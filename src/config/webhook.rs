@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use super::alerting::{self, Alerting};
 use super::auth::{header_name, header_value, sensitive_header};
 use super::batch::{self, BatchSettings};
+use super::email::{self, EmailSettings};
 use super::expand;
 use super::fields::{in_range, seconds};
 use super::intervals::{self, Intervals};
@@ -63,6 +64,8 @@ pub struct Webhook {
     pub alerting: Alerting,
     /// Many events per request (log and SIEM sinks), if set.
     pub batch: Option<BatchSettings>,
+    /// How notifications are mailed (an smtp:// or smtps:// URL), if so.
+    pub email: Option<EmailSettings>,
     /// `mute_time_intervals`: events arriving inside any of these are not sent.
     pub mute: Vec<Arc<TimeInterval>>,
     /// `active_time_intervals`: when given, events are sent only inside one of these.
@@ -74,6 +77,8 @@ pub struct Webhook {
 pub struct TlsSettings {
     /// Trusted in addition to the bundled roots (every certificate of `ca_file`).
     pub ca: Vec<reqwest::Certificate>,
+    /// `ca_file` as read (PEM), for SMTP's TLS.
+    pub ca_pem: Option<Vec<u8>>,
     /// Presented for mTLS.
     pub identity: Option<reqwest::Identity>,
 }
@@ -166,8 +171,10 @@ pub(crate) fn url_fingerprint(url: &str) -> String {
 pub(super) fn check_url(field: &str, text: &str) -> Result<Url> {
     let bad = |why: &str| Error::config(field, why.to_owned());
     let url = Url::parse(text).map_err(|e| bad(&format!("not a valid URL ({e})")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad("must be an http:// or https:// URL"));
+    if !matches!(url.scheme(), "http" | "https" | "smtp" | "smtps") {
+        return Err(bad(
+            "must be an http:// or https:// URL (or smtp:// or smtps:// with email)",
+        ));
     }
     let authority = text.split_once("://").map_or("", |(_, rest)| rest);
     if authority.starts_with(['/', '?', '#']) || authority.is_empty() || url.host_str().is_none() {
@@ -195,11 +202,17 @@ impl RawTls {
             expand::read_config_file(path)
                 .map_err(|e| Error::config(field(name), format!("cannot read `{path}`: {e}")))
         };
-        let ca = match &self.ca_file {
-            Some(path) => reqwest::Certificate::from_pem_bundle(&read("ca_file", path)?)
+        let ca_pem = self
+            .ca_file
+            .as_ref()
+            .map(|path| read("ca_file", path))
+            .transpose()?;
+        let ca = match &ca_pem {
+            Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
                 .ok()
                 .filter(|certificates| !certificates.is_empty())
                 .ok_or_else(|| {
+                    let path = self.ca_file.as_deref().unwrap_or_default();
                     Error::config(field("ca_file"), format!("`{path}` holds no PEM certificate"))
                 })?,
             None => Vec::new(),
@@ -256,7 +269,7 @@ impl RawTls {
                 ))
             }
         };
-        Ok(TlsSettings { ca, identity })
+        Ok(TlsSettings { ca, ca_pem, identity })
     }
 }
 
@@ -300,12 +313,48 @@ impl RawWebhook {
     ) -> Result<Webhook> {
         let field = |name: &str| format!("{at}.{name}");
         let mut alerting = alerting::build(at, self.take_alerting())?;
+        let url = check_url(&field("url"), &self.url)?;
+        let email = match (self.email.take(), matches!(url.scheme(), "smtp" | "smtps")) {
+            (Some(raw), true) => Some(email::build(at, raw)?),
+            (None, true) => {
+                return Err(Error::config(
+                    field("email"),
+                    "is required with an smtp:// or smtps:// URL (from, to)",
+                ))
+            }
+            (Some(_), false) => {
+                return Err(Error::config(
+                    field("email"),
+                    "is only for smtp:// and smtps:// URLs",
+                ))
+            }
+            (None, false) => None,
+        };
+        match (email.is_some(), alerting.format) {
+            (true, Format::Default | Format::Email) => alerting.format = Format::Email,
+            (true, other) => {
+                return Err(Error::config(
+                    field("format"),
+                    format!(
+                        "`{}` cannot be mailed: an smtp:// webhook sends format: email",
+                        other.name()
+                    ),
+                ))
+            }
+            (false, Format::Email) => {
+                return Err(Error::config(
+                    field("format"),
+                    "email is for smtp:// and smtps:// URLs",
+                ))
+            }
+            (false, _) => {}
+        }
         let batch = batch::build(at, self.batch.take(), alerting.format, alerting.digest.is_some())?;
         if batch.is_some() && alerting.format == Format::Default {
             alerting.format = Format::Ndjson;
         }
-        let url = check_url(&field("url"), &self.url)?;
-        if network.require_https && url.scheme() != "https" {
+        // smtp:// then requires STARTTLS (see `engine::smtp`).
+        if network.require_https && !matches!(url.scheme(), "https" | "smtps" | "smtp") {
             return Err(Error::config(
                 field("url"),
                 "must be https:// (network.require_https)",
@@ -389,6 +438,7 @@ impl RawWebhook {
             proxy: proxy_of(&field("proxy"), self.proxy, network)?,
             alerting,
             batch,
+            email,
             mute: intervals::named(
                 &field("mute_time_intervals"),
                 &self.mute_time_intervals,

@@ -73,6 +73,21 @@ pub(crate) enum Answer {
     },
 }
 
+/// The answer for a webhook whose host is an IP address the network policy denies (names
+/// are checked when they resolve).
+pub(crate) fn refused_address(webhook: &Webhook, policy: &NetworkPolicy) -> Option<Answer> {
+    let host = webhook.url.host_str().unwrap_or_default();
+    let literal = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok();
+    literal.filter(|ip| !policy.permits(*ip)).map(|_| Answer::Fail {
+        status: None,
+        error: DENIED.to_owned(),
+    })
+}
+
 /// Sends `ticket` to `webhook` once; a destination the network policy denies fails at once.
 pub(crate) async fn attempt(
     client: &Client,
@@ -80,17 +95,8 @@ pub(crate) async fn attempt(
     policy: &NetworkPolicy,
     ticket: &Ticket,
 ) -> Answer {
-    let host = webhook.url.host_str().unwrap_or_default();
-    let literal = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-        .ok();
-    if literal.is_some_and(|ip| !policy.permits(ip)) {
-        return Answer::Fail {
-            status: None,
-            error: DENIED.to_owned(),
-        };
+    if let Some(answer) = refused_address(webhook, policy) {
+        return answer;
     }
     let fresh;
     let trace = match &ticket.trace {

@@ -19,6 +19,7 @@ use super::breaker::{Breaker, Permit, Transition};
 use super::intake::{Intake, Lifecycle};
 use super::ledger::Ticket;
 use super::queue::Next;
+use super::smtp::{self, Mailer};
 use crate::events::{Context, Event};
 use crate::metrics::Outcome;
 use crate::render::{batch_body, object, Job};
@@ -31,13 +32,15 @@ pub(crate) struct Dispatch {
     pub intake: Arc<Intake>,
     /// One per webhook: the shared client, or the webhook's own (TLS material, proxy).
     clients: Vec<Client>,
+    /// One per webhook: an email webhook's SMTP client.
+    mailers: Vec<Option<Mailer>>,
     pub breakers: Vec<Breaker>,
     in_flight: AtomicUsize,
 }
 
 impl Dispatch {
     /// The dispatch of `intake`'s webhooks, with one HTTP client per webhook.
-    pub fn new(intake: Arc<Intake>, clients: Vec<Client>) -> Self {
+    pub fn new(intake: Arc<Intake>, clients: Vec<Client>, mailers: Vec<Option<Mailer>>) -> Self {
         let breakers = intake
             .config
             .webhooks
@@ -47,8 +50,22 @@ impl Dispatch {
         Dispatch {
             intake,
             clients,
+            mailers,
             breakers,
             in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// One attempt of `ticket`: mailed for an email webhook, else an HTTP request.
+    async fn send(&self, ticket: &Ticket) -> Answer {
+        let webhook = &self.intake.config.webhooks[ticket.webhook];
+        let policy = &self.intake.config.network;
+        match (&self.mailers[ticket.webhook], &webhook.email) {
+            (Some(mailer), Some(email)) => match attempt::refused_address(webhook, policy) {
+                Some(answer) => answer,
+                None => smtp::send(mailer, email, &ticket.id, &ticket.body).await,
+            },
+            _ => attempt::attempt(&self.clients[ticket.webhook], webhook, policy, ticket).await,
         }
     }
 
@@ -270,16 +287,14 @@ async fn attempt(counted: InFlight, ticket: Ticket, slot: OwnedSemaphorePermit, 
 
 async fn run_attempt(engine: &Dispatch, mut ticket: Ticket, slot: OwnedSemaphorePermit, probe: bool) {
     let intake = &engine.intake;
-    let webhook = &intake.config.webhooks[ticket.webhook];
     ticket.first_attempt.get_or_insert_with(Instant::now);
     let mut halt = intake.lifecycle.subscribe();
     #[cfg(test)]
     intake.injected_panic(2);
-    let client = &engine.clients[ticket.webhook];
     let outcome = tokio::select! {
         biased;
         _ = halt.wait_for(|h| matches!(h, Lifecycle::Abandoning | Lifecycle::Stopped)) => return,
-        outcome = attempt::attempt(client, webhook, &intake.config.network, &ticket) => outcome,
+        outcome = engine.send(&ticket) => outcome,
     };
     drop(slot);
     ticket.attempts += 1;

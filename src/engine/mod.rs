@@ -16,6 +16,7 @@ mod queue;
 mod registry;
 mod runtime;
 mod silences;
+mod smtp;
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, LazyLock};
@@ -43,6 +44,7 @@ use queue::Queue;
 use registry::{Registry, Shareable};
 pub use runtime::WORKER_THREADS_ENV;
 pub(crate) use silences::Silences;
+pub(crate) use smtp::{message as mail_message, recipients as mail_recipients};
 
 /// One engine per config (Python instances share one; C and Go handles own one each).
 pub(crate) struct Engine {
@@ -97,12 +99,21 @@ impl Engine {
         let queue = Queue::new(webhooks, config.dead_letter_capacity, journal);
         queue.keep_stored_dead_letters(found.dead);
         let clients = clients(&config);
+        let mailers = config
+            .webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                smtp::mailer(w, config.network.require_https)
+                    .map_err(|e| Error::config(format!("webhooks[{i}].tls.ca_file"), e))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let fleet_digests = fleet.is_some();
         let store = crate::store::silences::open(&config.outbox).map_err(|e| Error::config("outbox", e))?;
         let silences = Silences::new(store);
         let (intake, receiver) = Intake::new(config, plugin_name, queue, fleet, silences);
         let intake = Arc::new(intake);
-        let dispatch = Arc::new(Dispatch::new(Arc::clone(&intake), clients));
+        let dispatch = Arc::new(Dispatch::new(Arc::clone(&intake), clients, mailers));
         let engine = Arc::new(Engine {
             intake,
             dispatch,

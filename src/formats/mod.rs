@@ -6,6 +6,7 @@
 
 pub(crate) mod batch;
 mod discord;
+mod email;
 mod pagerduty;
 mod slack;
 mod teams;
@@ -35,6 +36,8 @@ pub enum Format {
     SplunkHec,
     /// Batches: an OTLP/HTTP JSON `LogsData`, one log record per event.
     OtlpLogs,
+    /// Mail (smtp:// and smtps:// webhooks): a plain-text message.
+    Email,
 }
 
 impl Format {
@@ -50,6 +53,7 @@ impl Format {
             Format::JsonArray => "json_array",
             Format::SplunkHec => "splunk_hec",
             Format::OtlpLogs => "otlp_logs",
+            Format::Email => "email",
         }
     }
 
@@ -87,8 +91,15 @@ pub fn body(format: Format, vars: &Map<String, Value>, routing_key: &str, dedup_
         Format::Teams => teams::body(&alert),
         Format::Discord => discord::body(&alert),
         Format::PagerDuty => pagerduty::body(&alert, routing_key, dedup_key),
+        Format::Email => email::body(&alert, None),
         _ => unreachable!("checked to be a channel format"),
     })
+}
+
+/// An email's `{"subject", "text"}` for `vars` (with `digest` for a digest message): the
+/// subject given (a rendered `email.subject`), else the summary line.
+pub fn email_body(vars: &Map<String, Value>, subject: Option<String>) -> Value {
+    email::body(&Alert::of(vars), subject)
 }
 
 /// Where `body` exceeds `format`'s limits (empty when it fits).
@@ -197,6 +208,15 @@ impl<'a> Alert<'a> {
         rows.into_iter()
             .filter_map(|(label, value)| Some((label, value?)))
             .collect()
+    }
+
+    /// A digest message's samples, compact JSON each (empty without a digest).
+    pub fn samples(&self) -> Vec<String> {
+        self.vars
+            .get("digest")
+            .and_then(|d| d.get("samples"))
+            .and_then(Value::as_array)
+            .map_or_else(Vec::new, |samples| samples.iter().map(Value::to_string).collect())
     }
 
     /// The plugin that raised it and the group key, for footers.
