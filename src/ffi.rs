@@ -251,7 +251,7 @@ pub unsafe extern "C" fn webhook_plugin_wants_hook(
 ) -> i32 {
     boundary(error, || {
         // SAFETY: the caller's contract; the handle is only read.
-        let (plugin, hook) = unsafe { (plugin(p.cast_mut())?, required_str(hook, "hook")?) };
+        let (plugin, hook) = unsafe { (plugin(p)?, required_str(hook, "hook")?) };
         let answer = plugin.notifier.wants_hook(Hook::from_name(hook)?);
         if !wanted.is_null() {
             // SAFETY: checked non-NULL; writable by the caller's contract.
@@ -348,7 +348,7 @@ pub unsafe extern "C" fn webhook_plugin_flush(
 /// `p` is a live handle; `stats_json` is writable; `error` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn webhook_plugin_stats(
-    p: *mut WebhookPlugin,
+    p: *const WebhookPlugin,
     stats_json: *mut *mut c_char,
     error: *mut *mut c_char,
 ) -> i32 {
@@ -399,7 +399,7 @@ pub unsafe extern "C" fn webhook_plugin_silence_add(
 /// `p` is a live handle; `json_out` writable; `error` NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn webhook_plugin_silences(
-    p: *mut WebhookPlugin,
+    p: *const WebhookPlugin,
     json_out: *mut *mut c_char,
     error: *mut *mut c_char,
 ) -> i32 {
@@ -438,7 +438,7 @@ pub unsafe extern "C" fn webhook_plugin_silence_expire(
 /// `p` is a live handle; `text` is writable; `error` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn webhook_plugin_metrics(
-    p: *mut WebhookPlugin,
+    p: *const WebhookPlugin,
     text: *mut *mut c_char,
     error: *mut *mut c_char,
 ) -> i32 {
@@ -576,7 +576,7 @@ fn c_string(s: String) -> *mut c_char {
 ///
 /// # Safety
 /// `p` is NULL or a live handle, valid for `'a`.
-unsafe fn plugin<'a>(p: *mut WebhookPlugin) -> Result<&'a WebhookPlugin, Error> {
+unsafe fn plugin<'a>(p: *const WebhookPlugin) -> Result<&'a WebhookPlugin, Error> {
     // SAFETY: NULL or a live handle (this function's contract).
     unsafe { p.as_ref() }.ok_or_else(|| Error::InvalidArgument("the plugin handle is NULL".into()))
 }

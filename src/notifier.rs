@@ -348,6 +348,29 @@ mod tests {
         assert_eq!((failed, s.webhooks[3].delivered), (vec![1, 1, 1, 0], 1));
     }
 
+    /// A panic on the fleet-exchange thread is caught and counted, and exchanges go on: the
+    /// digest message of the group still arrives (needs the suite's Redis).
+    #[test]
+    fn a_panic_in_a_fleet_exchange_is_counted_and_exchanges_go_on() {
+        let Ok(redis) = std::env::var("WEBHOOK_TEST_REDIS_URL") else {
+            eprintln!("skipped: WEBHOOK_TEST_REDIS_URL is not set (tests/run.sh sets it)");
+            return;
+        };
+        let rx = receiver::Receiver::ok();
+        let key = format!("exchange-panic-{}", uuid::Uuid::new_v4().simple());
+        let config = format!(
+            "outbox: {{type: redis, url: '{redis}', key: '{key}'}}\nwebhooks: [{{url: '{}', events: [violation], digest: {{group_by: [event], group_wait: 200ms}}}}]",
+            rx.url("/")
+        );
+        let n = Notifier::from_config_text(&config, None).unwrap();
+        n.engine.inject_panic(3);
+        n.notify(Event::Violation, &json!({}), None, None).unwrap();
+        let arrived = rx.wait_for(1, Duration::from_secs(20));
+        assert_eq!(arrived[0].json()["digest"]["count"], 1);
+        assert_eq!(n.stats().internal_errors, 1);
+        n.close(Duration::from_secs(5)).unwrap();
+    }
+
     /// A panic in the task that holds deliveries (routing, or an attempt) still ends each of
     /// them in the stats, and the engine keeps working afterwards.
     #[test]
@@ -364,6 +387,7 @@ mod tests {
             assert!(n.flush(Duration::from_secs(10)), "stage {stage}: still pending");
             let s = n.stats();
             assert_eq!(s.dropped, lost, "stage {stage}: {s:?}");
+            assert_eq!(s.internal_errors, u64::from(stage == 1), "stage {stage}: {s:?}");
             assert_eq!(s.delivered + s.dropped, 2, "stage {stage}: {s:?}");
             n.notify(Event::Violation, &json!({}), None, None).unwrap();
             assert!(n.flush(Duration::from_secs(10)));

@@ -116,6 +116,9 @@ pub struct Stats {
     pub dead_letters_evicted: u64,
     /// Hook calls whose data could not be turned into an event at all (logged, paced).
     pub host_errors: u64,
+    /// Bugs caught: a panic on one of the engine's tasks or threads (each logged; the engine
+    /// goes on, and what it dropped is counted where it belongs).
+    pub internal_errors: u64,
     pub webhooks: Vec<WebhookStats>,
     /// Where deliveries wait, and how much of it is committed.
     pub outbox: OutboxStatus,
@@ -134,6 +137,7 @@ impl Stats {
             dead_letters: sum(|w| w.dead_letters),
             dead_letters_evicted: 0,
             host_errors,
+            internal_errors: 0,
             webhooks,
             outbox,
         }

@@ -70,14 +70,14 @@ int32_t webhook_plugin_notify(WebhookPlugin *p,
                               const char *metadata_json,
                               char **error);
 int32_t webhook_plugin_flush(WebhookPlugin *p, uint32_t timeout_ms, char **error);
-int32_t webhook_plugin_stats(WebhookPlugin *p, char **stats_json, char **error);
+int32_t webhook_plugin_stats(const WebhookPlugin *p, char **stats_json, char **error);
 int32_t webhook_plugin_silence_add(WebhookPlugin *p,
                                    const char *silence_json,
                                    char **id_out,
                                    char **error);
-int32_t webhook_plugin_silences(WebhookPlugin *p, char **json_out, char **error);
+int32_t webhook_plugin_silences(const WebhookPlugin *p, char **json_out, char **error);
 int32_t webhook_plugin_silence_expire(WebhookPlugin *p, const char *id, char **error);
-int32_t webhook_plugin_metrics(WebhookPlugin *p, char **text, char **error);
+int32_t webhook_plugin_metrics(const WebhookPlugin *p, char **text, char **error);
 int32_t webhook_plugin_close(WebhookPlugin *p, uint32_t timeout_ms, char **error);
 int32_t webhook_plugin_shutdown(WebhookPlugin *p, char **error);
 void webhook_plugin_free(WebhookPlugin *p);

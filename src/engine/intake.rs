@@ -76,6 +76,8 @@ pub(crate) struct Intake {
     /// The process generation the engine's tasks run in (see `runtime`).
     generation: u32,
     host_errors: AtomicU64,
+    /// Panics caught on the engine's tasks and threads (bugs; each logged).
+    internal_errors: AtomicU64,
     /// Events raised, by event (for Prometheus).
     events: [AtomicU64; Event::ALL.len()],
     /// Test hook: the stage (1 routing, 2 an attempt) that panics once, per engine so tests
@@ -122,6 +124,7 @@ impl Intake {
             hurrying: AtomicUsize::new(0),
             generation: runtime::generation(),
             host_errors: AtomicU64::new(0),
+            internal_errors: AtomicU64::new(0),
             events: Default::default(),
             #[cfg(test)]
             inject_panic: Default::default(),
@@ -282,6 +285,16 @@ impl Intake {
     /// Counts a hook call whose host data could not become an event.
     pub fn host_error(&self) -> u64 {
         self.host_errors.fetch_add(1, Relaxed) + 1
+    }
+
+    /// Counts a panic caught on one of the engine's tasks or threads; returns the count.
+    pub fn internal_error(&self) -> u64 {
+        self.internal_errors.fetch_add(1, Relaxed) + 1
+    }
+
+    /// Panics caught so far.
+    pub fn internal_errors(&self) -> u64 {
+        self.internal_errors.load(Relaxed)
     }
 
     /// Hook calls whose host data could not become an event, so far.
@@ -485,6 +498,8 @@ impl Intake {
         if self.is(Lifecycle::Abandoning) || self.is(Lifecycle::Stopped) {
             return 0;
         }
+        #[cfg(test)]
+        self.injected_panic(3);
         let round = fleet.exchange(&self.config.webhooks, &self.digests, closing);
         for webhook in round.webhooks {
             let counters = &self.ledger.counters[webhook.index];
@@ -551,11 +566,19 @@ fn admits(alerting: &Alerting, vars: &Map<String, Value>, severity: Severity) ->
 
 /// Exchanges digest counts with the fleet every `EXCHANGE_INTERVAL` until close begins (close
 /// makes the last exchange itself). Runs on a thread of its own: the calls block.
+/// A panic in an exchange (a bug) is caught, logged and counted in `internal_errors`; the
+/// thread goes on with the next exchange.
 pub(crate) fn run_fleet_exchange(intake: Arc<Intake>) {
     while !intake.is_closed() {
         std::thread::sleep(EXCHANGE_INTERVAL);
-        if !intake.is_closed() {
-            intake.exchange_with_fleet(false);
+        if intake.is_closed() {
+            break;
+        }
+        let exchanged =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| intake.exchange_with_fleet(false)));
+        if exchanged.is_err() {
+            let n = intake.internal_error();
+            error!("a bug interrupted a digest exchange with the fleet ({n} internal errors so far); exchanges go on");
         }
     }
 }
@@ -617,6 +640,7 @@ fn route_caught(intake: &Intake, admitted: Admitted) {
     let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| intake.route(admitted)));
     intake.routed();
     if routed.is_err() {
+        intake.internal_error();
         error!("a bug dropped an event while routing it (counted as dropped)");
     }
 }

@@ -352,6 +352,7 @@ impl Engine {
         let mut stats = Stats::new(intake.ledger.pending(), intake.host_errors(), webhooks, outbox);
         stats.dead_letters = intake.queue.dead_letters_held();
         stats.dead_letters_evicted = intake.queue.dead_letters_evicted();
+        stats.internal_errors = intake.internal_errors();
         stats
     }
 
@@ -380,7 +381,8 @@ impl Engine {
         exposition(&intake.plugin_name, &intake.events_raised(), &webhooks)
     }
 
-    /// Arms a panic at `stage` (1 routing, 2 an attempt), once, for this engine's tests.
+    /// Arms a panic at `stage` (1 routing, 2 an attempt, 3 a fleet exchange), once, for this
+    /// engine's tests.
     #[cfg(test)]
     pub fn inject_panic(&self, stage: u8) {
         self.intake.inject_panic.store(stage, SeqCst);
