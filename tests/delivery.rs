@@ -536,7 +536,9 @@ payload_templates:
 
 #[test]
 fn bad_json_shapes_are_parse_errors() {
-    let n = notifier("webhooks: []");
+    // A webhook takes tool_error, so tool_post_invoke calls are read (a hook no webhook takes
+    // is answered before anything is parsed).
+    let n = notifier("webhooks: [{url: 'http://127.0.0.1:9/', events: [tool_error]}]");
     assert!(matches!(
         n.invoke(Hook::ToolPostInvoke, json!({}), &json!([1])),
         Err(Error::Parse(_))

@@ -108,7 +108,7 @@ pub(crate) async fn attempt(
     };
     let headers = request_headers(
         webhook,
-        (ticket.event, ticket.framed),
+        (ticket.event, ticket.framed()),
         &ticket.id,
         &ticket.body,
         trace,

@@ -127,7 +127,7 @@ impl Dispatch {
             last_error: error.clone(),
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             body: ticket.body.clone(),
-            batch: ticket.framed,
+            batch: ticket.framed(),
         };
         let message = format!(
             "webhook {} ({}) {} delivery {} failed after {} attempts: {error}",

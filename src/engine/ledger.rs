@@ -135,12 +135,9 @@ pub struct Ticket {
     /// Its event's W3C trace (shared by the event's deliveries); None for a replayed dead
     /// letter or a delivery stored before v4, whose attempts each start a fresh trace.
     pub trace: Option<std::sync::Arc<Trace>>,
-    /// Events its body frames when it is a whole batch (a batch, or a replayed batch dead
-    /// letter); None for one event's body.
-    pub framed: Option<u32>,
-    /// A batch's events (None for any other delivery): the batch is sent, retried and ended
-    /// as one delivery, and each member's end is counted when the batch ends.
-    members: Option<Vec<Ticket>>,
+    /// Set when its body is a whole batch (boxed: most deliveries are not, and a queued
+    /// delivery's size matters).
+    whole: Option<Box<Whole>>,
     ledger: std::sync::Arc<Ledger>,
     ended: bool,
     /// Kept by a durable outbox: if the process lets go of it unended (close), it waits there
@@ -162,8 +159,7 @@ impl Ticket {
             attempts: 0,
             first_attempt: None,
             trace: None,
-            framed: None,
-            members: None,
+            whole: None,
             ledger,
             ended: false,
             durable: false,
@@ -183,43 +179,72 @@ impl Ticket {
             attempts: members.iter().map(|m| m.attempts).max().unwrap_or(0),
             first_attempt: None,
             trace: Some(std::sync::Arc::new(Trace::random())),
-            framed: Some(members.len() as u32),
             ledger: std::sync::Arc::clone(&first.ledger),
             ended: false,
             durable: true,
             group: None,
-            members: Some(members),
+            whole: Some(Box::new(Whole::Batch(members))),
+        }
+    }
+
+    /// Events its body frames when it is a whole batch; None for one event's body.
+    pub fn framed(&self) -> Option<u32> {
+        match self.whole.as_deref()? {
+            Whole::Batch(members) => Some(members.len() as u32),
+            Whole::Framed(events) => Some(*events),
+        }
+    }
+
+    /// Marks its body as an already framed batch of `events` (a replayed batch dead letter,
+    /// or one resumed from a store).
+    pub fn set_framed(&mut self, events: Option<u32>) {
+        self.whole = events.map(|n| Box::new(Whole::Framed(n)));
+    }
+
+    /// A batch's events (None for any other delivery).
+    fn members(&self) -> Option<&Vec<Ticket>> {
+        match self.whole.as_deref()? {
+            Whole::Batch(members) => Some(members),
+            Whole::Framed(_) => None,
         }
     }
 
     /// Whether it is a batch of events (see [`Ticket::batch`]).
     pub fn is_batch(&self) -> bool {
-        self.members.is_some()
+        self.members().is_some()
     }
 
     /// Whether its body is sent as it is, never framed with others (a batch, a replayed
     /// batch dead letter).
     pub fn is_whole(&self) -> bool {
-        self.framed.is_some()
+        self.whole.is_some()
     }
 
     /// What a store keeps of it: the batch's events, else itself.
     pub fn records(&self) -> &[Ticket] {
-        self.members.as_deref().unwrap_or(std::slice::from_ref(self))
+        self.members().map_or(std::slice::from_ref(self), Vec::as_slice)
     }
 
     /// The batch's events (empty for any other delivery), updated with the batch's attempts.
     pub fn members_mut(&mut self) -> &mut [Ticket] {
         let attempts = self.attempts;
-        let members = self.members.as_deref_mut().unwrap_or_default();
-        members.iter_mut().for_each(|m| m.attempts = attempts);
-        members
+        match self.whole.as_deref_mut() {
+            Some(Whole::Batch(members)) => {
+                members.iter_mut().for_each(|m| m.attempts = attempts);
+                members
+            }
+            _ => &mut [],
+        }
     }
 
     /// Ends a batch's members with `end` (each one counted); empty for any other delivery.
     fn end_members(&mut self, mut end: impl FnMut(Ticket)) {
         let first_attempt = self.first_attempt;
-        for mut member in self.members.as_mut().map(std::mem::take).unwrap_or_default() {
+        let members = match self.whole.as_deref_mut() {
+            Some(Whole::Batch(members)) => std::mem::take(members),
+            _ => Vec::new(),
+        };
+        for mut member in members {
             member.first_attempt = first_attempt;
             end(member);
         }
@@ -250,7 +275,7 @@ impl Ticket {
     /// Ends it as delivered with `status` (a batch: each of its events, and one batch).
     pub fn delivered(mut self, status: u16) {
         self.ended = true;
-        if self.members.is_some() {
+        if self.is_batch() {
             self.counters().batch_delivered();
             return self.end_members(|member| member.delivered(status));
         }
@@ -265,7 +290,7 @@ impl Ticket {
     /// failed in a row (for paced warnings).
     pub fn failed(mut self, status: Option<u16>, error: String) -> u64 {
         self.ended = true;
-        if self.members.is_some() {
+        if self.is_batch() {
             let mut streak = 0;
             self.end_members(|member| streak = member.failed(status, error.clone()));
             return streak;
@@ -278,7 +303,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if self.members.is_some() {
+        if matches!(self.whole.as_deref(), Some(Whole::Batch(_))) {
             return; // a batch takes no slot; its members (if any are left) count themselves
         }
         if !self.ended && !self.durable {
@@ -290,6 +315,15 @@ impl Drop for Ticket {
         }
         self.ledger.end_one(self.webhook);
     }
+}
+
+/// What makes a delivery's body whole (sent as it is, never framed with others).
+enum Whole {
+    /// A batch of these events: sent, retried and ended as one delivery, each event's end
+    /// counted when the batch ends.
+    Batch(Vec<Ticket>),
+    /// An already framed batch of this many events (a replayed batch dead letter).
+    Framed(u32),
 }
 
 /// An event admitted for a webhook that filters or digests, until the alerting stage has

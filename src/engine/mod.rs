@@ -198,7 +198,7 @@ impl Engine {
             }
             let ledger = Arc::clone(&intake.ledger);
             let mut ticket = Ticket::new(ledger, index, letter.event, letter.delivery_id, letter.body);
-            ticket.framed = letter.batch;
+            ticket.set_framed(letter.batch);
             intake.requeue(ticket, None);
             replayed += 1;
         }
@@ -490,7 +490,7 @@ fn resume(intake: &Intake, resumed: Vec<Resumed>) {
         ticket.mark_durable();
         ticket.attempts = r.attempts;
         ticket.trace = r.trace.map(Arc::new);
-        ticket.framed = r.batch;
+        ticket.set_framed(r.batch);
         intake.requeue(ticket, Some(r.due));
         resumed_count += 1;
     }

@@ -444,7 +444,7 @@ fn pending(ticket: &Ticket, due: Instant, new: bool) -> Pending<'_> {
         due,
         body: &ticket.body,
         trace: ticket.trace.as_deref(),
-        batch: ticket.framed,
+        batch: ticket.framed(),
         new,
     }
 }

@@ -1,8 +1,9 @@
 """Envoy's requests/s with and without our hook: three Envoy processes (--concurrency 1, a
 direct_response route): no Lua filter (`plain`), a Lua filter whose `envoy_on_response` is
 empty (`lua`: the filter's own cost), and the same filter calling bindings/lua (`hooked`:
-`wn.attach`, one tool_post_invoke per request, delivered to RECEIVER); `wrk -t1 -c32 -d5s`,
-three interleaved runs. Prints one JSON row per run.
+`wn.attach`, one tool_post_invoke per request, delivered to RECEIVER), and that hook into a
+batching webhook (`batched`: 500 events a request); `wrk -t1 -c32 -d5s`, three interleaved
+runs. Prints one JSON row per run.
 
 Usage: python envoy_gateway.py ENVOY LIBRARY RECEIVER_URL"""
 
@@ -23,11 +24,13 @@ ENVOY, LIB, RECEIVER = sys.argv[1:4]
 HOOK = """
 package.path = "%s/bindings/lua/?.lua;" .. package.path
 local notifier = assert(require("webhook_notification").attach(
-  '{"queue_capacity": 100000, "webhooks": [{"url": "%s", "events": ["tool_success"], "max_concurrency": 64}]}', "envoy-bench"))
+  '{"queue_capacity": 100000, "webhooks": [{"url": "%s", "events": ["tool_success"], "max_concurrency": 64%s}]}', "envoy-bench"))
 function envoy_on_response(handle)
   notifier:invoke("tool_post_invoke", '{"name": "search", "result": {}}', nil)
 end
-""" % (ROOT, RECEIVER)
+"""
+BATCH = ', "batch": {"max_events": 500, "max_wait": "100ms"}'
+HOOKED, BATCHED = (HOOK % (ROOT, RECEIVER, extra) for extra in ("", BATCH))
 
 
 def free_port() -> int:
@@ -73,7 +76,8 @@ def start(label: str, lua: str | None, workdir: str) -> tuple[subprocess.Popen, 
 
 
 with tempfile.TemporaryDirectory() as workdir:
-    envoys = {label: start(label, lua, workdir) for label, lua in (("plain", None), ("lua", EMPTY), ("hooked", HOOK))}
+    variants = (("plain", None), ("lua", EMPTY), ("hooked", HOOKED), ("batched", BATCHED))
+    envoys = {label: start(label, lua, workdir) for label, lua in variants}
     try:
         for run in (1, 2, 3):
             for label, (_, port) in envoys.items():

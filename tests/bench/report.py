@@ -132,12 +132,13 @@ def alerting_section(rows: list[dict]) -> list[str]:
                 "classification) and a few more on our delivery thread (routing, the digest's grouping), against "
                 "~10–20 µs of CPU per request for an nginx that answers from Lua — on 2 cores that also run wrk and "
                 "the receiver. The more a request costs the gateway (proxying it upstream), the smaller the share.", ""]
-    out += rates_table(rows, "envoy-gateway", ("plain", "lua", "hooked"), [
+    out += rates_table(rows, "envoy-gateway", ("plain", "lua", "hooked", "batched"), [
         "## Inside Envoy: its Lua filter", "",
         "`tests/bench/envoy_gateway.py`: `wrk -t1 -c32 -d5s` against three Envoy processes "
         "(`--concurrency 1`, a `direct_response` route): no Lua filter, a Lua filter with an empty "
         "`envoy_on_response` (the filter's own cost), and that filter calling `n:invoke` through "
-        "`bindings/lua` (`wn.attach`, the event delivered for every request); three interleaved runs, medians, "
+        "`bindings/lua` (`wn.attach`, the event delivered for every request; `batched`: into a batching "
+        "webhook, 500 events a request); three interleaved runs, medians, "
         "on the same 2 shared cores as the receiver and wrk.", "",
         "| Envoy | requests/s | vs no filter |", "|---|---|---|"])
     return out
