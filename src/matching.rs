@@ -25,7 +25,7 @@ pub const FIELD_NAMES: [&str; 11] = [
 ];
 
 /// One thing read from an event.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Field {
     /// One of [`FIELD_NAMES`], by index.
     Named(usize),

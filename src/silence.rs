@@ -170,12 +170,10 @@ impl Silence {
 
     /// A stored silence read back (records that no longer parse are skipped by the caller).
     pub fn from_record(record: &SilenceRecord) -> Result<Silence> {
-        let matchers = record
-            .matchers
-            .iter()
-            .enumerate()
-            .map(|(i, m)| Matcher::parse(&format!("matchers[{i}]"), m))
-            .collect::<Result<Vec<_>>>()?;
+        let mut matchers = Vec::with_capacity(record.matchers.len());
+        for (i, m) in record.matchers.iter().enumerate() {
+            matchers.push(Matcher::parse(&format!("matchers[{i}]"), m)?);
+        }
         Ok(Silence {
             id: record.id.clone(),
             matchers,
@@ -300,8 +298,8 @@ impl Matcher {
 #[derive(Default, Debug)]
 pub struct SilenceSet {
     silences: Vec<Silence>,
-    /// (key, value) of one `=` matcher → the silences holding it.
-    by_value: HashMap<(Field, String), Vec<usize>>,
+    /// (key's index in [`FIELD_NAMES`], value) of one `=` matcher → the silences holding it.
+    by_value: HashMap<(usize, String), Vec<usize>>,
     /// The keys `by_value` uses.
     keys: Vec<Field>,
     /// Silences with no `=` matcher.
@@ -320,16 +318,19 @@ impl SilenceSet {
             ..SilenceSet::default()
         };
         for (i, silence) in set.silences.iter().enumerate() {
-            let equal = silence.matchers.iter().find_map(|m| match (&m.test, m.negated) {
-                (Test::Equal(value), false) => Some((m.field.clone(), value.clone())),
-                _ => None,
-            });
+            let equal = silence
+                .matchers
+                .iter()
+                .find_map(|m| match (&m.field, &m.test, m.negated) {
+                    (Field::Named(key), Test::Equal(value), false) => Some((*key, value.clone())),
+                    _ => None,
+                });
             match equal {
-                Some(key) => {
-                    if !set.keys.contains(&key.0) {
-                        set.keys.push(key.0.clone());
+                Some((key, value)) => {
+                    if !set.keys.contains(&Field::Named(key)) {
+                        set.keys.push(Field::Named(key));
                     }
-                    set.by_value.entry(key).or_default().push(i);
+                    set.by_value.entry((key, value)).or_default().push(i);
                 }
                 None => set.scanned.push(i),
             }
@@ -341,7 +342,10 @@ impl SilenceSet {
     pub fn silences(&self, vars: &Map<String, Value>, now: Timestamp) -> bool {
         let candidates = self.keys.iter().flat_map(|key| {
             let value = key.value(vars).map(text).unwrap_or_default().into_owned();
-            self.by_value.get(&(key.clone(), value)).into_iter().flatten()
+            let Field::Named(index) = key else {
+                unreachable!("silences index named keys only")
+            };
+            self.by_value.get(&(*index, value)).into_iter().flatten()
         });
         candidates
             .chain(&self.scanned)
