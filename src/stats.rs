@@ -86,6 +86,9 @@ pub struct WebhookStats {
     /// merged in Redis, one replica sends each message); false without a Redis outbox, or
     /// while cut off from it (this process then digests on its own).
     pub digest_shared: bool,
+    /// Events of digest messages that were dropped or failed (a digest message is one
+    /// delivery in `dropped`/`failed`; this says how many events it held).
+    pub digest_events_lost: u64,
     /// Batch requests delivered (a batching webhook; its other counters count events).
     pub batches: u64,
     /// Events its `mute_time_intervals` (or being outside its `active_time_intervals`) held back.
@@ -169,6 +172,7 @@ mod tests {
             groups: 0,
             digest_messages: 0,
             digest_shared: false,
+            digest_events_lost: 0,
             batches: 0,
             muted: 0,
             silenced: 0,

@@ -354,3 +354,39 @@ fn the_last_detach_from_a_shared_engine_sends_its_digest_counts_before_it_closes
         "the idle engine's uncounted events were sent, not dropped"
     );
 }
+
+#[test]
+fn every_digested_event_ends_in_a_counter_at_close() {
+    // A threshold group that never fired: its events are below_threshold once the engine closes.
+    let rx = Receiver::ok();
+    let n = notifier(&format!(
+        "webhooks: [{{url: '{}', events: [rate_limit_exceeded], digest: {{group_by: [user], threshold: {{count: 10, window: 1h}}}}}}]",
+        rx.url("/")
+    ));
+    (0..3).for_each(|_| rate_limited(&n, "alice", "search"));
+    assert!(n.flush(WAIT));
+    assert_eq!(
+        n.stats().webhooks[0].below_threshold,
+        0,
+        "still within the window"
+    );
+    n.close(WAIT).unwrap();
+    assert_eq!(n.stats().webhooks[0].below_threshold, 3);
+    assert!(rx.received().is_empty());
+
+    // Digest messages refused for good: each is one failed delivery, and their events are
+    // counted in digest_events_lost (1 in the group's first message, 4 in the one at close).
+    let rx = Receiver::start(|_| Reply::status(400));
+    let n = notifier(&format!(
+        "webhooks: [{{url: '{}', events: [rate_limit_exceeded], digest: {{group_by: [user], group_interval: 1h}}}}]",
+        rx.url("/")
+    ));
+    (0..5).for_each(|_| rate_limited(&n, "alice", "search"));
+    n.close(WAIT).unwrap();
+    let webhook = &n.stats().webhooks[0];
+    assert_eq!(
+        (webhook.failed, webhook.digest_events_lost),
+        (2, 5),
+        "{webhook:?}"
+    );
+}

@@ -44,7 +44,8 @@ type WebhookStats struct {
 	Circuit     string `json:"circuit"`
 	DeadLetters uint64 `json:"dead_letters"`
 	// Filtered counts events of the webhook's events that match, exclude or min_severity
-	// turned away; BelowThreshold digest events that aged out before their group fired;
+	// turned away; BelowThreshold digest events that aged out before their group fired (or were
+	// still below its threshold at close);
 	// Groups the digest groups open; DigestMessages the digest messages queued so far;
 	// DigestShared is true while the fleet digests the groups (a Redis outbox, reachable).
 	Filtered       uint64 `json:"filtered"`
@@ -52,6 +53,8 @@ type WebhookStats struct {
 	Groups         uint64 `json:"groups"`
 	DigestMessages uint64 `json:"digest_messages"`
 	DigestShared   bool   `json:"digest_shared"`
+	// DigestEventsLost counts the events held by digest messages that were dropped or failed.
+	DigestEventsLost uint64 `json:"digest_events_lost"`
 	// Batches counts batch requests delivered (a batching webhook counts events elsewhere).
 	Batches uint64 `json:"batches"`
 	// Muted counts events a mute time interval held back; Silenced those a silence held back.

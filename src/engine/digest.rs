@@ -29,6 +29,8 @@ pub(crate) struct Message {
     pub vars: Map<String, Value>,
     /// Set while the message is undelivered; its ticket clears it when it ends.
     pub undelivered: Arc<AtomicBool>,
+    /// Events it counts (`digest.count`).
+    pub count: u64,
 }
 
 /// What happened to events that could not be counted in a message.
@@ -277,6 +279,20 @@ impl Digest {
     /// passed and whose last message ended (all of them when `closing`), and — unless
     /// closing — the resolve messages of groups quiet for `resolve_after` (when `resolves`).
     /// Quiet groups close.
+    /// At the engine's final close: the events of threshold groups that never fired (they
+    /// would otherwise end in no counter), forgotten; counted as `below_threshold` by the caller.
+    pub fn unfired(&mut self) -> u64 {
+        if self.settings.threshold.is_none() || self.shared {
+            return 0;
+        }
+        let mut events = 0;
+        for group in self.groups.values_mut().filter(|g| !g.firing) {
+            events += group.window.len() as u64;
+            group.window.clear();
+        }
+        events
+    }
+
     pub fn due(&mut self, now: Instant, closing: bool, resolves: bool) -> (Vec<Message>, Aged) {
         if !closing && now < self.next_look {
             return (Vec::new(), Aged::default());
@@ -459,6 +475,7 @@ impl Summary<'_> {
             event,
             vars,
             undelivered,
+            count: self.count,
         }
     }
 }

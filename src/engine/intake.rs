@@ -424,15 +424,16 @@ impl Intake {
         }
     }
 
-    /// Renders and queues a digest message (a full queue drops it, counted; its group's
-    /// counts are then lost with it, as any dropped delivery's event is).
+    /// Renders and queues a digest message (a full queue drops it, counted, and its events
+    /// in `digest_events_lost`).
     fn send_message(&self, index: usize, message: Message) {
         let event = message.event;
         let Some(ticket) = self.ticket(index, event) else {
             message.undelivered.store(false, SeqCst);
+            self.ledger.counters[index].digest_events_lost(message.count);
             return;
         };
-        let mut ticket = ticket.for_group(message.undelivered);
+        let mut ticket = ticket.for_group(message.undelivered, message.count);
         ticket.id = Uuid::new_v4();
         ticket.trace = Some(Arc::new(trace_of(&message.vars)));
         self.ledger.counters[index].digest_message();
@@ -511,6 +512,18 @@ impl Intake {
             self.send_message(index, message);
         }
         queued
+    }
+
+    /// At the engine's final close: counts the events of threshold groups that never fired
+    /// as `below_threshold` (they never reached their threshold), so every event a digest
+    /// took ends in one counter.
+    pub fn count_unfired(&self) {
+        for (index, digest) in self.digests.iter().enumerate() {
+            if let Some(digest) = digest {
+                let events = digest.lock().unwrap_or_else(|e| e.into_inner()).unfired();
+                self.ledger.counters[index].below_threshold(events);
+            }
+        }
     }
 
     /// Whether some webhook digests.

@@ -143,8 +143,9 @@ pub struct Ticket {
     /// Kept by a durable outbox: if the process lets go of it unended (close), it waits there
     /// for the next start instead of being lost, so it is not counted as dropped.
     durable: bool,
-    /// A digest group's "message undelivered" flag, cleared when this ticket ends.
-    group: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// A digest message's group flag and event count (boxed: few deliveries are digest
+    /// messages, and a queued delivery's size matters).
+    group: Option<Box<GroupMessage>>,
 }
 
 impl Ticket {
@@ -250,9 +251,21 @@ impl Ticket {
         }
     }
 
-    /// Makes it a digest message: `undelivered` is cleared when it ends, however it ends.
-    pub fn for_group(mut self, undelivered: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
-        self.group = Some(undelivered);
+    /// Counts the events of a digest message that will not be delivered.
+    fn digest_events_lost(&self) {
+        if let Some(group) = &self.group {
+            self.counters().digest_events_lost(group.events);
+        }
+    }
+
+    /// Makes it a digest message of `events` events: `undelivered` is cleared when it ends,
+    /// however it ends; if it ends dropped or failed, its events are counted as lost.
+    pub fn for_group(
+        mut self,
+        undelivered: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        events: u64,
+    ) -> Self {
+        self.group = Some(Box::new(GroupMessage { undelivered, events }));
         self
     }
 
@@ -297,6 +310,7 @@ impl Ticket {
         }
         let took = self.first_attempt.map(|t| t.elapsed());
         self.counters().metrics.ended(self.event, Outcome::Failed, took);
+        self.digest_events_lost();
         self.counters().failed(status, error)
     }
 }
@@ -309,12 +323,21 @@ impl Drop for Ticket {
         if !self.ended && !self.durable {
             self.counters().dropped(1);
             self.counters().metrics.ended(self.event, Outcome::Dropped, None);
+            self.digest_events_lost();
         }
-        if let Some(undelivered) = &self.group {
-            undelivered.store(false, SeqCst);
+        if let Some(group) = &self.group {
+            group.undelivered.store(false, SeqCst);
         }
         self.ledger.end_one(self.webhook);
     }
+}
+
+/// A digest message's tie to its group.
+struct GroupMessage {
+    /// The group's "message undelivered" flag, cleared when the ticket ends.
+    undelivered: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Events the message counts.
+    events: u64,
 }
 
 /// What makes a delivery's body whole (sent as it is, never framed with others).
@@ -360,6 +383,8 @@ pub struct WebhookCounters {
     groups: AtomicU64,
     /// Digest messages queued so far.
     digest_messages: AtomicU64,
+    /// Events of digest messages that were dropped or failed.
+    digest_events_lost: AtomicU64,
     /// Whether its digest groups are the fleet's now (see `stats::WebhookStats`).
     digest_shared: AtomicBool,
     /// Batch requests delivered.
@@ -447,6 +472,11 @@ impl WebhookCounters {
         self.batches.fetch_add(1, Relaxed);
     }
 
+    /// Events of a digest message that will not be delivered (dropped or failed).
+    pub fn digest_events_lost(&self, events: u64) {
+        self.digest_events_lost.fetch_add(events, Relaxed);
+    }
+
     /// A digest message was queued.
     pub fn digest_message(&self) {
         self.digest_messages.fetch_add(1, Relaxed);
@@ -524,6 +554,7 @@ impl WebhookCounters {
             groups: self.groups(),
             digest_messages: self.digest_messages.load(Relaxed),
             digest_shared: self.digest_shared.load(Relaxed),
+            digest_events_lost: self.digest_events_lost.load(Relaxed),
             batches: self.batches.load(Relaxed),
             muted: self.muted.load(Relaxed),
             silenced: self.silenced.load(Relaxed),

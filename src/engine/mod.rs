@@ -264,6 +264,7 @@ impl Engine {
         // Digest groups send what they still count (no resolve), then close as any delivery.
         intake.wait_routed(deadline);
         intake.send_digests_now(true, deadline);
+        intake.count_unfired();
         if intake.queue.durable() {
             return self.close_durable(deadline);
         }
