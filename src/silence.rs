@@ -36,7 +36,7 @@ pub struct Silence {
 }
 
 /// A silence as stored and as hosts give and see it (times in RFC 3339).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SilenceRecord {
     pub id: String,
     pub matchers: Vec<String>,

@@ -111,6 +111,7 @@ impl Engine {
         let fleet_digests = fleet.is_some();
         let store = crate::store::silences::open(&config.outbox).map_err(|e| Error::config("outbox", e))?;
         let silences = Silences::new(store);
+        silences.refresh();
         let (intake, receiver) = Intake::new(config, plugin_name, queue, fleet, silences);
         let intake = Arc::new(intake);
         let dispatch = Arc::new(Dispatch::new(Arc::clone(&intake), clients, mailers));

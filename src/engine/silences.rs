@@ -2,7 +2,7 @@
 //! of an `Arc` per event), read again from the outbox's store every second when other
 //! processes share it, and what hosts do with them — add, list, expire.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -10,7 +10,7 @@ use log::warn;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::silence::{Silence, SilenceSet, SilenceState, MAX_SILENCES};
+use crate::silence::{Silence, SilenceRecord, SilenceSet, SilenceState, MAX_SILENCES};
 use crate::store::silences::SilenceStore;
 
 /// How often a shared store is read again (DESIGN: every replica sees a change within 1 s).
@@ -20,21 +20,23 @@ pub(crate) const REFRESH: Duration = Duration::from_millis(500);
 pub(crate) struct Silences {
     store: Box<dyn SilenceStore>,
     set: RwLock<Arc<SilenceSet>>,
+    /// What the set was built from: an unchanged store is not parsed again (its regular
+    /// expressions compiled) at every refresh.
+    records: Mutex<Vec<SilenceRecord>>,
     /// Failed reads in a row (warnings are paced by powers of two).
     failures: std::sync::atomic::AtomicU64,
 }
 
 impl Silences {
-    /// The silences kept in `store`, read once now (a store out of reach starts empty and is
-    /// read again at the next refresh).
+    /// The silences kept in `store`; nothing is read until [`Silences::refresh`] (an engine
+    /// reads them at start; the CLI only what a command needs).
     pub fn new(store: Box<dyn SilenceStore>) -> Self {
-        let silences = Silences {
+        Silences {
             store,
             set: RwLock::default(),
+            records: Mutex::default(),
             failures: Default::default(),
-        };
-        silences.refresh();
-        silences
+        }
     }
 
     /// The set as last read.
@@ -48,13 +50,19 @@ impl Silences {
         self.store.shared()
     }
 
-    /// Reads the store again; on failure the last set stays in force.
+    /// Reads the store again and rebuilds the set if it changed (a silence's start and end
+    /// need no rebuild: each is checked against the event's time); on failure the last set
+    /// stays in force. A store out of reach at start leaves the set empty until a read works.
     pub fn refresh(&self) {
         match self.store.load() {
             Ok(records) => {
-                let set = Arc::new(SilenceSet::of(&records, Timestamp::now()));
-                *self.set.write().unwrap_or_else(|e| e.into_inner()) = set;
                 self.failures.store(0, std::sync::atomic::Ordering::Relaxed);
+                let mut last = self.records.lock().unwrap_or_else(|e| e.into_inner());
+                if *last != records {
+                    let set = Arc::new(SilenceSet::of(&records, Timestamp::now()));
+                    *self.set.write().unwrap_or_else(|e| e.into_inner()) = set;
+                    *last = records;
+                }
             }
             Err(e) => {
                 let n = self.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -68,19 +76,15 @@ impl Silences {
     /// Adds the silence `spec` (see [`Silence::new`]); returns its id.
     pub fn add(&self, spec: &Value) -> Result<String> {
         let silence = Silence::new(spec, Timestamp::now())?;
-        let record = silence.record();
-        let admit = |stored: &[crate::silence::SilenceRecord]| match stored.len() >= MAX_SILENCES {
-            true => Err(format!(
+        if !self
+            .store
+            .add(&silence.record(), MAX_SILENCES)
+            .map_err(unreachable_store)?
+        {
+            return Err(Error::InvalidArgument(format!(
                 "silences: {MAX_SILENCES} are active or pending already; expire one first"
-            )),
-            false => Ok(()),
-        };
-        self.store
-            .add(&record, &admit)
-            .map_err(|e| match e.starts_with("silences: ") {
-                true => Error::InvalidArgument(e),
-                false => unreachable_store(e),
-            })?;
+            )));
+        }
         self.refresh();
         Ok(silence.id)
     }

@@ -19,13 +19,10 @@ use crate::store::redis::RedisSilences;
 pub(crate) trait SilenceStore: Send + Sync {
     /// Every silence stored (ended ones included until removed).
     fn load(&self) -> Result<Vec<SilenceRecord>, String>;
-    /// Adds `silence`, unless `admit` refuses the silences stored (checked under the store's
-    /// lock where it has one, so limits hold across processes).
-    fn add(
-        &self,
-        silence: &SilenceRecord,
-        admit: &dyn Fn(&[SilenceRecord]) -> Result<(), String>,
-    ) -> Result<(), String>;
+    /// Adds `silence` unless `limit` silences not yet ended are stored already (false then);
+    /// ended ones are forgotten first. Checked under the store's lock where it has one, so the
+    /// limit holds across processes.
+    fn add(&self, silence: &SilenceRecord, limit: usize) -> Result<bool, String>;
     /// Removes the silence `id`; false when none has that id.
     fn remove(&self, id: &str) -> Result<bool, String>;
     /// Whether other processes may change it (then engines read it again every second).
@@ -52,17 +49,9 @@ impl SilenceStore for MemorySilences {
         Ok(self.0.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
 
-    fn add(
-        &self,
-        silence: &SilenceRecord,
-        admit: &dyn Fn(&[SilenceRecord]) -> Result<(), String>,
-    ) -> Result<(), String> {
+    fn add(&self, silence: &SilenceRecord, limit: usize) -> Result<bool, String> {
         let mut silences = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Timestamp::now();
-        silences.retain(|s| !s.ended(now));
-        admit(&silences)?;
-        silences.push(silence.clone());
-        Ok(())
+        Ok(add_within(&mut silences, silence, limit))
     }
 
     fn remove(&self, id: &str) -> Result<bool, String> {
@@ -75,6 +64,18 @@ impl SilenceStore for MemorySilences {
     fn shared(&self) -> bool {
         false
     }
+}
+
+/// Forgets the ended silences of `silences`, then adds `silence` unless `limit` remain;
+/// whether it was added.
+fn add_within(silences: &mut Vec<SilenceRecord>, silence: &SilenceRecord, limit: usize) -> bool {
+    let now = Timestamp::now();
+    silences.retain(|s| !s.ended(now));
+    let room = silences.len() < limit;
+    if room {
+        silences.push(silence.clone());
+    }
+    room
 }
 
 /// `silences.json` in a disk outbox's directory.
@@ -128,17 +129,11 @@ impl SilenceStore for DiskSilences {
         }
     }
 
-    fn add(
-        &self,
-        silence: &SilenceRecord,
-        admit: &dyn Fn(&[SilenceRecord]) -> Result<(), String>,
-    ) -> Result<(), String> {
+    fn add(&self, silence: &SilenceRecord, limit: usize) -> Result<bool, String> {
         self.change(|silences| {
-            let now = Timestamp::now();
-            silences.retain(|s| !s.ended(now));
-            admit(silences)?;
-            silences.push(silence.clone());
-            Ok(((), true))
+            let before = silences.len();
+            let added = add_within(silences, silence, limit);
+            Ok((added, added || silences.len() != before))
         })
     }
 

@@ -65,15 +65,13 @@ impl SilenceStore for RedisSilences {
             .collect())
     }
 
-    fn add(
-        &self,
-        silence: &SilenceRecord,
-        admit: &dyn Fn(&[SilenceRecord]) -> Result<(), String>,
-    ) -> Result<(), String> {
+    fn add(&self, silence: &SilenceRecord, limit: usize) -> Result<bool, String> {
         let now = Timestamp::now();
         let (ended, live): (Vec<SilenceRecord>, Vec<SilenceRecord>) =
             self.load()?.into_iter().partition(|s| s.ended(now));
-        admit(&live)?;
+        if live.len() >= limit {
+            return Ok(false);
+        }
         let value = serde_json::to_string(silence).expect("a record serialises");
         self.with_link(|link| {
             let mut pipe = redis::pipe();
@@ -86,7 +84,8 @@ impl SilenceStore for RedisSilences {
                 pipe.cmd("HDEL").arg(&self.key).arg(&old.id).ignore();
             }
             pipe.query::<()>(link)
-        })
+        })?;
+        Ok(true)
     }
 
     fn remove(&self, id: &str) -> Result<bool, String> {
