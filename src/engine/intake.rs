@@ -651,9 +651,10 @@ pub(crate) async fn run(intake: Arc<Intake>, mut queue: mpsc::UnboundedReceiver<
 /// intake goes on.
 fn route_caught(intake: &Intake, admitted: Admitted) {
     let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| intake.route(admitted)));
-    intake.routed();
     if routed.is_err() {
+        // Counted before the event counts as routed, so a flush that returns sees it.
         intake.internal_error();
         error!("a bug dropped an event while routing it (counted as dropped)");
     }
+    intake.routed();
 }
