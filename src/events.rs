@@ -111,35 +111,20 @@ impl Hook {
     }
 
     /// The events a call of this hook can raise: a violation's, and its own outcome.
-    pub fn events(self) -> &'static [Event] {
-        use Event::*;
-        match self {
-            Hook::ToolPostInvoke => &[
-                Violation,
-                RateLimitExceeded,
-                PiiDetected,
-                HarmfulContent,
-                ToolSuccess,
-                ToolError,
-            ],
-            Hook::PromptPostFetch => &[
-                Violation,
-                RateLimitExceeded,
-                PiiDetected,
-                HarmfulContent,
-                PromptSuccess,
-            ],
-            Hook::ResourcePostFetch => &[
-                Violation,
-                RateLimitExceeded,
-                PiiDetected,
-                HarmfulContent,
-                ResourceSuccess,
-            ],
-            Hook::ToolPreInvoke | Hook::PromptPreFetch | Hook::ResourcePreFetch => {
-                &[Violation, RateLimitExceeded, PiiDetected, HarmfulContent]
-            }
-        }
+    pub fn events(self) -> impl Iterator<Item = Event> {
+        const VIOLATIONS: [Event; 4] = [
+            Event::Violation,
+            Event::RateLimitExceeded,
+            Event::PiiDetected,
+            Event::HarmfulContent,
+        ];
+        let outcome: &[Event] = match self {
+            Hook::ToolPostInvoke => &[Event::ToolSuccess, Event::ToolError],
+            Hook::PromptPostFetch => &[Event::PromptSuccess],
+            Hook::ResourcePostFetch => &[Event::ResourceSuccess],
+            Hook::ToolPreInvoke | Hook::PromptPreFetch | Hook::ResourcePreFetch => &[],
+        };
+        VIOLATIONS.into_iter().chain(outcome.iter().copied())
     }
 
     /// The payload field naming the hook's subject: `name`, `prompt_id` or `uri`.

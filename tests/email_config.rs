@@ -2,8 +2,10 @@
 //! message as it would be mailed (the SMTP round trips are in tests/python/test_email.py,
 //! against a real aiosmtpd server).
 
+mod common;
+
 use serde_json::json;
-use webhook_notification::{preview, Config, Error, Event};
+use webhook_notification::{preview, Config, Event};
 
 #[test]
 fn email_mistakes_fail_at_load_naming_the_field() {
@@ -49,12 +51,7 @@ fn email_mistakes_fail_at_load_naming_the_field() {
             "webhooks[0].format",
         ),
     ] {
-        let text = format!("webhooks: [{{{webhook}}}]");
-        match Config::load(&text) {
-            Err(e @ Error::Config { .. }) => assert!(e.to_string().contains(named), "{webhook}: {e}"),
-            Err(other) => panic!("{webhook}: {other}"),
-            Ok(_) => panic!("{webhook}: loaded"),
-        }
+        common::assert_config_error(&format!("webhooks: [{{{webhook}}}]"), named);
     }
 }
 

@@ -276,12 +276,7 @@ fn time_interval_mistakes_fail_at_load_naming_the_field() {
         ("night: [{months: [13]}]", "time_intervals.night[0].months[0]"),
         ("night: [{hours: [1]}]", "hours"),
     ] {
-        let text = format!("time_intervals: {{{intervals}}}\n{hook}");
-        match Notifier::from_config_text(&text, None) {
-            Err(e @ Error::Config { .. }) => assert!(e.to_string().contains(named), "{intervals}: {e}"),
-            Err(other) => panic!("{intervals}: {other}"),
-            Ok(_) => panic!("{intervals}: loaded"),
-        }
+        common::assert_config_error(&format!("time_intervals: {{{intervals}}}\n{hook}"), named);
     }
     let good = "time_intervals: {office: [{weekdays: ['monday:friday'], times: [{start_time: '09:00', end_time: '17:00'}], days_of_month: ['1:7', -1], months: ['january:march', 12], years: ['2026:2030'], location: Europe/Berlin}]}\nwebhooks: [{url: 'http://127.0.0.1:9/', active_time_intervals: [office]}]";
     let loaded = Notifier::from_config_text(good, None);

@@ -133,7 +133,7 @@ impl Config {
             None => None,
         };
         let hooks_wanted =
-            Hook::ALL.map(|(hook, _)| hook.events().iter().any(|&e| webhooks.iter().any(|w| w.wants(e))));
+            Hook::ALL.map(|(hook, _)| hook.events().any(|e| webhooks.iter().any(|w| w.wants(e))));
         Ok(Config {
             hooks_wanted,
             webhooks,

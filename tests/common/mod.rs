@@ -11,6 +11,17 @@ pub mod pki;
 pub mod receiver;
 pub mod redis;
 
+/// Asserts that `config` fails to load with a config error whose text names `field`.
+pub fn assert_config_error(config: &str, field: &str) {
+    match webhook_notification::Config::load(config) {
+        Err(e @ webhook_notification::Error::Config { .. }) => {
+            assert!(e.to_string().contains(field), "{config}: {e}")
+        }
+        Err(other) => panic!("{config}: {other}"),
+        Ok(_) => panic!("{config}: loaded"),
+    }
+}
+
 /// Polls `done` every 10 ms until it holds; fails, naming `what`, once `within` has passed.
 pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
