@@ -925,3 +925,84 @@ fn two_replicas(config: &str) -> [Notifier; 2] {
         Notifier::from_config_text(config, None).unwrap(),
     ]
 }
+
+/// Issue 30, finding 1: on a cluster of three primaries without replicas, one primary killed
+/// (and not replaced) affects only the webhooks whose slots it served. Every delivery fails
+/// and waits an hour to retry, so each must be kept in Redis: `up`'s keep being committed
+/// after the kill, a new start on the wounded cluster resumes them, and close says exactly how
+/// many of `down`'s it could not keep (counted dropped) — none of `up`'s.
+#[test]
+fn on_a_cluster_a_primary_down_stops_only_the_webhooks_of_its_slots() {
+    let (place, cluster) = cluster();
+    let key = key("primary-down");
+    let node_of = |webhook: &str| cluster.node_of(&format!("{key}:{{{webhook}}}:stream"));
+    let candidates: Vec<String> = (0..64).map(|i| format!("w{i}")).collect();
+    let down = candidates[0].clone();
+    let up = candidates
+        .iter()
+        .find(|w| node_of(w) != node_of(&down))
+        .expect("some webhook's slot is on another node")
+        .clone();
+    let failing = Receiver::start(|_| Reply::status(503));
+    let text = format!(
+        "shutdown_timeout: 5\noutbox: {{type: redis, {place}, key: {key}}}\nwebhooks: [{}]",
+        // `down` first: its slot's transaction is tried before up's.
+        [&down, &up]
+            .map(|id| format!(
+                "{{url: '{}', id: {id}, events: [tool_error], retry_schedule: [1h], circuit_breaker: false}}",
+                failing.url(&format!("/{id}"))
+            ))
+            .join(", ")
+    );
+    let records = |webhook: &str| -> usize {
+        let node = cluster.nodes.iter().find(|n| n.port == node_of(webhook)).unwrap();
+        node.cli(&["hlen", &format!("{key}:{{{webhook}}}:records")])
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let first = Notifier::from_config_text(&text, None).unwrap();
+    let raise = |n: &Notifier, from: usize| {
+        for i in from..from + 20 {
+            n.notify(
+                Event::ToolError,
+                &json!({"request_id": format!("r-{i}")}),
+                None,
+                None,
+            )
+            .unwrap();
+        }
+    };
+    raise(&first, 0);
+    wait_until("20 retries of each webhook kept in Redis", WAIT, || {
+        records(&up) == 20 && records(&down) == 20
+    });
+    cluster
+        .nodes
+        .iter()
+        .find(|n| n.port == node_of(&down))
+        .unwrap()
+        .signal(libc::SIGKILL);
+    raise(&first, 20);
+    wait_until("up's new retries committed with a primary down", WAIT, || {
+        records(&up) == 40
+    });
+    wait_until("every first attempt made", WAIT, || first.stats().retries >= 80);
+    let closed = first.close(Duration::from_secs(5));
+    let s = first.stats();
+    let dropped: Vec<u64> = s.webhooks.iter().map(|w| w.dropped).collect();
+    assert_eq!(
+        dropped,
+        vec![20, 0],
+        "only down's 20 new deliveries are lost: {s:?}"
+    );
+    let error = closed.expect_err("close says what it could not keep").to_string();
+    assert!(error.contains("20"), "{error}");
+    drop(first);
+    // A new start on the wounded cluster: up's 40 deliveries are resumed.
+    let second = Notifier::from_config_text(&text, None).unwrap();
+    wait_until("up's deliveries resumed", WAIT, || {
+        second.stats().webhooks[1].queued == 40
+    });
+    let _ = second.close(Duration::from_secs(2));
+}

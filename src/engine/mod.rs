@@ -291,21 +291,26 @@ impl Engine {
         intake.set(Lifecycle::Suspended);
         let answered = self.dispatch.wait_answered(deadline);
         intake.queue.journal_queued_again();
-        let committed = intake.queue.release(deadline);
-        if let Err(Released { message, lost }) = &committed {
-            error!("{message}: {} admitted deliveries are lost", lost.len());
-            for (webhook, event) in lost {
-                let counters = &intake.ledger.counters[*webhook];
+        // What the last commit could not keep is lost (counted dropped); a failed commit that
+        // held only acknowledgements loses nothing (those deliveries may come again, from a
+        // replica that takes them over).
+        let mut lost = 0;
+        if let Err(Released { message, lost: news }) = intake.queue.release(deadline) {
+            error!("{message}: {} admitted deliveries are lost", news.len());
+            lost = news.len() as u64;
+            for (webhook, event) in news {
+                let counters = &intake.ledger.counters[webhook];
                 counters.dropped(1);
-                counters.metrics.ended(*event, Outcome::Dropped, None);
+                counters.metrics.ended(event, Outcome::Dropped, None);
             }
         }
         let pending = intake.ledger.pending();
         intake.set(Lifecycle::Stopped);
         self.drain_queues();
-        match (routed && answered, committed) {
-            (true, Ok(())) => Ok(()),
-            _ => Err(Error::Timeout { pending }),
+        match (routed && answered, lost) {
+            (true, 0) => Ok(()),
+            (true, lost) => Err(Error::Timeout { pending: lost }),
+            (false, _) => Err(Error::Timeout { pending }),
         }
     }
 

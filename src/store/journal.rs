@@ -15,7 +15,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use super::{lock_until, unix_ms, Claimed, DeadLetter, DeadRecord, LastChange, Plan, Record, Store};
+use super::{
+    lock_until, unix_ms, Claimed, DeadLetter, DeadRecord, LastChange, Left, Plan, Record, Store, Unwritten,
+};
 use crate::events::Event;
 use crate::stats::OutboxStatus;
 use crate::trace::Trace;
@@ -260,9 +262,19 @@ impl Journal {
                 self.set_error(None);
                 Ok(())
             }
-            Err(e) => {
-                let message = format!("outbox commit failed: {e}");
+            Err(Unwritten { message, only }) => {
+                let message = format!("outbox commit failed: {message}");
                 self.set_error(Some(message.clone()));
+                let batch = match only {
+                    None => batch,
+                    Some(left) => {
+                        let (kept, done): (Vec<Change>, Vec<Change>) =
+                            batch.into_iter().partition(|change| change.is_left(&left));
+                        let news = done.iter().filter(|c| matches!(c, Change::Put { new: true, .. }));
+                        self.committed.fetch_add(news.count() as u64, SeqCst);
+                        kept
+                    }
+                };
                 Err((message, batch))
             }
         }
@@ -357,6 +369,16 @@ enum Change {
     /// A dead letter (a [`DeadRecord`] as JSON).
     PutDead(Uuid, Vec<u8>),
     DeleteDead(Uuid),
+}
+
+impl Change {
+    /// Whether a store left this change's delivery or dead letter unwritten.
+    fn is_left(&self, left: &Left) -> bool {
+        match self {
+            Change::Put { id, .. } | Change::Delete(id) => left.deliveries.contains(id),
+            Change::PutDead(id, _) | Change::DeleteDead(id) => left.dead.contains(id),
+        }
+    }
 }
 
 /// `batch` reduced to the last change of each delivery and of each dead letter, in first-seen
@@ -491,8 +513,8 @@ mod tests {
         fn kind(&self) -> &'static str {
             "down"
         }
-        fn write(&self, _: &Plan) -> Result<(), String> {
-            Err("down".into())
+        fn write(&self, _: &Plan) -> Result<(), Unwritten> {
+            Err(String::from("down").into())
         }
         fn release(&self) {}
         fn ready(&self) -> bool {
@@ -536,5 +558,72 @@ mod tests {
                 "one change per undelivered delivery"
             );
         }
+    }
+
+    /// A store that writes everything but the changes of `left` (a cluster slot down).
+    struct Partly {
+        left: Vec<Uuid>,
+    }
+
+    impl Store for Partly {
+        fn kind(&self) -> &'static str {
+            "partly"
+        }
+        fn write(&self, plan: &Plan) -> Result<(), Unwritten> {
+            let left: HashSet<Uuid> = plan
+                .deliveries
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| self.left.contains(id))
+                .collect();
+            Err(Unwritten {
+                message: "slot down".into(),
+                only: Some(Left {
+                    deliveries: left,
+                    dead: HashSet::new(),
+                }),
+            })
+        }
+        fn release(&self) {}
+    }
+
+    #[test]
+    fn a_partly_written_batch_keeps_only_what_the_store_left() {
+        let (written, left) = (Uuid::new_v4(), Uuid::new_v4());
+        let journal = Journal::new(
+            Arc::new(Partly { left: vec![left] }),
+            vec!["w".into()],
+            vec!["u".into()],
+        );
+        let body = Bytes::from_static(b"{}");
+        for id in [written, left] {
+            assert!(journal.pending(Pending {
+                id,
+                webhook: 0,
+                event: Event::ToolError,
+                attempts: 0,
+                due: Instant::now(),
+                body: &body,
+                trace: None,
+                batch: None,
+                new: true,
+            }));
+        }
+        let error = journal.commit().unwrap_err();
+        assert!(error.contains("slot down"), "{error}");
+        let kept: Vec<Uuid> = journal
+            .changes()
+            .iter()
+            .map(|c| match c {
+                Change::Put { id, .. } => *id,
+                _ => panic!("only the left delivery's put is kept"),
+            })
+            .collect();
+        assert_eq!(kept, vec![left]);
+        assert_eq!(
+            journal.status().committed,
+            1,
+            "the written delivery counts as committed"
+        );
     }
 }

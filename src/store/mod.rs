@@ -11,6 +11,7 @@ pub(crate) mod redis;
 pub(crate) mod silences;
 pub(crate) mod tenants;
 
+use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -224,6 +225,29 @@ pub(crate) struct Plan<'a> {
     pub dead: Vec<(Uuid, Option<&'a [u8]>)>,
 }
 
+/// What a store could not write of a [`Plan`]: all of it, or — a Redis Cluster with a primary
+/// down — the deliveries and dead letters of the slots it could not reach (the rest was
+/// written, so the journal keeps only these).
+pub(crate) struct Unwritten {
+    pub message: String,
+    /// None: nothing was written.
+    pub only: Option<Left>,
+}
+
+/// The ids of a plan's deliveries and dead letters that a store left unwritten.
+#[derive(Default)]
+pub(crate) struct Left {
+    pub deliveries: HashSet<Uuid>,
+    pub dead: HashSet<Uuid>,
+}
+
+impl From<String> for Unwritten {
+    /// Nothing of the plan was written, for the reason `message`.
+    fn from(message: String) -> Self {
+        Unwritten { message, only: None }
+    }
+}
+
 /// What a store hands over: deliveries to take over, dead letters it read (oldest first),
 /// and dead letters it no longer holds (replayed or evicted by another process of a fleet).
 #[derive(Default)]
@@ -237,8 +261,8 @@ pub(crate) struct Claimed {
 pub(crate) trait Store: Send + Sync {
     /// `stats.outbox.type`.
     fn kind(&self) -> &'static str;
-    /// Applies `plan` in one write.
-    fn write(&self, plan: &Plan) -> Result<(), String>;
+    /// Applies `plan` in one write (a cluster: one per slot, see [`Unwritten`]).
+    fn write(&self, plan: &Plan) -> Result<(), Unwritten>;
     /// Lets go of the store after the last write (at close).
     fn release(&self);
     /// Whether a write may be tried now: false while the store waits to reconnect or reopen

@@ -347,8 +347,8 @@ impl Store for DiskView {
         "disk"
     }
 
-    fn write(&self, plan: &Plan) -> std::result::Result<(), String> {
-        self.outbox.write(self.engine, plan)
+    fn write(&self, plan: &Plan) -> std::result::Result<(), crate::store::Unwritten> {
+        Ok(self.outbox.write(self.engine, plan)?)
     }
 
     fn ready(&self) -> bool {

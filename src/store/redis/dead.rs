@@ -38,8 +38,11 @@ impl RedisStore {
             self.create_group(connection, &id)?;
         }
         for (webhook, entry, record) in self.read_dead(connection, state)? {
-            state.dead_handles.insert(record.id, DeadEntry { webhook, entry });
-            state.dead.push(record);
+            // Known already when this is a cluster's later try (see `load_once`).
+            if let std::collections::hash_map::Entry::Vacant(slot) = state.dead_handles.entry(record.id) {
+                slot.insert(DeadEntry { webhook, entry });
+                state.dead.push(record);
+            }
         }
         Ok(())
     }

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 
 use redis::Value;
 
+use super::link::Link;
 use super::replies::{item, items, text};
+use super::scripts;
 use super::state::State;
 use super::RedisStore;
 use crate::config::DigestSettings;
@@ -91,8 +93,9 @@ impl RedisStore {
         let Some(mut state) = lock_until(&self.state, self.deadline()) else {
             return Err("Redis: busy past the close deadline".into());
         };
-        self.with_connection(&mut state, |store, connection, state| {
-            let members = store.merge_digests(connection, state, webhook, settings, shares, holding)?;
+        // On a cluster a primary down fails only the exchanges of the webhooks it serves.
+        let exchange = |store: &Self, connection: &mut Link, _: &mut State| {
+            let members = store.merge_digests(connection, webhook, settings, shares, holding)?;
             let now = now_ms();
             schedule.retain(|key, _| members.contains(key));
             for share in shares {
@@ -115,7 +118,7 @@ impl RedisStore {
             for key in &due {
                 let keys = store.digest_keys(webhook, key);
                 pipe.cmd("EVALSHA")
-                    .arg(&state.scripts[4])
+                    .arg(scripts::TAKE_DIGEST.sha())
                     .arg(5)
                     .arg(&keys)
                     .arg(format!("{}:lease", keys[0]))
@@ -149,15 +152,18 @@ impl RedisStore {
                 }
             }
             Ok(exchange)
-        })
+        };
+        self.with_connection(&mut state, |store, connection, state| {
+            store.per_slot(connection, state, webhook, exchange)
+        })?
+        .ok_or_else(|| format!("Redis: webhook {webhook}: its slot is unreachable"))
     }
 
     /// Adds `shares` and renews the leases of `holding` in one pipeline; returns the keys of
     /// the webhook's groups with a record.
     fn merge_digests(
         &self,
-        connection: &mut super::link::Link,
-        state: &State,
+        connection: &mut Link,
         webhook: &str,
         settings: &DigestSettings,
         shares: &[Share],
@@ -170,7 +176,7 @@ impl RedisStore {
         for share in shares {
             let command = pipe
                 .cmd("EVALSHA")
-                .arg(&state.scripts[3])
+                .arg(scripts::MERGE_DIGEST.sha())
                 .arg(4)
                 .arg(&self.digest_keys(webhook, &share.key))
                 .arg(&share.key)

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use redis::cluster::{ClusterClient, ClusterConfig, ClusterConnection};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, ConnectionLike, RedisResult, Value};
 
 use crate::config::RedisOutbox;
@@ -84,6 +85,19 @@ impl Link {
             Link::Cluster(connection) => {
                 connection.set_read_timeout(Some(timeout))?;
                 connection.set_write_timeout(Some(timeout))
+            }
+        }
+    }
+
+    /// Runs `command` on the primary serving `key`'s slot (on a single node: the node), so
+    /// that a cluster-wide command such as `SCRIPT LOAD` reaches a node while another is down.
+    pub(super) fn on_node_of(&mut self, key: &str, command: &Cmd) -> RedisResult<Value> {
+        match self {
+            Link::Node(connection) => command.query(connection),
+            Link::Cluster(connection) => {
+                let route = Route::with_key(key, SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                connection.route_command(command, routing)
             }
         }
     }

@@ -47,16 +47,15 @@ mod writes;
 
 use link::{Client, Link};
 use replies::{bytes, field, item, items, text};
-use scripts::{ADD, HAND_BACK, MERGE_DIGEST, TAKE_DIGEST, TAKE_DUE};
 
 pub(crate) use digests::{Rules, Schedule, Share, Taken};
 pub(crate) use silences::RedisSilences;
 use slots::Slots;
-use state::{Held, Place, State};
+use state::{Backoff, Held, Place, State};
 
 use crate::config::RedisOutbox;
 use crate::store::tenants::{self, Attachment, StoredWebhook};
-use crate::store::{lock_until, now_ms, Claimed, Plan, Record, Resumed, Store};
+use crate::store::{lock_until, now_ms, Claimed, Plan, Record, Resumed, Store, Unwritten};
 
 /// The consumer group of every delivery stream.
 const GROUP: &str = "webhook-notification";
@@ -130,9 +129,8 @@ impl RedisStore {
             error: Mutex::default(),
             state: Mutex::new(State {
                 connection: None,
-                scripts: Default::default(),
-                retry_at: now,
-                failures: 0,
+                backoff: Backoff::default(),
+                down: HashMap::new(),
                 handles: HashMap::new(),
                 dead_handles: HashMap::new(),
                 loaded: false,
@@ -265,7 +263,7 @@ impl RedisStore {
             _ if state.released => return Err("the outbox is closed".into()),
             Some(connection) => connection,
             // At close (a deadline is set) one more try is worth it whatever the backoff.
-            None if Instant::now() < state.retry_at && self.deadline().is_none() => {
+            None if Instant::now() < state.backoff.retry_at && self.deadline().is_none() => {
                 return Err(self.last_error().unwrap_or_else(|| "Redis: not connected".into()))
             }
             None => match self.open(state) {
@@ -279,7 +277,7 @@ impl RedisStore {
         {
             Ok(value) => {
                 state.connection = Some(connection);
-                state.failures = 0;
+                state.backoff.failures = 0;
                 Ok(value)
             }
             Err(e) => Err(self.went_down(state, e)),
@@ -288,9 +286,7 @@ impl RedisStore {
 
     /// Notes a failure: not connected, next attempt after a backoff (100 ms doubling to 5 s).
     fn went_down(&self, state: &mut State, error: redis::RedisError) -> String {
-        state.failures = state.failures.saturating_add(1);
-        let backoff = Duration::from_millis(100 << state.failures.min(6)).min(Duration::from_secs(5));
-        state.retry_at = Instant::now() + backoff;
+        state.backoff.failed();
         let reason = format!("Redis: {error}");
         *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
         self.connected.store(false, Relaxed);
@@ -304,33 +300,119 @@ impl RedisStore {
         let timeout = self.call_timeout(CONNECT_TIMEOUT)?;
         let mut connection = self.client.connect(timeout)?;
         self.time_calls(&mut connection, 1)?;
+        if !self.client.is_cluster() {
+            self.register(&mut connection)?;
+            for id in &self.ids {
+                self.create_group(&mut connection, id)?;
+            }
+            self.load_scripts(&mut connection, &self.registry())?;
+            if !state.loaded {
+                self.upgrade(&mut connection)?;
+                // Before this process writes anything, so what it reads is not its own.
+                self.load(&mut connection, state)?;
+                state.loaded = true;
+            }
+            return Ok(connection);
+        }
+        // A cluster: each webhook's slot is prepared on its own, so that a primary down holds
+        // back only the webhooks it serves (each waits out a backoff, then is prepared again).
+        for id in &self.ids {
+            state.down.insert(id.clone(), Backoff::default());
+            self.on_slot(&mut connection, state, id, |_, _, _| Ok(()));
+        }
+        self.load_once(&mut connection, state);
+        Ok(connection)
+    }
+
+    /// Adds the webhooks to the fleet's registry.
+    fn register(&self, connection: &mut Link) -> redis::RedisResult<()> {
         redis::cmd("SADD")
             .arg(self.registry())
             .arg(&self.ids)
-            .exec(&mut connection)?;
-        for id in &self.ids {
-            self.create_group(&mut connection, id)?;
+            .exec(connection)
+    }
+
+    /// Creates `webhook`'s consumer group and loads the scripts on the primary serving it.
+    fn prepare(&self, connection: &mut Link, webhook: &str) -> redis::RedisResult<()> {
+        self.create_group(connection, webhook)?;
+        self.load_scripts(connection, &self.stream(webhook))
+    }
+
+    /// Loads the scripts on the primary serving `key`'s slot.
+    fn load_scripts(&self, connection: &mut Link, key: &str) -> redis::RedisResult<()> {
+        for script in scripts::ALL {
+            connection.on_node_of(key, &script.load())?;
         }
-        for (slot, source) in
-            state
-                .scripts
-                .iter_mut()
-                .zip([ADD, TAKE_DUE, HAND_BACK, MERGE_DIGEST, TAKE_DIGEST])
+        Ok(())
+    }
+
+    /// On a cluster: registers the webhooks and reads the registry and the fleet's dead
+    /// letters, at the first connection or, while a node holding some of them is down, at a
+    /// later claim round (dead letters this process wrote meanwhile are not listed twice).
+    fn load_once(&self, connection: &mut Link, state: &mut State) {
+        if state.loaded {
+            return;
+        }
+        match self
+            .register(connection)
+            .and_then(|()| self.load(connection, state))
         {
-            *slot = redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(source)
-                .query(&mut connection)?;
+            Ok(()) => state.loaded = true,
+            Err(e) => self.slot_failed(&format!("the fleet's registry and dead letters: {e}")),
         }
-        if !state.loaded {
-            if !self.client.is_cluster() {
-                self.upgrade(&mut connection)?;
+    }
+
+    /// Runs `work` for `webhook` on a cluster, where a failure is the webhook's slot's alone
+    /// (its primary down and not replaced): noted, the webhook's calls wait out a backoff
+    /// (100 ms doubling to 5 s) while every other webhook goes on, and its first call after
+    /// that prepares the slot again (a primary back after a restart has neither the consumer
+    /// group nor the scripts). None: not run, or failed.
+    fn on_slot<T>(
+        &self,
+        connection: &mut Link,
+        state: &mut State,
+        webhook: &str,
+        work: impl FnOnce(&Self, &mut Link, &mut State) -> redis::RedisResult<T>,
+    ) -> Option<T> {
+        let result = match state.down.get(webhook) {
+            Some(down) if Instant::now() < down.retry_at => return None,
+            Some(_) => self
+                .prepare(connection, webhook)
+                .and_then(|()| work(self, connection, state)),
+            None => work(self, connection, state),
+        };
+        match result {
+            Ok(value) => {
+                state.down.remove(webhook);
+                Some(value)
             }
-            // Before this process writes anything, so what it reads is not its own.
-            self.load(&mut connection, state)?;
-            state.loaded = true;
+            Err(e) => {
+                state.down.entry(webhook.to_owned()).or_default().failed();
+                self.slot_failed(&format!("webhook {webhook}: {e}"));
+                None
+            }
         }
-        Ok(connection)
+    }
+
+    /// Runs `work` for `webhook`: on a single node a failure is the store's, on a cluster the
+    /// slot's (see [`RedisStore::on_slot`]; None then).
+    fn per_slot<T>(
+        &self,
+        connection: &mut Link,
+        state: &mut State,
+        webhook: &str,
+        work: impl FnOnce(&Self, &mut Link, &mut State) -> redis::RedisResult<T>,
+    ) -> redis::RedisResult<Option<T>> {
+        match self.client.is_cluster() {
+            true => Ok(self.on_slot(connection, state, webhook, work)),
+            false => work(self, connection, state).map(Some),
+        }
+    }
+
+    /// Notes a failure of one slot of a cluster (`stats.outbox.last_error`), which leaves the
+    /// connection and the other slots up.
+    fn slot_failed(&self, what: &str) {
+        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("Redis: {what}"));
     }
 
     fn create_group(&self, connection: &mut Link, webhook: &str) -> redis::RedisResult<()> {
@@ -350,7 +432,7 @@ impl RedisStore {
     }
 
     /// Refreshes what this process holds, so no other process takes it over while it lives.
-    fn renew(&self, connection: &mut Link, state: &State) -> redis::RedisResult<()> {
+    fn renew(&self, connection: &mut Link, state: &mut State) -> redis::RedisResult<()> {
         let now = now_ms();
         let mut pipes: Slots<redis::Pipeline> = self.slots();
         let mut entries: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -383,7 +465,25 @@ impl RedisStore {
                     .ignore();
             }
         }
-        pipes.into_groups().try_for_each(|pipe| run(pipe, connection))
+        for (webhook, pipe) in pipes.into_tagged() {
+            self.per_slot(connection, state, &webhook, |_, connection, _| {
+                run(pipe, connection)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// On a cluster a failure of a call on fleet-wide keys (the heartbeat, the dead-letter
+    /// streams) is noted and the round goes on: the node holding them may be down while the
+    /// webhooks' own slots are up. On a single node it is the store's.
+    fn fleet_call(&self, result: redis::RedisResult<()>) -> redis::RedisResult<()> {
+        match (result, self.client.is_cluster()) {
+            (Err(e), true) => {
+                self.slot_failed(&e.to_string());
+                Ok(())
+            }
+            (result, _) => result,
+        }
     }
 
     /// Takes over, for `webhook`, up to `room` deliveries: stream entries idle longer than
@@ -415,7 +515,7 @@ impl RedisStore {
         let room = room.saturating_sub(taken.len());
         if room > 0 {
             let reply: Value = redis::cmd("EVALSHA")
-                .arg(&state.scripts[1])
+                .arg(scripts::TAKE_DUE.sha())
                 .arg(2)
                 .arg(self.retry_set(webhook))
                 .arg(self.records(webhook))
@@ -460,13 +560,20 @@ impl Store for RedisStore {
         "redis"
     }
 
-    fn write(&self, plan: &Plan) -> Result<(), String> {
+    fn write(&self, plan: &Plan) -> Result<(), Unwritten> {
         let Some(mut state) = lock_until(&self.state, self.deadline()) else {
-            return Err("Redis: busy past the close deadline".into());
+            return Err(String::from("Redis: busy past the close deadline").into());
         };
-        self.with_connection(&mut state, |store, connection, state| {
+        let left = self.with_connection(&mut state, |store, connection, state| {
             store.write_plan(plan, connection, state)
-        })
+        })?;
+        match left {
+            None => Ok(()),
+            Some(left) => Err(Unwritten {
+                message: self.last_error().unwrap_or_default(),
+                only: Some(left),
+            }),
+        }
     }
 
     fn release(&self) {
@@ -488,7 +595,7 @@ impl Store for RedisStore {
                 match handle.place {
                     Place::Stream(entry) => {
                         pipe.cmd("EVALSHA")
-                            .arg(&state.scripts[2])
+                            .arg(scripts::HAND_BACK.sha())
                             .arg(3)
                             .arg(store.stream(webhook))
                             .arg(store.retry_set(webhook))
@@ -519,10 +626,25 @@ impl Store for RedisStore {
                     .arg(&store.consumer)
                     .ignore();
             }
-            pipes.into_groups().try_for_each(|pipe| {
-                store.time_calls(connection, pipe.len())?;
-                run(pipe, connection)
-            })
+            let mut unreached = Vec::new();
+            for (webhook, pipe) in pipes.into_tagged() {
+                let hand_back = |store: &Self, connection: &mut Link, _: &mut State| {
+                    store.time_calls(connection, pipe.len())?;
+                    run(pipe, connection)
+                };
+                if store.per_slot(connection, state, &webhook, hand_back)?.is_none() {
+                    unreached.push(webhook);
+                }
+            }
+            match unreached.is_empty() {
+                true => Ok(()),
+                false => Err((
+                    redis::ErrorKind::Io,
+                    "slots unreachable",
+                    format!("webhooks {}", unreached.join(", ")),
+                )
+                    .into()),
+            }
         });
         if let Err(e) = handed_back {
             log::warn!("could not hand pending deliveries back at close ({e}); another process takes them over after claim_after");
@@ -540,7 +662,7 @@ impl Store for RedisStore {
     fn ready(&self) -> bool {
         // A slow Redis may hold the state: then a write is under way, and one more may queue.
         self.state.try_lock().map_or(true, |state| {
-            state.connection.is_some() || Instant::now() >= state.retry_at
+            state.connection.is_some() || Instant::now() >= state.backoff.retry_at
         })
     }
 
@@ -576,31 +698,39 @@ impl Store for RedisStore {
         let result = self.with_connection(state, |store, connection, state| {
             if Instant::now() >= state.next_renewal {
                 store.renew(connection, state)?;
-                store.heartbeat(connection, state)?;
+                store.fleet_call(store.heartbeat(connection, state))?;
                 state.next_renewal = Instant::now() + store.claim_after / 3;
             }
-            for (index, webhook) in store.ids.iter().enumerate() {
-                if room[index] > 0 {
-                    resumed.extend(store.take_over(connection, state, webhook, room[index])?);
-                }
-            }
+            let rooms = store.ids.iter().zip(room.iter().copied());
             // Deliveries of webhooks no replica has loaded for `orphan_after` go to dead
             // letters (by the engine); until then they wait for a config that has them.
-            for webhook in state.expired.clone() {
-                resumed.extend(store.take_over(connection, state, &webhook, 1000)?);
+            let expired = state.expired.clone();
+            for (webhook, room) in rooms.chain(expired.iter().map(|w| (w, 1000))) {
+                if room > 0 {
+                    let take = |store: &Self, connection: &mut Link, state: &mut State| {
+                        store.take_over(connection, state, webhook, room)
+                    };
+                    resumed.extend(
+                        store
+                            .per_slot(connection, state, webhook, take)?
+                            .unwrap_or_default(),
+                    );
+                }
             }
-            store.follow_dead(connection, state)
+            store.load_once(connection, state);
+            store.fleet_call(store.follow_dead(connection, state))
         });
         let dead = std::mem::take(&mut state.dead);
         let gone = std::mem::take(&mut state.gone);
-        // Connected once a claim round succeeds: the dead letters are read by then.
+        // Connected once a claim round succeeds: the dead letters are read by then (a cluster's
+        // slots down are told in last_error, until each is back).
         self.connected.store(result.is_ok(), Relaxed);
-        if result.is_ok() {
+        if result.is_ok() && state.down.is_empty() && state.loaded {
             *self.error.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
         if result.is_err() {
             // What was taken before the failure is held; it is handed over all the same.
-            state.next_claim = state.retry_at.max(state.next_claim);
+            state.next_claim = state.backoff.retry_at.max(state.next_claim);
         }
         Claimed { resumed, dead, gone }
     }

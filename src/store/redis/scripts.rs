@@ -1,5 +1,41 @@
 //! The Lua scripts of the Redis store: each runs atomically on the server, so what it does to
 //! a webhook's stream, retry set and records is never seen half done by another replica.
+//! Each is called by its SHA1 (EVALSHA), computed here by `redis::Script`; a node that lacks
+//! it (it was down when this process connected, or restarted empty) answers NOSCRIPT, and the
+//! slot's next attempt loads the scripts on that node (see `RedisStore::on_slot`).
+
+use std::sync::OnceLock;
+
+/// A Lua script and its SHA1.
+pub(super) struct Lua {
+    source: &'static str,
+    sha: OnceLock<String>,
+}
+
+impl Lua {
+    const fn new(source: &'static str) -> Self {
+        Lua {
+            source,
+            sha: OnceLock::new(),
+        }
+    }
+
+    /// The SHA1 that EVALSHA names it by.
+    pub(super) fn sha(&self) -> &str {
+        self.sha
+            .get_or_init(|| redis::Script::new(self.source).get_hash().to_owned())
+    }
+
+    /// `SCRIPT LOAD` of it.
+    pub(super) fn load(&self) -> redis::Cmd {
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(self.source);
+        load
+    }
+}
+
+/// The scripts a store calls by SHA1, loaded on every primary it uses.
+pub(super) const ALL: [&Lua; 5] = [&ADD, &TAKE_DUE, &HAND_BACK, &MERGE_DIGEST, &TAKE_DIGEST];
 
 /// Adds records to a stream and reads them into this consumer's pending list, atomically.
 /// A stream that is gone (Redis flushed or restarted empty) fails the call before anything is
@@ -7,7 +43,8 @@
 /// the group and writes the batch again.
 /// ARGV: group, consumer, n, n delivery ids, n records. Returns `{entry, id}` for its own
 /// records and `{entry, id, record}` for any older unread entry it had to take with them.
-pub(super) const ADD: &str = r"
+pub(super) static ADD: Lua = Lua::new(
+    r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('NOGROUP the stream and its consumer group are gone (Redis lost its data)')
 end
@@ -26,11 +63,13 @@ if read then
   end
 end
 return out
-";
+",
+);
 
 /// Takes up to ARGV[3] retries whose score is at most ARGV[1] (now), leasing each for ARGV[2]
 /// ms. Returns `id, record, …`.
-pub(super) const TAKE_DUE: &str = r"
+pub(super) static TAKE_DUE: Lua = Lua::new(
+    r"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
 for _, id in ipairs(ids) do
@@ -44,11 +83,13 @@ for _, id in ipairs(ids) do
   end
 end
 return out
-";
+",
+);
 
 /// Hands a held stream entry back at close: its record waits in the retry set, free to take.
 /// KEYS: stream, retry, records; ARGV: group, entry, id, now.
-pub(super) const HAND_BACK: &str = r"
+pub(super) static HAND_BACK: Lua = Lua::new(
+    r"
 local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 if entry[1] then
   redis.call('HSET', KEYS[3], ARGV[3], entry[1][2][4])
@@ -57,7 +98,8 @@ end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
-";
+",
+);
 
 /// Takes over one webhook's deliveries left in the v2 layout (keys without a hash tag) into
 /// its v3 keys, with their delivery ids, attempts and due times: stream entries become
@@ -112,7 +154,8 @@ return moved
 /// KEYS: group, samples, window, groups set. ARGV: key, count, first_ms, last_ms, latest,
 /// event, values, overflow, now, group_wait, samples, thresholded, ttl, n, n samples, then
 /// (bucket, count) pairs.
-pub(super) const MERGE_DIGEST: &str = r"
+pub(super) static MERGE_DIGEST: Lua = Lua::new(
+    r"
 local g = KEYS[1]
 local now = tonumber(ARGV[9])
 if redis.call('EXISTS', g) == 0 then
@@ -137,7 +180,8 @@ local room = tonumber(ARGV[11]) - redis.call('LLEN', KEYS[2])
 for i = 1, math.min(n, room) do redis.call('RPUSH', KEYS[2], ARGV[14 + i]) end
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[13]) end
 return 1
-";
+",
+);
 
 /// Takes a digest group's merged counts for one message, if this replica wins the group's
 /// lease for the interval (`SET lease NX PX interval`); fires a thresholded group whose
@@ -147,7 +191,8 @@ return 1
 /// consumer, resolves (1: the format has resolve messages). Returns `{kind, aged, wait_ms}` with kind `wait`, `held` or `gone`, or
 /// `{kind, aged, 0, count, total, first_ms, last_ms, latest, event, values, overflow,
 /// samples…}` with kind `firing` or `resolved`.
-pub(super) const TAKE_DIGEST: &str = r"
+pub(super) static TAKE_DIGEST: Lua = Lua::new(
+    r"
 local g = KEYS[1]
 local now = tonumber(ARGV[2])
 if redis.call('EXISTS', g) == 0 then
@@ -217,4 +262,5 @@ end
 local wait = math.max(next_ms - now, 0)
 if count == 0 then wait = math.max(tonumber(ARGV[4]) - (now - last), 0) end
 return {'wait', aged, wait}
-";
+",
+);

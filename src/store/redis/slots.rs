@@ -31,6 +31,12 @@ impl<T: Default> Slots<T> {
         &mut self.groups[index].1
     }
 
+    /// The groups with the webhook each is for ("" for all, on a single node), in the order
+    /// they were first used.
+    pub(super) fn into_tagged(self) -> impl Iterator<Item = (String, T)> {
+        self.groups.into_iter()
+    }
+
     /// The groups, in the order they were first used.
     pub(super) fn into_groups(self) -> impl Iterator<Item = T> {
         self.groups.into_iter().map(|(_, group)| group)

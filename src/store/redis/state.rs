@@ -2,7 +2,7 @@
 //! each is stored, and the bookkeeping of its claim rounds.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -33,14 +33,38 @@ pub(super) struct DeadEntry {
 /// A dead-letter stream as last read: its length, first and last entry ids.
 pub(super) type Fingerprint = (u64, Option<String>, Option<String>);
 
+/// Failures in a row, and no attempt before `retry_at` (100 ms doubling to 5 s).
+pub(super) struct Backoff {
+    pub(super) failures: u32,
+    pub(super) retry_at: Instant,
+}
+
+impl Backoff {
+    /// One more failure, now.
+    pub(super) fn failed(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+        let wait = Duration::from_millis(100 << self.failures.min(6)).min(Duration::from_secs(5));
+        self.retry_at = Instant::now() + wait;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            failures: 0,
+            retry_at: Instant::now(),
+        }
+    }
+}
+
 /// The connection and what this process holds; one lock, taken by the committer only.
 pub(super) struct State {
     pub(super) connection: Option<Link>,
-    /// SHA1s of ADD, TAKE_DUE, HAND_BACK, MERGE_DIGEST and TAKE_DIGEST on the current server.
-    pub(super) scripts: [String; 5],
-    /// No connection attempt before this (backoff).
-    pub(super) retry_at: Instant,
-    pub(super) failures: u32,
+    /// Webhooks whose slot failed (a cluster's primary down): their commands wait out a
+    /// backoff while the other webhooks go on.
+    pub(super) down: HashMap<String, Backoff>,
+    /// No connection attempt before its `retry_at`.
+    pub(super) backoff: Backoff,
     pub(super) handles: HashMap<Uuid, Held>,
     pub(super) dead_handles: HashMap<Uuid, DeadEntry>,
     /// Whether the dead letters and orphaned streams were read (once, at the first connection).

@@ -10,10 +10,11 @@ use uuid::Uuid;
 
 use super::link::Link;
 use super::replies::{bytes, item, items, text};
+use super::scripts;
 use super::slots::Slots;
 use super::state::{DeadEntry, Held, Place, State};
 use super::{RedisStore, GROUP};
-use crate::store::{LastChange, Plan, Record};
+use crate::store::{LastChange, Left, Plan, Record};
 
 /// New deliveries per script call (a script blocks the server while it runs).
 const ADD_CHUNK: usize = 500;
@@ -46,25 +47,38 @@ struct WebhookOf {
 }
 
 impl RedisStore {
-    /// Writes `plan`, one transaction per slot, and records where what it wrote now is.
+    /// Writes `plan`, one transaction per slot, and records where what it wrote now is. On a
+    /// cluster a slot that cannot be reached leaves its part unwritten (returned) and the
+    /// others are written all the same.
     pub(super) fn write_plan(
         &self,
         plan: &Plan,
         connection: &mut Link,
         state: &mut State,
-    ) -> redis::RedisResult<()> {
-        for mut transaction in self.transactions(plan, state).into_groups() {
-            let replies: Vec<Value> = match transaction.pipe.is_empty() {
-                true => Vec::new(),
-                false => {
+    ) -> redis::RedisResult<Option<Left>> {
+        let mut left: Option<Left> = None;
+        for (webhook, mut transaction) in self.transactions(plan, state).into_tagged() {
+            transaction.pipe.atomic();
+            let pipe = &transaction.pipe;
+            let send = |store: &Self, connection: &mut Link, _: &mut State| match pipe.len() {
+                0 => Ok(Vec::new()),
+                commands => {
                     // MULTI and EXEC are read too.
-                    self.time_calls(connection, transaction.pipe.len() + 2)?;
-                    transaction.pipe.atomic().query(connection)?
+                    store.time_calls(connection, commands + 2)?;
+                    pipe.query::<Vec<Value>>(connection)
                 }
             };
-            self.written(plan, transaction, replies, state);
+            match self.per_slot(connection, state, &webhook, send)? {
+                Some(replies) => self.written(plan, transaction, replies, state),
+                None => {
+                    let left = left.get_or_insert_with(Left::default);
+                    left.deliveries
+                        .extend(transaction.deliveries.iter().map(|&i| plan.deliveries[i].0));
+                    left.dead.extend(transaction.dead.iter().map(|&i| plan.dead[i].0));
+                }
+            }
         }
-        Ok(())
+        Ok(left)
     }
 
     /// The commands of `plan` by slot (what a delivery replaces is forgotten first).
@@ -123,7 +137,7 @@ impl RedisStore {
                 let command = transaction
                     .pipe
                     .cmd("EVALSHA")
-                    .arg(&state.scripts[0])
+                    .arg(scripts::ADD.sha())
                     .arg(1)
                     .arg(self.stream(webhook));
                 command.arg(GROUP).arg(&self.consumer).arg(chunk.len());
