@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 use crate::config::DigestSettings;
 use crate::events::{capped_at, too_long, Event};
 use crate::matching::{group_key, group_of};
-use crate::store::redis::{Share, Taken};
+use crate::store::fleet::{Share, Taken};
 
 /// A digest message for the caller to render and queue.
 pub(crate) struct Message {

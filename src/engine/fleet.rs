@@ -16,15 +16,14 @@ use std::time::{Duration, Instant};
 use super::digest::{Digest, Message};
 use super::registry::lock;
 use crate::config::Webhook;
-use crate::store::redis::{RedisStore, Rules, Schedule};
-use crate::store::Store;
+use crate::store::fleet::{FleetExchange, Rules, Schedule};
 
 /// How often a replica exchanges digest counts with the fleet.
 pub(crate) const EXCHANGE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The fleet's side of a process's digests.
 pub(crate) struct FleetDigests {
-    store: Arc<RedisStore>,
+    store: Arc<dyn FleetExchange>,
     /// Per webhook in config order: its exchange state, for those that digest.
     sides: Vec<Option<Mutex<Side>>>,
 }
@@ -58,7 +57,7 @@ pub(crate) struct WebhookRound {
 
 impl FleetDigests {
     /// The fleet side of the digesting webhooks of `webhooks`, through `store`.
-    pub fn new(store: Arc<RedisStore>, webhooks: &[Webhook]) -> Self {
+    pub fn new(store: Arc<dyn FleetExchange>, webhooks: &[Webhook]) -> Self {
         let sides = webhooks
             .iter()
             .map(|w| w.alerting.digest.as_ref().map(|_| Mutex::default()))

@@ -6,7 +6,7 @@
 //! ledger, the dispatchers' wakers and the engine's lifecycle.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,8 +15,9 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, watch, Notify};
 use uuid::Uuid;
 
-use super::digest::{Digest, Message};
-use super::fleet::{FleetDigests, EXCHANGE_INTERVAL};
+use super::digest::Message;
+use super::digests::Digests;
+use super::fleet::FleetDigests;
 use super::ledger::{Ledger, Routing, Ticket};
 use super::queue::Queue;
 use super::runtime;
@@ -59,10 +60,8 @@ pub(crate) struct Intake {
     /// Wakes a webhook's dispatcher: a new delivery, a retry scheduled, a breaker change.
     pub wakers: Vec<Notify>,
     pub lifecycle: watch::Sender<Lifecycle>,
-    /// Per webhook, its digest state if it has `digest`.
-    digests: Vec<Option<Mutex<Digest>>>,
-    /// With a Redis outbox and some webhook digesting: the fleet's side of the digests.
-    fleet: Option<FleetDigests>,
+    /// The digesting webhooks' state, and the fleet's side of it.
+    digests: Digests,
     /// The outbox's silences.
     pub silences: Silences,
     sender: mpsc::UnboundedSender<Admitted>,
@@ -104,18 +103,7 @@ impl Intake {
             queue,
             wakers: (0..webhooks).map(|_| Notify::new()).collect(),
             lifecycle: watch::Sender::new(Lifecycle::Running),
-            digests: config
-                .webhooks
-                .iter()
-                .map(|w| {
-                    w.alerting.digest.clone().map(|d| {
-                        let mut digest = Digest::new(d, &w.id);
-                        digest.set_shared(fleet.is_some());
-                        Mutex::new(digest)
-                    })
-                })
-                .collect(),
-            fleet,
+            digests: Digests::new(&config.webhooks, fleet),
             silences,
             sender,
             admitting: AtomicUsize::new(0),
@@ -355,9 +343,8 @@ impl Intake {
                 counters.muted();
                 continue;
             }
-            match &self.digests[index] {
-                Some(digest) => {
-                    let mut digest = digest.lock().unwrap_or_else(|e| e.into_inner());
+            match self.digests.of(index) {
+                Some(mut digest) => {
                     let sample = |vars: &Map<String, Value>| default_body(vars, event);
                     let (message, aged) = digest.add(event, &vars, sample, Instant::now());
                     counters.below_threshold(aged.below_threshold);
@@ -454,23 +441,10 @@ impl Intake {
         if self.is(Lifecycle::Abandoning) || self.is(Lifecycle::Stopped) {
             return 0;
         }
-        let now = Instant::now();
-        let mut queued = 0;
-        for (index, digest) in self.digests.iter().enumerate() {
-            let Some(digest) = digest else { continue };
-            let resolves = self.config.webhooks[index].alerting.format.resolves();
-            let mut digest = digest.lock().unwrap_or_else(|e| e.into_inner());
-            let (messages, aged) = digest.due(now, closing, resolves);
-            let counters = &self.ledger.counters[index];
-            counters.below_threshold(aged.below_threshold);
-            counters.set_groups(digest.groups());
-            drop(digest);
-            queued += messages.len();
-            for message in messages {
-                self.send_message(index, message);
-            }
-        }
-        queued
+        let due = self
+            .digests
+            .due(&self.config.webhooks, &self.ledger.counters, closing);
+        self.send_messages(due)
     }
 
     /// Queues every digest message due now, the fleet's included (exchanging counts with
@@ -478,57 +452,51 @@ impl Intake {
     /// all uncounted events; returns how many messages it queued.
     /// With a `deadline` (close's), every Redis call of the exchange returns by then.
     pub fn send_digests_now(&self, closing: bool, deadline: Option<Instant>) -> usize {
-        if let (Some(fleet), Some(deadline)) = (&self.fleet, deadline) {
-            fleet.close_by(deadline);
+        if let Some(deadline) = deadline {
+            self.digests.close_by(deadline);
         }
         use tokio::runtime::{Handle, RuntimeFlavor};
         let on_worker = Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
-        let exchanged = match (&self.fleet, on_worker) {
-            (None, _) => 0,
+        let exchanged = match (self.digests.fleet(), on_worker) {
+            (false, _) => 0,
             // The registry's idle close runs on our runtime: let its other tasks move on.
-            (Some(_), true) => tokio::task::block_in_place(|| self.exchange_with_fleet(closing)),
-            (Some(_), false) => self.exchange_with_fleet(closing),
+            (true, true) => tokio::task::block_in_place(|| self.exchange_with_fleet(closing)),
+            (true, false) => self.exchange_with_fleet(closing),
         };
         exchanged + self.tick_digests(closing)
     }
 
     /// One exchange of digest counts with the fleet (none without a fleet); queues the
     /// messages of the groups whose lease this process won and returns how many.
-    fn exchange_with_fleet(&self, closing: bool) -> usize {
-        let Some(fleet) = &self.fleet else { return 0 };
+    pub fn exchange_with_fleet(&self, closing: bool) -> usize {
         if self.is(Lifecycle::Abandoning) || self.is(Lifecycle::Stopped) {
             return 0;
         }
         #[cfg(test)]
         self.injected_panic(3);
-        let round = fleet.exchange(&self.config.webhooks, &self.digests, closing);
-        for webhook in round.webhooks {
-            let counters = &self.ledger.counters[webhook.index];
-            counters.below_threshold(webhook.below_threshold);
-            counters.set_digest_shared(webhook.shared);
-        }
-        let queued = round.messages.len();
-        for (index, message) in round.messages {
+        let taken = self
+            .digests
+            .exchange(&self.config.webhooks, &self.ledger.counters, closing);
+        self.send_messages(taken)
+    }
+
+    /// Queues digest messages (by webhook index); returns how many.
+    fn send_messages(&self, messages: Vec<(usize, Message)>) -> usize {
+        let queued = messages.len();
+        for (index, message) in messages {
             self.send_message(index, message);
         }
         queued
     }
 
-    /// At the engine's final close: counts the events of threshold groups that never fired
-    /// as `below_threshold` (they never reached their threshold), so every event a digest
-    /// took ends in one counter.
+    /// At the engine's final close: see [`Digests::count_unfired`].
     pub fn count_unfired(&self) {
-        for (index, digest) in self.digests.iter().enumerate() {
-            if let Some(digest) = digest {
-                let events = digest.lock().unwrap_or_else(|e| e.into_inner()).unfired();
-                self.ledger.counters[index].below_threshold(events);
-            }
-        }
+        self.digests.count_unfired(&self.ledger.counters);
     }
 
     /// Whether some webhook digests.
     pub fn digests(&self) -> bool {
-        self.digests.iter().any(Option::is_some)
+        self.digests.any()
     }
 
     /// Raises plugin_error (built-in template, `metadata.error`) for an event that could not
@@ -575,39 +543,6 @@ fn admits(alerting: &Alerting, vars: &Map<String, Value>, severity: Severity) ->
     alerting.min_severity.is_none_or(|min| severity >= min)
         && alerting.matcher.as_ref().is_none_or(|m| m.all(vars))
         && !alerting.exclude.as_ref().is_some_and(|m| m.any(vars))
-}
-
-/// Exchanges digest counts with the fleet every `EXCHANGE_INTERVAL` until close begins (close
-/// makes the last exchange itself). Runs on a thread of its own: the calls block.
-/// A panic in an exchange (a bug) is caught, logged and counted in `internal_errors`; the
-/// thread goes on with the next exchange.
-pub(crate) fn run_fleet_exchange(intake: Arc<Intake>) {
-    while !intake.is_closed() {
-        std::thread::sleep(EXCHANGE_INTERVAL);
-        if intake.is_closed() {
-            break;
-        }
-        let exchanged =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| intake.exchange_with_fleet(false)));
-        if exchanged.is_err() {
-            let n = intake.internal_error();
-            error!("a bug interrupted a digest exchange with the fleet ({n} internal errors so far); exchanges go on");
-        }
-    }
-}
-
-/// Sends digest messages as they come due (every 100 ms at most late) until the engine stops.
-pub(crate) async fn run_digests(intake: Arc<Intake>) {
-    const TICK: Duration = Duration::from_millis(50);
-    let mut lifecycle = intake.lifecycle.subscribe();
-    loop {
-        tokio::select! {
-            _ = lifecycle.wait_for(|h| *h == Lifecycle::Stopped) => return,
-            _ = tokio::time::sleep(TICK) => {
-                intake.tick_digests(false);
-            }
-        }
-    }
 }
 
 /// Routes admitted events until the engine stops.

@@ -8,6 +8,7 @@
 mod attempt;
 mod breaker;
 mod digest;
+mod digests;
 mod dispatch;
 mod fleet;
 mod intake;
@@ -25,19 +26,16 @@ use std::time::{Duration, Instant};
 use log::{error, warn};
 use reqwest::Client;
 
-use crate::config::{Config, OutboxConfig};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics::{exposition, Outcome, WebhookMetrics};
 use crate::render::Job;
 use crate::stats::{Circuit, Stats};
-use crate::store::disk::DiskOutbox;
 use crate::store::journal::{Journal, Released};
-use crate::store::redis::RedisStore;
-use crate::store::tenants::StoredWebhook;
-use crate::store::{Claimed, DeadLetter, Resumed, Store};
+use crate::store::{DeadLetter, Opened, Resumed};
 pub(crate) use digest::Digest;
 use dispatch::Dispatch;
-use fleet::FleetDigests;
+use fleet::{FleetDigests, EXCHANGE_INTERVAL};
 use intake::{Intake, Lifecycle};
 use ledger::{Ticket, WebhookLabels};
 use queue::Queue;
@@ -64,32 +62,8 @@ impl Engine {
     pub fn start(config: Config, plugin_name: &str) -> Result<Arc<Engine>> {
         let webhooks = config.webhooks.len();
         let ids: Vec<String> = config.webhooks.iter().map(|w| w.id.clone()).collect();
-        let mut fleet = None;
-        let stored: Vec<StoredWebhook> = config
-            .webhooks
-            .iter()
-            .map(|w| StoredWebhook {
-                id: w.id.clone(),
-                url: w.url_fingerprint.clone(),
-            })
-            .collect();
-        let (store, found): (Option<Arc<dyn Store>>, Claimed) = match &config.outbox {
-            OutboxConfig::Memory => (None, Claimed::default()),
-            OutboxConfig::Disk { path } => {
-                let (store, found) = DiskOutbox::attach(path, stored, config.orphan_after)?;
-                (Some(Arc::new(store)), found)
-            }
-            // Nothing to resume at start: the committer takes over what is free in Redis.
-            OutboxConfig::Redis(outbox) => {
-                let store =
-                    RedisStore::connect(outbox, stored, config.dead_letter_capacity, config.orphan_after)?;
-                let store = Arc::new(store);
-                if config.webhooks.iter().any(|w| w.alerting.digest.is_some()) {
-                    fleet = Some(FleetDigests::new(Arc::clone(&store), &config.webhooks));
-                }
-                (Some(store), Claimed::default())
-            }
-        };
+        let Opened { store, found, fleet } = crate::store::open(&config)?;
+        let fleet = fleet.map(|exchange| FleetDigests::new(exchange, &config.webhooks));
         let urls = config
             .webhooks
             .iter()
@@ -127,13 +101,13 @@ impl Engine {
             handle.spawn(dispatch::run(Arc::clone(&engine.dispatch), index));
         }
         if engine.intake.digests() {
-            handle.spawn(intake::run_digests(Arc::clone(&engine.intake)));
+            handle.spawn(run_digests(Arc::clone(&engine.intake)));
         }
         if fleet_digests {
             let intake = Arc::clone(&engine.intake);
             std::thread::Builder::new()
                 .name("webhook-digests".into())
-                .spawn(move || intake::run_fleet_exchange(intake))
+                .spawn(move || run_fleet_exchange(intake))
                 .map_err(|e| {
                     Error::config("outbox", format!("cannot start the digest exchange thread: {e}"))
                 })?;
@@ -568,6 +542,39 @@ async fn commit_loop(intake: Arc<Intake>) {
                 }
             }
             Err(_) => error!("the outbox commit panicked; retrying"),
+        }
+    }
+}
+
+/// Exchanges digest counts with the fleet every `EXCHANGE_INTERVAL` until close begins (close
+/// makes the last exchange itself). Runs on a thread of its own: the calls block.
+/// A panic in an exchange (a bug) is caught, logged and counted in `internal_errors`; the
+/// thread goes on with the next exchange.
+pub(crate) fn run_fleet_exchange(intake: Arc<Intake>) {
+    while !intake.is_closed() {
+        std::thread::sleep(EXCHANGE_INTERVAL);
+        if intake.is_closed() {
+            break;
+        }
+        let exchanged =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| intake.exchange_with_fleet(false)));
+        if exchanged.is_err() {
+            let n = intake.internal_error();
+            error!("a bug interrupted a digest exchange with the fleet ({n} internal errors so far); exchanges go on");
+        }
+    }
+}
+
+/// Sends digest messages as they come due (every 100 ms at most late) until the engine stops.
+pub(crate) async fn run_digests(intake: Arc<Intake>) {
+    const TICK: Duration = Duration::from_millis(50);
+    let mut lifecycle = intake.lifecycle.subscribe();
+    loop {
+        tokio::select! {
+            _ = lifecycle.wait_for(|h| *h == Lifecycle::Stopped) => return,
+            _ = tokio::time::sleep(TICK) => {
+                intake.tick_digests(false);
+            }
         }
     }
 }

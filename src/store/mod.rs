@@ -6,7 +6,11 @@
 //! tickets or counters: they deal in [`Record`]s.
 
 pub(crate) mod disk;
+pub(crate) mod fleet;
 pub(crate) mod journal;
+mod open;
+
+pub(crate) use open::{open, Opened};
 pub(crate) mod redis;
 pub(crate) mod silences;
 pub(crate) mod tenants;

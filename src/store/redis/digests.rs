@@ -5,8 +5,6 @@
 //! record, so every replica tries the leases of groups only others saw. All keys of a
 //! webhook share its hash tag: each exchange is one pipeline per step on one node.
 
-use std::collections::HashMap;
-
 use redis::Value;
 
 use super::link::Link;
@@ -15,72 +13,15 @@ use super::scripts;
 use super::state::State;
 use super::RedisStore;
 use crate::config::DigestSettings;
+use crate::store::fleet::{Exchange, FleetExchange, Rules, Schedule, Share, Taken};
 use crate::store::{lock_until, now_ms};
 
 /// Longest wait before a group's lease is tried again (a threshold's window may fill, or
 /// another replica's counts arrive, at any time).
 const MAX_WAIT_MS: u64 = 1000;
 
-/// What this replica counted for one digest group since its last exchange.
-pub(crate) struct Share {
-    pub key: String,
-    /// The group's values as compact JSON, and whether it is the overflow group.
-    pub values: String,
-    pub overflow: bool,
-    /// The latest event's variables as compact JSON, and its event name.
-    pub latest: String,
-    pub event: &'static str,
-    pub count: u64,
-    pub first_ms: u64,
-    pub last_ms: u64,
-    /// Sample bodies as JSON.
-    pub samples: Vec<String>,
-    /// With a threshold: the events by time bucket (start in ms, count).
-    pub buckets: Vec<(u64, u64)>,
-}
-
-/// A message's worth of a group's fleet counts, taken with the group's lease.
-pub(crate) struct Taken {
-    pub key: String,
-    /// A resolve message (the group was quiet for `resolve_after`), else a firing one.
-    pub resolved: bool,
-    pub count: u64,
-    pub total: u64,
-    pub first_ms: u64,
-    pub last_ms: u64,
-    pub latest: String,
-    pub event: String,
-    pub values: String,
-    pub overflow: bool,
-    pub samples: Vec<String>,
-}
-
-/// What one exchange brought back.
-#[derive(Default)]
-pub(crate) struct Exchange {
-    pub taken: Vec<Taken>,
-    /// Events that left a threshold's window before their group fired.
-    pub below_threshold: u64,
-}
-
-/// How one exchange treats due groups.
-#[derive(Clone, Copy)]
-pub(crate) struct Rules {
-    /// Close: every group with counts is tried once, whatever its interval.
-    pub closing: bool,
-    /// The webhook's format sends resolve messages (else a quiet group closes silently).
-    pub resolves: bool,
-}
-
-/// A webhook's exchange state that lives across calls: when to try each group's lease
-/// next (ms since the epoch).
-pub(crate) type Schedule = HashMap<String, u64>;
-
-impl RedisStore {
-    /// Adds `shares` to the fleet's digest groups of `webhook`, keeps the leases of `holding`
-    /// (groups whose message this replica sent is undelivered) for another interval, and
-    /// takes the groups whose message is due and whose lease it wins (see [`Rules`]).
-    pub(crate) fn exchange_digests(
+impl FleetExchange for RedisStore {
+    fn exchange_digests(
         &self,
         webhook: &str,
         settings: &DigestSettings,
@@ -158,7 +99,9 @@ impl RedisStore {
         })?
         .ok_or_else(|| format!("Redis: webhook {webhook}: its slot is unreachable"))
     }
+}
 
+impl RedisStore {
     /// Adds `shares` and renews the leases of `holding` in one pipeline; returns the keys of
     /// the webhook's groups with a record.
     fn merge_digests(

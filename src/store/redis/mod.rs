@@ -48,7 +48,6 @@ mod writes;
 use link::{Client, Link};
 use replies::{bytes, field, item, items, text};
 
-pub(crate) use digests::{Rules, Schedule, Share, Taken};
 pub(crate) use silences::RedisSilences;
 use slots::Slots;
 use state::{Backoff, Held, Place, State};
