@@ -339,7 +339,7 @@ impl RedisStore {
 
     /// Loads the scripts on the primary serving `key`'s slot.
     fn load_scripts(&self, connection: &mut Link, key: &str) -> redis::RedisResult<()> {
-        for script in scripts::ALL {
+        for script in scripts::all() {
             connection.on_node_of(key, &script.load())?;
         }
         Ok(())

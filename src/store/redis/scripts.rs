@@ -34,8 +34,11 @@ impl Lua {
     }
 }
 
-/// The scripts a store calls by SHA1, loaded on every primary it uses.
-pub(super) const ALL: [&Lua; 5] = [&ADD, &TAKE_DUE, &HAND_BACK, &MERGE_DIGEST, &TAKE_DIGEST];
+/// The scripts a store calls by SHA1, loaded on every primary it uses (a function: a
+/// constant may not refer to statics that cache their SHA1).
+pub(super) fn all() -> [&'static Lua; 5] {
+    [&ADD, &TAKE_DUE, &HAND_BACK, &MERGE_DIGEST, &TAKE_DIGEST]
+}
 
 /// Adds records to a stream and reads them into this consumer's pending list, atomically.
 /// A stream that is gone (Redis flushed or restarted empty) fails the call before anything is
