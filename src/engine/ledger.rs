@@ -285,15 +285,26 @@ impl Ticket {
         self.ended = true;
     }
 
-    /// Ends it as delivered with `status` (a batch: each of its events, and one batch).
+    /// Ends it as delivered with `status` (a batch: each of its events, and one batch,
+    /// counted in one go: its events share the batch's latency).
     pub fn delivered(mut self, status: u16) {
         self.ended = true;
-        if self.is_batch() {
-            self.counters().batch_delivered();
-            return self.end_members(|member| member.delivered(status));
-        }
         let latency = self.first_attempt.map_or(Duration::ZERO, |t| t.elapsed());
-        self.counters().delivered(status, latency);
+        if self.is_batch() {
+            let ledger = std::sync::Arc::clone(&self.ledger);
+            let counters = &ledger.counters[self.webhook];
+            counters.batch_delivered();
+            // Counted before the members end: a flush that sees them ended sees them counted.
+            let events = self.members().map_or(0, |members| members.len() as u64);
+            counters.delivered(events, status, latency);
+            return self.end_members(|mut member| {
+                member.ended = true;
+                counters
+                    .metrics
+                    .ended(member.event, Outcome::Delivered, Some(latency));
+            });
+        }
+        self.counters().delivered(1, status, latency);
         self.counters()
             .metrics
             .ended(self.event, Outcome::Delivered, Some(latency));
@@ -410,16 +421,20 @@ struct LastOutcome {
 }
 
 impl WebhookCounters {
-    /// A delivery succeeded with `status` after `latency` (first attempt to success).
-    pub fn delivered(&self, status: u16, latency: Duration) {
-        self.delivered.fetch_add(1, Relaxed);
+    /// `events` deliveries succeeded with `status` after `latency` (first attempt to
+    /// success; a batch's events share it).
+    pub fn delivered(&self, events: u64, status: u16, latency: Duration) {
+        self.delivered.fetch_add(events, Relaxed);
         self.failing_streak.store(0, Relaxed);
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         last.status = Some(status);
-        if last.latencies_ms.len() == LATENCY_WINDOW {
-            last.latencies_ms.pop_front();
+        let window = &mut last.latencies_ms;
+        for _ in 0..events.min(LATENCY_WINDOW as u64) {
+            if window.len() == LATENCY_WINDOW {
+                window.pop_front();
+            }
+            window.push_back(latency.as_secs_f64() * 1000.0);
         }
-        last.latencies_ms.push_back(latency.as_secs_f64() * 1000.0);
     }
 
     /// A delivery failed for good; `error` must already be free of secrets. Returns how
@@ -604,7 +619,7 @@ mod tests {
     fn counters_keep_percentiles_and_the_last_outcome() {
         let c = WebhookCounters::default();
         for ms in 1..=100 {
-            c.delivered(200, Duration::from_millis(ms));
+            c.delivered(1, 200, Duration::from_millis(ms));
         }
         c.retried(Some(503), "HTTP 503".into());
         c.failed(None, "connection refused".into());
