@@ -16,20 +16,22 @@ use tokio::time::sleep_until;
 
 use super::attempt::{self, jitter, Answer};
 use super::breaker::{Breaker, Permit, Transition};
-use super::intake::{Intake, Lifecycle};
+use super::intake::Intake;
 use super::ledger::Ticket;
 use super::queue::Next;
+use super::shared::{Lifecycle, Shared};
 use super::smtp::{self, Mailer};
 use crate::events::{Context, Event};
 use crate::metrics::Outcome;
 use crate::render::{batch_body, object, Job};
 use crate::store::DeadLetter;
 
-/// What the dispatchers of one engine share: the intake (config, queues, ledger, wakers,
-/// lifecycle; and admission, for the circuit events), each webhook's HTTP client and
-/// breaker, and the count of attempts in flight.
+/// What the dispatchers of one engine share: the engine's shared state, the intake (for the
+/// circuit events and flushes), each webhook's HTTP client and breaker, and the count of
+/// attempts in flight.
 pub(crate) struct Dispatch {
-    pub intake: Arc<Intake>,
+    shared: Arc<Shared>,
+    intake: Arc<Intake>,
     /// One per webhook: the shared client, or the webhook's own (TLS material, proxy).
     clients: Vec<Client>,
     /// One per webhook: an email webhook's SMTP client.
@@ -39,15 +41,21 @@ pub(crate) struct Dispatch {
 }
 
 impl Dispatch {
-    /// The dispatch of `intake`'s webhooks, with one HTTP client per webhook.
-    pub fn new(intake: Arc<Intake>, clients: Vec<Client>, mailers: Vec<Option<Mailer>>) -> Self {
-        let breakers = intake
+    /// The dispatch of the webhooks of `shared`, with one HTTP client per webhook.
+    pub fn new(
+        shared: Arc<Shared>,
+        intake: Arc<Intake>,
+        clients: Vec<Client>,
+        mailers: Vec<Option<Mailer>>,
+    ) -> Self {
+        let breakers = shared
             .config
             .webhooks
             .iter()
             .map(|w| Breaker::new(w.breaker))
             .collect();
         Dispatch {
+            shared,
             intake,
             clients,
             mailers,
@@ -58,8 +66,8 @@ impl Dispatch {
 
     /// One attempt of `ticket`: mailed for an email webhook, else an HTTP request.
     async fn send(&self, ticket: &Ticket) -> Answer {
-        let webhook = &self.intake.config.webhooks[ticket.webhook];
-        let policy = &self.intake.config.network;
+        let webhook = self.shared.webhook(ticket.webhook);
+        let policy = &self.shared.config.network;
         match (&self.mailers[ticket.webhook], &webhook.email) {
             (Some(mailer), Some(email)) => match attempt::refused_address(webhook, policy) {
                 Some(answer) => answer,
@@ -71,15 +79,15 @@ impl Dispatch {
 
     /// Waits until no attempt is in flight, or `deadline` passes; false then.
     pub fn wait_answered(&self, deadline: Option<Instant>) -> bool {
-        let ledger = &self.intake.ledger;
+        let ledger = &self.shared.ledger;
         ledger.wait_for(deadline, || self.in_flight.load(SeqCst) == 0)
     }
 
     /// Raises `webhook_failing` or `webhook_recovered` about webhook `index`, for the other
     /// webhooks subscribed to it.
     fn raise_circuit_event(&self, index: usize, event: Event) {
-        let webhook = &self.intake.config.webhooks[index];
-        let (last_status, last_error) = self.intake.ledger.counters[index].last_outcome();
+        let webhook = self.shared.webhook(index);
+        let (last_status, last_error) = self.shared.counters(index).last_outcome();
         let failures = self.breakers[index].consecutive_failures();
         match event {
             Event::WebhookFailing => warn!(
@@ -104,18 +112,18 @@ impl Dispatch {
         if tickets.len() == 1 && tickets[0].is_whole() {
             return tickets.pop().expect("one ticket");
         }
-        let webhook = &self.intake.config.webhooks[tickets[0].webhook];
+        let webhook = &self.shared.config.webhooks[tickets[0].webhook];
         let elements = tickets.iter().map(|t| &t.body[..]);
-        let body = batch_body(webhook, &self.intake.plugin_name, elements);
+        let body = batch_body(webhook, &self.shared.plugin_name, elements);
         Ticket::batch(tickets, body)
     }
 
     /// Ends `ticket` as failed for good and keeps it as a dead letter (a batch: one letter
     /// holding its events, which the store forgets).
     fn dead_letter(&self, ticket: Ticket, status: Option<u16>, error: String) {
-        let webhook = &self.intake.config.webhooks[ticket.webhook];
+        let webhook = self.shared.webhook(ticket.webhook);
         if ticket.is_batch() {
-            self.intake.queue.ack(&ticket);
+            self.shared.queue.ack(&ticket);
         }
         let letter = DeadLetter {
             webhook: Some(ticket.webhook),
@@ -138,7 +146,7 @@ impl Dispatch {
             ticket.attempts
         );
         // Kept before the ticket ends, so whoever waits for idle sees the letter.
-        self.intake.queue.dead_letter(letter);
+        self.shared.queue.dead_letter(letter);
         ticket
             .counters()
             .metrics
@@ -156,23 +164,23 @@ impl Dispatch {
 
 /// Runs webhook `index`'s dispatcher until the engine stops.
 pub(crate) async fn run(engine: Arc<Dispatch>, index: usize) {
-    let intake = &engine.intake;
-    let webhook = &intake.config.webhooks[index];
+    let shared = &engine.shared;
+    let webhook = shared.webhook(index);
     let slots = Arc::new(Semaphore::new(webhook.max_concurrency));
     let interval = webhook.max_rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
     let mut next_send = Instant::now();
-    let mut halt = intake.lifecycle.subscribe();
-    let waker = &intake.wakers[index];
+    let mut halt = shared.subscribe();
+    let waker = shared.waker(index);
     loop {
         let state = *halt.borrow_and_update();
         match state {
             Lifecycle::Running => {}
-            Lifecycle::Abandoning => drop(intake.queue.drain(index)),
+            Lifecycle::Abandoning => drop(shared.queue.drain(index)),
             Lifecycle::Suspended => {
                 let _ = halt.changed().await;
                 continue;
             }
-            Lifecycle::Stopped => return drop(intake.queue.drain(index)),
+            Lifecycle::Stopped => return drop(shared.queue.drain(index)),
         }
         let slot = tokio::select! {
             _ = halt.changed() => continue,
@@ -191,19 +199,21 @@ pub(crate) async fn run(engine: Arc<Dispatch>, index: usize) {
         // the delivery queued (a durable store keeps it; an attempt after the store's release
         // would be acknowledged nowhere and sent again at the next start).
         let counted = InFlight::new(&engine);
-        if !intake.is(Lifecycle::Running) {
+        if !shared.is(Lifecycle::Running) {
             continue;
         }
         let next = match &webhook.batch {
-            Some(limits) => match intake
-                .queue
-                .next_batch(index, Instant::now(), limits, intake.hurrying())
-            {
-                Next::Ready(tickets) => Next::Ready(engine.batch(tickets)),
-                Next::At(at) => Next::At(at),
-                Next::Empty => Next::Empty,
-            },
-            None => intake.queue.next_due(index, Instant::now()),
+            Some(limits) => {
+                match shared
+                    .queue
+                    .next_batch(index, Instant::now(), limits, engine.intake.hurrying())
+                {
+                    Next::Ready(tickets) => Next::Ready(engine.batch(tickets)),
+                    Next::At(at) => Next::At(at),
+                    Next::Empty => Next::Empty,
+                }
+            }
+            None => shared.queue.next_due(index, Instant::now()),
         };
         let ticket = match next {
             Next::Ready(ticket) => ticket,
@@ -219,7 +229,7 @@ pub(crate) async fn run(engine: Arc<Dispatch>, index: usize) {
         let probe = match engine.breakers[index].permit(Instant::now()) {
             Permit::Go { probe } => probe,
             wait => {
-                intake.queue.push_front(ticket);
+                shared.queue.push_front(ticket);
                 let until = match wait {
                     Permit::Until(until) => Some(until),
                     _ => None,
@@ -232,7 +242,7 @@ pub(crate) async fn run(engine: Arc<Dispatch>, index: usize) {
             if next_send > Instant::now() {
                 tokio::select! {
                     _ = halt.changed() => {
-                        intake.queue.push_front(ticket);
+                        shared.queue.push_front(ticket);
                         continue;
                     }
                     _ = sleep_until(next_send.into()) => {}
@@ -274,7 +284,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, SeqCst) == 1 {
-            self.0.intake.ledger.wake_waiters();
+            self.0.shared.ledger.wake_waiters();
         }
     }
 }
@@ -286,11 +296,11 @@ async fn attempt(counted: InFlight, ticket: Ticket, slot: OwnedSemaphorePermit, 
 }
 
 async fn run_attempt(engine: &Dispatch, mut ticket: Ticket, slot: OwnedSemaphorePermit, probe: bool) {
-    let intake = &engine.intake;
+    let shared = &engine.shared;
     ticket.first_attempt.get_or_insert_with(Instant::now);
-    let mut halt = intake.lifecycle.subscribe();
+    let mut halt = shared.subscribe();
     #[cfg(test)]
-    intake.injected_panic(2);
+    engine.intake.injected_panic(2);
     let outcome = tokio::select! {
         biased;
         _ = halt.wait_for(|h| matches!(h, Lifecycle::Abandoning | Lifecycle::Stopped)) => return,
@@ -303,9 +313,9 @@ async fn run_attempt(engine: &Dispatch, mut ticket: Ticket, slot: OwnedSemaphore
 
 /// Records what an attempt came to and decides what happens to the delivery next.
 fn settle(engine: &Dispatch, ticket: Ticket, outcome: Answer, probe: bool) {
-    let intake = &engine.intake;
+    let shared = &engine.shared;
     let index = ticket.webhook;
-    let webhook = &intake.config.webhooks[index];
+    let webhook = shared.webhook(index);
     let breaker = &engine.breakers[index];
     let now = Instant::now();
     let describe = |what: &str| {
@@ -331,7 +341,7 @@ fn settle(engine: &Dispatch, ticket: Ticket, outcome: Answer, probe: bool) {
     let rescheduled = match outcome {
         Answer::Delivered(status) => {
             debug!("{}", describe(&format!("HTTP {status}")));
-            intake.queue.ack(&ticket);
+            shared.queue.ack(&ticket);
             ticket.delivered(status);
             false
         }
@@ -343,7 +353,7 @@ fn settle(engine: &Dispatch, ticket: Ticket, outcome: Answer, probe: bool) {
                 };
                 debug!("{}", describe(&format!("{error}; retrying in {wait:?}")));
                 ticket.counters().retried(status, error);
-                intake.queue.schedule(ticket, now + wait);
+                shared.queue.schedule(ticket, now + wait);
                 true
             }
             None => {
@@ -359,6 +369,6 @@ fn settle(engine: &Dispatch, ticket: Ticket, outcome: Answer, probe: bool) {
     // The dispatcher needs waking only when its next step may have changed: a retry was
     // scheduled, or the breaker moved (a freed slot wakes it through the semaphore).
     if rescheduled || probe || transition != Transition::None {
-        intake.wakers[index].notify_one();
+        shared.waker(index).notify_one();
     }
 }

@@ -2,8 +2,6 @@
 //! queue slot per subscribed webhook with room (a full queue drops and counts), then the event
 //! crosses to the runtime. There the intake task assembles the event's variables once, renders
 //! its body, and queues one ticket per webhook; a template that fails raises `plugin_error`.
-//! [`Intake`] also holds what every task of the engine shares: the config, the queues, the
-//! ledger, the dispatchers' wakers and the engine's lifecycle.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
@@ -12,35 +10,22 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use log::{error, warn};
 use serde_json::{json, Map, Value};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::digest::Message;
 use super::digests::Digests;
 use super::fleet::FleetDigests;
-use super::ledger::{Ledger, Routing, Ticket};
-use super::queue::Queue;
+use super::ledger::{Routing, Ticket};
 use super::runtime;
-use super::silences::Silences;
-use crate::config::{Alerting, Config};
+use super::shared::{Lifecycle, Shared};
+use crate::config::Alerting;
 use crate::error::{Error, Result};
 use crate::events::{Context, Event};
 use crate::metrics::Outcome;
 use crate::render::{batch_element, default_body, object, render_json, Job, Source};
 use crate::severity::Severity;
 use crate::trace::Trace;
-
-/// Where the engine is in its life; every task watches it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Lifecycle {
-    Running,
-    /// `close` ran out of time: every queued or running delivery ends as dropped.
-    Abandoning,
-    /// Closing with a durable outbox: no new attempts; what is queued stays stored.
-    Suspended,
-    /// Closed: tasks exit.
-    Stopped,
-}
 
 /// An admitted event and its tickets (one per webhook with room); dropping it unrouted
 /// counts its tickets as dropped. Webhooks that filter or digest take no ticket at
@@ -51,19 +36,11 @@ pub(crate) struct Admitted {
     alerting: Vec<Routing>,
 }
 
-/// Admission, routing, and the state all of the engine's tasks share.
+/// Admission and routing.
 pub(crate) struct Intake {
-    pub config: Config,
-    pub plugin_name: String,
-    pub ledger: Arc<Ledger>,
-    pub queue: Queue,
-    /// Wakes a webhook's dispatcher: a new delivery, a retry scheduled, a breaker change.
-    pub wakers: Vec<Notify>,
-    pub lifecycle: watch::Sender<Lifecycle>,
+    shared: Arc<Shared>,
     /// The digesting webhooks' state, and the fleet's side of it.
     digests: Digests,
-    /// The outbox's silences.
-    pub silences: Silences,
     sender: mpsc::UnboundedSender<Admitted>,
     /// Hook calls between their closed check and their admission; `close` waits for zero.
     admitting: AtomicUsize,
@@ -86,25 +63,15 @@ pub(crate) struct Intake {
 }
 
 impl Intake {
-    /// The intake of an engine for `config`, with its queues; the receiver is the intake
-    /// task's (see [`run`]).
+    /// The intake of an engine sharing `shared`; the receiver is the intake task's (see
+    /// [`run`]).
     pub fn new(
-        config: Config,
-        plugin_name: &str,
-        queue: Queue,
+        shared: Arc<Shared>,
         fleet: Option<FleetDigests>,
-        silences: Silences,
     ) -> (Self, mpsc::UnboundedReceiver<Admitted>) {
-        let webhooks = config.webhooks.len();
         let (sender, receiver) = mpsc::unbounded_channel();
         let intake = Intake {
-            plugin_name: plugin_name.to_owned(),
-            ledger: Arc::new(Ledger::new(webhooks)),
-            queue,
-            wakers: (0..webhooks).map(|_| Notify::new()).collect(),
-            lifecycle: watch::Sender::new(Lifecycle::Running),
-            digests: Digests::new(&config.webhooks, fleet),
-            silences,
+            digests: Digests::new(&shared.config.webhooks, fleet),
             sender,
             admitting: AtomicUsize::new(0),
             unrouted: AtomicUsize::new(0),
@@ -116,7 +83,7 @@ impl Intake {
             events: Default::default(),
             #[cfg(test)]
             inject_panic: Default::default(),
-            config,
+            shared,
         };
         (intake, receiver)
     }
@@ -133,17 +100,6 @@ impl Intake {
         }
     }
 
-    /// Whether the engine's tasks are in `state`.
-    pub fn is(&self, state: Lifecycle) -> bool {
-        *self.lifecycle.borrow() == state
-    }
-
-    /// Moves every task to `state` and wakes every dispatcher.
-    pub fn set(&self, state: Lifecycle) {
-        self.lifecycle.send_replace(state);
-        self.wakers.iter().for_each(Notify::notify_one);
-    }
-
     /// Admits `job` for every subscribed webhook with room (except `exclude`), without
     /// blocking; false if none took it. Linearised with `close`: once [`Intake::close`] has
     /// begun, a call either fails with `Closed` or is waited for by it.
@@ -151,7 +107,7 @@ impl Intake {
         self.admitting.fetch_add(1, SeqCst);
         let result = self.admit_open(job, exclude);
         if self.admitting.fetch_sub(1, SeqCst) == 1 && self.closed.load(SeqCst) {
-            self.ledger.wake_waiters();
+            self.shared.ledger.wake_waiters();
         }
         result
     }
@@ -165,12 +121,12 @@ impl Intake {
         }
         self.events[job.event as usize].fetch_add(1, Relaxed);
         let (mut tickets, mut alerting) = (Vec::new(), Vec::new());
-        for (index, webhook) in self.config.webhooks.iter().enumerate() {
+        for (index, webhook) in self.shared.config.webhooks.iter().enumerate() {
             if !webhook.wants(job.event) || exclude == Some(index) {
                 continue;
             }
             if webhook.alerting.routes() {
-                match self.ledger.await_routing(index, webhook.queue_capacity) {
+                match self.shared.ledger.await_routing(index, webhook.queue_capacity) {
                     Some(routing) => alerting.push(routing),
                     None => self.queue_full(index, job.event),
                 }
@@ -197,10 +153,10 @@ impl Intake {
     /// A ticket for a new delivery of `event` to webhook `index`, if its queue has room;
     /// a full queue drops it (counted, warned about at powers of two).
     fn ticket(&self, index: usize, event: Event) -> Option<Ticket> {
-        let webhook = &self.config.webhooks[index];
-        if self.ledger.reserve(index, webhook.queue_capacity) {
+        let webhook = self.shared.webhook(index);
+        if self.shared.ledger.reserve(index, webhook.queue_capacity) {
             // Durable only once a durable outbox has journaled it (`Queue::push`).
-            let ledger = Arc::clone(&self.ledger);
+            let ledger = Arc::clone(&self.shared.ledger);
             return Some(Ticket::new(ledger, index, event, Uuid::nil(), Bytes::new()));
         }
         self.queue_full(index, event);
@@ -210,8 +166,8 @@ impl Intake {
     /// Counts an event of webhook `index` dropped for want of room (warned about at powers
     /// of two).
     fn queue_full(&self, index: usize, event: Event) {
-        let webhook = &self.config.webhooks[index];
-        let counters = &self.ledger.counters[index];
+        let webhook = self.shared.webhook(index);
+        let counters = self.shared.counters(index);
         counters.metrics.ended(event, Outcome::Dropped, None);
         let dropped = counters.dropped(1);
         if dropped.is_power_of_two() {
@@ -224,7 +180,7 @@ impl Intake {
 
     fn routed(&self) {
         if self.unrouted.fetch_sub(1, SeqCst) == 1 {
-            self.ledger.wake_waiters();
+            self.shared.ledger.wake_waiters();
         }
     }
 
@@ -232,20 +188,24 @@ impl Intake {
     /// closed check and its admission.
     pub fn close(&self) {
         self.closed.store(true, SeqCst);
-        self.wakers.iter().for_each(Notify::notify_one); // batches leave at once
-        self.ledger.wait_for(None, || self.admitting.load(SeqCst) == 0);
+        self.shared.wake_all(); // batches leave at once
+        self.shared
+            .ledger
+            .wait_for(None, || self.admitting.load(SeqCst) == 0);
     }
 
     /// Waits until every admitted event is routed, or `deadline` passes; false then.
     pub fn wait_routed(&self, deadline: Option<Instant>) -> bool {
-        self.ledger.wait_for(deadline, || self.unrouted.load(SeqCst) == 0)
+        self.shared
+            .ledger
+            .wait_for(deadline, || self.unrouted.load(SeqCst) == 0)
     }
 
     /// Makes batches leave at once (and wakes the dispatchers) until the guard is dropped:
     /// for a flush, which waits for everything to be delivered.
     pub fn hurry(&self) -> Hurry<'_> {
         self.hurrying.fetch_add(1, SeqCst);
-        self.wakers.iter().for_each(Notify::notify_one);
+        self.shared.wake_all();
         Hurry(self)
     }
 
@@ -295,22 +255,12 @@ impl Intake {
         self.events.iter().map(|e| e.load(Relaxed)).collect()
     }
 
-    /// Queues a ticket the store already held (resumed, taken over, or replayed).
-    pub fn requeue(&self, ticket: Ticket, due: Option<Instant>) {
-        let index = ticket.webhook;
-        match due {
-            Some(due) => self.queue.restore(ticket, due),
-            None => self.queue.push(ticket),
-        }
-        self.wakers[index].notify_one();
-    }
-
     /// Renders an admitted event once per body source and queues its tickets, then passes
     /// it through the alerting stage of the webhooks that filter or digest; a render failure
     /// fails the event's deliveries and raises one plugin_error for the event.
     fn route(&self, admitted: Admitted) {
         // Closing with a durable outbox (Suspended) still routes: what was admitted is journaled.
-        if self.is(Lifecycle::Abandoning) || self.is(Lifecycle::Stopped) {
+        if self.shared.is(Lifecycle::Abandoning) || self.shared.is(Lifecycle::Stopped) {
             return;
         }
         #[cfg(test)]
@@ -321,21 +271,21 @@ impl Intake {
             alerting,
         } = admitted;
         let (event, builtin) = (job.event, job.builtin_template);
-        let (vars, trace) = job.vars(&self.plugin_name, &self.config.severities);
+        let (vars, trace) = job.vars(&self.shared.plugin_name, &self.shared.config.severities);
         let trace = Arc::new(trace);
         let now = jiff::Timestamp::now();
-        let silences = self.silences.current();
+        let silences = self.shared.silences.current();
         let silenced = !silences.is_empty() && silences.silences(&vars, now);
         for routing in alerting {
             let index = routing.webhook;
             drop(routing);
-            let webhook = &self.config.webhooks[index];
-            let counters = &self.ledger.counters[index];
+            let webhook = self.shared.webhook(index);
+            let counters = self.shared.counters(index);
             if silenced {
                 counters.silenced();
                 continue;
             }
-            if !admits(&webhook.alerting, &vars, self.config.severities.of(event)) {
+            if !admits(&webhook.alerting, &vars, self.shared.config.severities.of(event)) {
                 counters.filtered();
                 continue;
             }
@@ -362,7 +312,7 @@ impl Intake {
         let mut shared: Option<std::result::Result<Bytes, String>> = None;
         let mut failed = Vec::new();
         for mut ticket in tickets {
-            let webhook = &self.config.webhooks[ticket.webhook];
+            let webhook = self.shared.webhook(ticket.webhook);
             if silenced || webhook.muted_at(now) {
                 let counters = ticket.counters();
                 match silenced {
@@ -374,7 +324,7 @@ impl Intake {
             }
             ticket.id = Uuid::new_v4();
             ticket.trace = Some(Arc::clone(&trace));
-            let body = match Source::of(&self.config, webhook, event, builtin) {
+            let body = match Source::of(&self.shared.config, webhook, event, builtin) {
                 Source::Template(t) if !t.varies_per_delivery() => shared
                     .get_or_insert_with(|| render_json(t, &vars, event, None))
                     .clone(),
@@ -384,7 +334,7 @@ impl Intake {
             match body {
                 Ok(body) => {
                     ticket.body = body;
-                    self.requeue(ticket, None);
+                    self.shared.requeue(ticket, None);
                 }
                 Err(e) => failed.push((ticket, e)),
             }
@@ -400,7 +350,7 @@ impl Intake {
             self.raise_plugin_error(event, vars, e.clone());
         }
         for (ticket, e) in failed {
-            let webhook = &self.config.webhooks[ticket.webhook];
+            let webhook = self.shared.webhook(ticket.webhook);
             error!(
                 "webhook {} {} delivery {}: {e}",
                 webhook.id,
@@ -417,19 +367,19 @@ impl Intake {
         let event = message.event;
         let Some(ticket) = self.ticket(index, event) else {
             message.undelivered.store(false, SeqCst);
-            self.ledger.counters[index].digest_events_lost(message.count);
+            self.shared.counters(index).digest_events_lost(message.count);
             return;
         };
         let mut ticket = ticket.for_group(message.undelivered, message.count);
         ticket.id = Uuid::new_v4();
         ticket.trace = Some(Arc::new(trace_of(&message.vars)));
-        self.ledger.counters[index].digest_message();
-        let webhook = &self.config.webhooks[index];
-        let source = Source::of(&self.config, webhook, event, false);
+        self.shared.counters(index).digest_message();
+        let webhook = self.shared.webhook(index);
+        let source = Source::of(&self.shared.config, webhook, event, false);
         match source.render(webhook, &message.vars, event, &ticket.id) {
             Ok(body) => {
                 ticket.body = body;
-                self.requeue(ticket, None);
+                self.shared.requeue(ticket, None);
             }
             Err(e) => self.fail_unrendered(event, &message.vars, vec![(ticket, e)]),
         }
@@ -438,12 +388,14 @@ impl Intake {
     /// Queues every digest message due now (all uncounted events when `closing`), and
     /// closes groups quiet for `resolve_after`; returns how many messages it queued.
     pub fn tick_digests(&self, closing: bool) -> usize {
-        if self.is(Lifecycle::Abandoning) || self.is(Lifecycle::Stopped) {
+        if self.shared.is(Lifecycle::Abandoning) || self.shared.is(Lifecycle::Stopped) {
             return 0;
         }
-        let due = self
-            .digests
-            .due(&self.config.webhooks, &self.ledger.counters, closing);
+        let due = self.digests.due(
+            &self.shared.config.webhooks,
+            &self.shared.ledger.counters,
+            closing,
+        );
         self.send_messages(due)
     }
 
@@ -469,14 +421,16 @@ impl Intake {
     /// One exchange of digest counts with the fleet (none without a fleet); queues the
     /// messages of the groups whose lease this process won and returns how many.
     pub fn exchange_with_fleet(&self, closing: bool) -> usize {
-        if self.is(Lifecycle::Abandoning) || self.is(Lifecycle::Stopped) {
+        if self.shared.is(Lifecycle::Abandoning) || self.shared.is(Lifecycle::Stopped) {
             return 0;
         }
         #[cfg(test)]
         self.injected_panic(3);
-        let taken = self
-            .digests
-            .exchange(&self.config.webhooks, &self.ledger.counters, closing);
+        let taken = self.digests.exchange(
+            &self.shared.config.webhooks,
+            &self.shared.ledger.counters,
+            closing,
+        );
         self.send_messages(taken)
     }
 
@@ -491,7 +445,7 @@ impl Intake {
 
     /// At the engine's final close: see [`Digests::count_unfired`].
     pub fn count_unfired(&self) {
-        self.digests.count_unfired(&self.ledger.counters);
+        self.digests.count_unfired(&self.shared.ledger.counters);
     }
 
     /// Whether some webhook digests.
@@ -553,7 +507,7 @@ pub(crate) async fn run(intake: Arc<Intake>, mut queue: mpsc::UnboundedReceiver<
     // parks again, and the next event wakes it. Routing is at most POLL later.
     const POLL: Duration = Duration::from_millis(1);
     const IDLE: Duration = Duration::from_millis(100);
-    let mut lifecycle = intake.lifecycle.subscribe();
+    let mut lifecycle = intake.shared.subscribe();
     let mut last_event: Option<Instant> = None;
     loop {
         loop {

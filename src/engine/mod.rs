@@ -16,6 +16,7 @@ mod ledger;
 mod queue;
 mod registry;
 mod runtime;
+mod shared;
 mod silences;
 mod smtp;
 
@@ -36,16 +37,18 @@ use crate::store::{DeadLetter, Opened, Resumed};
 pub(crate) use digest::Digest;
 use dispatch::Dispatch;
 use fleet::{FleetDigests, EXCHANGE_INTERVAL};
-use intake::{Intake, Lifecycle};
+use intake::Intake;
 use ledger::{Ticket, WebhookLabels};
 use queue::Queue;
 use registry::{Registry, Shareable};
 pub use runtime::WORKER_THREADS_ENV;
+use shared::{Lifecycle, Shared};
 pub(crate) use silences::Silences;
 pub(crate) use smtp::{message as mail_message, recipients as mail_recipients};
 
 /// One engine per config (Python instances share one; C and Go handles own one each).
 pub(crate) struct Engine {
+    shared: Arc<Shared>,
     intake: Arc<Intake>,
     dispatch: Arc<Dispatch>,
     /// Instances attached to a shared engine (see `registry`).
@@ -86,22 +89,27 @@ impl Engine {
         let store = crate::store::silences::open(&config.outbox).map_err(|e| Error::config("outbox", e))?;
         let silences = Silences::new(store);
         silences.refresh();
-        let (intake, receiver) = Intake::new(config, plugin_name, queue, fleet, silences);
+        let shared = Arc::new(Shared::new(config, plugin_name, queue, silences));
+        let (intake, receiver) = Intake::new(Arc::clone(&shared), fleet);
         let intake = Arc::new(intake);
-        let dispatch = Arc::new(Dispatch::new(Arc::clone(&intake), clients, mailers));
+        let dispatch = Dispatch::new(Arc::clone(&shared), Arc::clone(&intake), clients, mailers);
         let engine = Arc::new(Engine {
+            shared,
             intake,
-            dispatch,
+            dispatch: Arc::new(dispatch),
             attached: AtomicUsize::new(0),
         });
-        resume(&engine.intake, found.resumed);
+        resume(&engine.shared, found.resumed);
         let handle = runtime::handle();
         handle.spawn(intake::run(Arc::clone(&engine.intake), receiver));
         for index in 0..webhooks {
             handle.spawn(dispatch::run(Arc::clone(&engine.dispatch), index));
         }
         if engine.intake.digests() {
-            handle.spawn(run_digests(Arc::clone(&engine.intake)));
+            handle.spawn(run_digests(
+                Arc::clone(&engine.shared),
+                Arc::clone(&engine.intake),
+            ));
         }
         if fleet_digests {
             let intake = Arc::clone(&engine.intake);
@@ -112,11 +120,11 @@ impl Engine {
                     Error::config("outbox", format!("cannot start the digest exchange thread: {e}"))
                 })?;
         }
-        if engine.intake.queue.durable() {
-            handle.spawn(commit_loop(Arc::clone(&engine.intake)));
+        if engine.shared.queue.durable() {
+            handle.spawn(commit_loop(Arc::clone(&engine.shared)));
         }
-        if engine.intake.silences.shared() {
-            handle.spawn(refresh_silences(Arc::clone(&engine.intake)));
+        if engine.shared.silences.shared() {
+            handle.spawn(refresh_silences(Arc::clone(&engine.shared)));
         }
         Ok(engine)
     }
@@ -136,7 +144,7 @@ impl Engine {
 
     /// The config the engine runs.
     pub fn config(&self) -> &Config {
-        &self.intake.config
+        &self.shared.config
     }
 
     /// Admits `job` for every subscribed webhook with room, without blocking; false if none
@@ -148,7 +156,7 @@ impl Engine {
     /// Dead letters of the webhook with id `webhook`, or of all.
     pub fn dead_letters(&self, webhook: Option<&str>) -> Result<Vec<DeadLetter>> {
         self.check_webhook(webhook)?;
-        Ok(self.intake.queue.dead_letters(webhook))
+        Ok(self.shared.queue.dead_letters(webhook))
     }
 
     /// Queues the dead letters of `webhook` (or all) again, as new attempts with their
@@ -159,22 +167,22 @@ impl Engine {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        let intake = &self.intake;
+        let shared = &self.shared;
         let mut replayed = 0;
-        for letter in intake.queue.take_dead_letters(webhook) {
+        for letter in shared.queue.take_dead_letters(webhook) {
             let Some(index) = letter.webhook else {
-                intake.queue.dead_letter(letter);
+                shared.queue.dead_letter(letter);
                 continue;
             };
-            let capacity = intake.config.webhooks[index].queue_capacity;
-            if !intake.ledger.reserve(index, capacity) {
-                intake.queue.dead_letter(letter);
+            let capacity = shared.webhook(index).queue_capacity;
+            if !shared.ledger.reserve(index, capacity) {
+                shared.queue.dead_letter(letter);
                 continue;
             }
-            let ledger = Arc::clone(&intake.ledger);
+            let ledger = Arc::clone(&shared.ledger);
             let mut ticket = Ticket::new(ledger, index, letter.event, letter.delivery_id, letter.body);
             ticket.set_framed(letter.batch);
-            intake.requeue(ticket, None);
+            shared.requeue(ticket, None);
             replayed += 1;
         }
         Ok(replayed)
@@ -191,17 +199,17 @@ impl Engine {
 
     /// Adds a silence (see [`crate::silence::Silence::new`]); returns its id.
     pub fn silence(&self, spec: &serde_json::Value) -> Result<String> {
-        self.intake.silences.add(spec)
+        self.shared.silences.add(spec)
     }
 
     /// The silences not yet ended, as JSON objects.
     pub fn silences(&self) -> Result<Vec<serde_json::Value>> {
-        self.intake.silences.list()
+        self.shared.silences.list()
     }
 
     /// Ends the silence `id` now.
     pub fn expire_silence(&self, id: &str) -> Result<()> {
-        self.intake.silences.expire(id)
+        self.shared.silences.expire(id)
     }
 
     /// Counts a hook call whose host data could not become an event.
@@ -215,14 +223,14 @@ impl Engine {
     /// not waited for.
     pub fn flush(&self, timeout: Duration) -> bool {
         let deadline = Instant::now().checked_add(timeout);
-        let intake = &self.intake;
+        let (shared, intake) = (&self.shared, &self.intake);
         if !intake.wait_routed(deadline) {
             return false;
         }
         // Batches leave at once from here on, with what was admitted before the flush.
         let _hurry = intake.hurry();
         intake.send_digests_now(false, None);
-        intake.ledger.wait_idle(deadline)
+        shared.ledger.wait_idle(deadline)
     }
 
     /// Stops accepting events, delivers what is pending, and at the deadline abandons the
@@ -231,8 +239,8 @@ impl Engine {
     /// in flight: what is still queued stays stored for the next start.
     pub fn close(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now().checked_add(timeout);
-        let intake = &self.intake;
-        if intake.is(Lifecycle::Stopped) {
+        let (shared, intake) = (&self.shared, &self.intake);
+        if shared.is(Lifecycle::Stopped) {
             return Ok(()); // closed already: at exit, say, and then by its last user
         }
         intake.close();
@@ -240,46 +248,46 @@ impl Engine {
         intake.wait_routed(deadline);
         intake.send_digests_now(true, deadline);
         intake.count_unfired();
-        if intake.queue.durable() {
+        if shared.queue.durable() {
             return self.close_durable(deadline);
         }
         // Keep a little of the time for the abandoned deliveries to be counted.
         let grace = (timeout / 10).min(Duration::from_millis(100));
-        if intake.ledger.wait_idle(deadline.map(|d| d - grace)) {
-            intake.set(Lifecycle::Stopped);
+        if shared.ledger.wait_idle(deadline.map(|d| d - grace)) {
+            shared.set(Lifecycle::Stopped);
             return Ok(());
         }
-        let pending = intake.ledger.pending();
-        intake.set(Lifecycle::Abandoning);
+        let pending = shared.ledger.pending();
+        shared.set(Lifecycle::Abandoning);
         // Queued deliveries end (as dropped) here and now; attempts in flight end in their
         // tasks, which the lifecycle change wakes.
         self.drain_queues();
-        intake.ledger.wait_idle(deadline);
-        intake.set(Lifecycle::Stopped);
+        shared.ledger.wait_idle(deadline);
+        shared.set(Lifecycle::Stopped);
         Err(Error::Timeout { pending })
     }
 
     fn close_durable(&self, deadline: Option<Instant>) -> Result<()> {
-        let intake = &self.intake;
+        let (shared, intake) = (&self.shared, &self.intake);
         let routed = intake.wait_routed(deadline);
-        intake.set(Lifecycle::Suspended);
+        shared.set(Lifecycle::Suspended);
         let answered = self.dispatch.wait_answered(deadline);
-        intake.queue.journal_queued_again();
+        shared.queue.journal_queued_again();
         // What the last commit could not keep is lost (counted dropped); a failed commit that
         // held only acknowledgements loses nothing (those deliveries may come again, from a
         // replica that takes them over).
         let mut lost = 0;
-        if let Err(Released { message, lost: news }) = intake.queue.release(deadline) {
+        if let Err(Released { message, lost: news }) = shared.queue.release(deadline) {
             error!("{message}: {} admitted deliveries are lost", news.len());
             lost = news.len() as u64;
             for (webhook, event) in news {
-                let counters = &intake.ledger.counters[webhook];
+                let counters = shared.counters(webhook);
                 counters.dropped(1);
                 counters.metrics.ended(event, Outcome::Dropped, None);
             }
         }
-        let pending = intake.ledger.pending();
-        intake.set(Lifecycle::Stopped);
+        let pending = shared.ledger.pending();
+        shared.set(Lifecycle::Stopped);
         self.drain_queues();
         match (routed && answered, lost) {
             (true, 0) => Ok(()),
@@ -290,7 +298,7 @@ impl Engine {
 
     fn drain_queues(&self) {
         for index in 0..self.config().webhooks.len() {
-            drop(self.intake.queue.drain(index));
+            drop(self.shared.queue.drain(index));
         }
     }
 
@@ -310,56 +318,56 @@ impl Engine {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        let intake = &self.intake;
-        let webhooks = intake.config.webhooks.iter().enumerate();
+        let (shared, intake) = (&self.shared, &self.intake);
+        let webhooks = shared.config.webhooks.iter().enumerate();
         let webhooks = webhooks
             .map(|(i, w)| {
-                intake.ledger.counters[i].snapshot(WebhookLabels {
+                shared.counters(i).snapshot(WebhookLabels {
                     id: &w.id,
                     url: &w.redacted_url,
                     circuit: self.circuit(i),
-                    dead_letters: intake.queue.dead_letter_count(i),
+                    dead_letters: shared.queue.dead_letter_count(i),
                 })
             })
             .collect();
         // Read before the journal (routing journals a ticket, then counts it routed), so that a
         // delivery moving on meanwhile is counted twice, never missed.
         let unrouted = intake.unrouted() as u64;
-        let mut outbox = intake.queue.status();
-        if intake.queue.durable() {
+        let mut outbox = shared.queue.status();
+        if shared.queue.durable() {
             // Events admitted but not yet routed are in no journal yet: a crash now loses them.
             outbox.uncommitted += unrouted;
         }
-        let mut stats = Stats::new(intake.ledger.pending(), intake.host_errors(), webhooks, outbox);
-        stats.dead_letters = intake.queue.dead_letters_held();
-        stats.dead_letters_evicted = intake.queue.dead_letters_evicted();
+        let mut stats = Stats::new(shared.ledger.pending(), intake.host_errors(), webhooks, outbox);
+        stats.dead_letters = shared.queue.dead_letters_held();
+        stats.dead_letters_evicted = shared.queue.dead_letters_evicted();
         stats.internal_errors = intake.internal_errors();
         stats
     }
 
     /// The engine's metrics in the Prometheus text format 0.0.4.
     pub fn metrics(&self) -> String {
-        let intake = &self.intake;
-        let webhooks: Vec<WebhookMetrics<'_>> = intake
+        let (shared, intake) = (&self.shared, &self.intake);
+        let webhooks: Vec<WebhookMetrics<'_>> = shared
             .config
             .webhooks
             .iter()
             .enumerate()
             .map(|(i, w)| {
-                let counters = &intake.ledger.counters[i];
+                let counters = shared.counters(i);
                 WebhookMetrics {
                     id: &w.id,
                     metrics: &counters.metrics,
                     retries: counters.retries(),
                     queued: counters.queued(),
                     circuit_open: self.circuit(i) != Circuit::Closed,
-                    dead_letters: intake.queue.dead_letter_count(i),
+                    dead_letters: shared.queue.dead_letter_count(i),
                     filtered: counters.filtered_count(),
                     groups: counters.groups(),
                 }
             })
             .collect();
-        exposition(&intake.plugin_name, &intake.events_raised(), &webhooks)
+        exposition(&shared.plugin_name, &intake.events_raised(), &webhooks)
     }
 
     /// Arms a panic at `stage` (1 routing, 2 an attempt, 3 a fleet exchange), once, for this
@@ -376,7 +384,7 @@ impl Shareable for Engine {
     }
 
     fn identity(&self) -> (String, [u8; 32]) {
-        (self.intake.plugin_name.clone(), self.config().identity)
+        (self.shared.plugin_name.clone(), self.config().identity)
     }
 
     fn usable(&self) -> bool {
@@ -392,11 +400,11 @@ impl Shareable for Engine {
     }
 
     fn pending(&self) -> u64 {
-        self.intake.ledger.pending()
+        self.shared.ledger.pending()
     }
 
     fn idle(&self) -> &tokio::sync::Notify {
-        &self.intake.ledger.idle_async
+        &self.shared.ledger.idle_async
     }
 
     fn shutdown_timeout(&self) -> Duration {
@@ -444,10 +452,10 @@ fn clients(config: &Config) -> Vec<Client> {
 /// one), with their ids, attempt counts and due times; those of orphaned webhooks (no loaded
 /// config had them for `outbox.orphan_after`, which only a Redis store hands over)
 /// become dead letters.
-fn resume(intake: &Intake, resumed: Vec<Resumed>) {
+fn resume(shared: &Shared, resumed: Vec<Resumed>) {
     let (mut resumed_count, mut orphans) = (0, 0);
     for r in resumed {
-        let Some(index) = intake.config.webhook_index(&r.webhook_id) else {
+        let Some(index) = shared.config.webhook_index(&r.webhook_id) else {
             orphans += 1;
             let letter = DeadLetter {
                 webhook: None,
@@ -461,18 +469,18 @@ fn resume(intake: &Intake, resumed: Vec<Resumed>) {
                 body: r.body,
                 batch: r.batch,
             };
-            intake.queue.dead_letter(letter);
+            shared.queue.dead_letter(letter);
             continue;
         };
-        intake.ledger.reserve_anyway(index);
-        let ledger = Arc::clone(&intake.ledger);
+        shared.ledger.reserve_anyway(index);
+        let ledger = Arc::clone(&shared.ledger);
         let mut ticket = Ticket::new(ledger, index, r.event, r.delivery_id, r.body);
         // Already stored: kept for the next start if this process lets go of it.
         ticket.mark_durable();
         ticket.attempts = r.attempts;
         ticket.trace = r.trace.map(Arc::new);
         ticket.set_framed(r.batch);
-        intake.requeue(ticket, Some(r.due));
+        shared.requeue(ticket, Some(r.due));
         resumed_count += 1;
     }
     if resumed_count > 0 {
@@ -488,22 +496,22 @@ fn resume(intake: &Intake, resumed: Vec<Resumed>) {
 /// Reads the outbox's silences again every [`silences::REFRESH`] (off the runtime's worker
 /// thread) until the engine stops: what another process adds or expires applies here within
 /// a second.
-async fn refresh_silences(intake: Arc<Intake>) {
-    let mut lifecycle = intake.lifecycle.subscribe();
+async fn refresh_silences(shared: Arc<Shared>) {
+    let mut lifecycle = shared.subscribe();
     loop {
         tokio::select! {
             _ = lifecycle.wait_for(|h| *h == Lifecycle::Stopped) => return,
             _ = tokio::time::sleep(silences::REFRESH) => {}
         }
-        let intake = Arc::clone(&intake);
-        let _ = tokio::task::spawn_blocking(move || intake.silences.refresh()).await;
+        let shared = Arc::clone(&shared);
+        let _ = tokio::task::spawn_blocking(move || shared.silences.refresh()).await;
     }
 }
 
 /// Free queue slots per webhook: how many deliveries a shared outbox may hand over.
-fn room(intake: &Intake) -> Vec<usize> {
-    let counters = &intake.ledger.counters;
-    intake
+fn room(shared: &Shared) -> Vec<usize> {
+    let counters = &shared.ledger.counters;
+    shared
         .config
         .webhooks
         .iter()
@@ -514,23 +522,23 @@ fn room(intake: &Intake) -> Vec<usize> {
 
 /// Commits a durable outbox's journal every few milliseconds (group commit), off the
 /// runtime's worker thread; failures are logged with pacing and retried.
-async fn commit_loop(intake: Arc<Intake>) {
+async fn commit_loop(shared: Arc<Shared>) {
     const INTERVAL: Duration = Duration::from_millis(5);
-    let mut lifecycle = intake.lifecycle.subscribe();
+    let mut lifecycle = shared.subscribe();
     let mut failures = 0u64;
     loop {
         tokio::select! {
             _ = lifecycle.wait_for(|h| *h == Lifecycle::Stopped) => return,
             _ = tokio::time::sleep(INTERVAL) => {}
         }
-        if !intake.queue.outbox_work() {
+        if !shared.queue.outbox_work() {
             continue; // idle: no hand-off to the blocking pool
         }
-        let intake = Arc::clone(&intake);
+        let shared = Arc::clone(&shared);
         let done = tokio::task::spawn_blocking(move || {
-            let committed = intake.queue.commit();
-            let claimed = intake.queue.claim(&room(&intake));
-            resume(&intake, claimed);
+            let committed = shared.queue.commit();
+            let claimed = shared.queue.claim(&room(&shared));
+            resume(&shared, claimed);
             committed
         });
         match done.await {
@@ -566,9 +574,9 @@ pub(crate) fn run_fleet_exchange(intake: Arc<Intake>) {
 }
 
 /// Sends digest messages as they come due (every 100 ms at most late) until the engine stops.
-pub(crate) async fn run_digests(intake: Arc<Intake>) {
+pub(crate) async fn run_digests(shared: Arc<Shared>, intake: Arc<Intake>) {
     const TICK: Duration = Duration::from_millis(50);
-    let mut lifecycle = intake.lifecycle.subscribe();
+    let mut lifecycle = shared.subscribe();
     loop {
         tokio::select! {
             _ = lifecycle.wait_for(|h| *h == Lifecycle::Stopped) => return,

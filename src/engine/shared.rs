@@ -1,0 +1,101 @@
+//! What every task of an engine shares: its config, ledger and queues, the wakers of its
+//! dispatchers and its lifecycle. The intake, the dispatchers and the engine's loops each
+//! hold it; none reaches into another's state for it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{watch, Notify};
+
+use super::ledger::{Ledger, Ticket, WebhookCounters};
+use super::queue::Queue;
+use super::silences::Silences;
+use crate::config::{Config, Webhook};
+
+/// Where the engine is in its life; every task watches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lifecycle {
+    Running,
+    /// `close` ran out of time: every queued or running delivery ends as dropped.
+    Abandoning,
+    /// Closing with a durable outbox: no new attempts; what is queued stays stored.
+    Suspended,
+    /// Closed: tasks exit.
+    Stopped,
+}
+
+/// An engine's shared state.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub plugin_name: String,
+    pub ledger: Arc<Ledger>,
+    pub queue: Queue,
+    /// The outbox's silences.
+    pub silences: Silences,
+    /// Wakes a webhook's dispatcher: a new delivery, a retry scheduled, a breaker change.
+    wakers: Vec<Notify>,
+    lifecycle: watch::Sender<Lifecycle>,
+}
+
+impl Shared {
+    /// The shared state of an engine for `config` under `plugin_name`, with its queues and
+    /// silences.
+    pub fn new(config: Config, plugin_name: &str, queue: Queue, silences: Silences) -> Self {
+        let webhooks = config.webhooks.len();
+        Shared {
+            plugin_name: plugin_name.to_owned(),
+            ledger: Arc::new(Ledger::new(webhooks)),
+            queue,
+            silences,
+            wakers: (0..webhooks).map(|_| Notify::new()).collect(),
+            lifecycle: watch::Sender::new(Lifecycle::Running),
+            config,
+        }
+    }
+
+    /// Webhook `index` of the config.
+    pub fn webhook(&self, index: usize) -> &Webhook {
+        &self.config.webhooks[index]
+    }
+
+    /// Webhook `index`'s live counters.
+    pub fn counters(&self, index: usize) -> &WebhookCounters {
+        &self.ledger.counters[index]
+    }
+
+    /// Whether the engine's tasks are in `state`.
+    pub fn is(&self, state: Lifecycle) -> bool {
+        *self.lifecycle.borrow() == state
+    }
+
+    /// Moves every task to `state` and wakes every dispatcher.
+    pub fn set(&self, state: Lifecycle) {
+        self.lifecycle.send_replace(state);
+        self.wake_all();
+    }
+
+    /// A watch of the lifecycle, for a task that waits on it.
+    pub fn subscribe(&self) -> watch::Receiver<Lifecycle> {
+        self.lifecycle.subscribe()
+    }
+
+    /// Wakes every dispatcher.
+    pub fn wake_all(&self) {
+        self.wakers.iter().for_each(Notify::notify_one);
+    }
+
+    /// What wakes webhook `index`'s dispatcher.
+    pub fn waker(&self, index: usize) -> &Notify {
+        &self.wakers[index]
+    }
+
+    /// Queues `ticket` (due at `due`, else now) and wakes its dispatcher.
+    pub fn requeue(&self, ticket: Ticket, due: Option<Instant>) {
+        let index = ticket.webhook;
+        match due {
+            Some(due) => self.queue.restore(ticket, due),
+            None => self.queue.push(ticket),
+        }
+        self.wakers[index].notify_one();
+    }
+}
