@@ -29,12 +29,25 @@ fn text(output: &Output) -> String {
     )
 }
 
-fn write(name: &str, content: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("webhook-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// A file written in a directory of its own, removed when dropped.
+struct Written {
+    _dir: common::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl std::ops::Deref for Written {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+fn write(name: &str, content: &str) -> Written {
+    let dir = common::TempDir::new("webhook-cli-test");
     let path = dir.join(name);
     std::fs::write(&path, content).unwrap();
-    path
+    Written { _dir: dir, path }
 }
 
 #[test]
@@ -220,8 +233,7 @@ fn listen_verifies_hmac_and_standard_webhooks_signatures() {
 
 #[test]
 fn dead_letters_of_a_disk_outbox_are_listed_and_replayed() {
-    let dir = std::env::temp_dir().join(format!("webhook-cli-dead-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::TempDir::new("webhook-cli-dead");
     dead_letters_are_listed_and_replayed("disk", &format!("{{type: disk, path: '{}'}}", dir.display()));
 }
 

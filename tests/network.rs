@@ -284,8 +284,7 @@ fn the_ssrf_guard_denies_metadata_private_names_and_mapped_literals_and_allow_re
 
 #[test]
 fn file_secrets_and_require_https() {
-    let dir = std::env::temp_dir().join(format!("webhook-secrets-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::TempDir::new("webhook-secrets");
     std::fs::write(dir.join("token"), "s3cr3t-from-file\n").unwrap();
     let rx = Receiver::ok();
     let n = notifier(&format!(

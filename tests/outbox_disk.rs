@@ -237,7 +237,8 @@ fn closing_at_once_keeps_or_counts_every_admitted_event() {
 
 #[test]
 fn unusable_outbox_paths_are_config_errors_naming_the_field() {
-    let file = tempdir("not-a-dir").join("file");
+    let dir = tempdir("not-a-dir");
+    let file = dir.join("file");
     std::fs::write(&file, b"x").unwrap();
     for path in [
         file.join("sub").display().to_string(),
@@ -253,11 +254,9 @@ fn unusable_outbox_paths_are_config_errors_naming_the_field() {
     }
 }
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("webhook-outbox-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A directory of this test's own, removed when dropped.
+fn tempdir(name: &str) -> common::TempDir {
+    common::TempDir::new(&format!("webhook-outbox-test-{name}"))
 }
 
 #[test]
@@ -325,7 +324,8 @@ fn a_full_disk_fails_commits_visibly_and_they_resume_when_space_returns() {
         eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
         return;
     }
-    let tmpfs = Tmpfs::mount(tempdir("full-disk").join("tmpfs"), "6m");
+    let dir = tempdir("full-disk");
+    let tmpfs = Tmpfs::mount(dir.join("tmpfs"), "6m");
     let rx = Receiver::start(|_| Reply::status(503));
     let config = format!(
         "outbox: {{type: disk, path: '{}'}}\nwebhooks: [{{url: '{}', id: sink, events: [tool_success], retry_schedule: ['1h'], circuit_breaker: false}}]",

@@ -8,15 +8,14 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files.
 pub struct Pki {
-    pub dir: std::path::PathBuf,
+    pub dir: super::TempDir,
     pub ca: rcgen::Certificate,
     pub server: (rcgen::Certificate, KeyPair),
 }
 
 impl Pki {
     pub fn new(name: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!("webhook-tls-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = super::TempDir::new(&format!("webhook-tls-{name}"));
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
