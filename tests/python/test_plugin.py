@@ -422,6 +422,8 @@ async def test_flush_timeouts_inf_means_no_deadline_nan_and_negative_are_errors(
     plugin = direct({"webhooks": [{"url": receiver.url(), "events": ["violation"]}]})
     await plugin.notify("violation", ctx(), {"reason": "r"})
     assert await plugin.flush(float("inf"))
+    # The flush waited for a real delivery (it would pass as well with nothing queued).
+    assert [r.headers["x-webhook-event"] for r in receiver.requests] == ["violation"]
     assert await plugin.flush(1e20)
     for bad in (float("nan"), -1.0):
         with pytest.raises(ValueError):
