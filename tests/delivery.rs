@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use webhook_notification::{Error, Event, Hook, Notifier};
 
 use common::receiver::{dead_port, Receiver, Reply};
+use common::wait_until;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -401,7 +402,8 @@ fn a_receiver_down_then_up_within_the_retry_budget_loses_nothing() {
     for _ in 0..5 {
         n.invoke(Hook::ToolPostInvoke, tool_ok(), &ctx("u")).unwrap();
     }
-    std::thread::sleep(Duration::from_millis(300)); // the receiver is really down for a while
+    // The receiver is down until every delivery has failed an attempt.
+    wait_until("a failed attempt each", WAIT, || n.stats().retries >= 5);
     let rx = Receiver::start_on(port, |_| Reply::status(200));
     assert!(n.flush(WAIT));
     let s = n.stats();
