@@ -4,6 +4,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use once_cell::sync::OnceCell;
+
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use serde_json::{Map, Value};
@@ -50,25 +52,129 @@ impl Job {
     /// `digest`, which only digest messages have), and the event's trace: the host's, else a
     /// fresh one (`{{trace_id}}`, `{{span_id}}`).
     pub fn vars(self, plugin_name: &str, severities: &Severities) -> (Map<String, Value>, Trace) {
+        let (vars, trace) = self.event_vars(plugin_name, severities);
+        (vars.into_map(), trace)
+    }
+
+    /// The variables as [`EventVars`] (what the runtime routes with), and the event's trace.
+    pub fn event_vars(self, plugin_name: &str, severities: &Severities) -> (EventVars, Trace) {
         let c = self.context;
         let trace = c.trace.unwrap_or_else(Trace::random);
-        let mut vars = Map::new();
-        vars.insert("event".into(), self.event.name().into());
-        vars.insert("severity".into(), severities.of(self.event).name().into());
-        vars.insert("plugin_name".into(), plugin_name.into());
         let timestamp = humantime::format_rfc3339_millis(self.raised).to_string();
-        vars.insert("timestamp".into(), timestamp.into());
-        vars.insert("request_id".into(), c.request_id);
-        vars.insert("user".into(), c.user);
-        vars.insert("user_info".into(), c.user_info);
-        vars.insert("tenant_id".into(), c.tenant_id);
-        vars.insert("server_id".into(), c.server_id);
-        vars.insert("violation".into(), c.violation.unwrap_or(Value::Null));
-        vars.insert("metadata".into(), Value::Object(self.metadata));
-        vars.insert("payload".into(), self.payload.unwrap_or(Value::Null));
-        vars.insert("trace_id".into(), trace.trace_id_hex().into());
-        vars.insert("span_id".into(), trace.span_id_hex().into());
+        let values = [
+            self.event.name().into(),
+            severities.of(self.event).name().into(),
+            plugin_name.into(),
+            timestamp.into(),
+            c.request_id,
+            c.user,
+            c.user_info,
+            c.tenant_id,
+            c.server_id,
+            c.violation.unwrap_or(Value::Null),
+            Value::Object(self.metadata),
+            self.payload.unwrap_or(Value::Null),
+            trace.trace_id_hex().into(),
+            trace.span_id_hex().into(),
+        ];
+        let vars = EventVars {
+            values,
+            map: OnceCell::new(),
+        };
         (vars, trace)
+    }
+}
+
+/// Where a rendering finds the variables: an event's [`EventVars`], or a map (a digest
+/// message's, the CLI's preview).
+pub(crate) trait Vars {
+    /// The variable `name`, if set.
+    fn var(&self, name: &str) -> Option<&Value>;
+    /// All of them as a map (what filters, digests, silences and channel formats read).
+    fn map(&self) -> &Map<String, Value>;
+}
+
+impl Vars for Map<String, Value> {
+    fn var(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+
+    fn map(&self) -> &Map<String, Value> {
+        self
+    }
+}
+
+/// The names of an event's variables, in the order [`EventVars`] keeps their values.
+const EVENT_VARS: [&str; 14] = [
+    "event",
+    "severity",
+    "plugin_name",
+    "timestamp",
+    "request_id",
+    "user",
+    "user_info",
+    "tenant_id",
+    "server_id",
+    "violation",
+    "metadata",
+    "payload",
+    "trace_id",
+    "span_id",
+];
+
+/// An event's template variables, each a value of its own: a template finds one by name
+/// without a map, and the map is built only when something asks for it (a filter, a digest,
+/// a silence, a channel or log format) — a webhook that only renders a template, batched or
+/// not, never pays for it.
+pub(crate) struct EventVars {
+    values: [Value; EVENT_VARS.len()],
+    map: OnceCell<Map<String, Value>>,
+}
+
+impl EventVars {
+    /// The map of the variables (built from them, or the one built already).
+    pub fn into_map(self) -> Map<String, Value> {
+        match self.map.into_inner() {
+            Some(map) => map,
+            None => EVENT_VARS
+                .iter()
+                .map(|n| (*n).to_owned())
+                .zip(self.values)
+                .collect(),
+        }
+    }
+}
+
+impl Vars for EventVars {
+    fn var(&self, name: &str) -> Option<&Value> {
+        let index = match name {
+            "event" => 0,
+            "severity" => 1,
+            "plugin_name" => 2,
+            "timestamp" => 3,
+            "request_id" => 4,
+            "user" => 5,
+            "user_info" => 6,
+            "tenant_id" => 7,
+            "server_id" => 8,
+            "violation" => 9,
+            "metadata" => 10,
+            "payload" => 11,
+            "trace_id" => 12,
+            "span_id" => 13,
+            _ => return None,
+        };
+        Some(&self.values[index])
+    }
+
+    fn map(&self) -> &Map<String, Value> {
+        self.map.get_or_init(|| {
+            EVENT_VARS
+                .iter()
+                .map(|n| (*n).to_owned())
+                .zip(self.values.iter().cloned())
+                .collect()
+        })
     }
 }
 
@@ -77,14 +183,14 @@ impl Job {
 /// before it may be sent.
 pub(crate) fn render_json(
     template: &Template,
-    vars: &Map<String, Value>,
+    vars: &impl Vars,
     event: Event,
     delivery_id: Option<&Uuid>,
 ) -> Result<Bytes, String> {
     let id = delivery_id.map(|id| Value::String(id.to_string()));
     let body = template.render(|name| match name {
         "delivery_id" => id.as_ref(),
-        _ => vars.get(name),
+        _ => vars.var(name),
     });
     if !template.renders_json() {
         serde_json::from_str::<serde::de::IgnoredAny>(&body)
@@ -132,14 +238,14 @@ impl<'a> Source<'a> {
     pub fn render(
         &self,
         webhook: &Webhook,
-        vars: &Map<String, Value>,
+        vars: &impl Vars,
         event: Event,
         id: &Uuid,
     ) -> Result<Bytes, String> {
         match self {
             Source::Template(template) => {
                 let body = render_json(template, vars, event, Some(id))?;
-                match vars.get("digest") {
+                match vars.var("digest") {
                     Some(digest) if std::ptr::eq(*template, Template::builtin()) => {
                         let mut object: Map<String, Value> =
                             serde_json::from_slice(&body).map_err(|e| e.to_string())?;
@@ -157,10 +263,11 @@ impl<'a> Source<'a> {
                     }
                     None => None,
                 };
-                Ok(Bytes::from(formats::email_body(vars, subject).to_string()))
+                Ok(Bytes::from(formats::email_body(vars.map(), subject).to_string()))
             }
             Source::Format(format) => {
                 let routing_key = webhook.alerting.routing_key.as_deref().unwrap_or_default();
+                let vars = vars.map();
                 let body = formats::body(*format, vars, routing_key, &dedup_key(webhook, vars))
                     .expect("a channel format has a body");
                 Ok(Bytes::from(body.to_string()))
@@ -185,13 +292,9 @@ fn dedup_key(webhook: &Webhook, vars: &Map<String, Value>) -> String {
 
 /// The element of one event in `webhook`'s batches (`body` unchanged for a webhook that
 /// does not batch).
-pub(crate) fn batch_element(
-    webhook: &Webhook,
-    body: Bytes,
-    vars: &Map<String, Value>,
-) -> Result<Bytes, String> {
+pub(crate) fn batch_element(webhook: &Webhook, body: Bytes, vars: &impl Vars) -> Result<Bytes, String> {
     match webhook.batch {
-        Some(_) => batch::element(webhook.alerting.format, body, vars),
+        Some(_) => batch::element(webhook.alerting.format, body, || vars.map()),
         None => Ok(body),
     }
 }
@@ -260,5 +363,43 @@ pub(crate) fn object(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
         _ => Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `var` finds each variable where `map` (and `Job::vars`) put it, so a template renders
+    /// the same from either.
+    #[test]
+    fn event_vars_find_each_variable_as_their_map_has_it() {
+        let context = Context::from_json(&json!({"request_id": "r-1", "user": {"email": "a@x.io"},
+            "tenant_id": "t", "server_id": "s", "violation": {"code": "RATE_LIMIT"}}))
+        .unwrap();
+        let job = || {
+            Job::new(
+                Event::RateLimitExceeded,
+                context.clone(),
+                crate::render::object(json!({"k": 1})),
+                Some(json!([2])),
+            )
+        };
+        let (vars, _) = job().event_vars("p", &Severities::default());
+        let map = vars.map().clone();
+        assert_eq!(map.len(), EVENT_VARS.len());
+        for (name, value) in &map {
+            assert_eq!(vars.var(name), Some(value), "{name}");
+        }
+        assert_eq!(vars.var("digest"), None);
+        assert_eq!(vars.into_map(), map);
+        let (fresh, _) = job().event_vars("p", &Severities::default());
+        let mut expected = fresh.into_map();
+        // Built separately: only the timestamp and the trace may differ.
+        for name in ["timestamp", "trace_id", "span_id"] {
+            expected.insert(name.into(), map[name].clone());
+        }
+        assert_eq!(expected, map);
     }
 }

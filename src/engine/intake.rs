@@ -23,7 +23,7 @@ use crate::config::Alerting;
 use crate::error::{Error, Result};
 use crate::events::{Context, Event};
 use crate::metrics::Outcome;
-use crate::render::{batch_element, default_body, object, render_json, Job, Source};
+use crate::render::{batch_element, default_body, object, render_json, Job, Source, Vars};
 use crate::severity::Severity;
 use crate::trace::Trace;
 
@@ -271,11 +271,11 @@ impl Intake {
             alerting,
         } = admitted;
         let (event, builtin) = (job.event, job.builtin_template);
-        let (vars, trace) = job.vars(&self.shared.plugin_name, &self.shared.config.severities);
+        let (vars, trace) = job.event_vars(&self.shared.plugin_name, &self.shared.config.severities);
         let trace = Arc::new(trace);
         let now = jiff::Timestamp::now();
         let silences = self.shared.silences.current();
-        let silenced = !silences.is_empty() && silences.silences(&vars, now);
+        let silenced = !silences.is_empty() && silences.silences(vars.map(), now);
         for routing in alerting {
             let index = routing.webhook;
             drop(routing);
@@ -296,7 +296,7 @@ impl Intake {
             match self.digests.of(index) {
                 Some(mut digest) => {
                     let sample = |vars: &Map<String, Value>| default_body(vars, event);
-                    let (message, aged) = digest.add(event, &vars, sample, Instant::now());
+                    let (message, aged) = digest.add(event, vars.map(), sample, Instant::now());
                     counters.below_threshold(aged.below_threshold);
                     counters.set_groups(digest.groups());
                     drop(digest);
@@ -345,9 +345,9 @@ impl Intake {
     /// Fails deliveries whose body could not be rendered. The plugin_error is admitted before
     /// the failed deliveries end, so that nothing is ever seen idle (by flush or close) in
     /// between.
-    fn fail_unrendered(&self, event: Event, vars: &Map<String, Value>, failed: Vec<(Ticket, String)>) {
+    fn fail_unrendered(&self, event: Event, vars: &impl Vars, failed: Vec<(Ticket, String)>) {
         if let Some((_, e)) = failed.first() {
-            self.raise_plugin_error(event, vars, e.clone());
+            self.raise_plugin_error(event, vars.map(), e.clone());
         }
         for (ticket, e) in failed {
             let webhook = self.shared.webhook(ticket.webhook);
@@ -492,11 +492,12 @@ fn trace_of(vars: &Map<String, Value>) -> Trace {
     Trace::from_host(None, trace_id, None).unwrap_or_else(Trace::random)
 }
 
-/// Whether `match`, `exclude` and `min_severity` let an event with `vars` through.
-fn admits(alerting: &Alerting, vars: &Map<String, Value>, severity: Severity) -> bool {
+/// Whether `match`, `exclude` and `min_severity` let an event with `vars` through (the
+/// variables' map is built only for a webhook that matches on them).
+fn admits(alerting: &Alerting, vars: &impl Vars, severity: Severity) -> bool {
     alerting.min_severity.is_none_or(|min| severity >= min)
-        && alerting.matcher.as_ref().is_none_or(|m| m.all(vars))
-        && !alerting.exclude.as_ref().is_some_and(|m| m.any(vars))
+        && alerting.matcher.as_ref().is_none_or(|m| m.all(vars.map()))
+        && !alerting.exclude.as_ref().is_some_and(|m| m.any(vars.map()))
 }
 
 /// Routes admitted events until the engine stops.

@@ -14,8 +14,12 @@ use super::Format;
 const SOURCE: &str = "webhook-notification";
 
 /// The element of one event in `format`'s batches: `body` is the event's rendered JSON,
-/// `vars` its template variables.
-pub fn element(format: Format, body: Bytes, vars: &Map<String, Value>) -> Result<Bytes, String> {
+/// `vars` gives its template variables (asked only by the formats that read them).
+pub fn element<'v>(
+    format: Format,
+    body: Bytes,
+    vars: impl FnOnce() -> &'v Map<String, Value>,
+) -> Result<Bytes, String> {
     let parsed = || serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string());
     match format {
         // Template values are encoded compactly: only the template's own layout can hold a
@@ -25,13 +29,14 @@ pub fn element(format: Format, body: Bytes, vars: &Map<String, Value>) -> Result
             Ok(Bytes::from(parsed()?.to_string()))
         }
         Format::SplunkHec => {
+            let vars = vars();
             let (secs, nanos) = raised(vars);
             let time = secs as f64 + f64::from(nanos / 1_000_000) / 1000.0;
             let event = json!({"time": time, "host": text(vars, "plugin_name"), "source": SOURCE,
                 "sourcetype": "_json", "event": parsed()?});
             Ok(Bytes::from(event.to_string()))
         }
-        Format::OtlpLogs => Ok(Bytes::from(log_record(&body, vars).to_string())),
+        Format::OtlpLogs => Ok(Bytes::from(log_record(&body, vars()).to_string())),
         _ => Ok(body),
     }
 }
