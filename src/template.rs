@@ -14,6 +14,8 @@
 //! rewriting pre-pass, cost about a third of the delivery thread's time per event; the
 //! language is paths only, so the parts below are all a template needs.
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
 use once_cell::sync::Lazy;
 use serde_json::Value;
 
@@ -46,8 +48,10 @@ pub const DEFAULT_TEMPLATE: &str = r#"{"event": "{{event}}", "plugin": "{{plugin
 /// A compiled payload template.
 pub struct Template {
     parts: Vec<Part>,
-    /// Bytes of literal text: with a little per part, the capacity a rendering starts with.
-    literal_len: usize,
+    /// The length of its last rendering (at first its literal text's): the capacity the next
+    /// one starts with, so that renderings of similar events neither grow nor shrink their
+    /// buffer.
+    last_len: AtomicUsize,
     per_delivery: bool,
     /// Whether its text is JSON with any values in its holes (see [`Template::json_check`]).
     renders_json: bool,
@@ -85,7 +89,7 @@ impl Template {
             .sum();
         let mut template = Template {
             parts,
-            literal_len,
+            last_len: AtomicUsize::new(literal_len),
             per_delivery,
             renders_json: false,
         };
@@ -117,7 +121,7 @@ impl Template {
     /// Renders with `vars`, which resolves a top-level variable by name. The output is
     /// JSON whenever the template's own text is ([`Template::renders_json`]).
     pub fn render<'v>(&self, vars: impl Fn(&str) -> Option<&'v Value>) -> String {
-        let mut out = Vec::with_capacity(self.literal_len + 32 * self.parts.len());
+        let mut out = Vec::with_capacity(self.last_len.load(Relaxed) + 16);
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.extend_from_slice(text.as_bytes()),
@@ -129,6 +133,7 @@ impl Template {
         if out.capacity() - out.len() > out.len() / 4 {
             out.shrink_to_fit();
         }
+        self.last_len.store(out.len(), Relaxed);
         String::from_utf8(out).expect("literal text and JSON encodings are UTF-8")
     }
 
