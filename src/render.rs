@@ -16,7 +16,7 @@ use crate::events::{Context, Event};
 use crate::formats::{self, batch, Format};
 use crate::matching::{group_key, group_of, Field};
 use crate::severity::Severities;
-use crate::template::Template;
+use crate::template::{Template, VARIABLES};
 use crate::trace::Trace;
 
 /// `User-Agent` of every request.
@@ -104,23 +104,9 @@ impl Vars for Map<String, Value> {
     }
 }
 
-/// The names of an event's variables, in the order [`EventVars`] keeps their values.
-const EVENT_VARS: [&str; 14] = [
-    "event",
-    "severity",
-    "plugin_name",
-    "timestamp",
-    "request_id",
-    "user",
-    "user_info",
-    "tenant_id",
-    "server_id",
-    "violation",
-    "metadata",
-    "payload",
-    "trace_id",
-    "span_id",
-];
+/// The names of an event's variables, in the order [`EventVars`] keeps their values: every
+/// template variable but the last two (`delivery_id`, `digest`), which are not the event's.
+const EVENT_VARS: &[&str] = VARIABLES.split_at(VARIABLES.len() - 2).0;
 
 /// An event's template variables, each a value of its own: a template finds one by name
 /// without a map, and the map is built only when something asks for it (a filter, a digest,

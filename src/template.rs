@@ -21,8 +21,13 @@ use serde_json::Value;
 
 /// Variables a template may name; anything else is a load-time error (a typo'd variable
 /// would otherwise silently render as null in production).
+/// The event's own come first (the runtime keeps them in this order, see
+/// `render::EventVars`); `delivery_id` and `digest`, set per delivery and per digest
+/// message, come last.
 pub const VARIABLES: [&str; 16] = [
     "event",
+    // v3 alerting: every event's level.
+    "severity",
     "plugin_name",
     "timestamp",
     "request_id",
@@ -33,13 +38,12 @@ pub const VARIABLES: [&str; 16] = [
     "violation",
     "metadata",
     "payload",
-    "delivery_id",
-    // v3 alerting: every event's level; a digest message's counts (null otherwise).
-    "severity",
-    "digest",
     // v4: the event's W3C trace id and its first attempt's span id.
     "trace_id",
     "span_id",
+    "delivery_id",
+    // v3 alerting: a digest message's counts (null otherwise).
+    "digest",
 ];
 
 /// The original plugin's default template.
@@ -53,8 +57,9 @@ pub struct Template {
     /// buffer.
     last_len: AtomicUsize,
     per_delivery: bool,
-    /// Whether its text is JSON with any values in its holes (see [`Template::json_check`]).
-    renders_json: bool,
+    /// Whether its text is JSON with any values in its holes, decided once at compile time
+    /// (see [`Template::json_check`]).
+    json: Result<(), String>,
 }
 
 /// A piece of a compiled template.
@@ -91,9 +96,9 @@ impl Template {
             parts,
             last_len: AtomicUsize::new(literal_len),
             per_delivery,
-            renders_json: false,
+            json: Ok(()),
         };
-        template.renders_json = template.json_check().is_ok();
+        template.json = template.prove_json();
         Ok(template)
     }
 
@@ -103,19 +108,24 @@ impl Template {
         self.per_delivery
     }
 
+    /// Whether every rendering is JSON, or why none is (proved at compile time).
+    pub fn json_check(&self) -> Result<(), String> {
+        self.json.clone()
+    }
+
+    /// Whether [`Template::json_check`] passed: its bodies need no parse.
+    pub fn renders_json(&self) -> bool {
+        self.json.is_ok()
+    }
+
     /// Proves that every rendering is JSON, or says why none is. A value renders as a whole
     /// JSON value outside strings and as escaped text inside them, and `compile` refuses a
     /// `{{ }}` anywhere else, so whether the output is JSON does not depend on the values:
     /// one rendering with every hole empty decides for all of them.
-    pub fn json_check(&self) -> Result<(), String> {
+    fn prove_json(&self) -> Result<(), String> {
         serde_json::from_str::<serde::de::IgnoredAny>(&self.render(|_| None))
             .map(drop)
             .map_err(|e| format!("template does not render valid JSON: {e}"))
-    }
-
-    /// Whether [`Template::json_check`] passed at compile time: its bodies need no parse.
-    pub fn renders_json(&self) -> bool {
-        self.renders_json
     }
 
     /// Renders with `vars`, which resolves a top-level variable by name. The output is

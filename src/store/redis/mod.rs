@@ -286,10 +286,8 @@ impl RedisStore {
     /// Notes a failure: not connected, next attempt after a backoff (100 ms doubling to 5 s).
     fn went_down(&self, state: &mut State, error: redis::RedisError) -> String {
         state.backoff.failed();
-        let reason = format!("Redis: {error}");
-        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
         self.connected.store(false, Relaxed);
-        reason
+        self.note_error(error)
     }
 
     /// Connects, registers the webhooks and creates their consumer groups, loads the scripts
@@ -357,7 +355,9 @@ impl RedisStore {
             .and_then(|()| self.load(connection, state))
         {
             Ok(()) => state.loaded = true,
-            Err(e) => self.slot_failed(&format!("the fleet's registry and dead letters: {e}")),
+            Err(e) => {
+                self.note_error(format!("the fleet's registry and dead letters: {e}"));
+            }
         }
     }
 
@@ -387,7 +387,7 @@ impl RedisStore {
             }
             Err(e) => {
                 state.down.entry(webhook.to_owned()).or_default().failed();
-                self.slot_failed(&format!("webhook {webhook}: {e}"));
+                self.note_error(format!("webhook {webhook}: {e}"));
                 None
             }
         }
@@ -408,10 +408,13 @@ impl RedisStore {
         }
     }
 
-    /// Notes a failure of one slot of a cluster (`stats.outbox.last_error`), which leaves the
-    /// connection and the other slots up.
-    fn slot_failed(&self, what: &str) {
-        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("Redis: {what}"));
+    /// Notes `what` failed as `stats.outbox.last_error` (`Redis: …`), and returns that text:
+    /// the store's connection failing, or one slot of a cluster (which leaves the connection
+    /// and the other slots up).
+    fn note_error(&self, what: impl std::fmt::Display) -> String {
+        let reason = format!("Redis: {what}");
+        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
+        reason
     }
 
     fn create_group(&self, connection: &mut Link, webhook: &str) -> redis::RedisResult<()> {
@@ -478,7 +481,7 @@ impl RedisStore {
     fn fleet_call(&self, result: redis::RedisResult<()>) -> redis::RedisResult<()> {
         match (result, self.client.is_cluster()) {
             (Err(e), true) => {
-                self.slot_failed(&e.to_string());
+                self.note_error(e);
                 Ok(())
             }
             (result, _) => result,
