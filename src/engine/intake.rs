@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use log::{error, warn};
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::digest::Message;
 use super::digests::Digests;
 use super::fleet::FleetDigests;
+use super::inbox::Inbox;
 use super::ledger::{Routing, Ticket};
+use super::padded::Padded;
 use super::runtime;
 use super::shared::{Lifecycle, Shared};
 use crate::config::Alerting;
@@ -27,13 +28,25 @@ use crate::render::{batch_element, default_body, object, render_json, Job, Sourc
 use crate::severity::Severity;
 use crate::trace::Trace;
 
-/// An admitted event and its tickets (one per webhook with room); dropping it unrouted
-/// counts its tickets as dropped. Webhooks that filter or digest take no ticket at
-/// admission: the alerting stage decides on the runtime whether the event costs them one.
+/// An admitted event and the webhooks whose queue slot it took (their tickets are made on
+/// the runtime, so that a hook's thread never touches the ledger's reference count).
+/// Webhooks that filter or digest take no slot at admission: the alerting stage decides on
+/// the runtime whether the event costs them one.
 pub(crate) struct Admitted {
     job: Job,
-    tickets: Vec<Ticket>,
+    queued: Vec<usize>,
     alerting: Vec<Routing>,
+}
+
+/// What hook threads write on every call, kept off the runtime's lines (see [`Padded`]).
+#[derive(Default)]
+struct Calls {
+    /// Hook calls between their closed check and their admission; `close` waits for zero.
+    admitting: AtomicUsize,
+    /// Events admitted so far (those not yet routed are this less [`Intake::routed`]).
+    admitted: AtomicUsize,
+    /// Events raised, by event (for Prometheus).
+    events: [AtomicU64; Event::ALL.len()],
 }
 
 /// Admission and routing.
@@ -41,11 +54,10 @@ pub(crate) struct Intake {
     shared: Arc<Shared>,
     /// The digesting webhooks' state, and the fleet's side of it.
     digests: Digests,
-    sender: mpsc::UnboundedSender<Admitted>,
-    /// Hook calls between their closed check and their admission; `close` waits for zero.
-    admitting: AtomicUsize,
-    /// Events admitted and not yet routed into the queues.
-    unrouted: AtomicUsize,
+    inbox: Inbox<Admitted>,
+    calls: Padded<Calls>,
+    /// Events the intake task has routed into the queues.
+    routed: Padded<AtomicUsize>,
     closed: AtomicBool,
     /// Flushes waiting now: batches then leave without waiting for `max_wait`.
     hurrying: AtomicUsize,
@@ -54,8 +66,6 @@ pub(crate) struct Intake {
     host_errors: AtomicU64,
     /// Panics caught on the engine's tasks and threads (bugs; each logged).
     internal_errors: AtomicU64,
-    /// Events raised, by event (for Prometheus).
-    events: [AtomicU64; Event::ALL.len()],
     /// Test hook: the stage (1 routing, 2 an attempt) that panics once, per engine so tests
     /// running in parallel cannot trip each other's.
     #[cfg(test)]
@@ -63,29 +73,22 @@ pub(crate) struct Intake {
 }
 
 impl Intake {
-    /// The intake of an engine sharing `shared`; the receiver is the intake task's (see
-    /// [`run`]).
-    pub fn new(
-        shared: Arc<Shared>,
-        fleet: Option<FleetDigests>,
-    ) -> (Self, mpsc::UnboundedReceiver<Admitted>) {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let intake = Intake {
+    /// The intake of an engine sharing `shared` (its task: [`run`]).
+    pub fn new(shared: Arc<Shared>, fleet: Option<FleetDigests>) -> Self {
+        Intake {
             digests: Digests::new(&shared.config.webhooks, fleet),
-            sender,
-            admitting: AtomicUsize::new(0),
-            unrouted: AtomicUsize::new(0),
+            inbox: Inbox::new(),
+            calls: Padded::default(),
+            routed: Padded::default(),
             closed: AtomicBool::new(false),
             hurrying: AtomicUsize::new(0),
             generation: runtime::generation(),
             host_errors: AtomicU64::new(0),
             internal_errors: AtomicU64::new(0),
-            events: Default::default(),
             #[cfg(test)]
             inject_panic: Default::default(),
             shared,
-        };
-        (intake, receiver)
+        }
     }
 
     /// Panics if the test armed `stage` on this engine.
@@ -104,9 +107,9 @@ impl Intake {
     /// blocking; false if none took it. Linearised with `close`: once [`Intake::close`] has
     /// begun, a call either fails with `Closed` or is waited for by it.
     pub fn admit(&self, job: Job, exclude: Option<usize>) -> Result<bool> {
-        self.admitting.fetch_add(1, SeqCst);
+        self.calls.admitting.fetch_add(1, SeqCst);
         let result = self.admit_open(job, exclude);
-        if self.admitting.fetch_sub(1, SeqCst) == 1 && self.closed.load(SeqCst) {
+        if self.calls.admitting.fetch_sub(1, SeqCst) == 1 && self.closed.load(SeqCst) {
             self.shared.ledger.wake_waiters();
         }
         result
@@ -119,8 +122,8 @@ impl Intake {
         if self.is_forked() {
             return Err(Error::Forked);
         }
-        self.events[job.event as usize].fetch_add(1, Relaxed);
-        let (mut tickets, mut alerting) = (Vec::new(), Vec::new());
+        self.calls.events[job.event as usize].fetch_add(1, Relaxed);
+        let (mut queued, mut alerting) = (Vec::new(), Vec::new());
         for (index, webhook) in self.shared.config.webhooks.iter().enumerate() {
             if !webhook.wants(job.event) || exclude == Some(index) {
                 continue;
@@ -130,37 +133,46 @@ impl Intake {
                     Some(routing) => alerting.push(routing),
                     None => self.queue_full(index, job.event),
                 }
-            } else if let Some(ticket) = self.ticket(index, job.event) {
-                tickets.push(ticket);
+            } else if self.reserve(index, job.event) {
+                queued.push(index);
             }
         }
-        if tickets.is_empty() && alerting.is_empty() {
+        if queued.is_empty() && alerting.is_empty() {
             return Ok(false);
         }
-        // A failed send (the intake task is gone) drops the tickets, which counts them.
-        self.unrouted.fetch_add(1, SeqCst);
-        let admitted = Admitted {
+        self.calls.admitted.fetch_add(1, SeqCst);
+        self.inbox.push(Admitted {
             job,
-            tickets,
+            queued,
             alerting,
-        };
-        if self.sender.send(admitted).is_err() {
-            self.routed();
-        }
+        });
         Ok(true)
     }
 
-    /// A ticket for a new delivery of `event` to webhook `index`, if its queue has room;
-    /// a full queue drops it (counted, warned about at powers of two).
-    fn ticket(&self, index: usize, event: Event) -> Option<Ticket> {
-        let webhook = self.shared.webhook(index);
-        if self.shared.ledger.reserve(index, webhook.queue_capacity) {
-            // Durable only once a durable outbox has journaled it (`Queue::push`).
-            let ledger = Arc::clone(&self.shared.ledger);
-            return Some(Ticket::new(ledger, index, event, Uuid::nil(), Bytes::new()));
+    /// Takes a slot of webhook `index`'s queue for a delivery of `event`, if it has room; a
+    /// full queue drops it (counted, warned about at powers of two).
+    fn reserve(&self, index: usize, event: Event) -> bool {
+        let reserved = self
+            .shared
+            .ledger
+            .reserve(index, self.shared.webhook(index).queue_capacity);
+        if !reserved {
+            self.queue_full(index, event);
         }
-        self.queue_full(index, event);
-        None
+        reserved
+    }
+
+    /// The ticket of a delivery of `event` to webhook `index` whose slot is taken.
+    fn reserved_ticket(&self, index: usize, event: Event) -> Ticket {
+        // Durable only once a durable outbox has journaled it (`Queue::push`).
+        let ledger = Arc::clone(&self.shared.ledger);
+        Ticket::new(ledger, index, event, Uuid::nil(), Bytes::new())
+    }
+
+    /// A ticket for a new delivery of `event` to webhook `index`, if its queue has room.
+    fn ticket(&self, index: usize, event: Event) -> Option<Ticket> {
+        self.reserve(index, event)
+            .then(|| self.reserved_ticket(index, event))
     }
 
     /// Counts an event of webhook `index` dropped for want of room (warned about at powers
@@ -178,8 +190,10 @@ impl Intake {
         }
     }
 
-    fn routed(&self) {
-        if self.unrouted.fetch_sub(1, SeqCst) == 1 {
+    /// After the intake task routed what it took: wakes whoever waits for routing if that
+    /// was everything (checked once per turn, not per event).
+    fn caught_up(&self) {
+        if self.unrouted() == 0 {
             self.shared.ledger.wake_waiters();
         }
     }
@@ -191,14 +205,12 @@ impl Intake {
         self.shared.wake_all(); // batches leave at once
         self.shared
             .ledger
-            .wait_for(None, || self.admitting.load(SeqCst) == 0);
+            .wait_for(None, || self.calls.admitting.load(SeqCst) == 0);
     }
 
     /// Waits until every admitted event is routed, or `deadline` passes; false then.
     pub fn wait_routed(&self, deadline: Option<Instant>) -> bool {
-        self.shared
-            .ledger
-            .wait_for(deadline, || self.unrouted.load(SeqCst) == 0)
+        self.shared.ledger.wait_for(deadline, || self.unrouted() == 0)
     }
 
     /// Makes batches leave at once (and wakes the dispatchers) until the guard is dropped:
@@ -227,7 +239,9 @@ impl Intake {
 
     /// Admitted events not yet routed to their webhooks' queues (nor journaled).
     pub fn unrouted(&self) -> usize {
-        self.unrouted.load(SeqCst)
+        // Routed first: every event is admitted before it is routed.
+        let routed = self.routed.load(SeqCst);
+        self.calls.admitted.load(SeqCst) - routed
     }
 
     /// Counts a hook call whose host data could not become an event.
@@ -252,25 +266,30 @@ impl Intake {
 
     /// Events raised so far, by event (in [`Event::ALL`] order).
     pub fn events_raised(&self) -> Vec<u64> {
-        self.events.iter().map(|e| e.load(Relaxed)).collect()
+        self.calls.events.iter().map(|e| e.load(Relaxed)).collect()
     }
 
     /// Renders an admitted event once per body source and queues its tickets, then passes
     /// it through the alerting stage of the webhooks that filter or digest; a render failure
     /// fails the event's deliveries and raises one plugin_error for the event.
     fn route(&self, admitted: Admitted) {
+        let Admitted {
+            job,
+            queued,
+            alerting,
+        } = admitted;
+        let (event, builtin) = (job.event, job.builtin_template);
+        // Made before anything can return or panic: a dropped ticket counts as dropped.
+        let mut tickets: Vec<Ticket> = queued
+            .into_iter()
+            .map(|index| self.reserved_ticket(index, event))
+            .collect();
         // Closing with a durable outbox (Suspended) still routes: what was admitted is journaled.
         if self.shared.is(Lifecycle::Abandoning) || self.shared.is(Lifecycle::Stopped) {
             return;
         }
         #[cfg(test)]
         self.injected_panic(1);
-        let Admitted {
-            job,
-            mut tickets,
-            alerting,
-        } = admitted;
-        let (event, builtin) = (job.event, job.builtin_template);
         let (vars, trace) = job.event_vars(&self.shared.plugin_name, &self.shared.config.severities);
         let trace = Arc::new(trace);
         let now = jiff::Timestamp::now();
@@ -501,40 +520,39 @@ fn admits(alerting: &Alerting, vars: &impl Vars, severity: Severity) -> bool {
 }
 
 /// Routes admitted events until the engine stops.
-pub(crate) async fn run(intake: Arc<Intake>, mut queue: mpsc::UnboundedReceiver<Admitted>) {
+pub(crate) async fn run(intake: Arc<Intake>) {
     // While events keep coming, the intake polls for them every millisecond instead of being
     // woken by each: a wake is a syscall on the hook's thread (measured at ~half of a Python
     // hook's own cost here), a poll a timer tick of the runtime. After IDLE without an event it
-    // parks again, and the next event wakes it. Routing is at most POLL later.
+    // sleeps, and the next event wakes it. Routing is at most POLL later.
     const POLL: Duration = Duration::from_millis(1);
     const IDLE: Duration = Duration::from_millis(100);
     let mut lifecycle = intake.shared.subscribe();
     let mut last_event: Option<Instant> = None;
+    let mut turn = Vec::new();
     loop {
-        loop {
-            match queue.try_recv() {
-                Ok(admitted) => {
-                    route_caught(&intake, admitted);
-                    last_event = Some(Instant::now());
-                }
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => return,
-            }
+        intake.inbox.take(&mut turn);
+        if !turn.is_empty() {
+            turn.drain(..)
+                .for_each(|admitted| route_caught(&intake, admitted));
+            intake.caught_up();
+            last_event = Some(Instant::now());
         }
         let busy = last_event.is_some_and(|at| at.elapsed() < IDLE);
         tokio::select! {
             biased;
-            _ = lifecycle.wait_for(|h| *h == Lifecycle::Stopped) => return,
+            _ = lifecycle.wait_for(|h| *h == Lifecycle::Stopped) => break,
             _ = tokio::time::sleep(POLL), if busy => {}
-            admitted = queue.recv(), if !busy => match admitted {
-                Some(admitted) => {
-                    route_caught(&intake, admitted);
-                    last_event = Some(Instant::now());
-                }
-                None => return,
-            },
+            _ = intake.inbox.wait(), if !busy => {}
         }
     }
+    // Stopped: what is left is dropped (and counted so) by routing it.
+    intake
+        .inbox
+        .drain()
+        .into_iter()
+        .for_each(|admitted| route_caught(&intake, admitted));
+    intake.caught_up();
 }
 
 /// Routes one admitted event; a panic drops the event's tickets, which counts them, and
@@ -546,5 +564,5 @@ fn route_caught(intake: &Intake, admitted: Admitted) {
         intake.internal_error();
         error!("a bug dropped an event while routing it (counted as dropped)");
     }
-    intake.routed();
+    intake.routed.fetch_add(1, SeqCst);
 }

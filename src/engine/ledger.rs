@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use uuid::Uuid;
 
+use super::padded::Padded;
 use crate::events::Event;
 use crate::metrics::{DeliveryMetrics, Outcome};
 use crate::stats::{Circuit, WebhookStats};
@@ -22,7 +23,10 @@ use crate::trace::Trace;
 pub struct Ledger {
     /// One per webhook, in config order.
     pub counters: Vec<WebhookCounters>,
-    pending: AtomicU64,
+    /// Deliveries started (hook threads write it) and ended (the runtime does): pending is
+    /// the difference, kept as two counters on lines of their own (see [`Padded`]).
+    started: Padded<AtomicU64>,
+    ended: Padded<AtomicU64>,
     idle_lock: Mutex<()>,
     idle: Condvar,
     /// Wakes async waiters (the shared-engine reaper) when nothing is pending.
@@ -34,7 +38,8 @@ impl Ledger {
     pub fn new(webhooks: usize) -> Self {
         Ledger {
             counters: (0..webhooks).map(|_| WebhookCounters::default()).collect(),
-            pending: AtomicU64::new(0),
+            started: Padded::default(),
+            ended: Padded::default(),
             idle_lock: Mutex::new(()),
             idle: Condvar::new(),
             idle_async: tokio::sync::Notify::new(),
@@ -46,7 +51,7 @@ impl Ledger {
     pub fn reserve(&self, webhook: usize, capacity: usize) -> bool {
         let taken = self.counters[webhook].try_reserve(capacity);
         if taken {
-            self.pending.fetch_add(1, SeqCst);
+            self.started.fetch_add(1, SeqCst);
         }
         taken
     }
@@ -55,7 +60,7 @@ impl Ledger {
     /// holds, which must not be lost to a smaller capacity after a restart.
     pub fn reserve_anyway(&self, webhook: usize) {
         self.counters[webhook].try_reserve(usize::MAX);
-        self.pending.fetch_add(1, SeqCst);
+        self.started.fetch_add(1, SeqCst);
     }
 
     /// Takes one of `webhook`'s admission slots for an event on its way to the alerting
@@ -73,7 +78,9 @@ impl Ledger {
 
     /// Deliveries not yet ended.
     pub fn pending(&self) -> u64 {
-        self.pending.load(SeqCst)
+        // Ended first: every end follows its start, so the difference is never negative.
+        let ended = self.ended.load(SeqCst);
+        self.started.load(SeqCst) - ended
     }
 
     /// Blocks until nothing is pending or `deadline` passes (None: no deadline).
@@ -111,7 +118,8 @@ impl Ledger {
 
     fn end_one(&self, webhook: usize) {
         self.counters[webhook].release();
-        if self.pending.fetch_sub(1, SeqCst) == 1 {
+        let ended = self.ended.fetch_add(1, SeqCst) + 1;
+        if self.started.load(SeqCst) == ended {
             self.wake_waiters();
             self.idle_async.notify_waiters();
         }
@@ -384,8 +392,10 @@ pub struct WebhookCounters {
     failed: AtomicU64,
     retries: AtomicU64,
     dropped: AtomicU64,
-    /// Deliveries queued, in flight or waiting to retry (bounded by the webhook's capacity).
-    queued: AtomicU64,
+    /// Queue slots taken (by hook threads) and given back (by the runtime): the deliveries
+    /// queued, in flight or waiting to retry are the difference, bounded by the capacity.
+    taken: Padded<AtomicU64>,
+    given_back: Padded<AtomicU64>,
     /// Events `match`, `exclude` or `min_severity` turned away.
     filtered: AtomicU64,
     /// Events that left a threshold's window before their group fired.
@@ -521,19 +531,22 @@ impl WebhookCounters {
     /// Takes a queue slot if fewer than `capacity` are taken.
     pub fn try_reserve(&self, capacity: usize) -> bool {
         let capacity = capacity as u64;
-        self.queued
-            .fetch_update(Relaxed, Relaxed, |n| (n < capacity).then_some(n + 1))
+        // Slots given back only grow: an older count errs on the side of a full queue.
+        let given_back = self.given_back.load(SeqCst);
+        self.taken
+            .fetch_update(SeqCst, SeqCst, |n| (n - given_back < capacity).then_some(n + 1))
             .is_ok()
     }
 
     /// Gives a queue slot back.
     pub fn release(&self) {
-        self.queued.fetch_sub(1, Relaxed);
+        self.given_back.fetch_add(1, SeqCst);
     }
 
     /// Deliveries queued, in flight or waiting to retry.
     pub fn queued(&self) -> u64 {
-        self.queued.load(Relaxed)
+        let given_back = self.given_back.load(SeqCst);
+        self.taken.load(SeqCst) - given_back
     }
 
     fn record_error(&self, status: Option<u16>, error: String) {

@@ -11,8 +11,10 @@ mod digest;
 mod digests;
 mod dispatch;
 mod fleet;
+mod inbox;
 mod intake;
 mod ledger;
+mod padded;
 mod queue;
 mod registry;
 mod runtime;
@@ -90,8 +92,7 @@ impl Engine {
         let silences = Silences::new(store);
         silences.refresh();
         let shared = Arc::new(Shared::new(config, plugin_name, queue, silences));
-        let (intake, receiver) = Intake::new(Arc::clone(&shared), fleet);
-        let intake = Arc::new(intake);
+        let intake = Arc::new(Intake::new(Arc::clone(&shared), fleet));
         let dispatch = Dispatch::new(Arc::clone(&shared), Arc::clone(&intake), clients, mailers);
         let engine = Arc::new(Engine {
             shared,
@@ -101,7 +102,7 @@ impl Engine {
         });
         resume(&engine.shared, found.resumed);
         let handle = runtime::handle();
-        handle.spawn(intake::run(Arc::clone(&engine.intake), receiver));
+        handle.spawn(intake::run(Arc::clone(&engine.intake)));
         for index in 0..webhooks {
             handle.spawn(dispatch::run(Arc::clone(&engine.dispatch), index));
         }

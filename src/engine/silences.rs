@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use log::warn;
 use serde_json::Value;
 
+use super::padded::Padded;
 use crate::error::{Error, Result};
 use crate::silence::{Silence, SilenceRecord, SilenceSet, SilenceState, MAX_SILENCES};
 use crate::store::silences::SilenceStore;
@@ -19,7 +20,9 @@ pub(crate) const REFRESH: Duration = Duration::from_millis(500);
 /// The silences of one engine's outbox.
 pub(crate) struct Silences {
     store: Box<dyn SilenceStore>,
-    set: RwLock<Arc<SilenceSet>>,
+    /// Read (so written: the lock's count, the `Arc`'s) by the runtime for every event, so
+    /// kept off the lines hook threads read (see [`Padded`]).
+    set: Padded<RwLock<Arc<SilenceSet>>>,
     /// What the set was built from: an unchanged store is not parsed again (its regular
     /// expressions compiled) at every refresh.
     records: Mutex<Vec<SilenceRecord>>,
@@ -33,7 +36,7 @@ impl Silences {
     pub fn new(store: Box<dyn SilenceStore>) -> Self {
         Silences {
             store,
-            set: RwLock::default(),
+            set: Padded::default(),
             records: Mutex::default(),
             failures: Default::default(),
         }
