@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
+use crate::payload::PayloadFacts;
 use crate::trace::Trace;
 
 /// A notification type a webhook can subscribe to (the original plugin's names).
@@ -98,16 +99,18 @@ impl Hook {
             .ok_or_else(|| Error::InvalidArgument(format!("unknown hook `{name}`")))
     }
 
-    /// The metadata entry naming the hook's subject (`tool_name`, `prompt_id`,
-    /// `resource_uri`) taken from its payload.
-    fn subject(self, payload: &Value) -> (&'static str, Value) {
-        let key = match self {
+    /// The metadata key of the hook's subject: `tool_name`, `prompt_id` or `resource_uri`.
+    fn subject_key(self) -> &'static str {
+        match self {
             Hook::ToolPreInvoke | Hook::ToolPostInvoke => "tool_name",
             Hook::PromptPreFetch | Hook::PromptPostFetch => "prompt_id",
             Hook::ResourcePreFetch | Hook::ResourcePostFetch => "resource_uri",
-        };
-        let field = self.subject_field();
-        (key, payload.get(field).cloned().unwrap_or(Value::Null))
+        }
+    }
+
+    /// Whether the payload's `result` decides the event (a tool's outcome).
+    pub fn reads_result(self) -> bool {
+        self == Hook::ToolPostInvoke
     }
 
     /// The events a call of this hook can raise: a violation's, and its own outcome.
@@ -368,65 +371,27 @@ fn classify_reason(violation: &Value) -> Event {
     }
 }
 
-/// The event a hook call raises, with its metadata, or `None` for a quiet hook
-/// (a pre-hook without a violation).
-pub fn classify(hook: Hook, payload: &Value, context: &Context) -> Option<(Event, Map<String, Value>)> {
+/// The event a hook call raises, with its metadata, from what its payload says (read from a
+/// value or from JSON text), or `None` for a quiet hook (a pre-hook without a violation).
+pub fn classify_facts(
+    hook: Hook,
+    facts: PayloadFacts,
+    context: &Context,
+) -> Option<(Event, Map<String, Value>)> {
     let mut metadata = Map::new();
-    let (key, subject) = hook.subject(payload);
-    metadata.insert(key.into(), capped(subject));
-    let tool_error = match hook {
-        Hook::ToolPostInvoke => tool_error(payload.get("result").unwrap_or(&Value::Null)),
-        _ => None,
-    };
-    if let Some(error) = &tool_error {
+    metadata.insert(hook.subject_key().into(), capped(facts.subject));
+    if let Some(error) = &facts.tool_error {
         metadata.insert("error".into(), capped(Value::String(error.clone())));
     }
     let event = match (&context.violation, hook) {
         (Some(v), _) => classify_violation(v),
-        (None, Hook::ToolPostInvoke) if tool_error.is_some() => Event::ToolError,
+        (None, Hook::ToolPostInvoke) if facts.tool_error.is_some() => Event::ToolError,
         (None, Hook::ToolPostInvoke) => Event::ToolSuccess,
         (None, Hook::PromptPostFetch) => Event::PromptSuccess,
         (None, Hook::ResourcePostFetch) => Event::ResourceSuccess,
         (None, _) => return None,
     };
     Some((event, metadata))
-}
-
-/// The error text of a tool result that failed: `isError: true` (MCP) or a non-empty
-/// `error` member. `None` for a successful result.
-fn tool_error(result: &Value) -> Option<String> {
-    let error = result.get("error").filter(|e| !is_empty(e));
-    let is_error = result.get("isError").and_then(Value::as_bool) == Some(true)
-        || result.get("is_error").and_then(Value::as_bool) == Some(true);
-    if let Some(e) = error {
-        return Some(e.as_str().map_or_else(|| e.to_string(), str::to_owned));
-    }
-    if !is_error {
-        return None;
-    }
-    let text: Vec<&str> = result
-        .get("content")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.get("text").and_then(Value::as_str))
-        .collect();
-    Some(if text.is_empty() {
-        "tool reported isError".into()
-    } else {
-        text.join("\n")
-    })
-}
-
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
-        Value::Number(_) => false,
-    }
 }
 
 /// The cpex `PluginResult` a hook returns, as JSON text: processing always continues;
@@ -446,6 +411,11 @@ pub fn plugin_result(event: Option<Event>, queued: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn classify(hook: Hook, payload: &Value, context: &Context) -> Option<(Event, Map<String, Value>)> {
+        let facts = PayloadFacts::of(payload, hook.subject_field(), hook.reads_result());
+        classify_facts(hook, facts, context)
+    }
 
     #[test]
     fn the_plugin_result_is_the_cpex_shape() {

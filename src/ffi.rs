@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::events::{parse_document, plugin_result, Event, Hook};
+use crate::events::{parse_document, plugin_result, Context, Event, Hook};
 use crate::logging;
 use crate::notifier::{Notifier, Submission};
 
@@ -232,8 +232,9 @@ unsafe fn invoke_call(
             optional_json(context_json, "context_json")?,
         )
     };
-    let payload = parse_document(Some(payload), "payload_json")?;
-    plugin.notifier.invoke(hook, payload, &context)
+    plugin
+        .notifier
+        .invoke_text(hook, payload, Context::from_json(&context)?)
 }
 
 /// Sets `*wanted` to whether some enabled webhook takes an event that a call of `hook` can

@@ -35,6 +35,7 @@ pub(crate) mod logging;
 pub(crate) mod matching;
 pub(crate) mod metrics;
 pub(crate) mod network;
+pub(crate) mod payload;
 pub(crate) mod render;
 pub(crate) mod severity;
 pub(crate) mod signing;

@@ -16,7 +16,8 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::events::{classify, notification, Context, Event, Hook};
+use crate::events::{classify_facts, notification, Context, Event, Hook};
+use crate::payload::PayloadFacts;
 use crate::render::Job;
 use crate::stats::Stats;
 use crate::store::DeadLetter;
@@ -93,17 +94,47 @@ impl Notifier {
 
     /// [`invoke`](Self::invoke) for hosts that read the context's fields themselves.
     pub fn invoke_in(&self, hook: Hook, payload: Value, context: Context) -> Result<Submission> {
+        let facts = PayloadFacts::of(&payload, hook.subject_field(), hook.reads_result());
+        self.invoke_facts(hook, facts, Some(payload), context)
+    }
+
+    /// [`invoke_in`](Self::invoke_in) with the payload as JSON text (what C, Go and Lua hosts
+    /// pass; `payload_json` in errors): unless the config includes payloads
+    /// (`include_payload_data`), only the members classification reads are built — a tool's
+    /// result of many kilobytes is checked, not copied into a document.
+    pub fn invoke_text(&self, hook: Hook, payload_json: &str, context: Context) -> Result<Submission> {
+        if !self.wants_hook(hook) {
+            return self.invoke_facts(hook, PayloadFacts::of(&Value::Null, "", false), None, context);
+        }
+        let named = |e: serde_json::Error| Error::Parse(format!("payload_json: {e}"));
+        if self.engine.config().include_payload_data {
+            let payload = serde_json::from_str(payload_json).map_err(named)?;
+            return self.invoke_in(hook, payload, context);
+        }
+        let facts = PayloadFacts::from_text(payload_json, hook.subject_field(), hook.reads_result())
+            .map_err(named)?;
+        self.invoke_facts(hook, facts, None, context)
+    }
+
+    /// Queues the event `facts` and `context` raise, with `payload` when the config includes
+    /// payloads and it fits.
+    fn invoke_facts(
+        &self,
+        hook: Hook,
+        facts: PayloadFacts,
+        payload: Option<Value>,
+        context: Context,
+    ) -> Result<Submission> {
         self.ensure_attached()?;
         if !self.wants_hook(hook) {
             return Ok(Submission::NONE);
         }
-        let Some((event, metadata)) = classify(hook, &payload, &context) else {
+        let Some((event, metadata)) = classify_facts(hook, facts, &context) else {
             return Ok(Submission::NONE);
         };
         let config = self.engine.config();
-        let payload = config
-            .include_payload_data
-            .then_some(payload)
+        let payload = payload
+            .filter(|_| config.include_payload_data)
             .filter(|p| json_fits(p, config.max_payload_size));
         let queued = self.engine.admit(Job::new(event, context, metadata, payload))?;
         Ok(Submission {

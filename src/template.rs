@@ -191,13 +191,23 @@ impl Hole {
             (true, Some(Value::String(text))) => write_string_contents(out, text),
             (true, Some(other)) => write_string_contents(out, &other.to_string()),
             (false, None) => out.extend_from_slice(b"null"),
+            (false, Some(Value::String(text))) => {
+                out.push(b'"');
+                write_string_contents(out, text);
+                out.push(b'"');
+            }
             (false, Some(value)) => serde_json::to_writer(out, value).expect("a JSON value writes to memory"),
         }
     }
 }
 
-/// Writes `text` escaped as the contents of a JSON string (without its quotes).
+/// Writes `text` escaped as the contents of a JSON string (without its quotes). Most values
+/// (names, ids, timestamps) need no escape: they are copied as they are.
 fn write_string_contents(out: &mut Vec<u8>, text: &str) {
+    if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
     let start = out.len();
     serde_json::to_writer(&mut *out, text).expect("a string writes to memory");
     let end = out.len() - 1; // the closing quote

@@ -60,12 +60,12 @@ impl Trace {
 
     /// The trace id as 32 lowercase hex digits (`{{trace_id}}`).
     pub fn trace_id_hex(&self) -> String {
-        format!("{:032x}", self.trace_id)
+        lower_hex(self.trace_id, 32)
     }
 
     /// The first attempt's span id as 16 lowercase hex digits (`{{span_id}}`).
     pub fn span_id_hex(&self) -> String {
-        format!("{:016x}", self.span_id)
+        lower_hex(self.span_id.into(), 16)
     }
 
     /// The `traceparent` of an attempt: the first attempt uses the event's span id, every
@@ -76,6 +76,16 @@ impl Trace {
         let _ = write!(header, "00-{:032x}-{span:016x}-{:02x}", self.trace_id, self.flags);
         header
     }
+}
+
+/// The low `digits` hex digits of `value`, zero-padded (every event's variables hold two:
+/// a table lookup per digit, not the formatting machinery).
+fn lower_hex(value: u128, digits: u32) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    (0..digits)
+        .rev()
+        .map(|i| char::from(DIGITS[(value >> (4 * i)) as usize & 0xf]))
+        .collect()
 }
 
 /// A fresh span id (never zero, which W3C reserves as invalid).
@@ -236,6 +246,21 @@ mod tests {
                 Trace::from_host(Some(PARENT), None, Some(bad)).unwrap().state,
                 None
             );
+        }
+    }
+
+    #[test]
+    fn hex_digits_are_formatted_as_lowercase_zero_padded_hex() {
+        for value in [
+            0,
+            1,
+            0xabc,
+            u128::from(u64::MAX),
+            u128::MAX,
+            0x0af7651916cd43dd8448eb211c80319c,
+        ] {
+            assert_eq!(lower_hex(value, 32), format!("{value:032x}"));
+            assert_eq!(lower_hex(value, 16), format!("{:016x}", value as u64));
         }
     }
 

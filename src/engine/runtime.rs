@@ -50,22 +50,9 @@ fn build() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_threads(std::env::var(WORKER_THREADS_ENV).ok().as_deref()))
         .thread_name("webhook-delivery")
-        .on_thread_start(yield_to_the_host)
         .enable_all()
         .build()
         .expect("the webhook delivery runtime starts")
-}
-
-/// Marks the calling thread as batch work (Linux `SCHED_BATCH`): same share of the CPU, but
-/// its wake-ups never preempt a running host thread, so a burst of deliveries waits for the
-/// next scheduler tick instead of cutting into a gateway worker's request.
-fn yield_to_the_host() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: `param` is valid for the call; 0 names the calling thread.
-        unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
-    }
 }
 
 /// Worker threads from the environment value: 1..=64, else the default of 1.
