@@ -56,15 +56,21 @@ pub struct DeliveryMetrics {
 impl DeliveryMetrics {
     /// A delivery of `event` ended with `outcome`, `took` after its first attempt (if it had one).
     pub fn ended(&self, event: Event, outcome: Outcome, took: Option<Duration>) {
-        self.outcomes[event as usize][outcome as usize].fetch_add(1, Relaxed);
+        self.ended_events(event, outcome, took, 1);
+    }
+
+    /// [`ended`](Self::ended) for `count` deliveries of `event` that ended together (a batch).
+    pub fn ended_events(&self, event: Event, outcome: Outcome, took: Option<Duration>, count: u64) {
+        self.outcomes[event as usize][outcome as usize].fetch_add(count, Relaxed);
         if let Some(took) = took {
             let seconds = took.as_secs_f64();
             let bucket = BUCKETS
                 .iter()
                 .position(|b| seconds <= *b)
                 .unwrap_or(BUCKETS.len());
-            self.buckets[bucket].fetch_add(1, Relaxed);
-            self.sum_micros.fetch_add(took.as_micros() as u64, Relaxed);
+            self.buckets[bucket].fetch_add(count, Relaxed);
+            self.sum_micros
+                .fetch_add(took.as_micros() as u64 * count, Relaxed);
         }
     }
 }

@@ -277,6 +277,33 @@ fn a_failed_batch_is_retried_whole_then_dead_lettered_as_one_letter() {
 }
 
 #[test]
+fn a_batch_of_two_events_counts_each_in_stats_and_metrics() {
+    let rx = Receiver::ok();
+    let config = format!(
+        "webhooks: [{{url: '{}', id: sink, events: [tool_success, tool_error], batch: {{max_wait: 60s}}}}]",
+        rx.url("/")
+    );
+    let n = notifier(&config);
+    (0..3).for_each(|i| raise(&n, i));
+    for i in 0..2 {
+        let context = json!({"request_id": format!("err-{i}")});
+        n.notify(Event::ToolError, &context, None, None).unwrap();
+    }
+    assert!(n.flush(WAIT));
+    let received = rx.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(lines(&received[0]).len(), 5);
+    let webhook = &n.stats().webhooks[0];
+    assert_eq!((webhook.delivered, webhook.batches, webhook.queued), (5, 1, 0));
+    let metrics = n.metrics();
+    for (event, count) in [("tool_success", 3), ("tool_error", 2)] {
+        let line = format!(r#"webhook="sink",event="{event}",outcome="delivered"}} {count}"#);
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+    n.close(WAIT).unwrap();
+}
+
+#[test]
 fn max_wait_sends_a_partial_batch_without_a_flush() {
     let rx = Receiver::ok();
     let config = format!(

@@ -202,11 +202,11 @@ pub(crate) async fn run(engine: Arc<Dispatch>, index: usize) {
         if !shared.is(Lifecycle::Running) {
             continue;
         }
-        let next = match &webhook.batch {
-            Some(limits) => {
+        let next = match shared.batching(index) {
+            Some(batching) => {
                 match shared
                     .queue
-                    .next_batch(index, Instant::now(), limits, engine.intake.hurrying())
+                    .next_batch(index, Instant::now(), batching, engine.intake.hurrying())
                 {
                     Next::Ready(tickets) => Next::Ready(engine.batch(tickets)),
                     Next::At(at) => Next::At(at),

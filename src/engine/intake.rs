@@ -527,6 +527,7 @@ pub(crate) async fn run(intake: Arc<Intake>) {
     // sleeps, and the next event wakes it. Routing is at most POLL later.
     const POLL: Duration = Duration::from_millis(1);
     const IDLE: Duration = Duration::from_millis(100);
+    const TURN_ROOM: usize = 1024;
     let mut lifecycle = intake.shared.subscribe();
     let mut last_event: Option<Instant> = None;
     let mut turn = Vec::new();
@@ -535,6 +536,8 @@ pub(crate) async fn run(intake: Arc<Intake>) {
         if !turn.is_empty() {
             turn.drain(..)
                 .for_each(|admitted| route_caught(&intake, admitted));
+            // The two vectors take turns here: neither keeps a burst's room once it is routed.
+            turn.shrink_to(TURN_ROOM);
             intake.caught_up();
             last_event = Some(Instant::now());
         }

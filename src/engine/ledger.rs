@@ -116,9 +116,10 @@ impl Ledger {
         self.idle.notify_all();
     }
 
-    fn end_one(&self, webhook: usize) {
-        self.counters[webhook].release();
-        let ended = self.ended.fetch_add(1, SeqCst) + 1;
+    /// Gives back `slots` queue slots of `webhook`: deliveries that ended.
+    fn end(&self, webhook: usize, slots: u64) {
+        self.counters[webhook].release(slots);
+        let ended = self.ended.fetch_add(slots, SeqCst) + slots;
         if self.started.load(SeqCst) == ended {
             self.wake_waiters();
             self.idle_async.notify_waiters();
@@ -147,6 +148,9 @@ pub struct Ticket {
     /// delivery's size matters).
     whole: Option<Box<Whole>>,
     ledger: std::sync::Arc<Ledger>,
+    /// Queue slots it holds, given back when it ends: one for an event's delivery, none for a
+    /// batch of tickets (each holds its own), one per event for a packed batch.
+    slots: u64,
     ended: bool,
     /// Kept by a durable outbox: if the process lets go of it unended (close), it waits there
     /// for the next start instead of being lost, so it is not counted as dropped.
@@ -170,6 +174,7 @@ impl Ticket {
             trace: None,
             whole: None,
             ledger,
+            slots: 1,
             ended: false,
             durable: false,
             group: None,
@@ -189,6 +194,7 @@ impl Ticket {
             first_attempt: None,
             trace: Some(std::sync::Arc::new(Trace::random())),
             ledger: std::sync::Arc::clone(&first.ledger),
+            slots: 0,
             ended: false,
             durable: true,
             group: None,
@@ -201,6 +207,32 @@ impl Ticket {
         match self.whole.as_deref()? {
             Whole::Batch(members) => Some(members.len() as u32),
             Whole::Framed(events) => Some(*events),
+            Whole::Packed(packed) => Some(packed.events),
+        }
+    }
+
+    /// Packs this event's delivery into `batch`, its webhook's open batch: the batch takes
+    /// over its queue slot and will count its end.
+    pub fn pack_into(mut self, batch: &mut Packed) {
+        batch.add(self.event);
+        (self.slots, self.ended) = (0, true);
+    }
+
+    /// Makes `first`, the ticket of a packed batch's first event, the batch's delivery of
+    /// `body`: one delivery id, one trace, and the slots of all its events.
+    pub fn packed(mut first: Ticket, batch: Packed, body: Bytes) -> Self {
+        first.id = Uuid::new_v4();
+        first.trace = Some(std::sync::Arc::new(Trace::random()));
+        (first.body, first.slots, first.ended) = (body, u64::from(batch.events), false);
+        first.whole = Some(Box::new(Whole::Packed(batch)));
+        first
+    }
+
+    /// Its packed events (None for any other delivery).
+    fn packed_events(&self) -> Option<&Packed> {
+        match self.whole.as_deref()? {
+            Whole::Packed(packed) => Some(packed),
+            _ => None,
         }
     }
 
@@ -214,7 +246,7 @@ impl Ticket {
     fn members(&self) -> Option<&Vec<Ticket>> {
         match self.whole.as_deref()? {
             Whole::Batch(members) => Some(members),
-            Whole::Framed(_) => None,
+            Whole::Framed(_) | Whole::Packed(_) => None,
         }
     }
 
@@ -312,6 +344,12 @@ impl Ticket {
                     .ended(member.event, Outcome::Delivered, Some(latency));
             });
         }
+        if let Some(packed) = self.packed_events() {
+            self.counters().batch_delivered();
+            self.counters()
+                .delivered(u64::from(packed.events), status, latency);
+            return packed.ended(&self.counters().metrics, Outcome::Delivered, Some(latency));
+        }
         self.counters().delivered(1, status, latency);
         self.counters()
             .metrics
@@ -328,9 +366,13 @@ impl Ticket {
             return streak;
         }
         let took = self.first_attempt.map(|t| t.elapsed());
+        if let Some(packed) = self.packed_events() {
+            packed.ended(&self.counters().metrics, Outcome::Failed, took);
+            return self.counters().failed(u64::from(packed.events), status, error);
+        }
         self.counters().metrics.ended(self.event, Outcome::Failed, took);
         self.digest_events_lost();
-        self.counters().failed(status, error)
+        self.counters().failed(1, status, error)
     }
 }
 
@@ -340,14 +382,24 @@ impl Drop for Ticket {
             return; // a batch takes no slot; its members (if any are left) count themselves
         }
         if !self.ended && !self.durable {
-            self.counters().dropped(1);
-            self.counters().metrics.ended(self.event, Outcome::Dropped, None);
+            match self.packed_events() {
+                Some(packed) => {
+                    self.counters().dropped(u64::from(packed.events));
+                    packed.ended(&self.counters().metrics, Outcome::Dropped, None);
+                }
+                None => {
+                    self.counters().dropped(1);
+                    self.counters().metrics.ended(self.event, Outcome::Dropped, None);
+                }
+            }
             self.digest_events_lost();
         }
         if let Some(group) = &self.group {
             group.undelivered.store(false, SeqCst);
         }
-        self.ledger.end_one(self.webhook);
+        if self.slots > 0 {
+            self.ledger.end(self.webhook, self.slots);
+        }
     }
 }
 
@@ -366,6 +418,34 @@ enum Whole {
     Batch(Vec<Ticket>),
     /// An already framed batch of this many events (a replayed batch dead letter).
     Framed(u32),
+    /// Events packed into one body as they were routed (see [`Packed`]).
+    Packed(Packed),
+}
+
+/// The events of a batch packed as they were routed (a batching webhook whose outbox is
+/// memory: nothing per event is queued, framed or ended apart), counted by event.
+#[derive(Debug, Default)]
+pub struct Packed {
+    by_event: [u32; Event::ALL.len()],
+    /// Events packed so far.
+    pub events: u32,
+}
+
+impl Packed {
+    /// Counts one more event of `event`.
+    pub fn add(&mut self, event: Event) {
+        self.by_event[event as usize] += 1;
+        self.events += 1;
+    }
+
+    /// Counts the end of every packed event with `outcome` in `metrics`.
+    fn ended(&self, metrics: &DeliveryMetrics, outcome: Outcome, took: Option<Duration>) {
+        for (event, count) in Event::ALL.iter().zip(self.by_event) {
+            if count > 0 {
+                metrics.ended_events(*event, outcome, took, count.into());
+            }
+        }
+    }
 }
 
 /// An event admitted for a webhook that filters or digests, until the alerting stage has
@@ -449,10 +529,10 @@ impl WebhookCounters {
 
     /// A delivery failed for good; `error` must already be free of secrets. Returns how
     /// many deliveries in a row have now failed.
-    pub fn failed(&self, status: Option<u16>, error: String) -> u64 {
-        self.failed.fetch_add(1, Relaxed);
+    pub fn failed(&self, events: u64, status: Option<u16>, error: String) -> u64 {
+        self.failed.fetch_add(events, Relaxed);
         self.record_error(status, error);
-        self.failing_streak.fetch_add(1, Relaxed) + 1
+        self.failing_streak.fetch_add(events, Relaxed) + events
     }
 
     /// An attempt failed and will be retried.
@@ -539,8 +619,8 @@ impl WebhookCounters {
     }
 
     /// Gives a queue slot back.
-    pub fn release(&self) {
-        self.given_back.fetch_add(1, SeqCst);
+    pub fn release(&self, slots: u64) {
+        self.given_back.fetch_add(slots, SeqCst);
     }
 
     /// Deliveries queued, in flight or waiting to retry.
@@ -635,7 +715,7 @@ mod tests {
             c.delivered(1, 200, Duration::from_millis(ms));
         }
         c.retried(Some(503), "HTTP 503".into());
-        c.failed(None, "connection refused".into());
+        c.failed(1, None, "connection refused".into());
         let w = c.snapshot(WebhookLabels {
             id: "h1",
             url: "http://h/…",

@@ -14,6 +14,7 @@ mod fleet;
 mod inbox;
 mod intake;
 mod ledger;
+mod packing;
 mod padded;
 mod queue;
 mod registry;

@@ -11,7 +11,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use super::ledger::Ticket;
+use super::packing::OpenBatch;
 use crate::config::BatchSettings;
+use crate::formats::batch::Framing;
 use crate::stats::OutboxStatus;
 use crate::store::journal::{Journal, Pending, Released};
 use crate::store::{Claimed, DeadLetter, Resumed};
@@ -59,6 +61,8 @@ struct Lane {
     ready_bytes: usize,
     /// Since when `ready` has not been empty (a batch leaves `max_wait` after).
     ready_since: Option<Instant>,
+    /// The next batch of a webhook that packs its events (see [`Queue::pack`]).
+    open: Option<OpenBatch>,
 }
 
 impl Lane {
@@ -72,6 +76,13 @@ impl Lane {
         self.opened();
         self.ready_bytes += ticket.body.len();
         self.ready.push_front(ticket);
+    }
+
+    /// Moves the open batch, if any, to the deliveries ready to go.
+    fn seal(&mut self, framing: &Framing) {
+        if let Some(open) = self.open.take() {
+            self.push_back(open.seal(framing));
+        }
     }
 
     fn opened(&mut self) {
@@ -160,6 +171,24 @@ impl Queue {
         self.lane(ticket.webhook).push_back(ticket);
     }
 
+    /// Packs a new delivery of a batching webhook into the batch that will carry it (an
+    /// outbox in memory: see [`OpenBatch`]); a batch that reaches `max_events` or `max_bytes`
+    /// is ready to go, and an element too large for the open batch opens the next one.
+    pub fn pack(&self, ticket: Ticket, limits: &BatchSettings, framing: &Framing) {
+        let mut lane = self.lane(ticket.webhook);
+        if (lane.open.as_ref()).is_some_and(|open| open.has_no_room_for(ticket.body.len(), limits)) {
+            lane.seal(framing);
+        }
+        match &mut lane.open {
+            Some(open) => open.add(ticket, framing),
+            None => lane.open = Some(OpenBatch::new(ticket, framing)),
+        }
+        let now = Instant::now();
+        if (lane.open.as_ref()).is_some_and(|open| open.is_due(limits, now, false)) {
+            lane.seal(framing);
+        }
+    }
+
     /// Returns a delivery the dispatcher took but may not send yet; it goes first.
     pub fn push_front(&self, ticket: Ticket) {
         self.lane(ticket.webhook).push_front(ticket);
@@ -205,10 +234,13 @@ impl Queue {
         &self,
         webhook: usize,
         now: Instant,
-        limits: &BatchSettings,
+        (limits, framing): (&BatchSettings, &Framing),
         hurry: bool,
     ) -> Next<Vec<Ticket>> {
         let mut lane = self.lane(webhook);
+        if (lane.open.as_ref()).is_some_and(|open| open.is_due(limits, now, hurry)) {
+            lane.seal(framing);
+        }
         if lane.due_retry(now).is_some_and(Ticket::is_whole) {
             return Next::Ready(vec![lane.pop_retry()]);
         }
@@ -216,7 +248,11 @@ impl Queue {
             return Next::Ready(lane.pop_front().into_iter().collect());
         }
         let full = lane.ready.len() >= limits.max_events || lane.ready_bytes >= limits.max_bytes;
-        let waited = lane.ready_since.map(|since| since + limits.max_wait);
+        let packed_leaves = lane.open.as_ref().map(|open| open.leaves_at(limits.max_wait));
+        let waited = match lane.ready_since.map(|since| since + limits.max_wait) {
+            Some(at) => Some(packed_leaves.map_or(at, |packed| packed.min(at))),
+            None => packed_leaves,
+        };
         let send = full || lane.due_retry(now).is_some() || (hurry && !lane.ready.is_empty());
         if !send && waited.is_none_or(|at| at > now) {
             let retry_due = lane.delayed.peek().map(|d| d.0.due);
@@ -256,6 +292,7 @@ impl Queue {
         let mut lane = self.lane(webhook);
         let mut tickets: Vec<Ticket> = lane.ready.drain(..).collect();
         (lane.ready_bytes, lane.ready_since) = (0, None);
+        drop(lane.open.take()); // counts its events dropped
         tickets.extend(lane.delayed.drain().map(|d| d.0.ticket));
         tickets
     }

@@ -10,7 +10,8 @@ use tokio::sync::{watch, Notify};
 use super::ledger::{Ledger, Ticket, WebhookCounters};
 use super::queue::Queue;
 use super::silences::Silences;
-use crate::config::{Config, Webhook};
+use crate::config::{BatchSettings, Config, Webhook};
+use crate::formats::batch::Framing;
 
 /// Where the engine is in its life; every task watches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub(crate) struct Shared {
     pub silences: Silences,
     /// Wakes a webhook's dispatcher: a new delivery, a retry scheduled, a breaker change.
     wakers: Vec<Notify>,
+    /// How each batching webhook frames its batches (None for the others).
+    framings: Vec<Option<Framing>>,
     lifecycle: watch::Sender<Lifecycle>,
 }
 
@@ -48,6 +51,13 @@ impl Shared {
             queue,
             silences,
             wakers: (0..webhooks).map(|_| Notify::new()).collect(),
+            framings: (config.webhooks.iter())
+                .map(|w| {
+                    w.batch
+                        .as_ref()
+                        .map(|_| Framing::new(w.alerting.format, plugin_name))
+                })
+                .collect(),
             lifecycle: watch::Sender::new(Lifecycle::Running),
             config,
         }
@@ -92,10 +102,21 @@ impl Shared {
     /// Queues `ticket` (due at `due`, else now) and wakes its dispatcher.
     pub fn requeue(&self, ticket: Ticket, due: Option<Instant>) {
         let index = ticket.webhook;
-        match due {
-            Some(due) => self.queue.restore(ticket, due),
-            None => self.queue.push(ticket),
+        match (due, self.batching(index)) {
+            (Some(due), _) => self.queue.restore(ticket, due),
+            // A durable outbox journals each event: only a memory one packs them (a replayed
+            // batch is already whole).
+            (None, Some((limits, framing))) if !self.queue.durable() && !ticket.is_whole() => {
+                self.queue.pack(ticket, limits, framing)
+            }
+            (None, _) => self.queue.push(ticket),
         }
         self.wakers[index].notify_one();
+    }
+
+    /// The batch limits and framing of webhook `index`, if it batches.
+    pub fn batching(&self, index: usize) -> Option<(&BatchSettings, &Framing)> {
+        let limits = self.webhook(index).batch.as_ref()?;
+        Some((limits, self.framings[index].as_ref()?))
     }
 }

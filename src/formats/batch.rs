@@ -43,27 +43,59 @@ pub fn element<'v>(
 
 /// The request body of a batch of `elements` in `format`; `plugin_name` names the service.
 pub fn frame<'a>(format: Format, plugin_name: &str, elements: impl Iterator<Item = &'a [u8]>) -> Bytes {
-    let (open, separator, close): (String, &[u8], &[u8]) = match format {
-        Format::Ndjson | Format::SplunkHec => (String::new(), b"\n", b"\n"),
-        Format::OtlpLogs => {
-            let resource = json!({"attributes": [attribute("service.name", plugin_name)]});
-            let scope = json!({"name": SOURCE, "version": env!("CARGO_PKG_VERSION")});
-            let open = format!(
-                r#"{{"resourceLogs":[{{"resource":{resource},"scopeLogs":[{{"scope":{scope},"logRecords":["#
-            );
-            (open, b",", b"]}]}]}")
+    let framing = Framing::new(format, plugin_name);
+    let mut joined = Vec::new();
+    elements.for_each(|element| framing.join(&mut joined, element));
+    framing.frame(&joined)
+}
+
+/// How one format's batches frame their elements: what opens the body, separates two
+/// elements and closes it. Built once per webhook when elements are joined as they come.
+#[derive(Debug)]
+pub struct Framing {
+    open: Vec<u8>,
+    separator: &'static [u8],
+    close: &'static [u8],
+}
+
+impl Framing {
+    /// The framing of `format`'s batches; `plugin_name` names the service (OTLP).
+    pub fn new(format: Format, plugin_name: &str) -> Self {
+        let (open, separator, close): (String, &[u8], &[u8]) = match format {
+            Format::Ndjson | Format::SplunkHec => (String::new(), b"\n", b"\n"),
+            Format::OtlpLogs => {
+                let resource = json!({"attributes": [attribute("service.name", plugin_name)]});
+                let scope = json!({"name": SOURCE, "version": env!("CARGO_PKG_VERSION")});
+                let open = format!(
+                    r#"{{"resourceLogs":[{{"resource":{resource},"scopeLogs":[{{"scope":{scope},"logRecords":["#
+                );
+                (open, b",", b"]}]}]}")
+            }
+            _ => ("[".into(), b",", b"]"),
+        };
+        Framing {
+            open: open.into_bytes(),
+            separator,
+            close,
         }
-        _ => ("[".into(), b",", b"]"),
-    };
-    let mut body = BytesMut::from(open.as_bytes());
-    for (i, element) in elements.enumerate() {
-        if i > 0 {
-            body.put_slice(separator);
-        }
-        body.put_slice(element);
     }
-    body.put_slice(close);
-    body.freeze()
+
+    /// Appends `element` to `joined`, the elements so far.
+    pub fn join(&self, joined: &mut Vec<u8>, element: &[u8]) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(self.separator);
+        }
+        joined.extend_from_slice(element);
+    }
+
+    /// The request body of the `joined` elements.
+    pub fn frame(&self, joined: &[u8]) -> Bytes {
+        let mut body = BytesMut::with_capacity(self.open.len() + joined.len() + self.close.len());
+        body.put_slice(&self.open);
+        body.put_slice(joined);
+        body.put_slice(self.close);
+        body.freeze()
+    }
 }
 
 /// The `Content-Type` of `format`'s batches.

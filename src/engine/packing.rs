@@ -1,0 +1,161 @@
+//! A batching webhook's open batch when its outbox is memory. Each event's element is joined
+//! into the batch's body as the event is routed, and its ticket's queue slot moves into the
+//! batch, which leaves as one delivery: nothing per event is queued, framed or ended apart.
+//! (A durable outbox keeps one ticket per event: each is journaled until its batch is
+//! acknowledged.)
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::ledger::{Packed, Ticket};
+use crate::config::BatchSettings;
+use crate::formats::batch::Framing;
+
+/// The events packed so far into a webhook's next batch.
+pub struct OpenBatch {
+    /// The first event's ticket, which becomes the batch's delivery (None once it has).
+    first: Option<Ticket>,
+    packed: Packed,
+    joined: Vec<u8>,
+    /// Bytes of the elements (what `max_bytes` bounds: the frame adds a few).
+    bytes: usize,
+    /// When the first event was packed (the batch leaves `max_wait` after).
+    pub since: Instant,
+}
+
+impl OpenBatch {
+    /// A batch opened by `first`, whose body is its element.
+    pub fn new(first: Ticket, framing: &Framing) -> Self {
+        let mut packed = Packed::default();
+        packed.add(first.event);
+        let mut batch = OpenBatch {
+            joined: Vec::with_capacity(first.body.len() * 64),
+            bytes: first.body.len(),
+            packed,
+            since: Instant::now(),
+            first: None,
+        };
+        framing.join(&mut batch.joined, &first.body);
+        batch.first = Some(first);
+        batch
+    }
+
+    /// Packs `ticket`'s element (its body) into the batch.
+    pub fn add(&mut self, ticket: Ticket, framing: &Framing) {
+        framing.join(&mut self.joined, &ticket.body);
+        self.bytes += ticket.body.len();
+        ticket.pack_into(&mut self.packed);
+    }
+
+    /// Whether an element of `size` bytes must open the next batch instead of this one.
+    pub fn has_no_room_for(&self, size: usize, limits: &BatchSettings) -> bool {
+        self.bytes + size > limits.max_bytes
+    }
+
+    /// Whether the batch must leave now: it holds `max_events` or `max_bytes`, or has
+    /// waited `max_wait` at `now` (`hurry`: a flush or close waits for it).
+    pub fn is_due(&self, limits: &BatchSettings, now: Instant, hurry: bool) -> bool {
+        hurry
+            || self.packed.events as usize >= limits.max_events
+            || self.bytes >= limits.max_bytes
+            || self.leaves_at(limits.max_wait) <= now
+    }
+
+    /// When it leaves if nothing fills it.
+    pub fn leaves_at(&self, max_wait: Duration) -> Instant {
+        self.since + max_wait
+    }
+
+    /// The batch's delivery: its events framed into one body.
+    pub fn seal(mut self, framing: &Framing) -> Ticket {
+        let body = framing.frame(&self.joined);
+        self.take_delivery(body)
+    }
+
+    fn take_delivery(&mut self, body: Bytes) -> Ticket {
+        let first = self.first.take().expect("an open batch has its first event");
+        Ticket::packed(first, std::mem::take(&mut self.packed), body)
+    }
+}
+
+/// An open batch let go unsent (a close abandoning the queue) counts its events as dropped
+/// and gives their slots back, as their tickets would have.
+impl Drop for OpenBatch {
+    fn drop(&mut self) {
+        if self.first.is_some() {
+            drop(self.take_delivery(Bytes::new()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::ledger::{Ledger, WebhookLabels};
+    use crate::events::Event;
+    use crate::formats::Format;
+    use crate::stats::Circuit;
+
+    /// Three events' tickets (two kinds) of webhook 0, their slots taken.
+    fn tickets(ledger: &Arc<Ledger>) -> Vec<Ticket> {
+        [
+            (Event::ToolSuccess, "{\"a\":1}"),
+            (Event::ToolError, "{\"b\":2}"),
+            (Event::ToolSuccess, "{\"c\":3}"),
+        ]
+        .into_iter()
+        .map(|(event, body)| {
+            assert!(ledger.reserve(0, 10));
+            let mut ticket = Ticket::new(Arc::clone(ledger), 0, event, uuid::Uuid::nil(), Bytes::new());
+            ticket.body = Bytes::from_static(body.as_bytes());
+            ticket
+        })
+        .collect()
+    }
+
+    fn packed(ledger: &Arc<Ledger>, framing: &Framing) -> OpenBatch {
+        let mut tickets = tickets(ledger).into_iter();
+        let mut batch = OpenBatch::new(tickets.next().unwrap(), framing);
+        tickets.for_each(|t| batch.add(t, framing));
+        batch
+    }
+
+    fn counts(ledger: &Ledger) -> (u64, u64, u64, u64) {
+        let labels = WebhookLabels {
+            id: "w",
+            url: "http://h/",
+            circuit: Circuit::Closed,
+            dead_letters: 0,
+        };
+        let w = ledger.counters[0].snapshot(labels);
+        (w.delivered, w.dropped, w.batches, ledger.pending())
+    }
+
+    #[test]
+    fn a_sealed_batch_is_one_framed_delivery_that_ends_every_event() {
+        let ledger = Arc::new(Ledger::new(1));
+        let framing = Framing::new(Format::Ndjson, "p");
+        let batch = packed(&ledger, &framing);
+        assert_eq!(ledger.pending(), 3, "the batch holds every event's slot");
+        let delivery = batch.seal(&framing);
+        assert_eq!(
+            (delivery.framed(), &delivery.body[..]),
+            (Some(3), &b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n"[..])
+        );
+        assert_eq!(delivery.event, Event::ToolSuccess);
+        delivery.delivered(200);
+        assert_eq!(counts(&ledger), (3, 0, 1, 0));
+        assert_eq!(ledger.counters[0].queued(), 0);
+    }
+
+    #[test]
+    fn an_open_batch_let_go_counts_its_events_dropped_and_gives_their_slots_back() {
+        let ledger = Arc::new(Ledger::new(1));
+        drop(packed(&ledger, &Framing::new(Format::JsonArray, "p")));
+        assert_eq!(counts(&ledger), (0, 3, 0, 0));
+        assert_eq!(ledger.counters[0].queued(), 0);
+    }
+}
