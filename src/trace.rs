@@ -80,12 +80,15 @@ impl Trace {
 
 /// The low `digits` hex digits of `value`, zero-padded (every event's variables hold two:
 /// a table lookup per digit, not the formatting machinery).
-fn lower_hex(value: u128, digits: u32) -> String {
+fn lower_hex(value: u128, digits: usize) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    (0..digits)
-        .rev()
-        .map(|i| char::from(DIGITS[(value >> (4 * i)) as usize & 0xf]))
-        .collect()
+    let mut text = [0u8; 32];
+    for (i, digit) in text[..digits].iter_mut().rev().enumerate() {
+        *digit = DIGITS[(value >> (4 * i)) as usize & 0xf];
+    }
+    std::str::from_utf8(&text[..digits])
+        .expect("hex digits")
+        .to_owned()
 }
 
 /// A fresh span id (never zero, which W3C reserves as invalid).

@@ -292,9 +292,11 @@ impl Intake {
         self.injected_panic(1);
         let (vars, trace) = job.event_vars(&self.shared.plugin_name, &self.shared.config.severities);
         let trace = Arc::new(trace);
-        let now = jiff::Timestamp::now();
+        // The clock is read once, and only when a silence or a time interval needs it.
+        let clock = std::cell::OnceCell::new();
+        let now = || *clock.get_or_init(jiff::Timestamp::now);
         let silences = self.shared.silences.current();
-        let silenced = !silences.is_empty() && silences.silences(vars.map(), now);
+        let silenced = !silences.is_empty() && silences.silences(vars.map(), now());
         for routing in alerting {
             let index = routing.webhook;
             drop(routing);

@@ -56,10 +56,12 @@ impl OpenBatch {
     /// Whether the batch must leave now: it holds `max_events` or `max_bytes`, or has
     /// waited `max_wait` at `now` (`hurry`: a flush or close waits for it).
     pub fn is_due(&self, limits: &BatchSettings, now: Instant, hurry: bool) -> bool {
-        hurry
-            || self.packed.events as usize >= limits.max_events
-            || self.bytes >= limits.max_bytes
-            || self.leaves_at(limits.max_wait) <= now
+        hurry || self.is_full(limits) || self.leaves_at(limits.max_wait) <= now
+    }
+
+    /// Whether it holds `max_events` or `max_bytes`.
+    pub fn is_full(&self, limits: &BatchSettings) -> bool {
+        self.packed.events as usize >= limits.max_events || self.bytes >= limits.max_bytes
     }
 
     /// When it leaves if nothing fills it.

@@ -183,8 +183,7 @@ impl Queue {
             Some(open) => open.add(ticket, framing),
             None => lane.open = Some(OpenBatch::new(ticket, framing)),
         }
-        let now = Instant::now();
-        if (lane.open.as_ref()).is_some_and(|open| open.is_due(limits, now, false)) {
+        if (lane.open.as_ref()).is_some_and(|open| open.is_full(limits)) {
             lane.seal(framing);
         }
     }
