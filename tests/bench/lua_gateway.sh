@@ -6,7 +6,8 @@
 # digest webhook (`digest`: one message per second); then as a gateway does, proxying to an
 # upstream (RECEIVER's server, keep-alive) without (`proxied`) and with the digest hook
 # (`proxied-digest`); v4: a batching webhook taking every event (`batched`, `proxied-batched`),
-# and a hook whose events no webhook takes (`unwanted`: decided from the hook name alone).
+# and a hook whose events no webhook takes (`unwanted`: decided from the hook name alone); at
+# the end, how many of the batching webhook's events were delivered and dropped.
 # Interleaved runs; prints one JSON row per run.
 # Usage: bash tests/bench/lua_gateway.sh OUT_DIR RECEIVER_URL LIBRARY
 set -euo pipefail
@@ -61,6 +62,13 @@ http {
         ngx.say(string.format('{"bench": "lua-invoke", "notifier": "%s", "calls": %d, "us_per_call": %.3f}', which, calls, (ngx.now() - started) * 1e6 / calls))
       }
     }
+    location = /batch-stats {
+      content_by_lua_block {
+        batching:flush(30)
+        local w = batching:stats().webhooks[1]
+        ngx.say(string.format('{"bench": "lua-gateway-batched", "delivered": %d, "dropped": %d, "batches": %d}', w.delivered, w.dropped, w.batches))
+      }
+    }
     location = /logged {
       content_by_lua_block { ngx.say("ok") }
       log_by_lua_block { local status = ngx.status }
@@ -102,3 +110,6 @@ for run in 1 2 3; do
             | awk -v run=$run -v location=$location '/Requests\/sec/ {printf "{\"bench\": \"lua-gateway\", \"location\": \"%s\", \"run\": %d, \"per_second\": %s}\n", location, run, $2}'
     done
 done
+# What became of the batching webhook's events over every run: a faster gateway bought by
+# dropping events would not count.
+curl -sf "http://127.0.0.1:$PORT/batch-stats"

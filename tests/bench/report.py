@@ -122,6 +122,9 @@ def alerting_section(rows: list[dict]) -> list[str]:
         "CPU cost of one event per request (FFI call, JSON parsing of payload and context, classification, "
         "routing on the delivery thread), not the hook's latency.", "",
         "| location | requests/s | vs no hook |", "|---|---|---|"])
+    for r in (r for r in rows if r["bench"] == "lua-gateway-batched"):
+        out += [f"The batching webhook over every run: {r['delivered']:,} events delivered in {r['batches']:,} "
+                f"requests, {r['dropped']:,} dropped.", ""]
     out += rates_table(rows, "lua-gateway", ("proxied", "proxied-digest", "proxied-batched"), [
         "The same nginx as a gateway: `proxy_pass` to an upstream (the receiver's nginx, keep-alive), "
         "without a hook and with the digest (or batching) hook for every request.", "",
