@@ -373,16 +373,7 @@ fn classify_reason(violation: &Value) -> Event {
 
 /// The event a hook call raises, with its metadata, from what its payload says (read from a
 /// value or from JSON text), or `None` for a quiet hook (a pre-hook without a violation).
-pub fn classify_facts(
-    hook: Hook,
-    facts: PayloadFacts,
-    context: &Context,
-) -> Option<(Event, Map<String, Value>)> {
-    let mut metadata = Map::new();
-    metadata.insert(hook.subject_key().into(), capped(facts.subject));
-    if let Some(error) = &facts.tool_error {
-        metadata.insert("error".into(), capped(Value::String(error.clone())));
-    }
+pub fn classify_facts(hook: Hook, facts: PayloadFacts, context: &Context) -> Option<(Event, Metadata)> {
     let event = match (&context.violation, hook) {
         (Some(v), _) => classify_violation(v),
         (None, Hook::ToolPostInvoke) if facts.tool_error.is_some() => Event::ToolError,
@@ -391,7 +382,54 @@ pub fn classify_facts(
         (None, Hook::ResourcePostFetch) => Event::ResourceSuccess,
         (None, _) => return None,
     };
+    let metadata = Metadata::Classified {
+        subject_key: hook.subject_key(),
+        subject: facts.subject,
+        error: facts.tool_error,
+    };
     Some((event, metadata))
+}
+
+/// An event's `metadata` variable: what a host gave, or what classification read of a hook's
+/// payload — made into its map on the delivery runtime, which also frees it (an allocation
+/// made on a hook's thread and freed on another costs both threads a cache miss).
+#[derive(Debug)]
+pub enum Metadata {
+    /// A host's own (`notify`), or the library's (circuit events, plugin errors).
+    Given(Map<String, Value>),
+    /// The hook's subject under its key (`tool_name`, …) and a tool's error text.
+    Classified {
+        subject_key: &'static str,
+        subject: Value,
+        error: Option<String>,
+    },
+}
+
+impl Metadata {
+    /// The map the templates see; host strings capped (see [`capped`]).
+    pub fn into_map(self) -> Map<String, Value> {
+        match self {
+            Metadata::Given(map) => map,
+            Metadata::Classified {
+                subject_key,
+                subject,
+                error,
+            } => {
+                let mut map = Map::new();
+                map.insert(subject_key.into(), capped(subject));
+                if let Some(error) = error {
+                    map.insert("error".into(), capped(Value::String(error)));
+                }
+                map
+            }
+        }
+    }
+}
+
+impl From<Map<String, Value>> for Metadata {
+    fn from(map: Map<String, Value>) -> Self {
+        Metadata::Given(map)
+    }
 }
 
 /// The cpex `PluginResult` a hook returns, as JSON text: processing always continues;
@@ -414,7 +452,7 @@ mod tests {
 
     fn classify(hook: Hook, payload: &Value, context: &Context) -> Option<(Event, Map<String, Value>)> {
         let facts = PayloadFacts::of(payload, hook.subject_field(), hook.reads_result());
-        classify_facts(hook, facts, context)
+        classify_facts(hook, facts, context).map(|(event, metadata)| (event, metadata.into_map()))
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::config::{Config, Webhook};
-use crate::events::{Context, Event};
+use crate::events::{Context, Event, Metadata};
 use crate::formats::{self, batch, Format};
 use crate::matching::{group_key, group_of, Field};
 use crate::severity::Severities;
@@ -28,7 +28,7 @@ pub(crate) struct Job {
     /// When the hook raised it (formatted on the runtime thread, not the hook's).
     pub raised: std::time::SystemTime,
     pub context: Context,
-    pub metadata: Map<String, Value>,
+    pub metadata: Metadata,
     /// Already limited to `max_payload_size` at admission.
     pub payload: Option<Value>,
     /// The library's own plugin_error: rendered with the built-in default template.
@@ -37,12 +37,17 @@ pub(crate) struct Job {
 
 impl Job {
     /// A job stamped with the current time.
-    pub fn new(event: Event, context: Context, metadata: Map<String, Value>, payload: Option<Value>) -> Self {
+    pub fn new(
+        event: Event,
+        context: Context,
+        metadata: impl Into<Metadata>,
+        payload: Option<Value>,
+    ) -> Self {
         Job {
             event,
             raised: std::time::SystemTime::now(),
             context,
-            metadata,
+            metadata: metadata.into(),
             payload,
             builtin_template: false,
         }
@@ -72,7 +77,7 @@ impl Job {
             c.tenant_id,
             c.server_id,
             c.violation.unwrap_or(Value::Null),
-            Value::Object(self.metadata),
+            Value::Object(self.metadata.into_map()),
             self.payload.unwrap_or(Value::Null),
             trace.trace_id_hex().into(),
             trace.span_id_hex().into(),

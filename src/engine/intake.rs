@@ -34,8 +34,41 @@ use crate::trace::Trace;
 /// the runtime whether the event costs them one.
 pub(crate) struct Admitted {
     job: Job,
-    queued: Vec<usize>,
+    queued: Webhooks,
     alerting: Vec<Routing>,
+}
+
+/// Webhook indices in config order, the first 128 as bits: an admission allocates nothing
+/// for them that the runtime would have to free from another thread.
+#[derive(Default)]
+struct Webhooks {
+    first: u128,
+    rest: Vec<usize>,
+}
+
+impl Webhooks {
+    fn push(&mut self, index: usize) {
+        match index < 128 {
+            true => self.first |= 1 << index,
+            false => self.rest.push(index),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first == 0 && self.rest.is_empty()
+    }
+
+    fn indices(self) -> impl Iterator<Item = usize> {
+        let mut bits = self.first;
+        let first = std::iter::from_fn(move || {
+            (bits != 0).then(|| {
+                let index = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                index
+            })
+        });
+        first.chain(self.rest)
+    }
 }
 
 /// What hook threads write on every call, kept off the runtime's lines (see [`Padded`]).
@@ -123,7 +156,7 @@ impl Intake {
             return Err(Error::Forked);
         }
         self.calls.events[job.event as usize].fetch_add(1, Relaxed);
-        let (mut queued, mut alerting) = (Vec::new(), Vec::new());
+        let (mut queued, mut alerting) = (Webhooks::default(), Vec::new());
         for (index, webhook) in self.shared.config.webhooks.iter().enumerate() {
             if !webhook.wants(job.event) || exclude == Some(index) {
                 continue;
@@ -281,7 +314,7 @@ impl Intake {
         let (event, builtin) = (job.event, job.builtin_template);
         // Made before anything can return or panic: a dropped ticket counts as dropped.
         let mut tickets: Vec<Ticket> = queued
-            .into_iter()
+            .indices()
             .map(|index| self.reserved_ticket(index, event))
             .collect();
         // Closing with a durable outbox (Suspended) still routes: what was admitted is journaled.
@@ -570,4 +603,20 @@ fn route_caught(intake: &Intake, admitted: Admitted) {
         error!("a bug dropped an event while routing it (counted as dropped)");
     }
     intake.routed.fetch_add(1, SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Webhooks;
+
+    #[test]
+    fn webhook_indices_come_back_in_config_order_beyond_the_first_128() {
+        let mut webhooks = Webhooks::default();
+        assert!(webhooks.is_empty());
+        for index in [0, 5, 127, 128, 300] {
+            webhooks.push(index);
+        }
+        assert!(!webhooks.is_empty());
+        assert_eq!(webhooks.indices().collect::<Vec<_>>(), [0, 5, 127, 128, 300]);
+    }
 }
