@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use webhook_notification::{Config, Event, Notifier};
 
-use common::host::{self, kill, read_until};
+use common::host::{self, kill, read_until, read_until_all};
 use common::receiver::{Received, Receiver, Reply};
 use common::wait_until;
 
@@ -404,7 +404,11 @@ fn batch_config_mistakes_fail_at_load_naming_the_field() {
 #[test]
 fn a_durable_batching_webhook_killed_mid_delivery_loses_no_committed_event() {
     // The receiver answers the first batch, then holds every request until the kill; after
-    // the restart every event arrives, those of the batches in flight perhaps twice.
+    // the restart every event arrives, those of the batches in flight perhaps twice. The kill
+    // waits until the first batch's acknowledgement is committed (`SETTLED` once an event is
+    // delivered and nothing is uncommitted; under load that batch may hold fewer than 100):
+    // before that, a crash may send it again too (at-least-once), which this test does not
+    // count.
     let dir = common::TempDir::new("batch-crash");
     let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let is_released = std::sync::Arc::clone(&released);
@@ -418,8 +422,8 @@ fn a_durable_batching_webhook_killed_mid_delivery_loses_no_committed_event() {
         rx.url("/")
     );
     let events = 5000;
-    let (child, mut lines_out) = host::host(&config, events, 0, &[]);
-    read_until(&mut lines_out, "COMMITTED");
+    let (child, mut lines_out) = host::host(&config, events, 0, &[("OUTBOX_HOST_SETTLED", "1")]);
+    read_until_all(&mut lines_out, &["COMMITTED", "SETTLED"]);
     rx.wait_for(3, WAIT); // one answered, two held in flight
     kill(child);
     released.store(true, std::sync::atomic::Ordering::SeqCst);

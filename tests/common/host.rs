@@ -122,6 +122,19 @@ pub fn read_until(lines: &mut Lines, prefix: &str) -> u64 {
     panic!("the host ended before printing {prefix}");
 }
 
+/// Reads lines until each of `prefixes` has started one, in whatever order they come.
+pub fn read_until_all(lines: &mut Lines, prefixes: &[&str]) {
+    let mut waiting = prefixes.to_vec();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        waiting.retain(|prefix| !line.starts_with(prefix));
+        if waiting.is_empty() {
+            return;
+        }
+    }
+    panic!("the host ended before printing {waiting:?}");
+}
+
 /// Kills the host with SIGKILL.
 pub fn kill(mut child: Child) {
     child.kill().unwrap();
