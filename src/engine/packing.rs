@@ -29,8 +29,11 @@ impl OpenBatch {
     pub fn new(first: Ticket, framing: &Framing) -> Self {
         let mut packed = Packed::default();
         packed.add(first.event);
+        // Room for a few dozen elements like it, at most 64 KiB: a large first event must not
+        // reserve dozens of times its size (the body then grows by doubling, up to `max_bytes`).
+        let room = first.body.len().saturating_mul(64).min(64 * 1024);
         let mut batch = OpenBatch {
-            joined: Vec::with_capacity(first.body.len() * 64),
+            joined: Vec::with_capacity(room),
             bytes: first.body.len(),
             packed,
             since: Instant::now(),
