@@ -163,4 +163,24 @@ mod tests {
         assert_eq!(counts(&ledger), (0, 3, 0, 0));
         assert_eq!(ledger.counters[0].queued(), 0);
     }
+
+    #[test]
+    fn a_large_first_event_reserves_no_more_than_a_few_dozen_small_ones_would() {
+        let ledger = Arc::new(Ledger::new(1));
+        assert!(ledger.reserve(0, 10));
+        let mut first = Ticket::new(
+            Arc::clone(&ledger),
+            0,
+            Event::ToolSuccess,
+            uuid::Uuid::nil(),
+            Bytes::new(),
+        );
+        first.body = Bytes::from(vec![b'1'; 1 << 20]);
+        let batch = OpenBatch::new(first, &Framing::new(Format::Ndjson, "p"));
+        assert!(
+            batch.joined.capacity() < 2 << 20,
+            "{} bytes reserved",
+            batch.joined.capacity()
+        );
+    }
 }
