@@ -104,7 +104,7 @@ impl Notifier {
     /// result of many kilobytes is checked, not copied into a document.
     pub fn invoke_text(&self, hook: Hook, payload_json: &str, context: Context) -> Result<Submission> {
         if !self.wants_hook(hook) {
-            return self.invoke_facts(hook, PayloadFacts::of(&Value::Null, "", false), None, context);
+            return self.invoke_in(hook, Value::Null, context); // nothing to read
         }
         let named = |e: serde_json::Error| Error::Parse(format!("payload_json: {e}"));
         if self.engine.config().include_payload_data {

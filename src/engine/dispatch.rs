@@ -23,7 +23,7 @@ use super::shared::{Lifecycle, Shared};
 use super::smtp::{self, Mailer};
 use crate::events::{Context, Event};
 use crate::metrics::Outcome;
-use crate::render::{batch_body, object, Job};
+use crate::render::{object, Job};
 use crate::store::DeadLetter;
 
 /// What the dispatchers of one engine share: the engine's shared state, the intake (for the
@@ -112,9 +112,9 @@ impl Dispatch {
         if tickets.len() == 1 && tickets[0].is_whole() {
             return tickets.pop().expect("one ticket");
         }
-        let webhook = &self.shared.config.webhooks[tickets[0].webhook];
-        let elements = tickets.iter().map(|t| &t.body[..]);
-        let body = batch_body(webhook, &self.shared.plugin_name, elements);
+        let (_, framing) = (self.shared.batching(tickets[0].webhook))
+            .expect("only a batching webhook's dispatcher takes batches");
+        let body = framing.frame_all(tickets.iter().map(|t| &t.body[..]));
         Ticket::batch(tickets, body)
     }
 

@@ -43,10 +43,7 @@ pub fn element<'v>(
 
 /// The request body of a batch of `elements` in `format`; `plugin_name` names the service.
 pub fn frame<'a>(format: Format, plugin_name: &str, elements: impl Iterator<Item = &'a [u8]>) -> Bytes {
-    let framing = Framing::new(format, plugin_name);
-    let mut joined = Vec::new();
-    elements.for_each(|element| framing.join(&mut joined, element));
-    framing.frame(&joined)
+    Framing::new(format, plugin_name).frame_all(elements)
 }
 
 /// How one format's batches frame their elements: what opens the body, separates two
@@ -86,6 +83,13 @@ impl Framing {
             joined.extend_from_slice(self.separator);
         }
         joined.extend_from_slice(element);
+    }
+
+    /// The request body of `elements`.
+    pub fn frame_all<'a>(&self, elements: impl Iterator<Item = &'a [u8]>) -> Bytes {
+        let mut joined = Vec::new();
+        elements.for_each(|element| self.join(&mut joined, element));
+        self.frame(&joined)
     }
 
     /// The request body of the `joined` elements.
