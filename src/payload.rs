@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// What a payload says that decides its event and metadata.
 #[derive(Debug, PartialEq)]
@@ -36,7 +36,7 @@ impl PayloadFacts {
     pub fn from_text(json: &str, subject: &str, read_result: bool) -> serde_json::Result<Self> {
         let [subject, result] = members(json, [subject, "result"])?;
         let tool_error = match result.filter(|_| read_result) {
-            Some(result) => tool_error(&result_members(result.get())?),
+            Some(result) => result_error(result.get())?,
             None => None,
         };
         Ok(PayloadFacts {
@@ -46,31 +46,38 @@ impl PayloadFacts {
     }
 }
 
-/// The members of a tool result that [`tool_error`] reads, as an object (`content`, possibly
-/// large, only when the result says it failed without an `error` text).
-fn result_members(json: &str) -> serde_json::Result<Value> {
-    let names = ["error", "isError", "is_error", "content"];
-    let [error, is_error, is_error_snake, content] = members(json, names)?;
-    let mut read = Map::new();
-    for (name, raw) in names.into_iter().zip([error, is_error, is_error_snake]) {
-        if let Some(value) = parsed(raw)? {
-            read.insert(name.into(), value);
-        }
-    }
-    let failed = ["isError", "is_error"]
-        .iter()
-        .any(|n| read.get(*n).and_then(Value::as_bool) == Some(true));
-    let explained = read.get("error").is_some_and(|e| !is_empty(e));
-    if failed && !explained {
-        if let Some(content) = parsed(content)? {
-            read.insert("content".into(), content);
-        }
-    }
-    Ok(Value::Object(read))
+/// [`tool_error`] of a tool result given as JSON text, building only the members it reads
+/// (`content`, possibly large, only when the result says it failed without an `error` text).
+fn result_error(json: &str) -> serde_json::Result<Option<String>> {
+    let [error, is_error, is_error_snake, content] =
+        members(json, ["error", "isError", "is_error", "content"])?;
+    let error = parsed(error)?;
+    // A raw value is the member's exact text: `true` is the only text that is true.
+    let failed = [is_error, is_error_snake]
+        .into_iter()
+        .any(|flag| flag.is_some_and(|raw| raw.get() == "true"));
+    let content = match failed && error.as_ref().is_none_or(is_empty) {
+        true => parsed(content)?,
+        false => None,
+    };
+    Ok(error_text(error.as_ref(), failed, content.as_ref()))
 }
 
+/// The value of a member's raw text. A string without escapes is taken as it stands: the
+/// document was checked, so its text between the quotes is the string (a subject, a
+/// tool's name, is nearly always one).
 fn parsed(raw: Option<&RawValue>) -> serde_json::Result<Option<Value>> {
-    raw.map(|r| serde_json::from_str(r.get())).transpose()
+    let Some(raw) = raw.map(RawValue::get) else {
+        return Ok(None);
+    };
+    let plain = raw
+        .strip_prefix('"')
+        .and_then(|text| text.strip_suffix('"'))
+        .filter(|text| !text.contains('\\'));
+    match plain {
+        Some(text) => Ok(Some(Value::String(text.to_owned()))),
+        None => serde_json::from_str(raw).map(Some),
+    }
 }
 
 /// The members `names` of the JSON document `json` as raw text (none of them unless it is
@@ -140,17 +147,24 @@ impl<'de> Visitor<'de> for Key<'_> {
 /// The error text of a tool result that failed: `isError: true` (MCP) or a non-empty
 /// `error` member. `None` for a successful result.
 pub fn tool_error(result: &Value) -> Option<String> {
-    let error = result.get("error").filter(|e| !is_empty(e));
-    let is_error = result.get("isError").and_then(Value::as_bool) == Some(true)
-        || result.get("is_error").and_then(Value::as_bool) == Some(true);
-    if let Some(e) = error {
+    let flag = |name| result.get(name).and_then(Value::as_bool) == Some(true);
+    error_text(
+        result.get("error"),
+        flag("isError") || flag("is_error"),
+        result.get("content"),
+    )
+}
+
+/// A result's error text from its `error` member, whether it says it failed, and its
+/// `content` (whose texts explain a failure without an `error`).
+fn error_text(error: Option<&Value>, failed: bool, content: Option<&Value>) -> Option<String> {
+    if let Some(e) = error.filter(|e| !is_empty(e)) {
         return Some(e.as_str().map_or_else(|| e.to_string(), str::to_owned));
     }
-    if !is_error {
+    if !failed {
         return None;
     }
-    let text: Vec<&str> = result
-        .get("content")
+    let text: Vec<&str> = content
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -195,6 +209,8 @@ mod tests {
             r#"{"name": "a", "name": "b", "result": {"isError": true, "content": [{"text": "x"}]}}"#,
             r#"{"n\u0061me": {"deep": [1]}, "result": {"error": "boom", "isError": true}}"#,
             r#"{"result": {"is_error": true}}"#,
+            "{\"result\": { \"isError\" :\n true , \"content\": [{\"text\": \"x\"}] }}",
+            r#"{"name": "a\"b", "result": {"isError": "true"}}"#,
             r#"{"result": {"error": {"code": 3}}}"#,
             r#"{"result": {"error": "", "isError": false, "content": "ignored"}}"#,
             r#"{"result": [1, 2]}"#,
@@ -240,6 +256,7 @@ mod tests {
                         Just("result".to_owned()),
                         Just("error".to_owned()),
                         Just("isError".to_owned()),
+                        Just("is_error".to_owned()),
                         Just("content".to_owned()),
                         Just("text".to_owned()),
                         "[a-z]{1,3}"

@@ -13,7 +13,9 @@ use crate::engine::{mail_message, mail_recipients, Digest};
 use crate::error::{Error, Result};
 use crate::events::{notification, Event};
 use crate::formats::violations;
-use crate::render::{batch_body, batch_element, default_body, request_headers, Job, Source, USER_AGENT};
+use crate::render::{
+    batch_body, batch_element, default_body, request_headers, CommonVars, Job, Source, USER_AGENT,
+};
 
 /// One webhook's request, as it would be sent.
 #[derive(Debug, Serialize)]
@@ -40,7 +42,8 @@ pub fn preview(
     count: u64,
 ) -> Result<Vec<Preview>> {
     let (context, metadata) = notification(context, violation, metadata)?;
-    let (vars, trace) = Job::new(event, context, metadata, None).vars(plugin_name, &config.severities);
+    let (vars, trace) =
+        Job::new(event, context, metadata, None).vars(&CommonVars::new(plugin_name, &config.severities));
     let mut previews = Vec::new();
     for webhook in config.webhooks.iter().filter(|w| w.wants(event)) {
         let id = Uuid::new_v4();
@@ -55,7 +58,7 @@ pub fn preview(
         // A batching webhook's request: a batch of `count` such events.
         let framed = webhook.batch.map(|_| count.clamp(1, 10_000) as u32);
         if let Some(events) = framed {
-            let element = batch_element(webhook, body, &vars).map_err(Error::Parse)?;
+            let element = batch_element(webhook, &source, body, &vars).map_err(Error::Parse)?;
             let elements = std::iter::repeat_n(&element[..], events as usize);
             body = batch_body(webhook, plugin_name, elements);
         }

@@ -2,6 +2,7 @@
 //! runtime thread), its rendered and checked body, and its request headers. Shared by the
 //! engine, the CLI's preview and digests.
 
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use once_cell::sync::OnceCell;
@@ -17,7 +18,7 @@ use crate::formats::{self, batch, Format};
 use crate::matching::{group_key, group_of, Field};
 use crate::severity::Severities;
 use crate::template::{Template, VARIABLES};
-use crate::trace::Trace;
+use crate::trace::{self, Trace};
 
 /// `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("webhook-notification/", env!("CARGO_PKG_VERSION"));
@@ -56,37 +57,63 @@ impl Job {
     /// The template variables (all but `delivery_id`, which differs per delivery, and
     /// `digest`, which only digest messages have), and the event's trace: the host's, else a
     /// fresh one (`{{trace_id}}`, `{{span_id}}`).
-    pub fn vars(self, plugin_name: &str, severities: &Severities) -> (Map<String, Value>, Trace) {
-        let (vars, trace) = self.event_vars(plugin_name, severities);
+    pub fn vars(self, common: &CommonVars) -> (Map<String, Value>, Trace) {
+        let (vars, trace) = self.event_vars(common);
         (vars.into_map(), trace)
     }
 
     /// The variables as [`EventVars`] (what the runtime routes with), and the event's trace.
-    pub fn event_vars(self, plugin_name: &str, severities: &Severities) -> (EventVars, Trace) {
+    pub fn event_vars(self, common: &CommonVars) -> (EventVars<'_>, Trace) {
         let c = self.context;
         let trace = c.trace.unwrap_or_else(Trace::random);
-        let timestamp = rfc3339_millis(self.raised);
+        let [event, severity] = &common.by_event[self.event as usize];
         let values = [
-            self.event.name().into(),
-            severities.of(self.event).name().into(),
-            plugin_name.into(),
-            timestamp.into(),
-            c.request_id,
-            c.user,
-            c.user_info,
-            c.tenant_id,
-            c.server_id,
-            c.violation.unwrap_or(Value::Null),
-            Value::Object(self.metadata.into_map()),
-            self.payload.unwrap_or(Value::Null),
-            trace.trace_id_hex().into(),
-            trace.span_id_hex().into(),
+            Cow::Borrowed(event),
+            Cow::Borrowed(severity),
+            Cow::Borrowed(&common.plugin_name),
+            Cow::Owned(rfc3339_millis(self.raised).into()),
+            Cow::Owned(c.request_id),
+            Cow::Owned(c.user),
+            Cow::Owned(c.user_info),
+            Cow::Owned(c.tenant_id),
+            Cow::Owned(c.server_id),
+            Cow::Owned(c.violation.unwrap_or(Value::Null)),
+            Cow::Owned(Value::Object(self.metadata.into_map())),
+            Cow::Owned(self.payload.unwrap_or(Value::Null)),
         ];
         let vars = EventVars {
             values,
+            trace: (trace.trace_id, trace.span_id),
+            trace_values: OnceCell::new(),
             map: OnceCell::new(),
         };
         (vars, trace)
+    }
+}
+
+/// What every event of an engine shares by kind — `plugin_name`, and each event's `event`
+/// and `severity` — made values once, so that an event's variables borrow them instead of
+/// allocating their own.
+pub(crate) struct CommonVars {
+    plugin_name: Value,
+    /// `event` and `severity` by event (`Event as usize`).
+    by_event: Vec<[Value; 2]>,
+}
+
+impl CommonVars {
+    /// The common variables of `plugin_name`'s events under `severities`.
+    pub fn new(plugin_name: &str, severities: &Severities) -> Self {
+        CommonVars {
+            plugin_name: plugin_name.into(),
+            by_event: Event::ALL
+                .iter()
+                .enumerate()
+                .map(|(index, &event)| {
+                    debug_assert_eq!(event as usize, index, "Event::ALL is in declaration order");
+                    [event.name().into(), severities.of(event).name().into()]
+                })
+                .collect(),
+        }
     }
 }
 
@@ -131,30 +158,51 @@ impl Vars for Map<String, Value> {
 /// template variable but the last two (`delivery_id`, `digest`), which are not the event's.
 const EVENT_VARS: &[&str] = VARIABLES.split_at(VARIABLES.len() - 2).0;
 
+/// How many of [`EVENT_VARS`] are built with the event; the last two, its trace's ids as
+/// hex text, only when something reads them (the built-in template does not).
+const BUILT: usize = EVENT_VARS.len() - 2;
+
 /// An event's template variables, each a value of its own: a template finds one by name
 /// without a map, and the map is built only when something asks for it (a filter, a digest,
 /// a silence, a channel or log format) — a webhook that only renders a template, batched or
 /// not, never pays for it.
-pub(crate) struct EventVars {
-    values: [Value; EVENT_VARS.len()],
+pub(crate) struct EventVars<'c> {
+    /// The first three borrowed from the engine's [`CommonVars`].
+    values: [Cow<'c, Value>; BUILT],
+    /// The trace id and span id that `trace_id` and `span_id` write.
+    trace: (u128, u64),
+    trace_values: OnceCell<[Value; 2]>,
     map: OnceCell<Map<String, Value>>,
 }
 
-impl EventVars {
+impl EventVars<'_> {
     /// The map of the variables (built from them, or the one built already).
     pub fn into_map(self) -> Map<String, Value> {
-        match self.map.into_inner() {
-            Some(map) => map,
-            None => EVENT_VARS
-                .iter()
-                .map(|n| (*n).to_owned())
-                .zip(self.values)
-                .collect(),
+        if let Some(map) = self.map.into_inner() {
+            return map;
         }
+        let trace_values = match self.trace_values.into_inner() {
+            Some(values) => values,
+            None => trace_values(self.trace),
+        };
+        EVENT_VARS
+            .iter()
+            .map(|n| (*n).to_owned())
+            .zip(self.values.into_iter().map(Cow::into_owned).chain(trace_values))
+            .collect()
+    }
+
+    fn trace_values(&self) -> &[Value; 2] {
+        self.trace_values.get_or_init(|| trace_values(self.trace))
     }
 }
 
-impl Vars for EventVars {
+/// `trace_id` and `span_id` of a trace's ids.
+fn trace_values((trace_id, span_id): (u128, u64)) -> [Value; 2] {
+    trace::hex_ids(trace_id, span_id).map(Value::String)
+}
+
+impl Vars for EventVars<'_> {
     fn var(&self, name: &str) -> Option<&Value> {
         let index = match name {
             "event" => 0,
@@ -169,11 +217,11 @@ impl Vars for EventVars {
             "violation" => 9,
             "metadata" => 10,
             "payload" => 11,
-            "trace_id" => 12,
-            "span_id" => 13,
+            "trace_id" => return Some(&self.trace_values()[0]),
+            "span_id" => return Some(&self.trace_values()[1]),
             _ => return None,
         };
-        Some(&self.values[index])
+        Some(&*self.values[index])
     }
 
     fn map(&self) -> &Map<String, Value> {
@@ -181,7 +229,13 @@ impl Vars for EventVars {
             EVENT_VARS
                 .iter()
                 .map(|n| (*n).to_owned())
-                .zip(self.values.iter().cloned())
+                .zip(
+                    self.values
+                        .iter()
+                        .map(|v| &**v)
+                        .chain(self.trace_values())
+                        .cloned(),
+                )
                 .collect()
         })
     }
@@ -202,7 +256,7 @@ pub(crate) fn render_json(
         _ => vars.var(name),
     });
     if !template.renders_json() {
-        serde_json::from_str::<serde::de::IgnoredAny>(&body)
+        serde_json::from_slice::<serde::de::IgnoredAny>(&body)
             .map_err(|e| format!("the {} template rendered invalid JSON: {e}", event.name()))?;
     }
     Ok(Bytes::from(body))
@@ -240,6 +294,11 @@ impl<'a> Source<'a> {
             (false, None, format) if format.is_channel() => Source::Format(format),
             (false, None, _) => Source::Template(Template::builtin()),
         }
+    }
+
+    /// Whether every body it renders is one line (a template whose text is; never a format).
+    pub fn renders_one_line(&self) -> bool {
+        matches!(self, Source::Template(template) if template.renders_one_line())
     }
 
     /// The body for `vars` (with `digest` for a digest message) and delivery `id`. Without
@@ -299,11 +358,18 @@ fn dedup_key(webhook: &Webhook, vars: &Map<String, Value>) -> String {
     group_key(&webhook.id, &group_of(&fields, vars))
 }
 
-/// The element of one event in `webhook`'s batches (`body` unchanged for a webhook that
-/// does not batch).
-pub(crate) fn batch_element(webhook: &Webhook, body: Bytes, vars: &impl Vars) -> Result<Bytes, String> {
+/// The element of one event in `webhook`'s batches, from its `body` rendered by `source`
+/// (`body` unchanged for a webhook that does not batch).
+pub(crate) fn batch_element(
+    webhook: &Webhook,
+    source: &Source,
+    body: Bytes,
+    vars: &impl Vars,
+) -> Result<Bytes, String> {
     match webhook.batch {
-        Some(_) => batch::element(webhook.alerting.format, body, || vars.map()),
+        Some(_) => batch::element(webhook.alerting.format, body, source.renders_one_line(), || {
+            vars.map()
+        }),
         None => Ok(body),
     }
 }
@@ -312,7 +378,7 @@ pub(crate) fn batch_element(webhook: &Webhook, body: Bytes, vars: &impl Vars) ->
 pub(crate) fn batch_body<'a>(
     webhook: &Webhook,
     plugin_name: &str,
-    elements: impl Iterator<Item = &'a [u8]>,
+    elements: impl Iterator<Item = &'a [u8]> + Clone,
 ) -> Bytes {
     batch::frame(webhook.alerting.format, plugin_name, elements)
 }
@@ -406,15 +472,24 @@ mod tests {
                 Some(json!([2])),
             )
         };
-        let (vars, _) = job().event_vars("p", &Severities::default());
+        let common = CommonVars::new("p", &Severities::default());
+        let (vars, _) = job().event_vars(&common);
         let map = vars.map().clone();
         assert_eq!(map.len(), EVENT_VARS.len());
         for (name, value) in &map {
             assert_eq!(vars.var(name), Some(value), "{name}");
         }
         assert_eq!(vars.var("digest"), None);
+        assert_eq!(map["event"], "rate_limit_exceeded");
+        assert_eq!(map["plugin_name"], "p");
+        let severity = crate::severity::Severity::default_for(Event::RateLimitExceeded);
+        assert_eq!(map["severity"], severity.name());
+        for event in Event::ALL {
+            let (vars, _) = Job::new(event, Context::default(), Map::new(), None).event_vars(&common);
+            assert_eq!(vars.var("event"), Some(&Value::from(event.name())));
+        }
         assert_eq!(vars.into_map(), map);
-        let (fresh, _) = job().event_vars("p", &Severities::default());
+        let (fresh, _) = job().event_vars(&common);
         let mut expected = fresh.into_map();
         // Built separately: only the timestamp and the trace may differ.
         for name in ["timestamp", "trace_id", "span_id"] {

@@ -57,6 +57,8 @@ pub struct Template {
     /// buffer.
     last_len: AtomicUsize,
     per_delivery: bool,
+    /// Whether no literal text breaks a line (see [`Template::renders_one_line`]).
+    one_line: bool,
     /// Whether its text is JSON with any values in its holes, decided once at compile time
     /// (see [`Template::json_check`]).
     json: Result<(), String>,
@@ -85,17 +87,19 @@ impl Template {
     /// Compiles `source`; the error says what is wrong and where (1-based line and column).
     pub fn compile(source: &str) -> Result<Self, String> {
         let (parts, per_delivery) = parse(source)?;
-        let literal_len = parts
-            .iter()
-            .map(|part| match part {
-                Part::Text(text) => text.len(),
-                Part::Hole(_) => 0,
+        let texts = || {
+            parts.iter().filter_map(|part| match part {
+                Part::Text(text) => Some(text),
+                Part::Hole(_) => None,
             })
-            .sum();
+        };
+        let literal_len = texts().map(String::len).sum();
+        let one_line = !texts().any(|text| text.contains(['\n', '\r']));
         let mut template = Template {
             parts,
             last_len: AtomicUsize::new(literal_len),
             per_delivery,
+            one_line,
             json: Ok(()),
         };
         template.json = template.prove_json();
@@ -123,14 +127,15 @@ impl Template {
     /// `{{ }}` anywhere else, so whether the output is JSON does not depend on the values:
     /// one rendering with every hole empty decides for all of them.
     fn prove_json(&self) -> Result<(), String> {
-        serde_json::from_str::<serde::de::IgnoredAny>(&self.render(|_| None))
+        serde_json::from_slice::<serde::de::IgnoredAny>(&self.render(|_| None))
             .map(drop)
             .map_err(|e| format!("template does not render valid JSON: {e}"))
     }
 
     /// Renders with `vars`, which resolves a top-level variable by name. The output is
-    /// JSON whenever the template's own text is ([`Template::renders_json`]).
-    pub fn render<'v>(&self, vars: impl Fn(&str) -> Option<&'v Value>) -> String {
+    /// JSON whenever the template's own text is ([`Template::renders_json`]), and UTF-8
+    /// always (literal text and JSON encodings are: it is not checked again for every event).
+    pub fn render<'v>(&self, vars: impl Fn(&str) -> Option<&'v Value>) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.last_len.load(Relaxed) + 16);
         for part in &self.parts {
             match part {
@@ -144,7 +149,13 @@ impl Template {
             out.shrink_to_fit();
         }
         self.last_len.store(out.len(), Relaxed);
-        String::from_utf8(out).expect("literal text and JSON encodings are UTF-8")
+        out
+    }
+
+    /// Whether every rendering is one line: values are written compactly with their line
+    /// breaks escaped, so only the template's own text can break one.
+    pub fn renders_one_line(&self) -> bool {
+        self.one_line
     }
 
     /// The original plugin's default template, compiled once.
@@ -201,10 +212,24 @@ impl Hole {
     }
 }
 
+/// The bytes a JSON string cannot hold as they are: control characters, `"` and `\` (a
+/// table: one load a byte, for every string value of every event).
+const ESCAPED: [bool; 256] = {
+    let mut escaped = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        escaped[byte] = true;
+        byte += 1;
+    }
+    escaped[b'"' as usize] = true;
+    escaped[b'\\' as usize] = true;
+    escaped
+};
+
 /// Writes `text` escaped as the contents of a JSON string (without its quotes). Most values
 /// (names, ids, timestamps) need no escape: they are copied as they are.
 fn write_string_contents(out: &mut Vec<u8>, text: &str) {
-    if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !text.bytes().any(|b| ESCAPED[usize::from(b)]) {
         out.extend_from_slice(text.as_bytes());
         return;
     }
@@ -354,9 +379,14 @@ mod tests {
         .clone()
     }
 
+    /// A rendering as text: it must be UTF-8.
+    fn text(rendered: Vec<u8>) -> String {
+        String::from_utf8(rendered).expect("a rendering is UTF-8")
+    }
+
     fn render(source: &str) -> Value {
         let vars = vars();
-        let out = Template::compile(source).unwrap().render(|name| vars.get(name));
+        let out = text(Template::compile(source).unwrap().render(|name| vars.get(name)));
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}: {e}"))
     }
 
@@ -365,6 +395,24 @@ mod tests {
         assert_eq!(render(r#"{"a": {"b": 1}}"#), json!({"a": {"b": 1}}));
         let v = render(r#"{"details": {{violation}}}"#);
         assert_eq!(v["details"]["details"]["reset_in"], 45);
+    }
+
+    #[test]
+    fn only_a_template_whose_own_text_breaks_a_line_renders_several() {
+        assert!(Template::builtin().renders_one_line());
+        let one =
+            Template::compile(r#"{"user": "{{user}}", "v": {{violation}}, "o": "{{violation}}"}"#).unwrap();
+        assert!(one.renders_one_line());
+        let vars = vars();
+        assert!(vars["user"].as_str().unwrap().contains('\n'));
+        let out = text(one.render(|name| vars.get(name)));
+        assert!(!out.contains(['\n', '\r']), "{out}");
+        for laid_out in ["{\n\"a\": 1}", "{\"a\": 1}\r"] {
+            assert!(
+                !Template::compile(laid_out).unwrap().renders_one_line(),
+                "{laid_out:?}"
+            );
+        }
     }
 
     #[test]
@@ -445,7 +493,7 @@ mod tests {
         vars.insert("user_info".into(), json!({"email": "a@x.io", "full_name": "A B"}));
         let t =
             Template::compile(r#"{"u": "{{user}}", "n": "{{user.full_name}}", "i": {{user_info}}}"#).unwrap();
-        let out: Value = serde_json::from_str(&t.render(|n| vars.get(n))).unwrap();
+        let out: Value = serde_json::from_str(&text(t.render(|n| vars.get(n)))).unwrap();
         assert_eq!(
             out,
             json!({"u": "a@x.io", "n": "A B", "i": {"email": "a@x.io", "full_name": "A B"}})
@@ -505,7 +553,7 @@ mod tests {
             for source in [DEFAULT_TEMPLATE, r#"{"u": "<{{user}}>", "v": [{{violation}}, {{user}}], "d": "{{violation.details.x}}"}"#] {
                 let t = Template::compile(source).unwrap();
                 proptest::prop_assert!(t.renders_json());
-                let out = t.render(|name| vars.get(name));
+                let out = text(t.render(|name| vars.get(name)));
                 let parsed: Value = serde_json::from_str(&out).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{out}: {e}")))?;
                 let text = match &user {
                     Value::Null => String::new(),

@@ -58,16 +58,6 @@ impl Trace {
         })
     }
 
-    /// The trace id as 32 lowercase hex digits (`{{trace_id}}`).
-    pub fn trace_id_hex(&self) -> String {
-        lower_hex(self.trace_id, 32)
-    }
-
-    /// The first attempt's span id as 16 lowercase hex digits (`{{span_id}}`).
-    pub fn span_id_hex(&self) -> String {
-        lower_hex(self.span_id.into(), 16)
-    }
-
     /// The `traceparent` of an attempt: the first attempt uses the event's span id, every
     /// later one a fresh one.
     pub fn traceparent(&self, attempt: u32) -> String {
@@ -78,13 +68,20 @@ impl Trace {
     }
 }
 
-/// The low `digits` hex digits of `value`, zero-padded (every event's variables hold two:
-/// a table lookup per digit, not the formatting machinery).
+/// `{{trace_id}}` and `{{span_id}}`: a trace id as 32 lowercase hex digits and a span id as
+/// 16.
+pub fn hex_ids(trace_id: u128, span_id: u64) -> [String; 2] {
+    [lower_hex(trace_id, 32), lower_hex(span_id.into(), 16)]
+}
+
+/// The low `digits` (even) hex digits of `value`, zero-padded: two digits per byte from a
+/// table, not the formatting machinery nor a u128 shift per digit.
 fn lower_hex(value: u128, digits: usize) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let bytes = value.to_be_bytes();
     let mut text = [0u8; 32];
-    for (i, digit) in text[..digits].iter_mut().rev().enumerate() {
-        *digit = DIGITS[(value >> (4 * i)) as usize & 0xf];
+    for (pair, byte) in text.chunks_exact_mut(2).zip(&bytes[bytes.len() - digits / 2..]) {
+        pair.copy_from_slice(&[DIGITS[usize::from(byte >> 4)], DIGITS[usize::from(byte & 0xf)]]);
     }
     std::str::from_utf8(&text[..digits])
         .expect("hex digits")
@@ -189,7 +186,7 @@ mod tests {
     #[test]
     fn a_valid_traceparent_keeps_its_trace_id_and_flags_with_a_new_span() {
         let t = Trace::from_host(Some(PARENT), None, Some("congo=t61rcWkgMzE")).unwrap();
-        assert_eq!(t.trace_id_hex(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(hex_ids(t.trace_id, 0)[0], "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(t.flags, 1);
         assert_eq!(t.state.as_deref(), Some("congo=t61rcWkgMzE"));
         let first = t.traceparent(0);
@@ -198,7 +195,7 @@ mod tests {
             "{first}"
         );
         assert!(first.ends_with("-01"));
-        assert_eq!(&first[36..52], t.span_id_hex());
+        assert_eq!(first[36..52], hex_ids(0, t.span_id)[1]);
         assert_ne!(
             &first[36..52],
             "b7ad6b7169203331",
@@ -236,7 +233,7 @@ mod tests {
     #[test]
     fn a_bare_trace_id_or_uuid_is_taken_when_no_traceparent_is() {
         let t = Trace::from_host(Some("junk"), Some("4bf92f35-77b3-4da6-a3ce-929d0e0e4736"), None).unwrap();
-        assert_eq!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(hex_ids(t.trace_id, 0)[0], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(t.flags, 1);
         assert_eq!(Trace::from_host(None, Some("not hex"), None), None);
     }

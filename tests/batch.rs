@@ -318,6 +318,24 @@ fn max_wait_sends_a_partial_batch_without_a_flush() {
 }
 
 #[test]
+fn a_template_laid_out_on_several_lines_gives_one_ndjson_line_an_event() {
+    let rx = Receiver::ok();
+    let config = json!({
+        "webhooks": [{"url": rx.url("/"), "events": ["tool_success"], "batch": {"max_events": 2}}],
+        "payload_templates": {"tool_success": "{\n  \"request_id\": \"{{request_id}}\",\r\n  \"user\": \"{{user}}\"\n}"},
+    });
+    let n = notifier(&config.to_string());
+    let context = json!({"request_id": "evt-0", "user": "line\nbreak"});
+    n.notify(Event::ToolSuccess, &context, None, None).unwrap();
+    raise(&n, 1);
+    let received = rx.wait_for(1, WAIT);
+    let events = lines(&received[0]);
+    assert_eq!(events.len(), 2, "{:?}", std::str::from_utf8(&received[0].body));
+    assert_eq!(events[0], json!({"request_id": "evt-0", "user": "line\nbreak"}));
+    n.close(WAIT).unwrap();
+}
+
+#[test]
 fn max_bytes_bounds_a_batch_and_a_larger_event_goes_alone() {
     let rx = Receiver::ok();
     let config = format!(

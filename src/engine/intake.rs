@@ -323,7 +323,7 @@ impl Intake {
         }
         #[cfg(test)]
         self.injected_panic(1);
-        let (vars, trace) = job.event_vars(&self.shared.plugin_name, &self.shared.config.severities);
+        let (vars, trace) = job.event_vars(&self.shared.common_vars);
         let trace = Arc::new(trace);
         // The clock is read once, and only when a silence or a time interval needs it.
         let clock = std::cell::OnceCell::new();
@@ -378,13 +378,14 @@ impl Intake {
             }
             ticket.id = Uuid::new_v4();
             ticket.trace = Some(Arc::clone(&trace));
-            let body = match Source::of(&self.shared.config, webhook, event, builtin) {
+            let source = Source::of(&self.shared.config, webhook, event, builtin);
+            let body = match source {
                 Source::Template(t) if !t.varies_per_delivery() => shared
                     .get_or_insert_with(|| render_json(t, &vars, event, None))
                     .clone(),
-                source => source.render(webhook, &vars, event, &ticket.id),
+                ref source => source.render(webhook, &vars, event, &ticket.id),
             };
-            let body = body.and_then(|body| batch_element(webhook, body, &vars));
+            let body = body.and_then(|body| batch_element(webhook, &source, body, &vars));
             match body {
                 Ok(body) => {
                     ticket.body = body;

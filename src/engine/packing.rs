@@ -12,12 +12,16 @@ use super::ledger::{Packed, Ticket};
 use crate::config::BatchSettings;
 use crate::formats::batch::Framing;
 
+/// Room for a batch's closing text when its body grows (every format's is a few bytes).
+const FRAME_ROOM: usize = 16;
+
 /// The events packed so far into a webhook's next batch.
 pub struct OpenBatch {
     /// The first event's ticket, which becomes the batch's delivery (None once it has).
     first: Option<Ticket>,
     packed: Packed,
-    joined: Vec<u8>,
+    /// The request body so far: opened, elements joined, not yet closed.
+    body: Vec<u8>,
     /// Bytes of the elements (what `max_bytes` bounds: the frame adds a few).
     bytes: usize,
     /// When the first event was packed (the batch leaves `max_wait` after).
@@ -30,23 +34,34 @@ impl OpenBatch {
         let mut packed = Packed::default();
         packed.add(first.event);
         // Room for a few dozen elements like it, at most 64 KiB: a large first event must not
-        // reserve dozens of times its size (the body then grows by doubling, up to `max_bytes`).
+        // reserve dozens of times its size (see `add` for what comes next).
         let room = first.body.len().saturating_mul(64).min(64 * 1024);
         let mut batch = OpenBatch {
-            joined: Vec::with_capacity(room),
+            body: framing.open(room.max(first.body.len())),
             bytes: first.body.len(),
             packed,
             since: Instant::now(),
             first: None,
         };
-        framing.join(&mut batch.joined, &first.body);
+        framing.join(&mut batch.body, &first.body);
         batch.first = Some(first);
         batch
     }
 
-    /// Packs `ticket`'s element (its body) into the batch.
-    pub fn add(&mut self, ticket: Ticket, framing: &Framing) {
-        framing.join(&mut self.joined, &ticket.body);
+    /// Packs `ticket`'s element (its body) into the batch. When the body must grow, it
+    /// grows to what the rest of the batch is likely to take — as many more elements as
+    /// `max_events` allows, of the average size so far, within `max_bytes` — so that a
+    /// batch of like events is copied neither as it grows nor when it is closed.
+    pub fn add(&mut self, ticket: Ticket, framing: &Framing, limits: &BatchSettings) {
+        let needed = ticket.body.len() + framing.separator_len();
+        if self.body.capacity() - self.body.len() < needed {
+            let events = self.packed.events as usize;
+            let average = self.bytes / events.max(1) + framing.separator_len();
+            let rest = (average * limits.max_events.saturating_sub(events))
+                .min(limits.max_bytes.saturating_sub(self.bytes) + framing.separator_len());
+            self.body.reserve(rest.max(needed) + FRAME_ROOM);
+        }
+        framing.join(&mut self.body, &ticket.body);
         self.bytes += ticket.body.len();
         ticket.pack_into(&mut self.packed);
     }
@@ -74,7 +89,7 @@ impl OpenBatch {
 
     /// The batch's delivery: its events framed into one body.
     pub fn seal(mut self, framing: &Framing) -> Ticket {
-        let body = framing.frame(&self.joined);
+        let body = framing.close(std::mem::take(&mut self.body));
         self.take_delivery(body)
     }
 
@@ -124,7 +139,7 @@ mod tests {
     fn packed(ledger: &Arc<Ledger>, framing: &Framing) -> OpenBatch {
         let mut tickets = tickets(ledger).into_iter();
         let mut batch = OpenBatch::new(tickets.next().unwrap(), framing);
-        tickets.for_each(|t| batch.add(t, framing));
+        tickets.for_each(|t| batch.add(t, framing, &BatchSettings::default()));
         batch
     }
 
@@ -165,6 +180,39 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_of_like_events_grows_at_most_once_and_is_closed_in_place() {
+        let ledger = Arc::new(Ledger::new(1));
+        let framing = Framing::new(Format::Ndjson, "p");
+        let limits = BatchSettings::default();
+        let ticket = || {
+            assert!(ledger.reserve(0, 1000));
+            let mut ticket = Ticket::new(
+                Arc::clone(&ledger),
+                0,
+                Event::ToolSuccess,
+                uuid::Uuid::nil(),
+                Bytes::new(),
+            );
+            ticket.body = Bytes::from(vec![b'1'; 300]);
+            ticket
+        };
+        let mut batch = OpenBatch::new(ticket(), &framing);
+        let (mut at, mut moves) = (batch.body.as_ptr(), 0);
+        for _ in 1..limits.max_events {
+            batch.add(ticket(), &framing, &limits);
+            if batch.body.as_ptr() != at {
+                (at, moves) = (batch.body.as_ptr(), moves + 1);
+            }
+        }
+        assert!(batch.is_full(&limits));
+        assert!(moves <= 1, "the body moved {moves} times");
+        let delivery = batch.seal(&framing);
+        assert_eq!(delivery.body.len(), limits.max_events * 301);
+        assert_eq!(delivery.body.as_ptr(), at, "closed where it was joined");
+        drop(delivery);
+    }
+
+    #[test]
     fn a_large_first_event_reserves_no_more_than_a_few_dozen_small_ones_would() {
         let ledger = Arc::new(Ledger::new(1));
         assert!(ledger.reserve(0, 10));
@@ -178,9 +226,9 @@ mod tests {
         first.body = Bytes::from(vec![b'1'; 1 << 20]);
         let batch = OpenBatch::new(first, &Framing::new(Format::Ndjson, "p"));
         assert!(
-            batch.joined.capacity() < 2 << 20,
+            batch.body.capacity() < 2 << 20,
             "{} bytes reserved",
-            batch.joined.capacity()
+            batch.body.capacity()
         );
     }
 }

@@ -180,7 +180,7 @@ impl Queue {
             lane.seal(framing);
         }
         match &mut lane.open {
-            Some(open) => open.add(ticket, framing),
+            Some(open) => open.add(ticket, framing, limits),
             None => lane.open = Some(OpenBatch::new(ticket, framing)),
         }
         if (lane.open.as_ref()).is_some_and(|open| open.is_full(limits)) {

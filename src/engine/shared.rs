@@ -12,6 +12,7 @@ use super::queue::Queue;
 use super::silences::Silences;
 use crate::config::{BatchSettings, Config, Webhook};
 use crate::formats::batch::Framing;
+use crate::render::CommonVars;
 
 /// Where the engine is in its life; every task watches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub(crate) enum Lifecycle {
 pub(crate) struct Shared {
     pub config: Config,
     pub plugin_name: String,
+    /// The variables its events share by kind, made once.
+    pub common_vars: CommonVars,
     pub ledger: Arc<Ledger>,
     pub queue: Queue,
     /// The outbox's silences.
@@ -47,6 +50,7 @@ impl Shared {
         let webhooks = config.webhooks.len();
         Shared {
             plugin_name: plugin_name.to_owned(),
+            common_vars: CommonVars::new(plugin_name, &config.severities),
             ledger: Arc::new(Ledger::new(webhooks)),
             queue,
             silences,

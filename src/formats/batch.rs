@@ -5,7 +5,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::Format;
@@ -13,19 +13,20 @@ use super::Format;
 /// The library's name as sinks see it (Splunk `source`, the OTLP scope).
 const SOURCE: &str = "webhook-notification";
 
-/// The element of one event in `format`'s batches: `body` is the event's rendered JSON,
-/// `vars` gives its template variables (asked only by the formats that read them).
+/// The element of one event in `format`'s batches: `body` is the event's rendered JSON
+/// (`one_line` when its source never breaks a line), `vars` gives its template variables
+/// (asked only by the formats that read them).
 pub fn element<'v>(
     format: Format,
     body: Bytes,
+    one_line: bool,
     vars: impl FnOnce() -> &'v Map<String, Value>,
 ) -> Result<Bytes, String> {
     let parsed = || serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string());
     match format {
-        // Template values are encoded compactly: only the template's own layout can hold a
-        // line break, and then the body is written again on one line.
-        // (`contains` on bytes is a memchr: this runs for every event.)
-        Format::Ndjson if body.contains(&b'\n') || body.contains(&b'\r') => {
+        // A body that may break a line (a template laid out on several) is written again on
+        // one; most templates are known not to, and are not searched for every event.
+        Format::Ndjson if !one_line && (body.contains(&b'\n') || body.contains(&b'\r')) => {
             Ok(Bytes::from(parsed()?.to_string()))
         }
         Format::SplunkHec => {
@@ -42,7 +43,11 @@ pub fn element<'v>(
 }
 
 /// The request body of a batch of `elements` in `format`; `plugin_name` names the service.
-pub fn frame<'a>(format: Format, plugin_name: &str, elements: impl Iterator<Item = &'a [u8]>) -> Bytes {
+pub fn frame<'a>(
+    format: Format,
+    plugin_name: &str,
+    elements: impl Iterator<Item = &'a [u8]> + Clone,
+) -> Bytes {
     Framing::new(format, plugin_name).frame_all(elements)
 }
 
@@ -77,28 +82,46 @@ impl Framing {
         }
     }
 
-    /// Appends `element` to `joined`, the elements so far.
-    pub fn join(&self, joined: &mut Vec<u8>, element: &[u8]) {
-        if !joined.is_empty() {
-            joined.extend_from_slice(self.separator);
+    /// A batch's body before its first element: the opening text, with `room` reserved for
+    /// the rest.
+    pub fn open(&self, room: usize) -> Vec<u8> {
+        let mut body = Vec::with_capacity(self.open.len() + room);
+        body.extend_from_slice(&self.open);
+        body
+    }
+
+    /// Appends `element` to `body`, opened by [`Framing::open`].
+    pub fn join(&self, body: &mut Vec<u8>, element: &[u8]) {
+        if body.len() > self.open.len() {
+            body.extend_from_slice(self.separator);
         }
-        joined.extend_from_slice(element);
+        body.extend_from_slice(element);
+    }
+
+    /// The bytes [`Framing::join`] adds besides an element, at most.
+    pub fn separator_len(&self) -> usize {
+        self.separator.len()
+    }
+
+    /// The request body: `body` closed, in place. A body may stay queued for long
+    /// (retries): it keeps no more than a quarter of spare room.
+    pub fn close(&self, mut body: Vec<u8>) -> Bytes {
+        body.extend_from_slice(self.close);
+        if body.capacity() - body.len() > body.len() / 4 {
+            body.shrink_to_fit();
+        }
+        Bytes::from(body)
     }
 
     /// The request body of `elements`.
-    pub fn frame_all<'a>(&self, elements: impl Iterator<Item = &'a [u8]>) -> Bytes {
-        let mut joined = Vec::new();
-        elements.for_each(|element| self.join(&mut joined, element));
-        self.frame(&joined)
-    }
-
-    /// The request body of the `joined` elements.
-    pub fn frame(&self, joined: &[u8]) -> Bytes {
-        let mut body = BytesMut::with_capacity(self.open.len() + joined.len() + self.close.len());
-        body.put_slice(&self.open);
-        body.put_slice(joined);
-        body.put_slice(self.close);
-        body.freeze()
+    pub fn frame_all<'a>(&self, elements: impl Iterator<Item = &'a [u8]> + Clone) -> Bytes {
+        let room = elements
+            .clone()
+            .map(|e| e.len() + self.separator.len())
+            .sum::<usize>();
+        let mut body = self.open(room + self.close.len());
+        elements.for_each(|element| self.join(&mut body, element));
+        self.close(body)
     }
 }
 
