@@ -251,7 +251,7 @@ pub(crate) fn render_json(
     delivery_id: Option<&Uuid>,
 ) -> Result<Bytes, String> {
     let id = delivery_id.map(|id| Value::String(id.to_string()));
-    let body = template.render(|name| match name {
+    let body = template.render_bytes(|name| match name {
         "delivery_id" => id.as_ref(),
         _ => vars.var(name),
     });

@@ -127,15 +127,20 @@ impl Template {
     /// `{{ }}` anywhere else, so whether the output is JSON does not depend on the values:
     /// one rendering with every hole empty decides for all of them.
     fn prove_json(&self) -> Result<(), String> {
-        serde_json::from_slice::<serde::de::IgnoredAny>(&self.render(|_| None))
+        serde_json::from_slice::<serde::de::IgnoredAny>(&self.render_bytes(|_| None))
             .map(drop)
             .map_err(|e| format!("template does not render valid JSON: {e}"))
     }
 
     /// Renders with `vars`, which resolves a top-level variable by name. The output is
-    /// JSON whenever the template's own text is ([`Template::renders_json`]), and UTF-8
-    /// always (literal text and JSON encodings are: it is not checked again for every event).
-    pub fn render<'v>(&self, vars: impl Fn(&str) -> Option<&'v Value>) -> Vec<u8> {
+    /// JSON whenever the template's own text is ([`Template::renders_json`]).
+    pub fn render<'v>(&self, vars: impl Fn(&str) -> Option<&'v Value>) -> String {
+        String::from_utf8(self.render_bytes(vars)).expect("literal text and JSON encodings are UTF-8")
+    }
+
+    /// [`Template::render`] as bytes, which are UTF-8 by construction: the engine does not
+    /// check them again for every event.
+    pub(crate) fn render_bytes<'v>(&self, vars: impl Fn(&str) -> Option<&'v Value>) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.last_len.load(Relaxed) + 16);
         for part in &self.parts {
             match part {
@@ -379,14 +384,9 @@ mod tests {
         .clone()
     }
 
-    /// A rendering as text: it must be UTF-8.
-    fn text(rendered: Vec<u8>) -> String {
-        String::from_utf8(rendered).expect("a rendering is UTF-8")
-    }
-
     fn render(source: &str) -> Value {
         let vars = vars();
-        let out = text(Template::compile(source).unwrap().render(|name| vars.get(name)));
+        let out = Template::compile(source).unwrap().render(|name| vars.get(name));
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}: {e}"))
     }
 
@@ -405,7 +405,7 @@ mod tests {
         assert!(one.renders_one_line());
         let vars = vars();
         assert!(vars["user"].as_str().unwrap().contains('\n'));
-        let out = text(one.render(|name| vars.get(name)));
+        let out = one.render(|name| vars.get(name));
         assert!(!out.contains(['\n', '\r']), "{out}");
         for laid_out in ["{\n\"a\": 1}", "{\"a\": 1}\r"] {
             assert!(
@@ -493,7 +493,7 @@ mod tests {
         vars.insert("user_info".into(), json!({"email": "a@x.io", "full_name": "A B"}));
         let t =
             Template::compile(r#"{"u": "{{user}}", "n": "{{user.full_name}}", "i": {{user_info}}}"#).unwrap();
-        let out: Value = serde_json::from_str(&text(t.render(|n| vars.get(n)))).unwrap();
+        let out: Value = serde_json::from_str(&t.render(|n| vars.get(n))).unwrap();
         assert_eq!(
             out,
             json!({"u": "a@x.io", "n": "A B", "i": {"email": "a@x.io", "full_name": "A B"}})
@@ -553,7 +553,7 @@ mod tests {
             for source in [DEFAULT_TEMPLATE, r#"{"u": "<{{user}}>", "v": [{{violation}}, {{user}}], "d": "{{violation.details.x}}"}"#] {
                 let t = Template::compile(source).unwrap();
                 proptest::prop_assert!(t.renders_json());
-                let out = text(t.render(|name| vars.get(name)));
+                let out = t.render(|name| vars.get(name));
                 let parsed: Value = serde_json::from_str(&out).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{out}: {e}")))?;
                 let text = match &user {
                     Value::Null => String::new(),

@@ -1,7 +1,7 @@
 //! Any text as a payload template: it compiles or is refused; what compiles renders, with
 //! hostile values, text that is JSON whenever the template proved at compile time that it
 //! renders JSON (its text is JSON around its `{{ }}`), and the proof agrees with a rendering
-//! with every value missing.
+//! with every value missing; a template that says it renders one line does.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -19,5 +19,8 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(template.renders_json(), is_json(&sample), "{source:?} rendered {sample:?} without values");
     if template.renders_json() {
         assert!(is_json(&rendered), "{source:?} rendered {rendered:?}");
+    }
+    if template.renders_one_line() {
+        assert!(!rendered.contains(['\n', '\r']), "{source:?} rendered {rendered:?} on several lines");
     }
 });
