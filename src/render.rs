@@ -181,10 +181,7 @@ impl EventVars<'_> {
         if let Some(map) = self.map.into_inner() {
             return map;
         }
-        let trace_values = match self.trace_values.into_inner() {
-            Some(values) => values,
-            None => trace_values(self.trace),
-        };
+        let trace_values = (self.trace_values.into_inner()).unwrap_or_else(|| trace_values(self.trace));
         EVENT_VARS
             .iter()
             .map(|n| (*n).to_owned())

@@ -148,11 +148,7 @@ impl Template {
                 Part::Hole(hole) => hole.write(&mut out, vars(hole.root)),
             }
         }
-        // A body may stay queued for long (retries, a durable outbox): it keeps no more than
-        // a quarter of spare room (measured by tests/memory.rs).
-        if out.capacity() - out.len() > out.len() / 4 {
-            out.shrink_to_fit();
-        }
+        trim_spare_room(&mut out);
         self.last_len.store(out.len(), Relaxed);
         out
     }
@@ -214,6 +210,14 @@ impl Hole {
             }
             (false, Some(value)) => serde_json::to_writer(out, value).expect("a JSON value writes to memory"),
         }
+    }
+}
+
+/// Gives back a body's spare room beyond a quarter of its length: a body may stay queued for
+/// long (retries, a durable outbox), and what it keeps is measured by tests/memory.rs.
+pub(crate) fn trim_spare_room(body: &mut Vec<u8>) {
+    if body.capacity() - body.len() > body.len() / 4 {
+        body.shrink_to_fit();
     }
 }
 

@@ -12,9 +12,6 @@ use super::ledger::{Packed, Ticket};
 use crate::config::BatchSettings;
 use crate::formats::batch::Framing;
 
-/// Room for a batch's closing text when its body grows (every format's is a few bytes).
-const FRAME_ROOM: usize = 16;
-
 /// The events packed so far into a webhook's next batch.
 pub struct OpenBatch {
     /// The first event's ticket, which becomes the batch's delivery (None once it has).
@@ -59,7 +56,7 @@ impl OpenBatch {
             let average = self.bytes / events.max(1) + framing.separator_len();
             let rest = (average * limits.max_events.saturating_sub(events))
                 .min(limits.max_bytes.saturating_sub(self.bytes) + framing.separator_len());
-            self.body.reserve(rest.max(needed) + FRAME_ROOM);
+            self.body.reserve(rest.max(needed) + framing.close_len());
         }
         framing.join(&mut self.body, &ticket.body);
         self.bytes += ticket.body.len();
@@ -119,6 +116,14 @@ mod tests {
     use crate::formats::Format;
     use crate::stats::Circuit;
 
+    /// A ticket of webhook 0 for `event` whose element is `body`, its slot taken.
+    fn ticket(ledger: &Arc<Ledger>, event: Event, body: Bytes) -> Ticket {
+        assert!(ledger.reserve(0, 1000));
+        let mut ticket = Ticket::new(Arc::clone(ledger), 0, event, uuid::Uuid::nil(), Bytes::new());
+        ticket.body = body;
+        ticket
+    }
+
     /// Three events' tickets (two kinds) of webhook 0, their slots taken.
     fn tickets(ledger: &Arc<Ledger>) -> Vec<Ticket> {
         [
@@ -127,12 +132,7 @@ mod tests {
             (Event::ToolSuccess, "{\"c\":3}"),
         ]
         .into_iter()
-        .map(|(event, body)| {
-            assert!(ledger.reserve(0, 10));
-            let mut ticket = Ticket::new(Arc::clone(ledger), 0, event, uuid::Uuid::nil(), Bytes::new());
-            ticket.body = Bytes::from_static(body.as_bytes());
-            ticket
-        })
+        .map(|(event, body)| ticket(ledger, event, Bytes::from_static(body.as_bytes())))
         .collect()
     }
 
@@ -184,22 +184,11 @@ mod tests {
         let ledger = Arc::new(Ledger::new(1));
         let framing = Framing::new(Format::Ndjson, "p");
         let limits = BatchSettings::default();
-        let ticket = || {
-            assert!(ledger.reserve(0, 1000));
-            let mut ticket = Ticket::new(
-                Arc::clone(&ledger),
-                0,
-                Event::ToolSuccess,
-                uuid::Uuid::nil(),
-                Bytes::new(),
-            );
-            ticket.body = Bytes::from(vec![b'1'; 300]);
-            ticket
-        };
-        let mut batch = OpenBatch::new(ticket(), &framing);
+        let like = || ticket(&ledger, Event::ToolSuccess, Bytes::from(vec![b'1'; 300]));
+        let mut batch = OpenBatch::new(like(), &framing);
         let (mut at, mut moves) = (batch.body.as_ptr(), 0);
         for _ in 1..limits.max_events {
-            batch.add(ticket(), &framing, &limits);
+            batch.add(like(), &framing, &limits);
             if batch.body.as_ptr() != at {
                 (at, moves) = (batch.body.as_ptr(), moves + 1);
             }
@@ -215,15 +204,7 @@ mod tests {
     #[test]
     fn a_large_first_event_reserves_no_more_than_a_few_dozen_small_ones_would() {
         let ledger = Arc::new(Ledger::new(1));
-        assert!(ledger.reserve(0, 10));
-        let mut first = Ticket::new(
-            Arc::clone(&ledger),
-            0,
-            Event::ToolSuccess,
-            uuid::Uuid::nil(),
-            Bytes::new(),
-        );
-        first.body = Bytes::from(vec![b'1'; 1 << 20]);
+        let first = ticket(&ledger, Event::ToolSuccess, Bytes::from(vec![b'1'; 1 << 20]));
         let batch = OpenBatch::new(first, &Framing::new(Format::Ndjson, "p"));
         assert!(
             batch.body.capacity() < 2 << 20,

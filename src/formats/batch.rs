@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::Format;
+use crate::template::trim_spare_room;
 
 /// The library's name as sinks see it (Splunk `source`, the OTLP scope).
 const SOURCE: &str = "webhook-notification";
@@ -103,13 +104,16 @@ impl Framing {
         self.separator.len()
     }
 
-    /// The request body: `body` closed, in place. A body may stay queued for long
-    /// (retries): it keeps no more than a quarter of spare room.
+    /// The bytes [`Framing::close`] adds.
+    pub fn close_len(&self) -> usize {
+        self.close.len()
+    }
+
+    /// The request body: `body` closed, in place, with little spare room (see
+    /// [`trim_spare_room`]).
     pub fn close(&self, mut body: Vec<u8>) -> Bytes {
         body.extend_from_slice(self.close);
-        if body.capacity() - body.len() > body.len() / 4 {
-            body.shrink_to_fit();
-        }
+        trim_spare_room(&mut body);
         Bytes::from(body)
     }
 
