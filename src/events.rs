@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
+use crate::json_text::{write_str, write_value};
 use crate::payload::PayloadFacts;
 use crate::trace::Trace;
 
@@ -410,19 +411,59 @@ impl Metadata {
     pub fn into_map(self) -> Map<String, Value> {
         match self {
             Metadata::Given(map) => map,
+            classified => classified.to_map(),
+        }
+    }
+
+    /// [`Metadata::into_map`] of a copy.
+    pub fn to_map(&self) -> Map<String, Value> {
+        match self {
+            Metadata::Given(map) => map.clone(),
             Metadata::Classified {
                 subject_key,
                 subject,
                 error,
             } => {
                 let mut map = Map::new();
-                map.insert(subject_key.into(), capped(subject));
+                map.insert((*subject_key).into(), capped(subject.clone()));
                 if let Some(error) = error {
-                    map.insert("error".into(), capped(Value::String(error)));
+                    map.insert("error".into(), capped(Value::String(error.clone())));
                 }
                 map
             }
         }
+    }
+
+    /// Writes the map [`Metadata::into_map`] makes, as compact JSON, without making it; says
+    /// whether it did. Classified metadata with no string to cap does (what nearly every
+    /// hook raises: making, writing and freeing the map cost a fifth of an event's routing);
+    /// the rest is written from its map.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> bool {
+        let Metadata::Classified {
+            subject_key,
+            subject,
+            error,
+        } = self
+        else {
+            return false;
+        };
+        let error_too_long = error.as_ref().is_some_and(|e| e.len() > MAX_HOST_STRING);
+        if error_too_long || too_long(subject, MAX_HOST_STRING) {
+            return false;
+        }
+        out.push(b'{');
+        // The map's order: "error" sorts before every subject key.
+        if let Some(error) = error {
+            write_str(out, "error");
+            out.push(b':');
+            write_str(out, error);
+            out.push(b',');
+        }
+        write_str(out, subject_key);
+        out.push(b':');
+        write_value(out, subject);
+        out.push(b'}');
+        true
     }
 }
 

@@ -17,7 +17,7 @@ use crate::events::{Context, Event, Metadata};
 use crate::formats::{self, batch, Format};
 use crate::matching::{group_key, group_of, Field};
 use crate::severity::Severities;
-use crate::template::{Template, VARIABLES};
+use crate::template::{variable, Lookup, Template, DELIVERY_ID, VARIABLES};
 use crate::trace::{self, Trace};
 
 /// `User-Agent` of every request.
@@ -78,11 +78,12 @@ impl Job {
             Cow::Owned(c.tenant_id),
             Cow::Owned(c.server_id),
             Cow::Owned(c.violation.unwrap_or(Value::Null)),
-            Cow::Owned(Value::Object(self.metadata.into_map())),
             Cow::Owned(self.payload.unwrap_or(Value::Null)),
         ];
         let vars = EventVars {
             values,
+            metadata: self.metadata,
+            metadata_value: OnceCell::new(),
             trace: (trace.trace_id, trace.span_id),
             trace_values: OnceCell::new(),
             map: OnceCell::new(),
@@ -137,38 +138,46 @@ fn rfc3339_millis(at: std::time::SystemTime) -> String {
 
 /// Where a rendering finds the variables: an event's [`EventVars`], or a map (a digest
 /// message's, the CLI's preview).
-pub(crate) trait Vars {
+pub(crate) trait Vars: Lookup {
     /// The variable `name`, if set.
-    fn var(&self, name: &str) -> Option<&Value>;
+    fn var(&self, name: &str) -> Option<&Value> {
+        self.value(VARIABLES.iter().position(|known| *known == name)?)
+    }
     /// All of them as a map (what filters, digests, silences and channel formats read).
     fn map(&self) -> &Map<String, Value>;
 }
 
-impl Vars for Map<String, Value> {
-    fn var(&self, name: &str) -> Option<&Value> {
-        self.get(name)
+impl Lookup for Map<String, Value> {
+    fn value(&self, index: usize) -> Option<&Value> {
+        self.get(VARIABLES[index])
     }
+}
 
+impl Vars for Map<String, Value> {
     fn map(&self) -> &Map<String, Value> {
         self
     }
 }
 
-/// The names of an event's variables, in the order [`EventVars`] keeps their values: every
-/// template variable but the last two (`delivery_id`, `digest`), which are not the event's.
+/// The names of an event's variables, in [`VARIABLES`] order: every template variable but
+/// the last two (`delivery_id`, `digest`), which are not the event's.
 const EVENT_VARS: &[&str] = VARIABLES.split_at(VARIABLES.len() - 2).0;
 
-/// How many of [`EVENT_VARS`] are built with the event; the last two, its trace's ids as
-/// hex text, only when something reads them (the built-in template does not).
-const BUILT: usize = EVENT_VARS.len() - 2;
+const METADATA: usize = variable("metadata");
+const TRACE_ID: usize = variable("trace_id");
+const SPAN_ID: usize = variable("span_id");
 
-/// An event's template variables, each a value of its own: a template finds one by name
+/// An event's template variables, each a value of its own: a template finds one by index
 /// without a map, and the map is built only when something asks for it (a filter, a digest,
 /// a silence, a channel or log format) — a webhook that only renders a template, batched or
-/// not, never pays for it.
+/// not, never pays for it. `metadata` and the trace's ids are made values only when read
+/// (the built-in template writes the metadata straight from the event's, and neither id).
 pub(crate) struct EventVars<'c> {
-    /// The first three borrowed from the engine's [`CommonVars`].
-    values: [Cow<'c, Value>; BUILT],
+    /// The variables before `trace_id` but `metadata`, in [`VARIABLES`] order; the first
+    /// three borrowed from the engine's [`CommonVars`].
+    values: [Cow<'c, Value>; TRACE_ID - 1],
+    metadata: Metadata,
+    metadata_value: OnceCell<Value>,
     /// The trace id and span id that `trace_id` and `span_id` write.
     trace: (u128, u64),
     trace_values: OnceCell<[Value; 2]>,
@@ -182,10 +191,14 @@ impl EventVars<'_> {
             return map;
         }
         let trace_values = (self.trace_values.into_inner()).unwrap_or_else(|| trace_values(self.trace));
+        let metadata =
+            (self.metadata_value.into_inner()).unwrap_or_else(|| Value::Object(self.metadata.into_map()));
+        let mut values: Vec<Value> = self.values.into_iter().map(Cow::into_owned).collect();
+        values.insert(METADATA, metadata);
         EVENT_VARS
             .iter()
             .map(|n| (*n).to_owned())
-            .zip(self.values.into_iter().map(Cow::into_owned).chain(trace_values))
+            .zip(values.into_iter().chain(trace_values))
             .collect()
     }
 
@@ -199,42 +212,54 @@ fn trace_values((trace_id, span_id): (u128, u64)) -> [Value; 2] {
     trace::hex_ids(trace_id, span_id).map(Value::String)
 }
 
-impl Vars for EventVars<'_> {
-    fn var(&self, name: &str) -> Option<&Value> {
-        let index = match name {
-            "event" => 0,
-            "severity" => 1,
-            "plugin_name" => 2,
-            "timestamp" => 3,
-            "request_id" => 4,
-            "user" => 5,
-            "user_info" => 6,
-            "tenant_id" => 7,
-            "server_id" => 8,
-            "violation" => 9,
-            "metadata" => 10,
-            "payload" => 11,
-            "trace_id" => return Some(&self.trace_values()[0]),
-            "span_id" => return Some(&self.trace_values()[1]),
-            _ => return None,
-        };
-        Some(&*self.values[index])
+impl Lookup for EventVars<'_> {
+    fn value(&self, index: usize) -> Option<&Value> {
+        match index {
+            METADATA => Some(
+                self.metadata_value
+                    .get_or_init(|| Value::Object(self.metadata.to_map())),
+            ),
+            TRACE_ID | SPAN_ID => Some(&self.trace_values()[index - TRACE_ID]),
+            _ if index < METADATA => Some(&self.values[index]),
+            _ if index < TRACE_ID => Some(&self.values[index - 1]),
+            _ => None,
+        }
     }
 
+    fn write_whole(&self, index: usize, out: &mut Vec<u8>) -> bool {
+        index == METADATA && self.metadata_value.get().is_none() && self.metadata.write_json(out)
+    }
+}
+
+impl Vars for EventVars<'_> {
     fn map(&self) -> &Map<String, Value> {
         self.map.get_or_init(|| {
-            EVENT_VARS
-                .iter()
-                .map(|n| (*n).to_owned())
-                .zip(
-                    self.values
-                        .iter()
-                        .map(|v| &**v)
-                        .chain(self.trace_values())
-                        .cloned(),
-                )
+            (EVENT_VARS.iter().enumerate())
+                .map(|(index, name)| {
+                    let value = self.value(index).expect("every event variable is set");
+                    ((*name).to_owned(), value.clone())
+                })
                 .collect()
         })
+    }
+}
+
+/// A rendering's variables: an event's, and the id of the delivery it renders for.
+struct Delivery<'a, V> {
+    vars: &'a V,
+    id: Option<Value>,
+}
+
+impl<V: Vars> Lookup for Delivery<'_, V> {
+    fn value(&self, index: usize) -> Option<&Value> {
+        match index {
+            DELIVERY_ID => self.id.as_ref(),
+            _ => self.vars.value(index),
+        }
+    }
+
+    fn write_whole(&self, index: usize, out: &mut Vec<u8>) -> bool {
+        self.vars.write_whole(index, out)
     }
 }
 
@@ -248,10 +273,7 @@ pub(crate) fn render_json(
     delivery_id: Option<&Uuid>,
 ) -> Result<Bytes, String> {
     let id = delivery_id.map(|id| Value::String(id.to_string()));
-    let body = template.render_bytes(|name| match name {
-        "delivery_id" => id.as_ref(),
-        _ => vars.var(name),
-    });
+    let body = template.render_bytes(&Delivery { vars, id });
     if !template.renders_json() {
         serde_json::from_slice::<serde::de::IgnoredAny>(&body)
             .map_err(|e| format!("the {} template rendered invalid JSON: {e}", event.name()))?;
@@ -454,6 +476,46 @@ mod tests {
         assert_eq!(rfc3339_millis(same), "2025-12-06T05:46:40.123Z");
         assert_eq!(rfc3339_millis(next), "2025-12-06T05:46:40.124Z");
         assert_eq!(rfc3339_millis(at), "2025-12-06T05:46:40.123Z");
+    }
+
+    /// Any template renders the same from an event's variables as from their map, whatever
+    /// its classified metadata (written without a map: `Metadata::write_json`), and the
+    /// built-in template writes that metadata as the map it would have made.
+    #[test]
+    fn every_variable_renders_from_event_vars_as_from_their_map() {
+        let holes = VARIABLES.map(|n| format!(r#""{n}": {{{{{n}}}}}, "{n}_text": "{{{{{n}}}}}""#));
+        let all = format!(r#"{{{}, "tool": {{{{metadata.tool_name}}}}}}"#, holes.join(", "));
+        let templates = [Template::builtin(), &Template::compile(&all).unwrap()];
+        let common = CommonVars::new("p", &Severities::default());
+        let long = "é".repeat(crate::events::MAX_HOST_STRING);
+        let subjects = [
+            json!("search"),
+            json!("a\"b\\c\nd"),
+            json!(7),
+            json!({"x": [1, null]}),
+            json!(long),
+        ];
+        let errors = [None, Some("boom \"quoted\"".to_owned()), Some(long.clone())];
+        for subject_key in ["tool_name", "prompt_id", "resource_uri"] {
+            for (subject, error) in subjects.iter().flat_map(|s| errors.iter().map(move |e| (s, e))) {
+                let metadata = || Metadata::Classified {
+                    subject_key,
+                    subject: subject.clone(),
+                    error: error.clone(),
+                };
+                let expected_metadata = Value::Object(metadata().into_map());
+                for template in templates {
+                    let job = Job::new(Event::ToolError, Context::default(), metadata(), None);
+                    let (vars, _) = job.event_vars(&common);
+                    let id = Uuid::new_v4();
+                    let from_vars = render_json(template, &vars, Event::ToolError, Some(&id)).unwrap();
+                    let from_map = render_json(template, vars.map(), Event::ToolError, Some(&id)).unwrap();
+                    assert_eq!(from_vars, from_map, "{subject_key} {subject} {error:?}");
+                    let body: Value = serde_json::from_slice(&from_vars).unwrap();
+                    assert_eq!(body["metadata"], expected_metadata);
+                }
+            }
+        }
     }
 
     #[test]

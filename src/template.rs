@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use once_cell::sync::Lazy;
 use serde_json::Value;
 
+use crate::json_text::{write_string_contents, write_value};
+
 /// Variables a template may name; anything else is a load-time error (a typo'd variable
 /// would otherwise silently render as null in production).
 /// The event's own come first (the runtime keeps them in this order, see
@@ -70,11 +72,75 @@ enum Part {
     Hole(Hole),
 }
 
-/// A `{{ path }}`: where it stands, and the path, its root resolved.
+/// A `{{ path }}`: where it stands, and the path, its root resolved to its index in
+/// [`VARIABLES`].
 struct Hole {
     in_string: bool,
-    root: &'static str,
+    root: usize,
     path: Vec<String>,
+}
+
+/// The index of variable `name` in [`VARIABLES`] (for constants: a name that is not one
+/// fails the build).
+pub(crate) const fn variable(name: &str) -> usize {
+    let mut index = 0;
+    while index < VARIABLES.len() {
+        if str_eq(VARIABLES[index], name) {
+            return index;
+        }
+        index += 1;
+    }
+    panic!("not a template variable")
+}
+
+/// `a == b`, in a constant.
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The index of `delivery_id`, which a rendering is given apart from an event's variables.
+pub(crate) const DELIVERY_ID: usize = variable("delivery_id");
+
+/// Where a rendering finds its variables: by their index in [`VARIABLES`] (a template's
+/// holes know theirs from compile time, so no name is looked up per event).
+pub(crate) trait Lookup {
+    /// The variable at `index` of [`VARIABLES`], if set.
+    fn value(&self, index: usize) -> Option<&Value>;
+
+    /// Writes the whole variable at `index` as compact JSON without making it a value, and
+    /// says whether it did (an event's classified `metadata` does; the rest are values).
+    fn write_whole(&self, _index: usize, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+}
+
+/// A [`Lookup`] by name (the public [`Template::render`]'s); the values live for `'v`.
+struct ByName<'v, F>(F, std::marker::PhantomData<&'v Value>);
+
+impl<'v, F: Fn(&str) -> Option<&'v Value>> Lookup for ByName<'v, F> {
+    fn value(&self, index: usize) -> Option<&Value> {
+        (self.0)(VARIABLES[index])
+    }
+}
+
+/// No variable at all: a rendering with every hole empty.
+struct Nothing;
+
+impl Lookup for Nothing {
+    fn value(&self, _index: usize) -> Option<&Value> {
+        None
+    }
 }
 
 impl std::fmt::Debug for Template {
@@ -127,7 +193,7 @@ impl Template {
     /// `{{ }}` anywhere else, so whether the output is JSON does not depend on the values:
     /// one rendering with every hole empty decides for all of them.
     fn prove_json(&self) -> Result<(), String> {
-        serde_json::from_slice::<serde::de::IgnoredAny>(&self.render_bytes(|_| None))
+        serde_json::from_slice::<serde::de::IgnoredAny>(&self.render_bytes(&Nothing))
             .map(drop)
             .map_err(|e| format!("template does not render valid JSON: {e}"))
     }
@@ -135,17 +201,18 @@ impl Template {
     /// Renders with `vars`, which resolves a top-level variable by name. The output is
     /// JSON whenever the template's own text is ([`Template::renders_json`]).
     pub fn render<'v>(&self, vars: impl Fn(&str) -> Option<&'v Value>) -> String {
-        String::from_utf8(self.render_bytes(vars)).expect("literal text and JSON encodings are UTF-8")
+        String::from_utf8(self.render_bytes(&ByName(vars, std::marker::PhantomData)))
+            .expect("literal text and JSON encodings are UTF-8")
     }
 
     /// [`Template::render`] as bytes, which are UTF-8 by construction: the engine does not
     /// check them again for every event.
-    pub(crate) fn render_bytes<'v>(&self, vars: impl Fn(&str) -> Option<&'v Value>) -> Vec<u8> {
+    pub(crate) fn render_bytes(&self, vars: &impl Lookup) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.last_len.load(Relaxed) + 16);
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.extend_from_slice(text.as_bytes()),
-                Part::Hole(hole) => hole.write(&mut out, vars(hole.root)),
+                Part::Hole(hole) => hole.write(&mut out, vars),
             }
         }
         trim_spare_room(&mut out);
@@ -176,11 +243,10 @@ impl Hole {
         let path: Vec<String> = segments.map(str::to_owned).collect();
         let root = match (root, path.is_empty()) {
             ("user", false) => "user_info",
-            _ => VARIABLES
-                .into_iter()
-                .find(|known| *known == root)
-                .expect("check_path accepted a known root"),
+            _ => root,
         };
+        let root =
+            (VARIABLES.iter().position(|known| *known == root)).expect("check_path accepted a known root");
         Hole {
             in_string,
             root,
@@ -188,10 +254,13 @@ impl Hole {
         }
     }
 
-    /// Writes the value at this hole's path under `root` (the root variable's value),
-    /// encoded for its place in the JSON text.
-    fn write(&self, out: &mut Vec<u8>, root: Option<&Value>) {
-        let value = root.and_then(|root| {
+    /// Writes the value at this hole's path in `vars`, encoded for its place in the JSON
+    /// text.
+    fn write(&self, out: &mut Vec<u8>, vars: &impl Lookup) {
+        if !self.in_string && self.path.is_empty() && vars.write_whole(self.root, out) {
+            return;
+        }
+        let value = vars.value(self.root).and_then(|root| {
             self.path.iter().try_fold(root, |value, key| match value {
                 Value::Object(map) => map.get(key.as_str()),
                 Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
@@ -203,12 +272,7 @@ impl Hole {
             (true, Some(Value::String(text))) => write_string_contents(out, text),
             (true, Some(other)) => write_string_contents(out, &other.to_string()),
             (false, None) => out.extend_from_slice(b"null"),
-            (false, Some(Value::String(text))) => {
-                out.push(b'"');
-                write_string_contents(out, text);
-                out.push(b'"');
-            }
-            (false, Some(value)) => serde_json::to_writer(out, value).expect("a JSON value writes to memory"),
+            (false, Some(value)) => write_value(out, value),
         }
     }
 }
@@ -219,34 +283,6 @@ pub(crate) fn trim_spare_room(body: &mut Vec<u8>) {
     if body.capacity() - body.len() > body.len() / 4 {
         body.shrink_to_fit();
     }
-}
-
-/// The bytes a JSON string cannot hold as they are: control characters, `"` and `\` (a
-/// table: one load a byte, for every string value of every event).
-const ESCAPED: [bool; 256] = {
-    let mut escaped = [false; 256];
-    let mut byte = 0;
-    while byte < 0x20 {
-        escaped[byte] = true;
-        byte += 1;
-    }
-    escaped[b'"' as usize] = true;
-    escaped[b'\\' as usize] = true;
-    escaped
-};
-
-/// Writes `text` escaped as the contents of a JSON string (without its quotes). Most values
-/// (names, ids, timestamps) need no escape: they are copied as they are.
-fn write_string_contents(out: &mut Vec<u8>, text: &str) {
-    if !text.bytes().any(|b| ESCAPED[usize::from(b)]) {
-        out.extend_from_slice(text.as_bytes());
-        return;
-    }
-    let start = out.len();
-    serde_json::to_writer(&mut *out, text).expect("a string writes to memory");
-    let end = out.len() - 1; // the closing quote
-    out.copy_within(start + 1..end, start);
-    out.truncate(end - 1);
 }
 
 /// Splits `source` into literal text and holes, each hole tagged with its JSON context;
