@@ -198,6 +198,40 @@ fn a_redis_restart_costs_hooks_nothing_and_loses_nothing() {
     wait_until("committed", WAIT, || n.stats().outbox.uncommitted == 0);
 }
 
+/// A close that reaches a Redis back from an outage (before a claim round has seen it back)
+/// ends connected: after a close the status says whether the close reached Redis, not what
+/// an earlier call met (a CI run saw a clean close report an outage).
+#[test]
+fn a_close_that_reaches_a_redis_back_from_an_outage_ends_connected() {
+    let redis = RedisServer::start();
+    let port = redis.port;
+    let n = Notifier::from_config_text(
+        &format!(
+            "outbox: {{type: redis, url: '{}', key: {}}}\nwebhooks: [{{url: 'http://127.0.0.1:{}/', id: w, events: [tool_success], retry_schedule: [1h], circuit_breaker: false}}]",
+            redis.url(),
+            key("close-after-outage"),
+            dead_port()
+        ),
+        None,
+    )
+    .unwrap();
+    wait_until("connected", WAIT, || n.stats().outbox.connected);
+    let notify = |id: &str| {
+        n.notify(Event::ToolSuccess, &json!({"request_id": id}), None, None)
+            .unwrap()
+    };
+    assert!(notify("held"));
+    wait_until("waiting to retry", WAIT, || n.stats().retries >= 1);
+    redis.stop();
+    assert!(notify("during the outage"));
+    wait_until("the outage seen", WAIT, || !n.stats().outbox.connected);
+    let _back = RedisServer::start_on(port);
+    n.close(Duration::from_secs(5)).unwrap();
+    let s = n.stats();
+    assert!(s.outbox.connected, "the close reached Redis: {:?}", s.outbox);
+    assert_eq!(s.dropped, 0, "{s:?}");
+}
+
 #[test]
 fn close_hands_deliveries_and_dead_letters_to_the_next_start() {
     let (place, _own) = single_node();

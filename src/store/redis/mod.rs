@@ -648,10 +648,11 @@ impl Store for RedisStore {
                     .into()),
             }
         });
+        // What the close says of Redis is whether it took the hand-back, whatever an earlier
+        // call met (a claim round that timed out left it false: a clean close is no outage).
+        self.connected.store(handed_back.is_ok(), Relaxed);
         if let Err(e) = handed_back {
             log::warn!("could not hand pending deliveries back at close ({e}); another process takes them over after claim_after");
-            // Only a failed hand-back says "not connected": a clean close is no outage.
-            self.connected.store(false, Relaxed);
         }
         state.connection = None;
         state.released = true;
