@@ -19,7 +19,7 @@
 //! ```
 //!
 //! Layers, bottom up (each imports only layers below it; `python3 ../shared/tools/import-cycles.py
-//! src` finds any loop): `error`, `logging`, `json_text`; `events`, `severity`, `matching`, `template`,
+//! src` finds any loop): `error`, `logging`, `json_scan`, `json_text`; `events`, `severity`, `matching`, `template`,
 //! `signing`, `network`; `formats`; `config`; `render`, `stats`, `metrics`; `store`; `engine`; `notifier`, `preview`; and the
 //! host surfaces `cli`, `ffi`, `python`.
 
@@ -31,6 +31,7 @@ pub(crate) mod error;
 pub(crate) mod events;
 pub(crate) mod formats;
 pub(crate) mod intervals;
+pub(crate) mod json_scan;
 pub(crate) mod json_text;
 pub(crate) mod logging;
 pub(crate) mod matching;

@@ -9,6 +9,8 @@ use serde::de::{DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, Visit
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::json_scan;
+
 /// What a payload says that decides its event and metadata.
 #[derive(Debug, PartialEq)]
 pub struct PayloadFacts {
@@ -36,7 +38,7 @@ impl PayloadFacts {
     pub fn from_text(json: &str, subject: &str, read_result: bool) -> serde_json::Result<Self> {
         let [subject, result] = members(json, [subject, "result"])?;
         let tool_error = match result.filter(|_| read_result) {
-            Some(result) => result_error(result.get())?,
+            Some(result) => result_error(result)?,
             None => None,
         };
         Ok(PayloadFacts {
@@ -55,7 +57,7 @@ fn result_error(json: &str) -> serde_json::Result<Option<String>> {
     // A raw value is the member's exact text: `true` is the only text that is true.
     let failed = [is_error, is_error_snake]
         .into_iter()
-        .any(|flag| flag.is_some_and(|raw| raw.get() == "true"));
+        .any(|flag| flag == Some("true"));
     let content = match failed && error.as_ref().is_none_or(is_empty) {
         true => parsed(content)?,
         false => None,
@@ -66,8 +68,8 @@ fn result_error(json: &str) -> serde_json::Result<Option<String>> {
 /// The value of a member's raw text. A string without escapes is taken as it stands: the
 /// document was checked, so its text between the quotes is the string (a subject, a
 /// tool's name, is nearly always one).
-fn parsed(raw: Option<&RawValue>) -> serde_json::Result<Option<Value>> {
-    let Some(raw) = raw.map(RawValue::get) else {
+fn parsed(raw: Option<&str>) -> serde_json::Result<Option<Value>> {
+    let Some(raw) = raw else {
         return Ok(None);
     };
     let plain = raw
@@ -81,11 +83,12 @@ fn parsed(raw: Option<&RawValue>) -> serde_json::Result<Option<Value>> {
 }
 
 /// The members `names` of the JSON document `json` as raw text (none of them unless it is
-/// an object); the document is checked whole.
-fn members<'a, const N: usize>(
-    json: &'a str,
-    names: [&str; N],
-) -> serde_json::Result<[Option<&'a RawValue>; N]> {
+/// an object); the document is checked whole. A scan of the text reads the usual documents;
+/// serde_json the rest (see [`json_scan`]).
+fn members<'a, const N: usize>(json: &'a str, names: [&str; N]) -> serde_json::Result<[Option<&'a str>; N]> {
+    if let Some(found) = json_scan::object_members(json, names) {
+        return Ok(found);
+    }
     if !json.trim_start().starts_with('{') {
         serde_json::from_str::<IgnoredAny>(json)?;
         return Ok([None; N]);
@@ -93,7 +96,7 @@ fn members<'a, const N: usize>(
     let mut document = serde_json::Deserializer::from_str(json);
     let found = document.deserialize_map(Members(names))?;
     document.end()?;
-    Ok(found)
+    Ok(found.map(|raw| raw.map(RawValue::get)))
 }
 
 /// Visits an object, keeping the raw text of the members it names.
