@@ -58,14 +58,14 @@ impl Job {
     /// `digest`, which only digest messages have), and the event's trace: the host's, else a
     /// fresh one (`{{trace_id}}`, `{{span_id}}`).
     pub fn vars(self, common: &CommonVars) -> (Map<String, Value>, Trace) {
-        let (vars, trace) = self.event_vars(common);
+        let vars = self.event_vars(common);
+        let trace = vars.trace().clone();
         (vars.into_map(), trace)
     }
 
-    /// The variables as [`EventVars`] (what the runtime routes with), and the event's trace.
-    pub fn event_vars(self, common: &CommonVars) -> (EventVars<'_>, Trace) {
+    /// The variables as [`EventVars`] (what the runtime routes with).
+    pub fn event_vars(self, common: &CommonVars) -> EventVars<'_> {
         let c = self.context;
-        let trace = c.trace.unwrap_or_else(Trace::random);
         let [event, severity] = &common.by_event[self.event as usize];
         let values = [
             Cow::Borrowed(event),
@@ -80,15 +80,14 @@ impl Job {
             Cow::Owned(c.violation.unwrap_or(Value::Null)),
             Cow::Owned(self.payload.unwrap_or(Value::Null)),
         ];
-        let vars = EventVars {
+        EventVars {
             values,
             metadata: self.metadata,
             metadata_value: OnceCell::new(),
-            trace: (trace.trace_id, trace.span_id),
+            trace: c.trace.map(OnceCell::with_value).unwrap_or_default(),
             trace_values: OnceCell::new(),
             map: OnceCell::new(),
-        };
-        (vars, trace)
+        }
     }
 }
 
@@ -178,8 +177,9 @@ pub(crate) struct EventVars<'c> {
     values: [Cow<'c, Value>; TRACE_ID - 1],
     metadata: Metadata,
     metadata_value: OnceCell<Value>,
-    /// The trace id and span id that `trace_id` and `span_id` write.
-    trace: (u128, u64),
+    /// The event's trace: the host's, else a fresh one made when first read (deliveries
+    /// packed into a batch travel under the batch's, and most templates write neither id).
+    trace: OnceCell<Trace>,
     trace_values: OnceCell<[Value; 2]>,
     map: OnceCell<Map<String, Value>>,
 }
@@ -187,29 +187,45 @@ pub(crate) struct EventVars<'c> {
 impl EventVars<'_> {
     /// The map of the variables (built from them, or the one built already).
     pub fn into_map(self) -> Map<String, Value> {
-        if let Some(map) = self.map.into_inner() {
+        let EventVars {
+            values,
+            metadata,
+            metadata_value,
+            trace,
+            trace_values: ids,
+            map,
+        } = self;
+        if let Some(map) = map.into_inner() {
             return map;
         }
-        let trace_values = (self.trace_values.into_inner()).unwrap_or_else(|| trace_values(self.trace));
-        let metadata =
-            (self.metadata_value.into_inner()).unwrap_or_else(|| Value::Object(self.metadata.into_map()));
-        let mut values: Vec<Value> = self.values.into_iter().map(Cow::into_owned).collect();
+        let ids = ids
+            .into_inner()
+            .unwrap_or_else(|| trace_values(trace.get_or_init(Trace::random)));
+        let metadata = metadata_value
+            .into_inner()
+            .unwrap_or_else(|| Value::Object(metadata.into_map()));
+        let mut values: Vec<Value> = values.into_iter().map(Cow::into_owned).collect();
         values.insert(METADATA, metadata);
         EVENT_VARS
             .iter()
             .map(|n| (*n).to_owned())
-            .zip(values.into_iter().chain(trace_values))
+            .zip(values.into_iter().chain(ids))
             .collect()
     }
 
+    /// The event's trace: the host's, else one made when first asked for, then kept.
+    pub fn trace(&self) -> &Trace {
+        self.trace.get_or_init(Trace::random)
+    }
+
     fn trace_values(&self) -> &[Value; 2] {
-        self.trace_values.get_or_init(|| trace_values(self.trace))
+        self.trace_values.get_or_init(|| trace_values(self.trace()))
     }
 }
 
-/// `trace_id` and `span_id` of a trace's ids.
-fn trace_values((trace_id, span_id): (u128, u64)) -> [Value; 2] {
-    trace::hex_ids(trace_id, span_id).map(Value::String)
+/// `trace_id` and `span_id` of a trace.
+fn trace_values(trace: &Trace) -> [Value; 2] {
+    trace::hex_ids(trace.trace_id, trace.span_id).map(Value::String)
 }
 
 impl Lookup for EventVars<'_> {
@@ -506,7 +522,7 @@ mod tests {
                 let expected_metadata = Value::Object(metadata().into_map());
                 for template in templates {
                     let job = Job::new(Event::ToolError, Context::default(), metadata(), None);
-                    let (vars, _) = job.event_vars(&common);
+                    let vars = job.event_vars(&common);
                     let id = Uuid::new_v4();
                     let from_vars = render_json(template, &vars, Event::ToolError, Some(&id)).unwrap();
                     let from_map = render_json(template, vars.map(), Event::ToolError, Some(&id)).unwrap();
@@ -532,7 +548,7 @@ mod tests {
             )
         };
         let common = CommonVars::new("p", &Severities::default());
-        let (vars, _) = job().event_vars(&common);
+        let vars = job().event_vars(&common);
         let map = vars.map().clone();
         assert_eq!(map.len(), EVENT_VARS.len());
         for (name, value) in &map {
@@ -544,11 +560,11 @@ mod tests {
         let severity = crate::severity::Severity::default_for(Event::RateLimitExceeded);
         assert_eq!(map["severity"], severity.name());
         for event in Event::ALL {
-            let (vars, _) = Job::new(event, Context::default(), Map::new(), None).event_vars(&common);
+            let vars = Job::new(event, Context::default(), Map::new(), None).event_vars(&common);
             assert_eq!(vars.var("event"), Some(&Value::from(event.name())));
         }
         assert_eq!(vars.into_map(), map);
-        let (fresh, _) = job().event_vars(&common);
+        let fresh = job().event_vars(&common);
         let mut expected = fresh.into_map();
         // Built separately: only the timestamp and the trace may differ.
         for name in ["timestamp", "trace_id", "span_id"] {

@@ -323,8 +323,10 @@ impl Intake {
         }
         #[cfg(test)]
         self.injected_panic(1);
-        let (vars, trace) = job.event_vars(&self.shared.common_vars);
-        let trace = Arc::new(trace);
+        let vars = job.event_vars(&self.shared.common_vars);
+        // Shared by the event's deliveries that carry it (a packed one travels under its
+        // batch's), made for the first.
+        let trace = std::cell::OnceCell::new();
         // The clock is read once, and only when a silence or a time interval needs it.
         let clock = std::cell::OnceCell::new();
         let now = || *clock.get_or_init(jiff::Timestamp::now);
@@ -377,7 +379,10 @@ impl Intake {
                 continue;
             }
             ticket.id = Uuid::new_v4();
-            ticket.trace = Some(Arc::clone(&trace));
+            if !self.shared.packs(ticket.webhook) {
+                let trace = trace.get_or_init(|| Arc::new(vars.trace().clone()));
+                ticket.trace = Some(Arc::clone(trace));
+            }
             let source = Source::of(&self.shared.config, webhook, event, builtin);
             let body = match source {
                 Source::Template(t) if !t.varies_per_delivery() => shared

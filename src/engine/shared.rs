@@ -108,14 +108,20 @@ impl Shared {
         let index = ticket.webhook;
         match (due, self.batching(index)) {
             (Some(due), _) => self.queue.restore(ticket, due),
-            // A durable outbox journals each event: only a memory one packs them (a replayed
-            // batch is already whole).
-            (None, Some((limits, framing))) if !self.queue.durable() && !ticket.is_whole() => {
+            // A replayed batch is already whole.
+            (None, Some((limits, framing))) if self.packs(index) && !ticket.is_whole() => {
                 self.queue.pack(ticket, limits, framing)
             }
             (None, _) => self.queue.push(ticket),
         }
         self.wakers[index].notify_one();
+    }
+
+    /// Whether webhook `index` packs its events' deliveries into batches as they are queued:
+    /// a batching webhook on a memory outbox (a durable one journals each event). A packed
+    /// delivery's id and trace are its batch's.
+    pub fn packs(&self, index: usize) -> bool {
+        !self.queue.durable() && self.batching(index).is_some()
     }
 
     /// The batch limits and framing of webhook `index`, if it batches.
