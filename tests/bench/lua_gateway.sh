@@ -104,10 +104,20 @@ until curl -sf "http://127.0.0.1:$PORT/plain" >/dev/null; do sleep 0.05; done
 for run in 1 2 3; do
     for which in digest unwanted; do curl -sf "http://127.0.0.1:$PORT/invoke-cost?which=$which"; done
 done
+# Each row also gives the worker process's CPU per request (its delivery thread included, from
+# /proc, 10 ms ticks): steadier than requests/s on a noisy machine, since it does not depend on
+# how much of the 2 cores wrk and the receiver got during the run.
+WORKER=$(pgrep -P "$(cat "$OUT/lua-gateway/nginx.pid")" | head -1)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$WORKER/stat"; }
 for run in 1 2 3; do
     for location in plain logged hooked digest batched unwanted proxied proxied-digest proxied-batched; do
-        wrk -t1 -c32 -d5s "http://127.0.0.1:$PORT/$location" \
-            | awk -v run=$run -v location=$location '/Requests\/sec/ {printf "{\"bench\": \"lua-gateway\", \"location\": \"%s\", \"run\": %d, \"per_second\": %s}\n", location, run, $2}'
+        before=$(cpu_ticks)
+        report=$(wrk -t1 -c32 -d5s "http://127.0.0.1:$PORT/$location")
+        ticks=$(($(cpu_ticks) - before))
+        awk -v run=$run -v location=$location -v ticks=$ticks '
+            /requests in/ {requests = $1}
+            /Requests\/sec/ {rate = $2}
+            END {printf "{\"bench\": \"lua-gateway\", \"location\": \"%s\", \"run\": %d, \"per_second\": %s, \"cpu_us_per_request\": %.3f}\n", location, run, rate, ticks * 10000 / requests}' <<<"$report"
     done
 done
 # What became of the batching webhook's events over every run: a faster gateway bought by

