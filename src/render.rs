@@ -17,7 +17,7 @@ use crate::events::{Context, Event, Metadata};
 use crate::formats::{self, batch, Format};
 use crate::matching::{group_key, group_of, Field};
 use crate::severity::Severities;
-use crate::template::{variable, Lookup, Template, DELIVERY_ID, VARIABLES};
+use crate::template::{variable, variable_index, Lookup, Template, DELIVERY_ID, VARIABLES};
 use crate::trace::{self, Trace};
 
 /// `User-Agent` of every request.
@@ -140,7 +140,7 @@ fn rfc3339_millis(at: std::time::SystemTime) -> String {
 pub(crate) trait Vars: Lookup {
     /// The variable `name`, if set.
     fn var(&self, name: &str) -> Option<&Value> {
-        self.value(VARIABLES.iter().position(|known| *known == name)?)
+        self.value(variable_index(name)?)
     }
     /// All of them as a map (what filters, digests, silences and channel formats read).
     fn map(&self) -> &Map<String, Value>;
@@ -162,6 +162,7 @@ impl Vars for Map<String, Value> {
 /// the last two (`delivery_id`, `digest`), which are not the event's.
 const EVENT_VARS: &[&str] = VARIABLES.split_at(VARIABLES.len() - 2).0;
 
+/// Where [`EventVars`] finds the variables it keeps apart from the rest.
 const METADATA: usize = variable("metadata");
 const TRACE_ID: usize = variable("trace_id");
 const SPAN_ID: usize = variable("span_id");

@@ -80,17 +80,25 @@ struct Hole {
     path: Vec<String>,
 }
 
-/// The index of variable `name` in [`VARIABLES`] (for constants: a name that is not one
-/// fails the build).
-pub(crate) const fn variable(name: &str) -> usize {
+/// The index of variable `name` in [`VARIABLES`], if it is one.
+pub(crate) const fn variable_index(name: &str) -> Option<usize> {
     let mut index = 0;
     while index < VARIABLES.len() {
         if str_eq(VARIABLES[index], name) {
-            return index;
+            return Some(index);
         }
         index += 1;
     }
-    panic!("not a template variable")
+    None
+}
+
+/// The index of a variable the code names (for constants: a name that is not one fails the
+/// build).
+pub(crate) const fn variable(name: &str) -> usize {
+    match variable_index(name) {
+        Some(index) => index,
+        None => panic!("not a template variable"),
+    }
 }
 
 /// `a == b`, in a constant.
@@ -245,8 +253,7 @@ impl Hole {
             ("user", false) => "user_info",
             _ => root,
         };
-        let root =
-            (VARIABLES.iter().position(|known| *known == root)).expect("check_path accepted a known root");
+        let root = variable_index(root).expect("check_path accepted a known root");
         Hole {
             in_string,
             root,
