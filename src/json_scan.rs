@@ -14,11 +14,7 @@ const MAX_DIGITS: usize = 40;
 /// The raw text of the members `names` of the JSON object `json` (of repeated keys, the
 /// last), or `None` when the text is not an object this scan reads whole.
 pub fn object_members<'a, const N: usize>(json: &'a str, names: [&str; N]) -> Option<[Option<&'a str>; N]> {
-    let mut scan = Scan {
-        json,
-        text: json.as_bytes(),
-        at: 0,
-    };
+    let mut scan = Scan { json, at: 0 };
     let mut found = [None; N];
     scan.space();
     scan.eat(b'{')?;
@@ -51,14 +47,16 @@ pub fn object_members<'a, const N: usize>(json: &'a str, names: [&str; N]) -> Op
 /// A position in a document's text.
 struct Scan<'a> {
     json: &'a str,
-    /// Its bytes.
-    text: &'a [u8],
     at: usize,
 }
 
 impl<'a> Scan<'a> {
+    fn bytes(&self) -> &'a [u8] {
+        self.json.as_bytes()
+    }
+
     fn peek(&self) -> Option<u8> {
-        self.text.get(self.at).copied()
+        self.bytes().get(self.at).copied()
     }
 
     fn next(&mut self) -> Option<u8> {
@@ -82,7 +80,7 @@ impl<'a> Scan<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.at;
-        let length = (self.text[start..].iter()).position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let length = (self.bytes()[start..].iter()).position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
         self.at += length;
         self.eat(b'"')?;
         // Quotes are ASCII: both ends are character boundaries of the text.
@@ -130,7 +128,7 @@ impl<'a> Scan<'a> {
     }
 
     fn word(&mut self, word: &[u8]) -> Option<()> {
-        self.text[self.at..]
+        self.bytes()[self.at..]
             .starts_with(word)
             .then(|| self.at += word.len())
     }
@@ -210,6 +208,8 @@ mod tests {
             r#"{"name": 1.}"#,
             r#"{"name": -}"#,
             r#"{"name": [1,]}"#,
+            r#"{"name": {"a": null], "result": null}"#,
+            r#"{"name": [1}}"#,
             r#"{"name": {"a" 1}}"#,
             r#"{"name": tru}"#,
             "{\"name\": \"tab\there\"}",

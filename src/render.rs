@@ -18,7 +18,7 @@ use crate::formats::{self, batch, Format};
 use crate::matching::{group_key, group_of, Field};
 use crate::severity::Severities;
 use crate::template::{variable, variable_index, Lookup, Template, DELIVERY_ID, VARIABLES};
-use crate::trace::{self, Trace};
+use crate::trace::Trace;
 
 /// `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("webhook-notification/", env!("CARGO_PKG_VERSION"));
@@ -226,7 +226,7 @@ impl EventVars<'_> {
 
 /// `trace_id` and `span_id` of a trace.
 fn trace_values(trace: &Trace) -> [Value; 2] {
-    trace::hex_ids(trace.trace_id, trace.span_id).map(Value::String)
+    trace.hex_ids().map(Value::String)
 }
 
 impl Lookup for EventVars<'_> {

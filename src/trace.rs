@@ -66,12 +66,12 @@ impl Trace {
         let _ = write!(header, "00-{:032x}-{span:016x}-{:02x}", self.trace_id, self.flags);
         header
     }
-}
 
-/// `{{trace_id}}` and `{{span_id}}`: a trace id as 32 lowercase hex digits and a span id as
-/// 16.
-pub fn hex_ids(trace_id: u128, span_id: u64) -> [String; 2] {
-    [lower_hex(trace_id, 32), lower_hex(span_id.into(), 16)]
+    /// `{{trace_id}}` and `{{span_id}}`: its trace id as 32 lowercase hex digits and its
+    /// first attempt's span id as 16.
+    pub fn hex_ids(&self) -> [String; 2] {
+        [lower_hex(self.trace_id, 32), lower_hex(self.span_id.into(), 16)]
+    }
 }
 
 /// The low `digits` (even) hex digits of `value`, zero-padded: two digits per byte from a
@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn a_valid_traceparent_keeps_its_trace_id_and_flags_with_a_new_span() {
         let t = Trace::from_host(Some(PARENT), None, Some("congo=t61rcWkgMzE")).unwrap();
-        assert_eq!(hex_ids(t.trace_id, 0)[0], "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(t.hex_ids()[0], "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(t.flags, 1);
         assert_eq!(t.state.as_deref(), Some("congo=t61rcWkgMzE"));
         let first = t.traceparent(0);
@@ -195,7 +195,7 @@ mod tests {
             "{first}"
         );
         assert!(first.ends_with("-01"));
-        assert_eq!(first[36..52], hex_ids(0, t.span_id)[1]);
+        assert_eq!(first[36..52], t.hex_ids()[1]);
         assert_ne!(
             &first[36..52],
             "b7ad6b7169203331",
@@ -233,7 +233,7 @@ mod tests {
     #[test]
     fn a_bare_trace_id_or_uuid_is_taken_when_no_traceparent_is() {
         let t = Trace::from_host(Some("junk"), Some("4bf92f35-77b3-4da6-a3ce-929d0e0e4736"), None).unwrap();
-        assert_eq!(hex_ids(t.trace_id, 0)[0], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.hex_ids()[0], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(t.flags, 1);
         assert_eq!(Trace::from_host(None, Some("not hex"), None), None);
     }
